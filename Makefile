@@ -1,0 +1,39 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both create .venv and install
+# everything, torch==2.13.0 first (an unpinned torch would pull a multi-GB CUDA build).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEMO_CONFIG ?= configs/pbb_programs.yaml
+DEMO_OUT ?= runs/pbb_programs
+
+.PHONY: demo test install dev lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/inweights run $(DEMO_CONFIG) --out $(DEMO_OUT) --resume
+	@echo "report: $(DEMO_OUT)/report.md"
+
+test: $(VENV)/.dev
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.dev
+	$(VENV)/bin/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,141 @@
+"""The `inweights` command: run, validate, data, prepare, report.
+
+Bad input (config, data file, model path) ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from inweights.errors import UserError
+
+
+def cmd_validate(args) -> int:
+    from inweights.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if cfg.kind == "experiment":
+        from inweights.experiment import load_units, resolve_prepared
+
+        load_units(cfg)  # a data file is read and checked too
+        if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
+            raise UserError(f"model.path: {cfg.model.path} is not a Hugging Face model folder (no config.json)")
+        if cfg.model.preset == "tiny" and cfg.model.prepared_base:
+            resolve_prepared(cfg, Path(args.config))
+    print(f"{args.config}: ok ({cfg.kind} '{cfg.name}')")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from inweights.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if cfg.kind == "prepare":
+        return cmd_prepare(args)
+    from inweights.experiment import load_units, run_experiment
+
+    load_units(cfg)  # fail on bad data before any work starts
+    if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
+        raise UserError(f"model.path: {cfg.model.path} is not a Hugging Face model folder (no config.json)")
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    summary = run_experiment(cfg, out, Path(args.config), resume=args.resume)
+    for line in summary["bars"]:
+        print(line)
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from inweights.config import load_config
+    from inweights.prepare import build_prepared_base, prepared_dir
+
+    cfg = load_config(args.config, args.set)
+    if cfg.kind != "prepare":
+        raise UserError(f"{args.config}: kind must be 'prepare' for `inweights prepare`")
+    out = Path(args.out) if args.out else prepared_dir(args.config, cfg.name)
+    command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    rec = build_prepared_base(cfg, out, command)
+    print(f"prepared base: {out}  in-context cot {rec['in_context_cot']:.1%} "
+          f"(gate {rec['gate']:.0%}, {'passed' if rec['passed'] else 'NOT passed'})")
+    return 0 if rec["passed"] else 1
+
+
+def cmd_data(args) -> int:
+    from inweights.config import apply_overrides, load_raw, validate
+    from inweights.data import export
+    from inweights.experiment import load_units
+
+    raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
+    raw = apply_overrides(raw, [f"domain.name={args.domain}"] + args.set)
+    cfg = validate(raw)
+    domain, units = load_units(cfg)
+    manifest = export(cfg, Path(args.out), domain, units)
+    n = sum(f["records"] for f in manifest["files"].values())
+    print(f"wrote {len(manifest['files'])} files, {n} records to {args.out} (manifest.json)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    run = Path(args.run)
+    summary = run / "summary.json"
+    if not summary.is_file():
+        raise UserError(f"{run}: no summary.json (is it a finished run directory?)")
+    status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
+    print((run / "report.md").read_text())
+    print(f"\nstatus: {status.get('state', 'unknown')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inweights", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, with_out=True):
+        p.add_argument("config", help="experiment YAML")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+        if with_out:
+            p.add_argument("--out", help="output directory")
+
+    p = sub.add_parser("run", help="run an experiment: train every recipe, evaluate, report")
+    common(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("validate", help="check a config (and its data file) without doing any work")
+    common(p, with_out=False)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("prepare", help="build a prepared base (in-context execution until a gate)")
+    common(p)
+    p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser("data", help="export a domain's views as JSONL with a manifest")
+    p.add_argument("domain", choices=["programs"])
+    p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("report", help="print the report of a run directory")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"inweights: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("inweights: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

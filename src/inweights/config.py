@@ -1,0 +1,293 @@
+"""Experiment configuration: pydantic models for the YAML files, and the single source of defaults.
+
+Unknown keys, wrong types and impossible values are rejected before any work starts; the error names
+the key path (``train.lr``) so the user can find it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from inweights.errors import UserError
+
+PositiveInt = Field(gt=0)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------- domain
+class ProgramsConfig(Strict):
+    """Difficulty and size of the random-program domain."""
+
+    n_programs: int = Field(200, gt=1)
+    without_io_fraction: float = Field(0.25, gt=0, lt=1)
+    families: list[Literal["arith", "cipher"]] = Field(default_factory=lambda: ["arith"], min_length=1)
+    min_statements: int = Field(2, ge=1, le=20)
+    max_statements: int = Field(4, ge=1, le=20)
+    ops: list[Literal["+", "-", "*"]] = Field(default_factory=lambda: ["+", "-"], min_length=1)
+    modulus: int = Field(10, ge=3, le=1000)
+    const_max: int = Field(9, ge=1)
+    input_max: int = Field(9, ge=1)
+    cond_prob: float = Field(0.25, ge=0, le=1)
+    n_train_inputs: int = Field(6, ge=1)
+    n_test_inputs: int = Field(4, ge=1)
+    string_min_len: int = Field(3, ge=1)
+    string_max_len: int = Field(5, ge=1)
+    alphabet_size: int = Field(8, ge=3, le=26)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProgramsConfig:
+        if self.min_statements > self.max_statements:
+            raise ValueError("min_statements must be <= max_statements")
+        if "arith" in self.families and self.n_train_inputs + self.n_test_inputs > self.input_max + 1:
+            raise ValueError(
+                f"n_train_inputs + n_test_inputs ({self.n_train_inputs + self.n_test_inputs}) exceeds the "
+                f"{self.input_max + 1} distinct inputs 0..input_max"
+            )
+        if self.string_min_len > self.string_max_len:
+            raise ValueError("string_min_len must be <= string_max_len")
+        return self
+
+
+class DomainConfig(Strict):
+    name: Literal["programs"] = "programs"
+    programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
+    # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
+    data_file: str | None = None
+
+
+# ---------------------------------------------------------------------------- model
+class TinyConfig(Strict):
+    """A random-init Llama-family model and the BPE tokenizer trained for it."""
+
+    hidden_size: int = Field(256, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(768, gt=0)
+    vocab_size: int = Field(384, ge=300)
+    max_position_embeddings: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        return self
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class ModelConfig(Strict):
+    preset: Literal["tiny"] | None = "tiny"
+    path: str | None = None  # a local Hugging Face causal LM folder
+    tiny: TinyConfig = Field(default_factory=TinyConfig)
+    # For the tiny preset: start from the prepared base built by this config (see `inweights prepare`),
+    # or from random init with `null` (a control: the in-context skill is then missing).
+    prepared_base: str | None = "configs/prepare_tiny.yaml"
+    lora: LoraConfig | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.preset is None) == (self.path is None):
+            raise ValueError("set exactly one of model.preset and model.path")
+        return self
+
+
+# ---------------------------------------------------------------------------- training
+class TrainConfig(Strict):
+    batch_size: int = Field(16, gt=0)  # packed rows per optimiser step (across accumulation)
+    grad_accum: int = Field(1, gt=0)
+    max_len: int = Field(256, ge=16)  # tokens per packed row
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    bf16: bool = True  # autocast on CPUs that support it and on GPUs
+    log_every: int = Field(25, gt=0)
+    threads: int | None = Field(None, gt=0)  # torch CPU threads; None = torch's default
+
+    @model_validator(mode="after")
+    def _accum(self) -> TrainConfig:
+        if self.batch_size % self.grad_accum:
+            raise ValueError("batch_size must be divisible by grad_accum")
+        return self
+
+
+ViewName = Literal["decl", "exec", "in_context", "demos"]
+GroupName = Literal["with_io", "without_io", "all"]
+
+
+class MixItem(Strict):
+    """One component of a stage's mixture: a view of a group of units, in some answer format."""
+
+    view: ViewName
+    group: GroupName
+    format: Literal["direct", "cot", "both"] = "both"
+    weight: float = Field(1.0, gt=0)
+    k: int | None = Field(None, gt=0)  # demos: execution examples per unit
+
+
+class StageConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    steps: int = Field(gt=0)
+    mixture: list[MixItem] = Field(min_length=1)
+    objective: Literal["sft"] = "sft"
+    lr: float | None = Field(None, gt=0)
+
+
+class PBBConfig(Strict):
+    """Step counts and mixtures the PBB recipes are written with."""
+
+    stage1_steps: int = Field(600, gt=0)
+    stage2_steps: int = Field(300, gt=0)
+    mixture_steps: int | None = Field(None, gt=0)  # default: stage1 + stage2
+    decl_weight: float = Field(1.0, gt=0)
+    exec_weight: float = Field(1.0, gt=0)
+    replay_weight: float = Field(0.2, ge=0)  # generic in-context samples in stage 2 (format upkeep)
+    demos_k: int = Field(10, gt=0)
+    demos_steps: int | None = Field(None, gt=0)  # default: stage2_steps
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(128, gt=0)
+    max_new_tokens: int = Field(160, gt=0)
+    groups: list[Literal["with_io", "without_io"]] = Field(default_factory=lambda: ["with_io", "without_io"])
+    modes: list[Literal["in_weights", "in_context"]] = Field(
+        default_factory=lambda: ["in_weights", "in_context"]
+    )
+    formats: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
+    max_units_per_group: int | None = Field(None, gt=0)
+    eval_base: bool = True  # also probe the starting model (the prepared base)
+
+
+class SweepConfig(Strict):
+    """Sample-efficiency sweep: demos_only at each k, compared with a reference recipe."""
+
+    demos_k: list[int] = Field(min_length=1)
+    reference: str = "proactive"
+    group: Literal["without_io"] = "without_io"
+    format: Literal["direct", "cot"] = "cot"
+
+
+class PrepareConfig(Strict):
+    """The preparation stage: in-context execution on fresh programs until a gate is passed."""
+
+    max_steps: int = Field(6000, gt=0)
+    eval_every: int = Field(250, gt=0)
+    eval_programs: int = Field(200, gt=0)
+    gate: float = Field(0.9, gt=0, le=1)
+    warmup_statements: int = Field(2, gt=0)  # programs have 1..warmup_statements early on
+    warmup_frac: float = Field(0.15, ge=0, lt=1)
+    drill_frac: float = Field(0.15, ge=0, lt=1)  # single-statement programs
+    direct_frac: float = Field(0.3, ge=0, le=1)
+    corpus_programs: int = Field(2000, gt=0)  # for training the tokenizer
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["experiment", "prepare"] = "experiment"
+    seed: int = Field(0, ge=0)
+    domain: DomainConfig = Field(default_factory=DomainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    recipes: list[str] = Field(default_factory=lambda: ["proactive", "stage2_only", "mixture"])
+    pbb: PBBConfig = Field(default_factory=PBBConfig)
+    curricula: dict[str, list[StageConfig]] = Field(default_factory=dict)  # user-defined recipes
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: SweepConfig | None = None
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
+
+    @model_validator(mode="after")
+    def _recipes(self) -> ExperimentConfig:
+        from inweights.recipes import RECIPES
+
+        for r in self.recipes:
+            base = r.split("@")[0]
+            if base not in RECIPES and r not in self.curricula:
+                known = ", ".join(sorted(set(RECIPES) | set(self.curricula)))
+                raise ValueError(f"unknown recipe '{r}' (known: {known})")
+        return self
+
+
+# ---------------------------------------------------------------------------- loading
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"config error at {loc}: {msg}{more}"
+
+
+def parse_value(text: str) -> Any:
+    """A --set value is YAML, so numbers, booleans, null and lists work as typed."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects key.path=value, got '{item}'")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise UserError(f"--set {key}: '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = parse_value(value)
+    return raw
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config {p}{where}: invalid YAML") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config {p}: top level must be a mapping")
+    return raw
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_format_error(e)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return validate(apply_overrides(load_raw(path), overrides or []))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,96 @@
+"""Stages -> example samplers. The bridge between domains/views (what to say) and the trainer
+(how to learn it): the trainer only ever sees a ``sample(rng) -> (input_ids, labels)`` function."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from inweights import views
+from inweights.config import MixItem, StageConfig
+from inweights.domains.base import Unit
+from inweights.domains.programs import derive_seed
+from inweights.train.data import tokenize_record
+
+FORMATS = {"both": ("direct", "cot"), "direct": ("direct",), "cot": ("cot",)}
+
+
+class TokenCache:
+    """Tokenised records keyed by their text: templates repeat, tokenising again is waste."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
+
+    def __call__(self, record: dict[str, Any], loss_on: str) -> tuple[list[int], list[int]]:
+        key = (record["messages"][0]["content"], record["messages"][1]["content"], loss_on)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = tokenize_record(self.tokenizer, record, loss_on)
+        return hit
+
+
+def select(units: list[Unit], group: str) -> list[Unit]:
+    return list(units) if group == "all" else [u for u in units if u.group == group]
+
+
+def demo_pool(domain, units: list[Unit], k: int, seed: int) -> list[dict[str, Any]]:
+    """k fixed execution examples per unit (training inputs only, templates and formats drawn once)."""
+    pool = []
+    for u in units:
+        rng = random.Random(derive_seed(seed, "demos", u.id, k))
+        for _ in range(k):
+            x = rng.choice(u.train_inputs)
+            fmt = rng.choice(("direct", "cot"))
+            pool.append(views.execution(domain, u, x, fmt, rng))
+    return pool
+
+
+def record_for(item: MixItem, domain, units: list[Unit], rng: random.Random, pool=None) -> dict[str, Any]:
+    if item.view == "demos":
+        return rng.choice(pool)
+    u = rng.choice(units)
+    if item.view == "decl":
+        return views.decl(domain, u, rng)
+    x = rng.choice(u.train_inputs)
+    fmt = rng.choice(FORMATS[item.format])
+    if item.view == "exec":
+        return views.execution(domain, u, x, fmt, rng)
+    return views.in_context(domain, u, x, fmt, rng)
+
+
+def stage_sampler(stage: StageConfig, domain, units: list[Unit], tokens: TokenCache, seed: int):
+    """A sampler drawing a mixture component by weight, then one record of it."""
+    comps = []
+    for item in stage.mixture:
+        chosen = select(units, item.group)
+        if not chosen:
+            raise ValueError(f"stage {stage.name}: group {item.group} has no units")
+        pool = demo_pool(domain, chosen, item.k or 1, seed) if item.view == "demos" else None
+        comps.append((item, chosen, pool))
+    weights = [c[0].weight for c in comps]
+
+    def sample(rng: random.Random) -> tuple[list[int], list[int]]:
+        item, chosen, pool = rng.choices(comps, weights=weights)[0]
+        rec = record_for(item, domain, chosen, rng, pool)
+        return tokens(rec, "all" if item.view == "decl" else "completion")
+
+    return sample
+
+
+def corpus_texts(domain, units: list[Unit], seed: int, n_templates: int = 3) -> list[str]:
+    """Text of every view of the units (for training a tokenizer on the experiment's corpus)."""
+    rng = random.Random(derive_seed(seed, "corpus"))
+    out = []
+    for u in units:
+        for _ in range(n_templates):
+            out.append(_flat(views.decl(domain, u, rng)))
+        x = rng.choice(u.train_inputs + u.test_inputs)
+        for fmt in ("direct", "cot"):
+            out.append(_flat(views.execution(domain, u, x, fmt, rng)))
+            out.append(_flat(views.in_context(domain, u, x, fmt, rng)))
+    return out
+
+
+def _flat(rec: dict[str, Any]) -> str:
+    return "\n".join(m["content"] for m in rec["messages"])

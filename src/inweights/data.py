@@ -1,0 +1,161 @@
+"""Dataset export (`inweights data`) and reading units back from a file.
+
+Export layout (every file JSONL with chat ``messages`` plus ``prompt``/``completion``, which
+``datasets.load_dataset("json", data_files=...)`` and TRL read as they are)::
+
+    units.jsonl                          one program per line (id, pointer, source, group, inputs)
+    train/{view}_{group}.jsonl           decl (every template), exec and in_context (train inputs)
+    probes/{group}_{mode}_{format}.jsonl held-out inputs, exactly what the evaluator asks
+    manifest.json                        seed, config, counts per group and view, sha256 per file
+
+Same seed and config -> byte-identical files (no timestamps, fixed key order, seeded templates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from inweights import views
+from inweights.config import ExperimentConfig, dump_config
+from inweights.domains.base import Unit
+from inweights.domains.programs import derive_seed
+from inweights.errors import UserError
+from inweights.eval.probes import build_probes
+
+_V = r"[a-wx]"
+_S = r"[a-ws]"
+LINE_PATTERNS = [
+    re.compile(rf"^[a-w] = \({_V} [-+*] \d+\) % \d+( if {_V} > \d+ else \({_V} [-+*] \d+\) % \d+)?$"),
+    re.compile(rf"^[a-w] = ''\.join\(chr\(\(ord\(ch\) - 97 \+ \d+\) % \d+ \+ 97\) for ch in {_S}\)$"),
+    re.compile(rf"^[a-w] = {_S}\[::-1\]$"),
+    re.compile(rf"^[a-w] = {_S}\.translate\(str\.maketrans\('[a-z]+', '[a-z]+'\)\)$"),
+    re.compile(rf"^[a-w] = {_S}\[\d:\] \+ {_S}\[:\d\]$"),
+]
+HEADER = re.compile(r"^def ([a-z_][a-z0-9_]*)\(([xs])\):$")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(_dumps(r) + "\n" for r in records).encode()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def unit_record(u: Unit) -> dict[str, Any]:
+    return {"id": u.id, "family": u.family, "pointer": u.pointer, "group": u.group, "source": u.instruction,
+            "train_inputs": list(u.train_inputs), "test_inputs": list(u.test_inputs)}
+
+
+def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[str, Any]:
+    """Write the dataset into ``out`` atomically (a temp folder renamed at the end)."""
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder {out} exists and is not empty")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files: dict[str, list[dict[str, Any]]] = {"units.jsonl": [unit_record(u) for u in units]}
+    for group in ("with_io", "without_io"):
+        chosen = [u for u in units if u.group == group]
+        rng = random.Random(derive_seed(cfg.seed, "export", group))
+        decl = [views.decl(domain, u, random.Random(derive_seed(cfg.seed, "decl", u.id, t)))
+                for u in chosen for t in range(len(domain.decl_templates))]
+        # decl uses each template once per unit: set the template deterministically, not by chance
+        for i, rec in enumerate(decl):
+            u = chosen[i // len(domain.decl_templates)]
+            sentence = domain.decl_templates[i % len(domain.decl_templates)].format(name=u.pointer)
+            rec["messages"][0]["content"] = sentence
+        files[f"train/decl_{group}.jsonl"] = decl
+        files[f"train/exec_{group}.jsonl"] = [views.execution(domain, u, x, f, rng)
+                                              for u in chosen for x in u.train_inputs for f in ("direct", "cot")]
+        files[f"train/in_context_{group}.jsonl"] = [views.in_context(domain, u, x, f, rng)
+                                                    for u in chosen for x in u.train_inputs for f in ("direct", "cot")]
+    for p in build_probes(domain, units, cfg.eval, cfg.seed):
+        files.setdefault(f"probes/{p['cell'].replace('/', '_')}.jsonl", []).append(p)
+    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
+    for name, recs in files.items():
+        sha = _write_jsonl(tmp / name, recs)
+        manifest["files"][name] = {"records": len(recs), "sha256": sha}
+    manifest["counts"] = {g: sum(u.group == g for u in units) for g in ("with_io", "without_io")}
+    manifest["config"] = dump_config(cfg)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return manifest
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"data file {path} line {n}: invalid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise UserError(f"data file {path} line {n}: expected a JSON object")
+            out.append(rec)
+    return out
+
+
+def check_source(src: str) -> tuple[str, str]:
+    """(name, param) if ``src`` is a program of the generator's grammar; raises ValueError otherwise.
+
+    Only programs of that fixed, side-effect-free shape are executed in-process; anything else is
+    untrusted code, which must only ever run in the sandbox.
+    """
+    lines = src.split("\n")
+    m = HEADER.match(lines[0]) if lines else None
+    if not m or len(lines) < 3:
+        raise ValueError("not a 'def name(x):' program")
+    body = [ln[4:] if ln.startswith("    ") else None for ln in lines[1:]]
+    if any(b is None for b in body) or not body[-1].startswith("return "):
+        raise ValueError("body must be indented statements ending in return")
+    for b in body[:-1]:
+        if not any(p.match(b) for p in LINE_PATTERNS):
+            raise ValueError(f"statement outside the generator's grammar: {b!r}")
+    if not re.fullmatch(r"return [a-w]", body[-1]):
+        raise ValueError("return must name one variable")
+    return m.group(1), m.group(2)
+
+
+def read_units(path: Path, domain) -> list[Unit]:
+    units = []
+    for n, rec in enumerate(read_jsonl(path), 1):
+        try:
+            name, param = check_source(rec["source"])
+            group = rec["group"]
+            if group not in ("with_io", "without_io"):
+                raise ValueError(f"group must be with_io or without_io, not {group!r}")
+            fam = "arith" if param == "x" else "cipher"
+            u = Unit(id=str(rec.get("id", name)), family=fam, pointer=name, instruction=rec["source"], group=group,
+                     train_inputs=tuple(rec["train_inputs"]), test_inputs=tuple(rec["test_inputs"]),
+                     meta={"param": param, "n_statements": rec["source"].count("\n") - 1})
+            if not u.test_inputs:
+                raise ValueError("test_inputs is empty")
+            for x in u.train_inputs + u.test_inputs:
+                domain.run(u, x)
+        except KeyError as e:
+            raise UserError(f"data file {path} record {n}: missing field {e}") from None
+        except (ValueError, TypeError) as e:
+            raise UserError(f"data file {path} record {n}: {e}") from None
+        units.append(u)
+    if not units:
+        raise UserError(f"data file {path}: no units")
+    return units

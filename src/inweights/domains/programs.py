@@ -1,0 +1,273 @@
+"""Random Python programs: arithmetic functions and string ciphers.
+
+Every program is real Python source. Its answer on an input comes from executing that source; its
+chain-of-thought steps come from executing it one statement at a time, so both are the code's own
+semantics. Each statement assigns a fresh variable (``x -> a -> b ...``): every code line then has a
+unique label, which ../shared/MEASURED.md found makes copying code into a trace learnable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import string
+from typing import Any
+
+from inweights.config import ProgramsConfig
+from inweights.domains.base import Unit
+
+VARS = "abcdefghijklmnopqrstuvw"
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
+# Disjoint name pools: the prepared base never sees a name an experiment can use.
+NAME_POOLS = {"experiment": "bdfgklm", "prepare": "nprstvz"}
+
+DECL_TEMPLATES = [
+    "The function {name} is defined as follows:",
+    "Here is the source code of {name}:",
+    "This is how {name} is implemented:",
+    "Source listing for the function {name}:",
+    "Below is the Python definition of {name}.",
+    "{name} is written in Python like this:",
+    "Implementation of {name}:",
+    "The code for {name} reads:",
+    "Consider the function {name}, defined below.",
+    "Our library defines {name} as:",
+    "For reference, {name} looks like this:",
+    "The Python function {name} has this body:",
+    "Definition of {name} from the codebase:",
+    "Here is what {name} does, in code:",
+    "A listing of the function {name}:",
+    "The following snippet defines {name}:",
+    "This file contains the function {name}:",
+    "You can find {name} written out below.",
+    "Program {name}, in full:",
+    "Study the definition of {name}:",
+]
+
+QUERY_TEMPLATES = [
+    "What does {name} return for {input}?",
+    "Compute the output of {name} when {input}.",
+    "If we call {name} with {input}, what is the result?",
+    "Run {name} on {input}. What comes out?",
+    "Evaluate {name} given {input}.",
+    "What is the return value of {name} for {input}?",
+    "Tell me the output of the function {name} with {input}.",
+    "Given {input}, what does the function {name} produce?",
+    "Execute {name} with {input} and report the result.",
+    "Suppose {input}. What value does {name} return?",
+    "With {input}, what is the output of {name}?",
+    "Predict the result of calling {name} on {input}.",
+    "Find the value returned by {name} when {input}.",
+    "What would {name} give back for {input}?",
+    "Trace {name} on {input}: what is returned?",
+    "Determine the output of {name} for the input {input}.",
+    "The function {name} is called with {input}. What does it return?",
+    "Work out what {name} returns when {input}.",
+    "Calling {name} where {input}: what is the answer?",
+    "For {input}, compute {name}.",
+]
+
+_VAR_RE = re.compile(r"\b([a-wx])\b")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 64-bit seed from any parts (Python's hash() is salted per process, so not that)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def make_name(rng: random.Random, pool: str, taken: set[str]) -> str:
+    first = NAME_POOLS[pool]
+    while True:
+        n_syll = rng.choice((2, 3))
+        name = rng.choice(first) + rng.choice(VOWELS)
+        for _ in range(n_syll - 1):
+            name += rng.choice(CONSONANTS) + rng.choice(VOWELS)
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+class ProgramsDomain:
+    """Seeded generator of arithmetic and cipher programs, with execution-based ground truth."""
+
+    name = "programs"
+    decl_templates = DECL_TEMPLATES
+    query_templates = QUERY_TEMPLATES
+
+    def __init__(self, cfg: ProgramsConfig, seed: int):
+        self.cfg = cfg
+        self.seed = seed
+        self._compiled: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- generation
+    def build(self) -> list[Unit]:
+        """The experiment's units: ``n_programs`` programs, the last ``without_io`` share without I/O."""
+        rng = random.Random(derive_seed(self.seed, "programs", "build"))
+        taken: set[str] = set()
+        bodies: set[str] = set()
+        units: list[Unit] = []
+        n_without = round(self.cfg.n_programs * self.cfg.without_io_fraction)
+        n_with = self.cfg.n_programs - n_without
+        for i in range(self.cfg.n_programs):
+            group = "with_io" if i < n_with else "without_io"
+            while True:  # distinct bodies, so no two pointers name the same behaviour
+                unit = self.sample_unit(rng, group, "experiment", taken, uid=f"p{i:04d}")
+                body = unit.instruction.split("\n", 1)[1]
+                if body not in bodies:
+                    bodies.add(body)
+                    break
+                taken.discard(unit.pointer)
+            units.append(unit)
+        return units
+
+    def sample_unit(
+        self,
+        rng: random.Random,
+        group: str,
+        pool: str,
+        taken: set[str] | None = None,
+        uid: str | None = None,
+        n_statements: int | None = None,
+    ) -> Unit:
+        cfg = self.cfg
+        family = rng.choice(cfg.families)
+        taken = set() if taken is None else taken
+        name = make_name(rng, pool, taken)
+        k = n_statements or rng.randint(cfg.min_statements, cfg.max_statements)
+        if family == "arith":
+            param, lines = "x", self._arith_lines(rng, k)
+            inputs = list(range(cfg.input_max + 1))
+            rng.shuffle(inputs)
+            need = cfg.n_train_inputs + cfg.n_test_inputs
+            train, test = inputs[: cfg.n_train_inputs], inputs[cfg.n_train_inputs : need]
+        else:
+            param, lines = "s", self._cipher_lines(rng, k)
+            seen: set[str] = set()
+            drawn: list[str] = []
+            while len(drawn) < cfg.n_train_inputs + cfg.n_test_inputs:
+                n = rng.randint(cfg.string_min_len, cfg.string_max_len)
+                s = "".join(rng.choice(string.ascii_lowercase[: cfg.alphabet_size]) for _ in range(n))
+                if s not in seen:
+                    seen.add(s)
+                    drawn.append(s)
+            train, test = drawn[: cfg.n_train_inputs], drawn[cfg.n_train_inputs :]
+        last = lines[-1].split(" = ", 1)[0]
+        source = f"def {name}({param}):\n" + "".join(f"    {ln}\n" for ln in lines) + f"    return {last}"
+        return Unit(
+            id=uid or name,
+            family=family,
+            pointer=name,
+            instruction=source,
+            group=group,
+            train_inputs=tuple(train),
+            test_inputs=tuple(test),
+            meta={"n_statements": k, "param": param},
+        )
+
+    def _arith_lines(self, rng: random.Random, k: int) -> list[str]:
+        cfg, m = self.cfg, self.cfg.modulus
+        lines, prev = [], "x"
+        for i in range(k):
+            var = VARS[i]
+            op, c = rng.choice(cfg.ops), rng.randint(1, cfg.const_max)
+            expr = f"({prev} {op} {c}) % {m}"
+            if rng.random() < cfg.cond_prob:
+                op2, c2 = rng.choice(cfg.ops), rng.randint(1, cfg.const_max)
+                t = rng.randint(1, m - 2)
+                expr = f"{expr} if {prev} > {t} else ({prev} {op2} {c2}) % {m}"
+            lines.append(f"{var} = {expr}")
+            prev = var
+        return lines
+
+    def _cipher_lines(self, rng: random.Random, k: int) -> list[str]:
+        alpha = string.ascii_lowercase[: self.cfg.alphabet_size]
+        n = len(alpha)
+        lines, prev = [], "s"
+        for i in range(k):
+            var = VARS[i]
+            kind = rng.choice(("shift", "reverse", "swap", "rotate"))
+            if kind == "shift":
+                d = rng.randint(1, n - 1)
+                expr = f"''.join(chr((ord(ch) - 97 + {d}) % {n} + 97) for ch in {prev})"
+            elif kind == "reverse":
+                expr = f"{prev}[::-1]"
+            elif kind == "swap":
+                src = "".join(sorted(rng.sample(alpha, 3)))
+                perm = list(src)
+                while "".join(perm) == src:
+                    rng.shuffle(perm)
+                expr = f"{prev}.translate(str.maketrans('{src}', '{''.join(perm)}'))"
+            else:
+                r = rng.randint(1, 2)
+                expr = f"{prev}[{r}:] + {prev}[:{r}]"
+            lines.append(f"{var} = {expr}")
+            prev = var
+        return lines
+
+    # ----------------------------------------------------------------- semantics
+    def _function(self, unit: Unit):
+        fn = self._compiled.get(unit.instruction)
+        if fn is None:
+            # The source was generated by this module from a fixed grammar, so it is trusted code;
+            # untrusted code (model output, user programs) only ever runs in the sandbox.
+            namespace: dict[str, Any] = {}
+            exec(compile(unit.instruction, f"<{unit.pointer}>", "exec"), namespace)  # noqa: S102
+            fn = self._compiled[unit.instruction] = namespace[unit.pointer]
+        return fn
+
+    def run(self, unit: Unit, x: Any) -> str:
+        """The true output: execute the program's source on ``x``."""
+        return str(self._function(unit)(x))
+
+    def format_input(self, unit: Unit, x: Any) -> str:
+        return f"{unit.meta['param']} = {x!r}"
+
+    def statements(self, unit: Unit) -> list[str]:
+        return [ln.strip() for ln in unit.instruction.splitlines()[1:]]
+
+    def steps(self, unit: Unit, x: Any) -> list[str]:
+        """Chain-of-thought lines: each statement copied, then evaluated by executing it."""
+        env: dict[str, Any] = {unit.meta["param"]: x}
+        out = []
+        for stmt in self.statements(unit):
+            if stmt.startswith("return "):
+                var = stmt.split()[1]
+                out.append(f"{stmt} -> {self._show(env[var])}")
+                continue
+            var, expr = stmt.split(" = ", 1)
+            exec(stmt, {}, env)  # noqa: S102 - generated statement, see _function
+            value = env[var]
+            if unit.family == "arith":
+                out.append(f"{stmt} -> {self._arith_work(expr, env)} = {value}")
+            else:
+                out.append(f"{stmt} -> {self._show(value)}")
+        return out
+
+    def _arith_work(self, expr: str, env: dict[str, Any]) -> str:
+        """The expression with values substituted; for a conditional, the test and the branch taken."""
+        subst = _VAR_RE.sub(lambda m: str(env[m.group(1)]), expr)
+        if " if " not in expr:
+            return subst
+        then, rest = subst.split(" if ", 1)
+        cond, other = rest.split(" else ", 1)
+        taken = eval(cond)  # noqa: S307 - e.g. "7 > 4", generated
+        return f"{cond} is {taken} -> {then if taken else other}"
+
+    @staticmethod
+    def _show(value: Any) -> str:
+        return value if isinstance(value, str) else str(value)
+
+    def answer_text(self, unit: Unit, x: Any) -> str:
+        return self.run(unit, x)
+
+    def score(self, unit: Unit, x: Any, prediction: str | None) -> bool:
+        return prediction is not None and prediction.strip() == self.run(unit, x)
+
+    def chance(self, unit: Unit) -> float:
+        """Accuracy of guessing uniformly among possible outputs (what 'near chance' means)."""
+        if unit.family == "arith":
+            return 1.0 / self.cfg.modulus
+        return 0.0

@@ -1,0 +1,261 @@
+"""One experiment: units -> recipes (curricula of stages) -> trained models -> probes -> report.
+
+Run directory layout::
+
+    config.yaml  status.json  metrics.jsonl  samples.jsonl  summary.json  report.md  *.png
+    base/                      the starting model (tiny preset without a prepared base)
+    stages/<i>_<name>_<key>/   model/ (save_pretrained), done.json, eval.json, samples.jsonl
+
+A stage's key hashes everything that determines its weights (starting point, stage spec, seed, data
+and training config), so recipes that share a prefix of stages train it once and reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inweights.config import ExperimentConfig, dump_config, load_config
+from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
+from inweights.domains import DOMAINS
+from inweights.domains.programs import derive_seed
+from inweights.errors import UserError
+from inweights.eval.probes import evaluate
+from inweights.models import build_tiny, load_model, save_model, train_tokenizer
+from inweights.recipes.pbb import stages_for
+from inweights.train.data import PackedBatches
+from inweights.train.loop import get_accelerator, train_stage
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Run:
+    """The run directory: status marker, metrics log."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def status(self, state: str, **extra: Any) -> None:
+        atomic_write(self.out / "status.json", json.dumps({"state": state, "time": time.time(), **extra}) + "\n")
+
+    def log(self, rec: dict[str, Any]) -> None:
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, Path]:
+    """(prepare config path, prepared base folder) for model.prepared_base."""
+    ref = Path(cfg.model.prepared_base)
+    candidates = [ref] if ref.is_absolute() else [Path.cwd() / ref]
+    if config_path is not None and not ref.is_absolute():
+        candidates.append(config_path.resolve().parent.parent / ref)
+        candidates.append(config_path.resolve().parent / ref)
+    for c in candidates:
+        if c.is_file():
+            from inweights.prepare import prepared_dir
+
+            pcfg = load_config(c)
+            return c, prepared_dir(c, pcfg.name)
+    raise UserError(f"model.prepared_base: prepare config not found: {cfg.model.prepared_base}")
+
+
+def load_units(cfg: ExperimentConfig):
+    domain = DOMAINS[cfg.domain.name](cfg.domain.programs, cfg.seed)
+    if cfg.domain.data_file:
+        from inweights.data import read_units
+
+        units = read_units(Path(cfg.domain.data_file), domain)
+    else:
+        units = domain.build()
+    return domain, units
+
+
+class Experiment:
+    def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
+        self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
+        self.run = Run(out)
+
+    # ------------------------------------------------------------------ set-up
+    def check_out_dir(self) -> None:
+        if self.out.exists() and any(self.out.iterdir()) and not self.resume:
+            raise UserError(f"run directory {self.out} already exists: pass --resume to continue it, or --out")
+        if self.resume and (self.out / "config.yaml").is_file():
+            old = (self.out / "config.yaml").read_text()
+            if old != dump_config(self.cfg):
+                raise UserError(f"--resume: {self.out}/config.yaml differs from this config; use another --out")
+
+    def base_model(self, domain, units) -> tuple[Path, str, dict[str, Any] | None]:
+        """(folder, identity, prepared record) of the model every recipe starts from."""
+        cfg = self.cfg
+        if cfg.model.path:
+            p = Path(cfg.model.path)
+            if not (p / "config.json").is_file():
+                raise UserError(f"model.path: {p} is not a Hugging Face model folder (no config.json)")
+            return p, _sha({"path": str(p.resolve()), "mtime": (p / "config.json").stat().st_mtime}), None
+        if cfg.model.prepared_base:
+            pconf, pdir = resolve_prepared(cfg, self.config_path)
+            if not (pdir / "prepare.json").is_file():
+                from inweights.prepare import build_prepared_base
+
+                print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
+                build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}")
+            rec = json.loads((pdir / "prepare.json").read_text())
+            return pdir, rec["weights_sha256"], rec
+        base = self.out / "base"
+        if not (base / "config.json").is_file():
+            tok = train_tokenizer(corpus_texts(domain, units, cfg.seed), cfg.model.tiny.vocab_size)
+            model = build_tiny(cfg.model.tiny, tok, cfg.seed)
+            save_model(model, tok, base)
+        return base, _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed,
+                           "data": cfg.domain.model_dump()}), None
+
+    # ------------------------------------------------------------------ the run
+    def execute(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.check_out_dir()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.run.status("running")
+        atomic_write(self.out / "config.yaml", dump_config(cfg))
+        t_start = time.time()
+        domain, units = load_units(cfg)
+        base_dir, base_id, prepared = self.base_model(domain, units)
+        results: dict[str, Any] = {"recipes": {}}
+        if cfg.eval.eval_base:
+            results["base"] = self.evaluate_dir("base", base_dir, self.out / "base_eval", domain, units)
+        for recipe in self.recipe_list():
+            results["recipes"][recipe] = self.run_recipe(recipe, base_dir, base_id, domain, units)
+        results["prepared"] = prepared
+        results["wall_seconds"] = round(time.time() - t_start, 1)
+        results["counts"] = {g: sum(u.group == g for u in units) for g in ("with_io", "without_io")}
+        self.collect_samples()
+        from inweights.report import write_report
+
+        summary = write_report(self.out, cfg, results)
+        self.run.status("finished", wall_seconds=results["wall_seconds"])
+        return summary
+
+    def recipe_list(self) -> list[str]:
+        names = list(self.cfg.recipes)
+        if self.cfg.sweep:
+            if self.cfg.sweep.reference not in names:
+                names.insert(0, self.cfg.sweep.reference)
+            names += [f"demos_only@k{k}" for k in self.cfg.sweep.demos_k if f"demos_only@k{k}" not in names]
+        return names
+
+    def stage_key(self, prev: str, stage) -> str:
+        c = self.cfg
+        return _sha({"prev": prev, "stage": stage.model_dump(), "seed": c.seed, "domain": c.domain.model_dump(),
+                     "train": c.train.model_dump(exclude={"log_every", "threads"}),
+                     "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
+
+    def run_recipe(self, recipe: str, base_dir: Path, base_id: str, domain, units) -> dict[str, Any]:
+        prev_dir, prev_key, stages_out = base_dir, base_id, []
+        for i, stage in enumerate(stages_for(recipe, self.cfg)):
+            key = self.stage_key(prev_key, stage)
+            sdir = self.out / "stages" / f"{i + 1}_{stage.name}_{key}"
+            done = sdir / "done.json"
+            if not done.is_file():
+                self.train_one(recipe, stage, key, prev_dir, sdir, domain, units)
+            info = json.loads(done.read_text())
+            stages_out.append({"name": stage.name, "dir": sdir.name, **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")}})
+            prev_dir, prev_key = sdir / "model", key
+        ev = self.evaluate_dir(recipe, prev_dir, prev_dir.parent, domain, units)
+        return {"stages": stages_out, **ev}
+
+    def train_one(self, recipe, stage, key, prev_dir: Path, sdir: Path, domain, units) -> None:
+        cfg = self.cfg
+        sdir.mkdir(parents=True, exist_ok=True)
+        model, tok = load_model(prev_dir, cfg.model.dtype, cfg.model.lora)
+        acc = get_accelerator(cfg.train.bf16)
+        sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
+        batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", acc.process_index),
+                                cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
+        res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr, desc=f"{recipe}:{stage.name}",
+                          log=lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r}))
+        if acc.is_main_process:
+            tmp = sdir / "model.tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            save_model(res["model"], tok, tmp)
+            if (sdir / "model").exists():
+                shutil.rmtree(sdir / "model")
+            os.replace(tmp, sdir / "model")
+            info = {k: v for k, v in res.items() if k != "model"}
+            info["stage"] = stage.model_dump()
+            atomic_write(sdir / "done.json", json.dumps(info) + "\n")
+        acc.wait_for_everyone()
+
+    def evaluate_dir(self, label: str, model_dir: Path, cache_dir: Path, domain, units) -> dict[str, Any]:
+        """Probe a model folder; cached in cache_dir/eval.json (same model, same probes)."""
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ev_path = cache_dir / "eval.json"
+        probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": str(model_dir)})
+        if ev_path.is_file():
+            ev = json.loads(ev_path.read_text())
+            if ev.get("probe_key") == probe_key:
+                self._link_samples(label, cache_dir)
+                return ev
+        from tqdm.auto import tqdm
+
+        model, tok = load_model(model_dir, self.cfg.model.dtype)
+        acc = get_accelerator(self.cfg.train.bf16)
+        model.to(acc.device)
+        t0 = time.time()
+        with tqdm(desc=f"eval {label}", unit="probe", dynamic_ncols=True) as bar:
+            cells, samples = evaluate(model, tok, domain, units, self.cfg.eval, self.cfg.seed, progress=bar)
+        ev = {"probe_key": probe_key, "cells": cells, "eval_seconds": round(time.time() - t0, 1),
+              "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
+        with (cache_dir / "samples.jsonl.tmp").open("w") as f:
+            for s in samples:
+                f.write(json.dumps(s) + "\n")
+        os.replace(cache_dir / "samples.jsonl.tmp", cache_dir / "samples.jsonl")
+        atomic_write(ev_path, json.dumps(ev) + "\n")
+        self.run.log({"event": "eval", "recipe": label, "cells": {k: v["acc"] for k, v in cells.items()},
+                      "eval_seconds": ev["eval_seconds"]})
+        self._link_samples(label, cache_dir)
+        return ev
+
+    def _link_samples(self, label: str, cache_dir: Path) -> None:
+        self._samples = getattr(self, "_samples", [])
+        self._samples.append((label, cache_dir / "samples.jsonl"))
+
+    def collect_samples(self) -> None:
+        """samples.jsonl of the run: every sample of every evaluated model, tagged with its recipe."""
+        tmp = self.out / "samples.jsonl.tmp"
+        with tmp.open("w") as f:
+            for label, path in getattr(self, "_samples", []):
+                with path.open() as src:
+                    for line in src:
+                        f.write(json.dumps({"recipe": label, **json.loads(line)}) + "\n")
+        os.replace(tmp, self.out / "samples.jsonl")
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    exp = Experiment(cfg, out, config_path, resume)
+    try:
+        return exp.execute()
+    except BaseException as e:
+        if out.exists() and (out / "status.json").exists():
+            exp.run.status("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
+                           error=f"{type(e).__name__}: {e}"[:500])
+        raise

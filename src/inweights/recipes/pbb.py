@@ -1,0 +1,92 @@
+"""Programming by Backprop curricula (PAPERS.md §1), written down once as data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inweights.config import MixItem, StageConfig
+
+
+def _m(view: str, group: str, weight: float = 1.0, fmt: str = "both", k: int | None = None) -> MixItem:
+    return MixItem(view=view, group=group, weight=weight, format=fmt, k=k)
+
+
+def _stage1(c) -> StageConfig:
+    # decl + exec of with_io, interleaved in one mixture
+    p = c.pbb
+    return StageConfig(
+        name="s1_decl_exec_with_io",
+        steps=p.stage1_steps,
+        mixture=[_m("decl", "with_io", p.decl_weight), _m("exec", "with_io", p.exec_weight)],
+    )
+
+
+def _stage2(c) -> StageConfig:
+    p = c.pbb
+    mix = [_m("decl", "without_io", p.decl_weight)]
+    if p.replay_weight > 0:
+        # generic instruction-following samples so the answer format does not drift
+        mix.append(_m("in_context", "with_io", p.replay_weight))
+    return StageConfig(name="s2_decl_without_io", steps=p.stage2_steps, mixture=mix)
+
+
+def proactive(c) -> list[StageConfig]:
+    return [_stage1(c), _stage2(c)]
+
+
+def stage1_only(c) -> list[StageConfig]:
+    return [_stage1(c)]
+
+
+def stage2_only(c) -> list[StageConfig]:
+    return [_stage2(c)]
+
+
+def retroactive(c) -> list[StageConfig]:
+    p = c.pbb
+    s1 = StageConfig(name="r1_decl_all", steps=p.stage2_steps, mixture=[_m("decl", "all", p.decl_weight)])
+    s2 = StageConfig(name="r2_exec_with_io", steps=p.stage1_steps, mixture=[_m("exec", "with_io")])
+    return [s1, s2]
+
+
+def mixture(c) -> list[StageConfig]:
+    # everything proactive sees, in one homogeneous mixture, for the same total steps
+    p = c.pbb
+    s1, s2 = _stage1(c), _stage2(c)
+    steps = p.mixture_steps or (s1.steps + s2.steps)
+    w1, w2 = s1.steps / (s1.steps + s2.steps), s2.steps / (s1.steps + s2.steps)
+    mix = [m.model_copy(update={"weight": m.weight * w1}) for m in s1.mixture]
+    mix += [m.model_copy(update={"weight": m.weight * w2}) for m in s2.mixture]
+    return [StageConfig(name="mix_all", steps=steps, mixture=mix)]
+
+
+def demos_only(c, k: int | None = None) -> list[StageConfig]:
+    p = c.pbb
+    k = k or p.demos_k
+    return [
+        StageConfig(
+            name=f"demos_k{k}",
+            steps=p.demos_steps or p.stage2_steps,
+            mixture=[_m("demos", "without_io", k=k)],
+        )
+    ]
+
+
+RECIPES: dict[str, Any] = {
+    "proactive": proactive,
+    "retroactive": retroactive,
+    "mixture": mixture,
+    "stage1_only": stage1_only,
+    "stage2_only": stage2_only,
+    "demos_only": demos_only,
+}
+
+
+def stages_for(name: str, cfg) -> list[StageConfig]:
+    """Stages of a recipe: a user curriculum from the config, or a built-in (``demos_only@k30``)."""
+    if name in cfg.curricula:
+        return list(cfg.curricula[name])
+    base, _, arg = name.partition("@")
+    if base == "demos_only" and arg:
+        return demos_only(cfg, int(arg.lstrip("k")))
+    return RECIPES[base](cfg)

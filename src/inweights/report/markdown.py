@@ -1,0 +1,164 @@
+"""summary.json and report.md: rows = recipe, columns = accuracy per group x mode x format."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from inweights.report.plots import accuracy_plot, loss_plot, sweep_plot
+
+
+def _pct(c: dict[str, Any] | None, ci: bool = True) -> str:
+    if c is None:
+        return "–"
+    s = f"{100 * c['acc']:.1f}"
+    if ci:
+        s += f" [{100 * c['ci95'][0]:.0f}–{100 * c['ci95'][1]:.0f}]"
+    return s
+
+
+def near_chance(c: dict[str, Any] | None) -> bool:
+    """The cell's 95% CI reaches down to chance (or below a floor of 5 points above it)."""
+    return c is None or c["ci95"][0] <= c["chance"] + 0.05
+
+
+def _cells_order(rows: dict[str, dict[str, Any]]) -> list[str]:
+    order = []
+    for r in rows.values():
+        for k in r["cells"]:
+            if k not in order:
+                order.append(k)
+    rank = {"without_io": 0, "with_io": 1, "in_weights": 0, "in_context": 1, "cot": 0, "direct": 1}
+    return sorted(order, key=lambda k: tuple(rank.get(p, 9) for p in k.split("/")))
+
+
+def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The PBB bars: proactive without_io in-weights CoT >= 50% and >= 3x stage2_only and mixture."""
+    cell = "without_io/in_weights/cot"
+    pro = rows.get("proactive", {}).get("cells", {}).get(cell)
+    if pro is None:
+        return []
+    lines = [f"- proactive `{cell}` = {_pct(pro)}%: {'meets' if pro['acc'] >= 0.5 else 'below'} the 50% bar"]
+    for other in ("stage2_only", "mixture"):
+        o = rows.get(other, {}).get("cells", {}).get(cell)
+        if o is None:
+            continue
+        if o["acc"] > 0:
+            ratio = pro["acc"] / o["acc"]
+            verdict = f"ratio {ratio:.1f}x, {'meets' if ratio >= 3 else 'below'} the 3x bar"
+        else:
+            verdict = "meets the 3x bar (other is 0%)" if pro["acc"] > 0 else "both 0%: no ratio"
+        lines.append(f"- vs {other} ({_pct(o)}%): {verdict}")
+    return lines
+
+
+def meaningfulness(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """Say when a comparison means nothing because the capability it presumes is near chance."""
+    notes = []
+    for name, r in rows.items():
+        c = r["cells"]
+        ic = [f for f in ("cot", "direct") if f"without_io/in_context/{f}" in c and near_chance(c[f"without_io/in_context/{f}"])]
+        wio = [f for f in ("cot", "direct") if f"with_io/in_weights/{f}" in c and near_chance(c[f"with_io/in_weights/{f}"])]
+        parts = []
+        if ic:
+            parts.append(f"code-in-prompt accuracy on without_io is near chance ({', '.join(ic)})")
+        if wio and name != "base":
+            parts.append(f"with_io held-out accuracy is near chance ({', '.join(wio)}): the execution skill "
+                         "was not learned")
+        if parts:
+            notes.append(f"- **{name}**: " + "; ".join(parts) + ". Its without_io in-weights numbers in those "
+                         "formats cannot show transfer.")
+    return notes
+
+
+def sweep_section(out: Path, cfg, rows) -> tuple[list[str], dict[str, Any] | None]:
+    if not cfg.sweep:
+        return [], None
+    cell = f"{cfg.sweep.group}/in_weights/{cfg.sweep.format}"
+    ref = rows.get(cfg.sweep.reference, {}).get("cells", {}).get(cell)
+    ks, accs = [], []
+    for k in cfg.sweep.demos_k:
+        c = rows.get(f"demos_only@k{k}", {}).get("cells", {}).get(cell)
+        if c is not None:
+            ks.append(k)
+            accs.append(c["acc"])
+    if ref is None or not ks:
+        return [], None
+    worth = next((k for k, a in zip(ks, accs) if a >= ref["acc"]), None)
+    sweep_plot(out, ks, accs, cfg.sweep.reference, ref["acc"], cell)
+    lines = ["", "## Sample efficiency", "",
+             f"`{cell}`: {cfg.sweep.reference} = {100 * ref['acc']:.1f}%; demos_only: " +
+             ", ".join(f"k={k}: {100 * a:.1f}%" for k, a in zip(ks, accs)) + ".", ""]
+    if worth is None:
+        lines.append(f"No k up to {max(ks)} reached the instruction's accuracy: one instruction is worth "
+                     f"more than {max(ks)} examples here.")
+    else:
+        lines.append(f"**One instruction is worth {worth} examples** (smallest k whose accuracy reaches "
+                     f"{cfg.sweep.reference}).")
+    if near_chance(ref):
+        lines.append(f"Caution: {cfg.sweep.reference} itself is near chance on this cell, so the comparison "
+                     "says little.")
+    lines += ["", "![sample efficiency](sample_efficiency.png)"]
+    return lines, {"cell": cell, "reference": ref["acc"], "ks": ks, "accs": accs, "worth": worth}
+
+
+def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
+    rows: dict[str, dict[str, Any]] = {}
+    if "base" in results:
+        rows["base"] = results["base"]
+    rows.update(results["recipes"])
+    cells = _cells_order(rows)
+    loss_plot(out, out / "metrics.jsonl")
+    accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
+    md = [f"# {cfg.name}", "",
+          f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
+          f"without_io programs; wall time {results['wall_seconds'] / 60:.1f} min.", ""]
+    prep = results.get("prepared")
+    if prep:
+        md += [f"Prepared base `{prep['name']}`: code-in-prompt chain-of-thought accuracy {100 * prep['in_context_cot']:.1f}% "
+               f"on {prep['eval_programs']} held-out programs (gate {100 * prep['gate']:.0f}%, "
+               f"{'passed' if prep['passed'] else 'NOT passed'}), direct {100 * prep['in_context_direct']:.1f}%; "
+               f"{prep['steps']} steps, {prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min."]
+        b = rows.get("base", {}).get("cells", {}).get("without_io/in_context/cot")
+        if b:
+            md.append(f"On this experiment's own without_io programs the base's code-in-prompt CoT accuracy is "
+                      f"**{_pct(b)}%**.")
+        md.append("")
+    md += ["## Accuracy (%, exact match, [95% CI])", "",
+           "Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
+           "prompt (upper bound). `recall`: share of the program's statements the chain of thought re-types "
+           "exactly (without_io, in weights).", ""]
+    header = ["recipe"] + [f"`{c}`" for c in cells] + ["recall"]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in rows.items():
+        rec = r["cells"].get("without_io/in_weights/cot", {}).get("code_recall")
+        md.append("| " + " | ".join([name] + [_pct(r["cells"].get(c)) for c in cells] +
+                                    [f"{100 * rec:.0f}%" if rec is not None else "–"]) + " |")
+    chance = next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]), None)
+    if chance is not None:
+        md += ["", f"Chance (uniform guess among outputs): {100 * chance:.0f}%."]
+    bars = bars_check(rows)
+    if bars:
+        md += ["", "## PBB bars", ""] + bars
+    notes = meaningfulness(rows)
+    md += ["", "## When comparisons mean nothing", ""] + (notes or ["- every compared cell is above chance."])
+    sweep_lines, sweep = sweep_section(out, cfg, rows)
+    md += sweep_lines
+    md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s |", "|---|---|---|---|---|---|"]
+    for name, r in results["recipes"].items():
+        for s in r["stages"]:
+            md.append(f"| {name} | {s['name']} | {s['steps']} | {s['tokens'] / 1e6:.2f}M | {s['seconds'] / 60:.1f} | "
+                      f"{s['tok_s']:,.0f} |")
+    md += ["", "Stages with the same key (same starting point, spec and seed) are trained once and shared.",
+           "", "![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
+    summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
+               "counts": results["counts"], "prepared": prep,
+               "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
+               "bars": bars, "notes": notes, "sweep": sweep}
+    for name, text in (("summary.json", json.dumps(summary, indent=2) + "\n"), ("report.md", "\n".join(md))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    return summary

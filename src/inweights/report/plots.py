@@ -1,0 +1,88 @@
+"""PNG plots: loss per stage, accuracy per recipe, the sample-efficiency sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def loss_plot(out: Path, metrics_path: Path) -> Path | None:
+    curves: dict[str, list[tuple[int, float]]] = {}
+    if not metrics_path.is_file():
+        return None
+    for line in metrics_path.read_text().splitlines():
+        r = json.loads(line)
+        if "loss" in r and "stage" in r:
+            curves.setdefault(r["stage"], []).append((r["step"], r["loss"]))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, pts in sorted(curves.items()):
+        pts = sorted(dict(pts).items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, lw=1.4)
+    ax.set_yscale("log")
+    ax.set_xlabel("step within stage")
+    ax.set_ylabel("training loss (log)")
+    ax.set_title("Loss per stage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = out / "loss.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def accuracy_plot(out: Path, rows: dict[str, dict[str, Any]], cells: list[str]) -> Path | None:
+    if not rows or not cells:
+        return None
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(names) * len(cells) / 3), 4.8))
+    width = 0.8 / len(cells)
+    cmap = plt.get_cmap("tab10")
+    for j, cell in enumerate(cells):
+        xs, ys, lo, hi = [], [], [], []
+        for i, n in enumerate(names):
+            c = rows[n]["cells"].get(cell)
+            if c is None:
+                continue
+            xs.append(i + (j - (len(cells) - 1) / 2) * width)
+            ys.append(100 * c["acc"])
+            lo.append(100 * (c["acc"] - c["ci95"][0]))
+            hi.append(100 * (c["ci95"][1] - c["acc"]))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cell, color=cmap(j % 10))
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("exact-match accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy per recipe (95% CI)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep_plot(out: Path, ks: list[int], accs: list[float], ref_name: str, ref_acc: float, cell: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ks, [100 * a for a in accs], "o-", label="demos_only")
+    ax.axhline(100 * ref_acc, color="C3", ls="--", label=f"{ref_name} (instruction)")
+    ax.set_xscale("log")
+    ax.set_xlabel("execution examples per program (k)")
+    ax.set_ylabel(f"{cell} accuracy (%)")
+    ax.set_title("One instruction vs k examples")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "sample_efficiency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,187 @@
+"""The training loop: one stage of SFT on a stream of packed batches, on `accelerate`.
+
+The same code runs on a CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``).
+A stage checkpoints its full state (model, optimiser, scheduler, RNG, data stream) every
+``save_every`` steps, so a run killed mid-stage and resumed ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+from inweights.config import TrainConfig
+from inweights.train.data import IGNORE, PackedBatches
+
+_ACCELERATOR: Accelerator | None = None
+
+
+def get_accelerator(bf16: bool) -> Accelerator:
+    """One Accelerator per process (accelerate's state is a process-wide singleton)."""
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        _ACCELERATOR = Accelerator(mixed_precision="bf16" if bf16 and bf16_supported() else "no")
+    return _ACCELERATOR
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:  # CPUs with avx512_bf16/amx run bf16 autocast fast; elsewhere it is emulated and slow
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def train_stage(
+    model,
+    batches: PackedBatches,
+    steps: int,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    lr: float | None = None,
+    save_every: int = 100,
+    desc: str = "train",
+    on_step: Callable[[int, Any], bool] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``steps`` optimiser steps; resume from ``out_dir/ckpt`` when it exists.
+
+    ``on_step(step, model)`` runs after each step; returning True stops the stage early (gates).
+    Returns a summary: losses per logged step, tokens, seconds, whether stopped early.
+    """
+    acc = get_accelerator(cfg.bf16)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr or cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    sched = get_cosine_with_min_lr_schedule_with_warmup(
+        opt,
+        num_warmup_steps=int(cfg.warmup_frac * steps),
+        num_training_steps=steps,
+        min_lr_rate=cfg.min_lr_ratio,
+    )
+    acc.free_memory()  # forget the previous stage's model and optimiser
+    model, opt, sched = acc.prepare(model, opt, sched)
+    acc.gradient_accumulation_steps = 1  # we accumulate by hand over micro-batches
+
+    ckpt = out_dir / "ckpt"
+    step, history, tokens, elapsed = 0, [], 0, 0.0
+    if (ckpt / "progress.json").is_file():
+        acc.load_state(str(ckpt))
+        prog = json.loads((ckpt / "progress.json").read_text())
+        step, history, tokens, elapsed = prog["step"], prog["history"], prog["tokens"], prog["elapsed"]
+        batches.load_state_dict(prog["data"])
+        if on_step is not None and prog.get("hook") is not None and hasattr(on_step, "load_state_dict"):
+            on_step.load_state_dict(prog["hook"])
+
+    micro = cfg.batch_size // cfg.grad_accum
+    world = acc.num_processes
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
+    stopped_early = False
+    t0 = time.perf_counter()
+    run_tokens = 0
+    while step < steps:
+        batch = next(batches)  # rows for this process: batch_size / world
+        n_target = (batch["labels"] != IGNORE).sum()
+        loss_sum = torch.zeros((), device=acc.device)
+        for i in range(0, batch["input_ids"].shape[0], micro):
+            mb = {k: v[i : i + micro].to(acc.device) for k, v in batch.items()}
+            with acc.autocast():
+                logits = model(input_ids=mb["input_ids"], position_ids=mb["position_ids"]).logits
+            # token-level mean over the whole step (not per micro-batch), in fp32
+            shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+            shift_labels = mb["labels"][:, 1:].reshape(-1)
+            loss = torch.nn.functional.cross_entropy(
+                shift_logits, shift_labels, ignore_index=IGNORE, reduction="sum"
+            ) / n_target.clamp(min=1)
+            acc.backward(loss)
+            loss_sum += loss.detach()
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        ntok = int(batch["input_ids"].numel()) * world
+        tokens += ntok
+        run_tokens += ntok
+        loss_val = acc.reduce(loss_sum, reduction="mean").item()
+        if step % cfg.log_every == 0 or step == steps or step == 1:
+            rate = run_tokens / max(time.perf_counter() - t0, 1e-9)
+            rec = {"stage": desc, "step": step, "loss": loss_val, "lr": sched.get_last_lr()[0], "tok_s": rate}
+            history.append(rec)
+            if log and acc.is_main_process:
+                log(rec)
+            bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{rate:,.0f}")
+        bar.update(1)
+        if not math.isfinite(loss_val):
+            raise FloatingPointError(f"loss became {loss_val} at step {step} of {desc}")
+        stop = bool(on_step(step, acc.unwrap_model(model))) if on_step is not None else False
+        if stop:
+            stopped_early = True
+        if step % save_every == 0 and step < steps and not stop:
+            _save_ckpt(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, batches, on_step)
+        if stop:
+            break
+    bar.close()
+    acc.wait_for_everyone()
+    if ckpt.exists() and acc.is_main_process:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    seconds = elapsed + time.perf_counter() - t0
+    return {
+        "steps": step,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": run_tokens / max(time.perf_counter() - t0, 1e-9),
+        "history": history,
+        "stopped_early": stopped_early,
+        "truncated_examples": batches.truncated,
+        "model": acc.unwrap_model(model),
+    }
+
+
+def _save_ckpt(acc, ckpt: Path, step, history, tokens, elapsed, batches, hook) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    if acc.is_main_process:
+        prog = {
+            "step": step,
+            "history": history,
+            "tokens": tokens,
+            "elapsed": elapsed,
+            "data": batches.state_dict(),
+            "hook": hook.state_dict() if hasattr(hook, "state_dict") else None,
+        }
+        _atomic_json(tmp / "progress.json", prog)
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        os.replace(tmp, ckpt)
+    acc.wait_for_everyone()

@@ -1,0 +1,74 @@
+"""Views turn units into training and probe records.
+
+- ``decl``: the document a model would meet in pre-training data (pointer sentence + source).
+- ``exec``: pointer + input -> output (direct or chain-of-thought); the instruction is NOT shown.
+- ``in_context``: instruction + pointer + input -> output (the upper bound).
+- ``demos``: ``exec`` records on a unit's training inputs, used as demonstrations without code.
+
+A record carries chat ``messages`` and the same turns split as ``prompt``/``completion`` (TRL's
+conversational prompt-completion format), plus the fields the evaluator needs.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from inweights.domains.base import Unit
+
+FORMAT_SUFFIX = {"direct": "Answer directly.", "cot": "Think step by step."}
+
+
+def _record(view: str, unit: Unit, user: str, assistant: str, **extra: Any) -> dict[str, Any]:
+    msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return {
+        "view": view,
+        "unit": unit.id,
+        "group": unit.group,
+        **extra,
+        "messages": msgs,
+        "prompt": msgs[:1],
+        "completion": msgs[1:],
+    }
+
+
+def code_block(unit: Unit) -> str:
+    return f"```python\n{unit.instruction}\n```"
+
+
+def decl(domain, unit: Unit, rng: random.Random) -> dict[str, Any]:
+    sentence = rng.choice(domain.decl_templates).format(name=unit.pointer)
+    return _record("decl", unit, sentence, code_block(unit))
+
+
+def target(domain, unit: Unit, x: Any, fmt: str) -> str:
+    answer = domain.answer_text(unit, x)
+    if fmt == "direct":
+        return f"Answer: {answer}"
+    return "\n".join(domain.steps(unit, x)) + f"\nAnswer: {answer}"
+
+
+def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
+    q = rng.choice(domain.query_templates).format(name=unit.pointer, input=domain.format_input(unit, x))
+    return f"{q} {FORMAT_SUFFIX[fmt]}"
+
+
+def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: str = "exec") -> dict[str, Any]:
+    q = question(domain, unit, x, fmt, rng)
+    if view == "in_context":
+        q = f"{code_block(unit)}\n{q}"
+    return _record(
+        view, unit, q, target(domain, unit, x, fmt), format=fmt, input=x, answer=domain.answer_text(unit, x)
+    )
+
+
+def in_context(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> dict[str, Any]:
+    return execution(domain, unit, x, fmt, rng, view="in_context")
+
+
+def extract_answer(text: str) -> str | None:
+    """The text after the last 'Answer:' on its line, or None when the model gave no answer."""
+    idx = text.rfind("Answer:")
+    if idx < 0:
+        return None
+    return text[idx + len("Answer:") :].strip().split("\n", 1)[0].strip() or None
