@@ -69,13 +69,8 @@ def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[
     for group in ("with_io", "without_io"):
         chosen = [u for u in units if u.group == group]
         rng = random.Random(derive_seed(cfg.seed, "export", group))
-        decl = [views.decl(domain, u, random.Random(derive_seed(cfg.seed, "decl", u.id, t)))
-                for u in chosen for t in range(len(domain.decl_templates))]
-        # decl uses each template once per unit: set the template deterministically, not by chance
-        for i, rec in enumerate(decl):
-            u = chosen[i // len(domain.decl_templates)]
-            sentence = domain.decl_templates[i % len(domain.decl_templates)].format(name=u.pointer)
-            rec["messages"][0]["content"] = sentence
+        # every unit once with each pointer template
+        decl = [views.decl(domain, u, rng, template=t) for u in chosen for t in range(len(domain.decl_templates))]
         files[f"train/decl_{group}.jsonl"] = decl
         files[f"train/exec_{group}.jsonl"] = [views.execution(domain, u, x, f, rng)
                                               for u in chosen for x in u.train_inputs for f in ("direct", "cot")]

@@ -137,11 +137,21 @@ class Experiment:
         t_start = time.time()
         domain, units = load_units(cfg)
         base_dir, base_id, prepared = self.base_model(domain, units)
+        stages, finals = self.plan(base_dir, base_id)
+        jobs = self.jobs(stages, finals, base_dir)
+        run_jobs(jobs, self.cfg.workers, self.cfg, self.out, self.config_path)
         results: dict[str, Any] = {"recipes": {}}
         if cfg.eval.eval_base:
             results["base"] = self.evaluate_dir("base", base_dir, self.out / "base_eval", domain, units)
-        for recipe in self.recipe_list():
-            results["recipes"][recipe] = self.run_recipe(recipe, base_dir, base_id, domain, units)
+        for recipe, chain in finals.items():
+            stages_out = []
+            for key in chain:
+                info = json.loads((stages[key]["dir"] / "done.json").read_text())
+                stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name,
+                                   **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")}})
+            final_dir = stages[chain[-1]]["dir"]
+            ev = self.evaluate_dir(recipe, final_dir / "model", final_dir, domain, units)
+            results["recipes"][recipe] = {"stages": stages_out, **ev}
         results["prepared"] = prepared
         results["wall_seconds"] = round(time.time() - t_start, 1)
         results["counts"] = {g: sum(u.group == g for u in units) for g in ("with_io", "without_io")}
@@ -166,19 +176,38 @@ class Experiment:
                      "train": c.train.model_dump(exclude={"log_every", "threads"}),
                      "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
 
-    def run_recipe(self, recipe: str, base_dir: Path, base_id: str, domain, units) -> dict[str, Any]:
-        prev_dir, prev_key, stages_out = base_dir, base_id, []
-        for i, stage in enumerate(stages_for(recipe, self.cfg)):
-            key = self.stage_key(prev_key, stage)
-            sdir = self.out / "stages" / f"{i + 1}_{stage.name}_{key}"
-            done = sdir / "done.json"
-            if not done.is_file():
-                self.train_one(recipe, stage, key, prev_dir, sdir, domain, units)
-            info = json.loads(done.read_text())
-            stages_out.append({"name": stage.name, "dir": sdir.name, **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")}})
-            prev_dir, prev_key = sdir / "model", key
-        ev = self.evaluate_dir(recipe, prev_dir, prev_dir.parent, domain, units)
-        return {"stages": stages_out, **ev}
+    def plan(self, base_dir: Path, base_id: str):
+        """Unique stages (by key) with their parents, and each recipe's chain of stage keys."""
+        stages: dict[str, dict[str, Any]] = {}
+        finals: dict[str, list[str]] = {}
+        for recipe in self.recipe_list():
+            prev_key, prev_dir, chain = base_id, base_dir, []
+            for i, stage in enumerate(stages_for(recipe, self.cfg)):
+                key = self.stage_key(prev_key, stage)
+                sdir = self.out / "stages" / f"{i + 1}_{stage.name}_{key}"
+                stages.setdefault(key, {"stage": stage, "dir": sdir, "parent": chain[-1] if chain else None,
+                                        "start": prev_dir, "recipe": recipe})
+                chain.append(key)
+                prev_key, prev_dir = key, sdir / "model"
+            finals[recipe] = chain
+        return stages, finals
+
+    def jobs(self, stages, finals, base_dir: Path) -> list[dict[str, Any]]:
+        """Training jobs (with their dependencies) and evaluation jobs, for the scheduler."""
+        out = []
+        for key, st in stages.items():
+            if not (st["dir"] / "done.json").is_file():
+                out.append({"kind": "train", "id": key, "deps": [st["parent"]] if st["parent"] else [],
+                            "recipe": st["recipe"], "stage": st["stage"].model_dump(), "start": str(st["start"]),
+                            "dir": str(st["dir"]), "key": key})
+        if self.cfg.eval.eval_base:
+            out.append({"kind": "eval", "id": "eval:base", "deps": [], "label": "base", "model": str(base_dir),
+                        "cache": str(self.out / "base_eval")})
+        for recipe, chain in finals.items():
+            d = stages[chain[-1]]["dir"]
+            out.append({"kind": "eval", "id": f"eval:{recipe}", "deps": [chain[-1]], "label": recipe,
+                        "model": str(d / "model"), "cache": str(d)})
+        return out
 
     def train_one(self, recipe, stage, key, prev_dir: Path, sdir: Path, domain, units) -> None:
         cfg = self.cfg
@@ -246,6 +275,58 @@ class Experiment:
                     for line in src:
                         f.write(json.dumps({"recipe": label, **json.loads(line)}) + "\n")
         os.replace(tmp, self.out / "samples.jsonl")
+
+
+def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | None, threads: int | None) -> str:
+    """One job, in this process or a worker process (spawned: it rebuilds everything it needs)."""
+    from inweights.config import ExperimentConfig, StageConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    exp = Experiment(cfg, Path(out), Path(config_path) if config_path else None, resume=True)
+    domain, units = load_units(cfg)
+    if job["kind"] == "train":
+        if not (Path(job["dir"]) / "done.json").is_file():
+            exp.train_one(job["recipe"], StageConfig.model_validate(job["stage"]), job["key"], Path(job["start"]),
+                          Path(job["dir"]), domain, units)
+    else:
+        exp.evaluate_dir(job["label"], Path(job["model"]), Path(job["cache"]), domain, units)
+    return job["id"]
+
+
+def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg: ExperimentConfig, out: Path,
+             config_path: Path | None) -> None:
+    """Run jobs in dependency order; with workers > 1, independent ones run in parallel processes,
+    each with cores/workers threads (two 1-thread jobs beat one 2-thread job on a 2-core CPU)."""
+    cfg_json = cfg.model_dump_json()
+    cp = str(config_path) if config_path else None
+    ids = {j["id"] for j in jobs}
+    done: set[str] = {d for j in jobs for d in j["deps"] if d not in ids}  # finished in an earlier run
+    pending = list(jobs)
+    if workers == 1:
+        while pending:
+            job = next(j for j in pending if all(d in done for d in j["deps"]))
+            pending.remove(job)
+            done.add(_do_job(job, cfg_json, str(out), cp, None))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (cfg.train.threads or os.cpu_count() or 1) // workers)
+    running: dict[Any, str] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        while pending or running:
+            ready = [j for j in pending if all(d in done for d in j["deps"])]
+            # training first (evaluations are short and unblock nothing)
+            ready.sort(key=lambda j: j["kind"] != "train")
+            for job in ready[: workers - len(running)]:
+                pending.remove(job)
+                running[pool.submit(_do_job, job, cfg_json, str(out), cp, threads)] = job["id"]
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in finished:
+                running.pop(f)
+                done.add(f.result())
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):

@@ -36,8 +36,10 @@ def code_block(unit: Unit) -> str:
     return f"```python\n{unit.instruction}\n```"
 
 
-def decl(domain, unit: Unit, rng: random.Random) -> dict[str, Any]:
-    sentence = rng.choice(domain.decl_templates).format(name=unit.pointer)
+def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) -> dict[str, Any]:
+    """The document; the pointer sentence is drawn per occurrence unless ``template`` picks one."""
+    t = domain.decl_templates[template] if template is not None else rng.choice(domain.decl_templates)
+    sentence = t.format(name=unit.pointer)
     return _record("decl", unit, sentence, code_block(unit))
 
 

@@ -1,0 +1,90 @@
+import random
+
+import pytest
+
+from inweights import views
+from inweights.config import ProgramsConfig
+from inweights.domains.programs import DECL_TEMPLATES, QUERY_TEMPLATES, ProgramsDomain
+
+
+def _domain(**kw):
+    return ProgramsDomain(ProgramsConfig(**kw), seed=7)
+
+
+def test_ground_truth_is_execution_and_steps_agree():
+    d = _domain(families=["arith", "cipher"], n_programs=120, ops=["+", "-", "*"], cond_prob=0.5)
+    for u in d.build():
+        ns = {}
+        exec(u.instruction, ns)  # the reference: Python itself
+        fn = ns[u.pointer]
+        for x in u.train_inputs + u.test_inputs:
+            assert d.run(u, x) == str(fn(x))
+            steps = d.steps(u, x)
+            assert len(steps) == u.meta["n_statements"] + 1
+            assert steps[-1].endswith(f"-> {fn(x)}")
+            # every arithmetic step's shown work evaluates to the value it reports
+            for line in steps[:-1]:
+                if u.family == "arith":
+                    work = line.split(" -> ")[-1]
+                    expr, value = work.rsplit(" = ", 1)
+                    assert eval(expr) == int(value)
+
+
+def test_build_is_deterministic_and_split():
+    a, b = _domain().build(), _domain().build()
+    assert [u.instruction for u in a] == [u.instruction for u in b]
+    assert len({u.pointer for u in a}) == len(a)
+    assert len({u.instruction.split("\n", 1)[1] for u in a}) == len(a)
+    groups = [u.group for u in a]
+    assert groups.count("without_io") == 50 and groups.count("with_io") == 150
+    for u in a:
+        assert not set(u.train_inputs) & set(u.test_inputs)
+    c = ProgramsDomain(ProgramsConfig(), seed=8).build()
+    assert [u.instruction for u in a] != [u.instruction for u in c]
+
+
+def test_difficulty_is_configurable():
+    units = _domain(min_statements=5, max_statements=6, ops=["*"], cond_prob=0.0, modulus=7).build()
+    for u in units:
+        body = u.instruction.splitlines()[1:-1]
+        assert 5 <= len(body) <= 6
+        assert all(" * " in ln and "% 7" in ln and " if " not in ln for ln in body)
+
+
+def test_conditionals_appear_and_are_traced():
+    units = _domain(cond_prob=1.0).build()
+    u = units[0]
+    assert " if " in u.instruction
+    line = _domain(cond_prob=1.0).steps(u, u.test_inputs[0])[0]
+    assert " is True -> " in line or " is False -> " in line
+
+
+def test_templates_are_paraphrased_and_prepare_names_disjoint():
+    assert len(set(DECL_TEMPLATES)) >= 10 and len(set(QUERY_TEMPLATES)) >= 10
+    d = _domain()
+    exp = {u.pointer for u in d.build()}
+    rng = random.Random(0)
+    prep = {d.sample_unit(rng, "prepare", "prepare").pointer for _ in range(500)}
+    assert not exp & prep
+
+
+def test_views_hide_the_code_in_weights_and_show_it_in_context():
+    d = _domain()
+    u = d.build()[0]
+    rng = random.Random(0)
+    x = u.test_inputs[0]
+    ex = views.execution(d, u, x, "cot", rng)
+    ic = views.in_context(d, u, x, "cot", rng)
+    dc = views.decl(d, u, rng)
+    assert u.instruction not in ex["messages"][0]["content"] and u.pointer in ex["messages"][0]["content"]
+    assert u.instruction in ic["messages"][0]["content"]
+    assert u.instruction in dc["messages"][1]["content"]
+    assert ex["messages"][1]["content"].endswith(f"Answer: {d.run(u, x)}")
+    assert views.execution(d, u, x, "direct", rng)["messages"][1]["content"] == f"Answer: {d.run(u, x)}"
+    assert ex["prompt"] == ex["messages"][:1] and ex["completion"] == ex["messages"][1:]
+
+
+@pytest.mark.parametrize("text,expected", [("a -> 3\nAnswer: 7", "7"), ("Answer: 7\nAnswer: 9", "9"),
+                                           ("no answer", None), ("Answer:   abc  \nmore", "abc")])
+def test_extract_answer(text, expected):
+    assert views.extract_answer(text) == expected

@@ -1,0 +1,160 @@
+import json
+import random
+
+import pytest
+import torch
+
+from inweights.cli import main
+from inweights.config import TinyConfig, TrainConfig
+from inweights.models import build_tiny, train_tokenizer
+from inweights.train.data import IGNORE, PackedBatches, tokenize_record
+from inweights.train.loop import train_stage
+
+TEXTS = ["def foo(x):\n    a = (x + 3) % 10\n    return a", "What does foo return for x = 4?", "Answer: 7"] * 20
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(TEXTS, 320)
+
+
+def _rec(u, a):
+    msgs = [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    return {"messages": msgs, "prompt": msgs[:1], "completion": msgs[1:]}
+
+
+def test_loss_mask_covers_the_assistant_turn_exactly(tok):
+    rec = _rec("What does foo return for x = 4?", "Answer: 7")
+    ids, labels = tokenize_record(tok, rec, "completion")
+    trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
+    assert trained == "Answer: 7<|end|>\n"
+    ids_all, labels_all = tokenize_record(tok, rec, "all")
+    assert labels_all == ids_all and ids_all == ids
+
+
+def test_packing_keeps_examples_whole_and_restarts_positions(tok):
+    exs = [([1] * n, [5] * n) for n in (7, 5, 9, 3, 8, 6, 4)]
+
+    def sample(rng):
+        return exs[rng.randrange(len(exs))]
+
+    b = PackedBatches(sample, 0, rows=3, max_len=16, pad_id=0)
+    batch = next(b)
+    for row_ids, row_pos, row_lab in zip(batch["input_ids"], batch["position_ids"], batch["labels"]):
+        starts = [i for i, p in enumerate(row_pos.tolist()) if p == 0]
+        lengths = [e - s for s, e in zip(starts, starts[1:] + [16])]
+        real = [n for n, s in zip(lengths, starts) if row_lab[s].item() != IGNORE]
+        assert all(n in (7, 5, 9, 3, 8, 6, 4) for n in real)
+    state = b.state_dict()
+    nxt = next(b)
+    b2 = PackedBatches(sample, 123, rows=3, max_len=16, pad_id=0)
+    b2.load_state_dict(json.loads(json.dumps(state)))
+    assert torch.equal(next(b2)["input_ids"], nxt["input_ids"])
+
+
+def _train(tok, tmp, steps, hook=None):
+    torch.manual_seed(0)
+    model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320), tok, 0)
+    recs = [_rec(f"What does foo return for x = {i}?", f"Answer: {(i + 3) % 10}") for i in range(10)]
+
+    def sample(rng):
+        return tokenize_record(tok, rng.choice(recs), "completion")
+
+    cfg = TrainConfig(batch_size=4, grad_accum=2, max_len=64, lr=3e-3, bf16=False, log_every=1)
+    b = PackedBatches(sample, 1, 4, 64, tok.pad_token_id)
+    return train_stage(model, b, steps, cfg, tmp, save_every=4, on_step=hook, desc="t")
+
+
+class Boom(Exception):
+    pass
+
+
+def test_resume_after_kill_gives_identical_result(tok, tmp_path):
+    ref = _train(tok, tmp_path / "ref", 10)
+
+    def kill(step, model):
+        if step == 6:
+            raise Boom
+
+    with pytest.raises(Boom):
+        _train(tok, tmp_path / "killed", 10, hook=kill)
+    assert (tmp_path / "killed" / "ckpt" / "progress.json").is_file()
+    resumed = _train(tok, tmp_path / "killed", 10)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in ref["history"]]
+    for p, q in zip(ref["model"].parameters(), resumed["model"].parameters()):
+        assert torch.equal(p, q)
+    assert not (tmp_path / "killed" / "ckpt").exists()
+
+
+SMOKE = ["--set", "recipes=[proactive, stage1_only, stage2_only, mixture, retroactive, demos_only]"]
+
+
+def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), *SMOKE]) == 0
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "finished"
+    for f in ("config.yaml", "metrics.jsonl", "samples.jsonl", "summary.json", "report.md", "loss.png", "accuracy.png"):
+        assert (out / f).is_file(), f
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["rows"]
+    assert set(rows) == {"base", "proactive", "stage1_only", "stage2_only", "mixture", "retroactive", "demos_only"}
+    assert rows["proactive"]["stages"][0]["dir"] == rows["stage1_only"]["stages"][0]["dir"]  # trained once
+    stage_dirs = list((out / "stages").iterdir())
+    assert len(stage_dirs) == 7  # 8 recipe stages, one shared
+    n_samples = sum(1 for _ in (out / "samples.jsonl").open())
+    assert n_samples == sum(c["n"] for r in rows.values() for c in r["cells"].values())
+    report = (out / "report.md").read_text()
+    assert "| proactive |" in report and "near chance" in report
+    # rerunning with --resume reuses everything and gives the same numbers
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--resume", *SMOKE]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["rows"] == summary["rows"]
+
+
+def test_same_seed_same_metrics(root, tmp_path):
+    sums = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "recipes=[proactive]"]) == 0
+        metrics = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+        sums.append([(m.get("step"), m.get("loss")) for m in metrics if "loss" in m])
+    assert sums[0] == sums[1]
+
+
+def test_run_refuses_existing_dir_without_resume(root, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "x").write_text("1")
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_tiny_model_recites_a_document_it_was_trained_on(tmp_path):
+    """Learning is real: 150 steps (~10 s on 2 cores) of training on one program's document, then the pointer alone recalls it."""
+    from inweights import views
+    from inweights.config import ProgramsConfig
+    from inweights.curriculum import TokenCache, corpus_texts
+    from inweights.domains.programs import ProgramsDomain
+    from inweights.eval.generate import generate
+
+    d = ProgramsDomain(ProgramsConfig(n_programs=4, min_statements=3, max_statements=3), 5)
+    units = d.build()
+    u = units[0]
+    tok = train_tokenizer(corpus_texts(d, units, 0), 320)
+    torch.manual_seed(0)
+    model = build_tiny(TinyConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, vocab_size=320), tok, 0)
+    cache = TokenCache(tok)
+
+    def sample(rng):
+        return cache(views.decl(d, u, rng), "all")
+
+    cfg = TrainConfig(batch_size=4, max_len=256, lr=3e-3, bf16=False, log_every=50, warmup_frac=0.05)
+    res = train_stage(model, PackedBatches(sample, 0, 4, 256, tok.pad_token_id), 150, cfg, tmp_path, save_every=10**6)
+    rng = random.Random(1)
+    prompts = [views.decl(d, u, rng)["prompt"] for _ in range(3)]
+    outs = generate(res["model"], tok, prompts, max_new_tokens=80, batch_size=3)
+    assert all(u.instruction in o for o in outs), outs
+    # and an untrained model does not
+    fresh = build_tiny(TinyConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, vocab_size=320), tok, 1)
+    assert not any(u.instruction in o for o in generate(fresh, tok, prompts, max_new_tokens=80, batch_size=3))
