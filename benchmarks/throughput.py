@@ -14,12 +14,17 @@ Measured in one run, on the ``tiny`` preset of ``configs/prepare_tiny.yaml``:
    steps, dataloader start-up and trainer construction are excluded). Tokenisation is excluded for
    both (ours: records pre-tokenised before the loop; TRL: its dataset preparation runs in
    ``SFTTrainer.__init__``); packing is inside the timed loop for ours (on the fly) and outside it
-   for TRL (done at preparation), collation is inside it for TRL.
+   for TRL (done at preparation), collation is inside it for TRL. Each trainer runs ``--repeats``
+   times in alternating order (ours, TRL..., then reversed) and its rate is pooled (total tokens /
+   total seconds), so that a drift in machine load hits every trainer alike. TRL runs with
+   ``gradient_checkpointing=False`` (its default is True; ours does not checkpoint) and its default
+   optimiser (fused AdamW).
 2. Evaluation generation tokens/s: ``inweights.eval.generate.generate`` (length-sorted, left-padded
    batches, KV cache) against a loop calling ``model.generate`` one prompt at a time. Same prompts
    (in-context chain-of-thought prompts), same ``max_new_tokens``, greedy, fp32. Tokens counted: the
    tokens each prompt generates up to and including EOS (read from the ids ``model.generate``
    returns, for both), over the wall time of the whole call including tokenisation and decoding.
+   Ours runs before and after the baseline (pooled), after one short warm-up call each.
    The match rate of the two sets of outputs is reported, not asserted (left-padded batched fp32
    arithmetic may flip a near-tie).
 
@@ -29,7 +34,8 @@ prompt runs to ``max_new_tokens`` (a best case for batching: no row idles after 
 
 Usage: python benchmarks/throughput.py [--steps N] [--gen-prompts N] [--quick]
 Prints a Markdown table and writes it, with details, to benchmarks/results/throughput.json.
-No timing is asserted; CPU numbers vary with load (the 1-minute load average is recorded).
+No timing is asserted; CPU numbers vary with load (the 1-minute load average is recorded, and the
+ratios are also given by process CPU time, which other jobs on the machine disturb less).
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "throughput.json"
 # ----------------------------------------------------------------------------------------- helpers
 def now() -> tuple[float, float]:
     """(wall clock, this process's CPU time): CPU time is less sensitive to other jobs on a shared machine."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter(), time.process_time()
 
 
@@ -110,14 +118,16 @@ class CountingCollator:
         return out
 
 
-def warm_rate(ends: list[tuple[float, float]], real: list[int], slots: list[int], skip: int) -> dict[str, Any]:
+def warm_rate(
+    ends: list[tuple[float, float]], real: list[int], slots: list[int], skip: int
+) -> dict[str, Any]:
     """Tokens/s over steps skip+1..n, from the end of step ``skip`` to the end of the last step."""
     n = len(ends)
     if n <= skip or skip < 1:
         raise ValueError(f"need more than skip={skip} >= 1 steps, got {n}")
     seconds = ends[-1][0] - ends[skip - 1][0]
     cpu_seconds = ends[-1][1] - ends[skip - 1][1]
-    tokens = sum(real[skip:n])
+    tokens, slots_n = sum(real[skip:n]), sum(slots[skip:n])
     return {
         "steps_timed": n - skip,
         "seconds": seconds,
@@ -125,9 +135,10 @@ def warm_rate(ends: list[tuple[float, float]], real: list[int], slots: list[int]
         "tokens": tokens,
         "tok_s": tokens / seconds,
         "tok_per_cpu_s": tokens / cpu_seconds,
-        "slots_tok_s": sum(slots[skip:n]) / seconds,
+        "slots": slots_n,
+        "slots_tok_s": slots_n / seconds,
         "tokens_per_step": tokens / (n - skip),
-        "pad_fraction": 1 - tokens / max(sum(slots[skip:n]), 1),
+        "pad_fraction": 1 - tokens / slots_n,
     }
 
 
@@ -153,13 +164,18 @@ def setup(args):
         model_source = "random-init tiny (no prepared base found)"
     rng = random.Random(derive_seed(cfg.seed, "bench", "records"))
     records = [
-        views.in_context(domain, u, x, fmt, rng) for u in units for x in u.train_inputs for fmt in ("direct", "cot")
+        views.in_context(domain, u, x, fmt, rng)
+        for u in units
+        for x in u.train_inputs
+        for fmt in ("direct", "cot")
     ]
     rng.shuffle(records)
     init = build_tiny(cfg.model.tiny, tok, cfg.seed)
     init_state = copy.deepcopy(init.state_dict())
     if gen_model is None:
         gen_model = init
+    if torch.cuda.is_available():
+        gen_model.to("cuda")
     prng = random.Random(derive_seed(cfg.seed, "bench", "prompts"))
     prompts = []
     for i in range(args.gen_prompts):
@@ -191,21 +207,29 @@ def bench_ours(cfg, tok, records, init_state, steps: int, skip: int, work: Path)
         return examples[rng.randrange(len(examples))]
 
     batches = CountingBatches(
-        PackedBatches(sample, derive_seed(cfg.seed, "bench", "stream"), cfg.train.batch_size, cfg.train.max_len,
-                      tok.pad_token_id),
+        PackedBatches(
+            sample,
+            derive_seed(cfg.seed, "bench", "stream"),
+            cfg.train.batch_size,
+            cfg.train.max_len,
+            tok.pad_token_id,
+        ),
         tok.pad_token_id,
     )
     clock = StepClock()
     model = fresh_model(cfg, tok, init_state)
-    res = train_stage(model, batches, steps, cfg.train, work / "ours", save_every=10**9, desc="inweights",
-                      on_step=clock)
+    res = train_stage(
+        model, batches, steps, cfg.train, work / "ours", save_every=10**9, desc="inweights", on_step=clock
+    )
     out = warm_rate(clock.ends, batches.real, batches.slots, skip)
     out["final_loss"] = res["history"][-1]["loss"] if res["history"] else None
     out["mean_example_tokens"] = sum(len(e[0]) for e in examples) / len(examples)
     return out
 
 
-def bench_trl(cfg, tok, records, init_state, steps: int, skip: int, work: Path, strategy: str) -> dict[str, Any]:
+def bench_trl(
+    cfg, tok, records, init_state, steps: int, skip: int, work: Path, strategy: str
+) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -260,6 +284,7 @@ def bench_trl(cfg, tok, records, init_state, steps: int, skip: int, work: Path, 
     # a step consumes one batch (no gradient accumulation); batches collated beyond the last step are ignored
     out = warm_rate(clock.ends, counter.real[:steps], counter.slots[:steps], skip)
     out["packed_rows"] = len(trainer.train_dataset)
+    out["mean_example_tokens"] = sum(len(x) for x in trainer.train_dataset["input_ids"]) / len(records)
     return out
 
 
@@ -268,7 +293,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
     tokens = sum(r["tokens"] for r in runs)
     seconds = sum(r["seconds"] for r in runs)
     cpu = sum(r["cpu_seconds"] for r in runs)
-    slots = sum(r["tokens"] / (1 - r["pad_fraction"]) for r in runs)
+    slots = sum(r["slots"] for r in runs)
     return {
         "steps_timed": sum(r["steps_timed"] for r in runs),
         "seconds": seconds,
@@ -278,6 +303,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "tok_per_cpu_s": tokens / cpu,
         "slots_tok_s": slots / seconds,
         "tokens_per_step": tokens / sum(r["steps_timed"] for r in runs),
+        "slots": slots,
         "pad_fraction": 1 - tokens / slots,
         "tok_s_per_run": [r["tok_s"] for r in runs],
     }
@@ -320,14 +346,23 @@ def per_prompt(model, tok, prompts, max_new_tokens: int) -> list[str]:
     from inweights.train.data import render
 
     model.eval()
+    device = next(model.parameters()).device
     outs = []
     for p in prompts:
-        ids = tok(render(tok, p, add_generation_prompt=True), add_special_tokens=False,
-                  return_tensors="pt")["input_ids"]
-        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                             use_cache=True)
-        outs.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+        ids = tok(render(tok, p, add_generation_prompt=True), add_special_tokens=False, return_tensors="pt")[
+            "input_ids"
+        ]
+        ids = ids.to(device)
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            use_cache=True,
+        )
+        outs.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
     return outs
 
 
@@ -338,6 +373,7 @@ def bench_generation(model, tok, prompts, max_new_tokens: int, batch_size: int) 
     # warm-up: one short call each (allocator, first-call overheads)
     generate(model, tok, prompts[:2], max_new_tokens=4, batch_size=batch_size)
     per_prompt(model, tok, prompts[:2], 4)
+
     def timed(fn) -> tuple[list[str], dict[str, Any]]:
         with GenerateCounter(model, tok.eos_token_id) as c:
             t0, c0 = now()
@@ -360,7 +396,7 @@ def bench_generation(model, tok, prompts, max_new_tokens: int, batch_size: int) 
     res["prompts"] = len(prompts)
     res["max_new_tokens"] = max_new_tokens
     res["batch_size"] = batch_size
-    res["matches"] = sum(a == b for a, b in zip(ours, base))
+    res["matches"] = sum(a == b for a, b in zip(ours, base, strict=True))
     res["mean_new_tokens_baseline"] = res["baseline"]["tokens"] / len(prompts)
     return res
 
@@ -372,12 +408,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", type=int, default=None, help="warm-up steps left out of the timing (default 2)")
     ap.add_argument("--gen-prompts", type=int, default=None, help="prompts for generation (default 128)")
     ap.add_argument("--gen-batch", type=int, default=64, help="batch size of inweights' generator")
-    ap.add_argument("--max-new-tokens", type=int, default=None,
-                    help="default: eval.max_new_tokens with the prepared base, 64 with a random-init model")
+    ap.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="default: eval.max_new_tokens with the prepared base, 64 with a random-init model",
+    )
     ap.add_argument("--units", type=int, default=None, help="units the records come from (default 150)")
     ap.add_argument("--trl-strategies", default="bfd,wrapped", help="TRL packing strategies to run")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="training runs per trainer, in alternating order, pooled (default 2; --quick 1)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="training runs per trainer, in alternating order, pooled (default 2; --quick 1)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke check: 3 steps, 8 prompts, 16 new tokens")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -419,24 +463,43 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "ours":
                     runs[name].append(bench_ours(cfg, tok, records, init_state, args.steps, args.skip, d))
                 else:
-                    runs[name].append(bench_trl(cfg, tok, records, init_state, args.steps, args.skip, d, name))
-    pooled = {name: pool(rs) for name, rs in runs.items()}
+                    runs[name].append(
+                        bench_trl(cfg, tok, records, init_state, args.steps, args.skip, d, name)
+                    )
+    pooled = {
+        name: {**pool(rs), "mean_example_tokens": rs[0]["mean_example_tokens"]} for name, rs in runs.items()
+    }
     details["train_ours"] = {**pooled["ours"], "runs": runs["ours"]}
     ours = pooled["ours"]
     for s in strategies:
         base = pooled[s]
         details[f"train_trl_{s}"] = {**base, "runs": runs[s]}
-        name = f"TRL {trl.__version__} SFTTrainer, packing={s}" + (" (padding-free)" if s != "wrapped" else "")
-        rows.append({"what": "SFT training (warm steps)", "baseline": name, "ours_tok_s": ours["tok_s"],
-                     "baseline_tok_s": base["tok_s"], "ratio": ours["tok_s"] / base["tok_s"],
-                     "ratio_cpu_time": ours["tok_per_cpu_s"] / base["tok_per_cpu_s"]})
+        name = f"TRL {trl.__version__} SFTTrainer, packing={s}" + (
+            " (padding-free)" if s != "wrapped" else ""
+        )
+        rows.append(
+            {
+                "what": "SFT training (warm steps)",
+                "baseline": name,
+                "ours_tok_s": ours["tok_s"],
+                "baseline_tok_s": base["tok_s"],
+                "ratio": ours["tok_s"] / base["tok_s"],
+                "ratio_cpu_time": ours["tok_per_cpu_s"] / base["tok_per_cpu_s"],
+            }
+        )
     print(f"generation: {len(prompts)} prompts, max_new_tokens={max_new} ...", file=sys.stderr)
     gen = bench_generation(gen_model, tok, prompts, max_new, args.gen_batch)
     details["generation"] = gen
-    rows.append({"what": f"eval generation, greedy ({gen['matches']}/{gen['prompts']} outputs identical)",
-                 "baseline": "model.generate, one prompt at a time", "ours_tok_s": gen["ours"]["tok_s"],
-                 "baseline_tok_s": gen["baseline"]["tok_s"], "ratio": gen["ours"]["tok_s"] / gen["baseline"]["tok_s"],
-                 "ratio_cpu_time": gen["ours"]["tok_per_cpu_s"] / gen["baseline"]["tok_per_cpu_s"]})
+    rows.append(
+        {
+            "what": f"eval generation, greedy ({gen['matches']}/{gen['prompts']} outputs identical)",
+            "baseline": "model.generate, one prompt at a time",
+            "ours_tok_s": gen["ours"]["tok_s"],
+            "baseline_tok_s": gen["baseline"]["tok_s"],
+            "ratio": gen["ours"]["tok_s"] / gen["baseline"]["tok_s"],
+            "ratio_cpu_time": gen["ours"]["tok_per_cpu_s"] / gen["baseline"]["tok_per_cpu_s"],
+        }
+    )
 
     meta = {
         "config": str(CONFIG.relative_to(ROOT)),
@@ -453,12 +516,18 @@ def main(argv: list[str] | None = None) -> int:
         "units": args.units,
         "generation_model": model_source,
         "quick": q,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "python": platform.python_version(),
+        },
         "loadavg_1m_start": load0,
         "loadavg_1m_end": os.getloadavg()[0],
-        "tokens_counted": "real (non-pad) tokens fed to the model; generation: new tokens up to and including EOS",
-        "timed": "training: end of step `skip` to end of last step; generation: whole call, after a warm-up call",
+        "tokens_counted": "training: real (non-pad) tokens fed to the model; "
+        "generation: new tokens up to and including EOS",
+        "timed": "training: end of step `skip` to end of last step; "
+        "generation: whole call, after a warm-up call",
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     table = markdown(rows)
@@ -466,18 +535,30 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for k, v in details.items():
         if k.startswith("train"):
-            print(f"- {k}: {v['tokens_per_step']:.0f} real tokens/step, pad {v['pad_fraction']:.1%} of slots, "
-                  f"{v['slots_tok_s']:.0f} slots/s, {v['steps_timed']} timed steps in {v['seconds']:.1f}s "
-                  f"({v['cpu_seconds']:.1f} CPU-s, {v['tok_per_cpu_s']:.0f} tokens per CPU-s)")
+            print(
+                f"- {k}: {v['mean_example_tokens']:.1f} tokens/example, "
+                f"{v['tokens_per_step']:.0f} real tokens/step, pad {v['pad_fraction']:.1%} of slots, "
+                f"{v['slots_tok_s']:.0f} slots/s, {v['steps_timed']} timed steps in {v['seconds']:.1f}s "
+                f"({v['cpu_seconds']:.1f} CPU-s, {v['tok_per_cpu_s']:.0f} tokens per CPU-s); tok/s per run "
+                + ", ".join(f"{x:.0f}" for x in v["tok_s_per_run"])
+            )
     for r in rows:
         print(f"- ratio by CPU time instead of wall time, vs {r['baseline']}: {r['ratio_cpu_time']:.2f}x")
-    print(f"- generation: {model_source}; {gen['mean_new_tokens_baseline']:.1f} new tokens/prompt; "
-          f"{gen['baseline']['no_eos']} prompts hit max_new_tokens; ours {gen['ours']['seconds']:.1f}s vs per-prompt {gen['baseline']['seconds']:.1f}s; "
-          f"outputs identical {gen['matches']}/{gen['prompts']}")
-    print(f"- load average (1 min) {load0:.2f} at start, {meta['loadavg_1m_end']:.2f} at end; "
-          f"threads {meta['threads']}; bf16 autocast {meta['bf16_autocast']}")
+    print(
+        f"- generation: {model_source}; {gen['mean_new_tokens_baseline']:.1f} new tokens/prompt; "
+        f"{gen['baseline']['no_eos']} prompts hit max_new_tokens; "
+        f"ours {gen['ours']['seconds']:.1f}s (2 runs) "
+        f"vs per-prompt {gen['baseline']['seconds']:.1f}s; "
+        f"outputs identical {gen['matches']}/{gen['prompts']}"
+    )
+    print(
+        f"- load average (1 min) {load0:.2f} at start, {meta['loadavg_1m_end']:.2f} at end; "
+        f"threads {meta['threads']}; bf16 autocast {meta['bf16_autocast']}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows, "details": details, "table": table}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"meta": meta, "rows": rows, "details": details, "table": table}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -485,8 +566,10 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| what | baseline | ours tok/s | baseline tok/s | ratio |", "|---|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['what']} | {r['baseline']} | {r['ours_tok_s']:,.0f} | {r['baseline_tok_s']:,.0f} | "
-                     f"{r['ratio']:.2f}x |")
+        lines.append(
+            f"| {r['what']} | {r['baseline']} | {r['ours_tok_s']:,.0f} | {r['baseline_tok_s']:,.0f} | "
+            f"{r['ratio']:.2f}x |"
+        )
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ def test_ground_truth_is_execution_and_steps_agree():
     d = _domain(families=["arith", "cipher"], n_programs=120, ops=["+", "-", "*"], cond_prob=0.5)
     for u in d.build():
         ns = {}
-        exec(u.instruction, ns)  # the reference: Python itself
+        exec(u.instruction, ns)  # noqa: S102 - the reference: Python itself
         fn = ns[u.pointer]
         for x in u.train_inputs + u.test_inputs:
             assert d.run(u, x) == str(fn(x))

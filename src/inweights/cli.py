@@ -1,4 +1,4 @@
-"""The `inweights` command: run, validate, data, prepare, report.
+"""The `inweights` command: run, validate, data, prepare, eval, report.
 
 Bad input (config, data file, model path) ends in one line on stderr and exit code 2.
 """
@@ -80,6 +80,25 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from inweights.config import load_config
+    from inweights.experiment import Experiment, load_units
+
+    cfg = load_config(args.config, args.set)
+    domain, units = load_units(cfg)
+    model = Path(args.model)
+    if not (model / "config.json").is_file():
+        raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json)")
+    out = Path(args.out) if args.out else model.parent / f"eval_{cfg.name}"
+    exp = Experiment(cfg, out, Path(args.config), resume=True)
+    out.mkdir(parents=True, exist_ok=True)
+    ev = exp.evaluate_dir(model.name, model, out, domain, units)
+    for cell, c in sorted(ev["cells"].items()):
+        print(f"{cell:32s} {100 * c['acc']:5.1f}%  [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]  n={c['n']}")
+    print(f"samples: {out / 'samples.jsonl'}")
+    return 0
+
+
 def cmd_report(args) -> int:
     run = Path(args.run)
     summary = run / "summary.json"
@@ -118,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data)
+    p = sub.add_parser("eval", help="probe one model folder with a config's units")
+    common(p)
+    p.add_argument("--model", required=True, help="a save_pretrained folder (e.g. a run's stages/*/model)")
+    p.set_defaults(func=cmd_eval)
     p = sub.add_parser("report", help="print the report of a run directory")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)

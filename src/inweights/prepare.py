@@ -139,7 +139,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
     res = train_stage(model, batches, cfg.prepare.max_steps, cfg.train, work / "stage",
                       save_every=cfg.prepare.eval_every, desc="prepare", on_step=gate, log=log)
     model = res["model"]
-    cot, cot_samples = in_context_accuracy(model, tok, domain, units, inputs, "cot", cfg.eval.batch_size,
+    cot, _ = in_context_accuracy(model, tok, domain, units, inputs, "cot", cfg.eval.batch_size,
                                            cfg.eval.max_new_tokens, cfg.seed)
     direct, _ = in_context_accuracy(model, tok, domain, units, inputs, "direct", cfg.eval.batch_size,
                                     cfg.eval.max_new_tokens, cfg.seed)

@@ -253,7 +253,7 @@ class ProgramsDomain:
             return subst
         then, rest = subst.split(" if ", 1)
         cond, other = rest.split(" else ", 1)
-        taken = eval(cond)  # noqa: S307 - e.g. "7 > 4", generated
+        taken = eval(cond)
         return f"{cond} is {taken} -> {then if taken else other}"
 
     @staticmethod

@@ -113,23 +113,23 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     loss_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
     md = [f"# {cfg.name}", "",
-          f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
-          f"without_io programs; wall time {results['wall_seconds'] / 60:.1f} min.", ""]
+          (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
+          f"without_io programs; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
     prep = results.get("prepared")
     if prep:
-        md += [f"Prepared base `{prep['name']}`: code-in-prompt chain-of-thought accuracy {100 * prep['in_context_cot']:.1f}% "
+        md += [(f"Prepared base `{prep['name']}`: code-in-prompt chain-of-thought accuracy {100 * prep['in_context_cot']:.1f}% "
                f"on {prep['eval_programs']} held-out programs (gate {100 * prep['gate']:.0f}%, "
                f"{'passed' if prep['passed'] else 'NOT passed'}), direct {100 * prep['in_context_direct']:.1f}%; "
-               f"{prep['steps']} steps, {prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min."]
+               f"{prep['steps']} steps, {prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min.")]
         b = rows.get("base", {}).get("cells", {}).get("without_io/in_context/cot")
         if b:
             md.append(f"On this experiment's own without_io programs the base's code-in-prompt CoT accuracy is "
                       f"**{_pct(b)}%**.")
         md.append("")
     md += ["## Accuracy (%, exact match, [95% CI])", "",
-           "Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
+           ("Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
            "prompt (upper bound). `recall`: share of the program's statements the chain of thought re-types "
-           "exactly (without_io, in weights).", ""]
+           "exactly (without_io, in weights)."), ""]
     header = ["recipe"] + [f"`{c}`" for c in cells] + ["recall"]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in rows.items():

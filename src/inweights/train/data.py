@@ -2,7 +2,7 @@
 
 A record is rendered with the tokenizer's chat template; the loss covers the assistant turn only
 (``exec``/``in_context``/``demos``) or the whole document (``decl``). Examples are packed whole into
-rows of ``max_len`` tokens; position ids restart at 0 for each example, which transformers turns into
+rows of ``max_len`` tokens (best fit from a look-ahead buffer); position ids restart at 0 for each example, which transformers turns into
 a block-diagonal causal mask, so packed examples never attend to each other.
 """
 
@@ -40,50 +40,61 @@ def tokenize_record(tokenizer, record: dict[str, Any], loss_on: str) -> tuple[li
 class PackedBatches:
     """Infinite, resumable stream of packed batches drawn from an example sampler.
 
-    ``sample(rng)`` returns one (input_ids, labels) example. The stream's whole state is the RNG
-    state plus the example carried over from the last row, so a resumed run sees the same batches.
+    ``sample(rng)`` returns one (input_ids, labels) example. Rows are filled best-fit from a small
+    look-ahead buffer of examples (largest that still fits first), which leaves little padding while
+    keeping examples whole. The whole state is the RNG state plus the buffer, so a resumed run sees the
+    same batches.
     """
 
     def __init__(self, sample: Callable[[random.Random], tuple[list[int], list[int]]], seed: int,
-                 rows: int, max_len: int, pad_id: int):
+                 rows: int, max_len: int, pad_id: int, lookahead: int = 32):
         self.sample, self.rows, self.max_len, self.pad_id = sample, rows, max_len, pad_id
+        self.lookahead = lookahead
         self.rng = random.Random(seed)
-        self.carry: tuple[list[int], list[int]] | None = None
+        self.buffer: list[tuple[list[int], list[int]]] = []
         self.truncated = 0
+        self.padding = 0
+        self.slots = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.getstate(), "carry": self.carry, "truncated": self.truncated}
+        return {"rng": self.rng.getstate(), "buffer": self.buffer, "truncated": self.truncated,
+                "padding": self.padding, "slots": self.slots}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.setstate(_as_tuple(state["rng"]))
-        self.carry = tuple(state["carry"]) if state["carry"] is not None else None
-        self.truncated = state["truncated"]
+        self.buffer = [(list(a), list(b)) for a, b in state["buffer"]]
+        self.truncated, self.padding, self.slots = state["truncated"], state["padding"], state["slots"]
 
-    def _next_example(self) -> tuple[list[int], list[int]]:
-        if self.carry is not None:
-            ex, self.carry = self.carry, None
-            return ex
-        ids, labels = self.sample(self.rng)
-        if len(ids) > self.max_len:
-            self.truncated += 1
-            ids, labels = ids[: self.max_len], labels[: self.max_len]
-        return ids, labels
+    def _fill(self) -> None:
+        while len(self.buffer) < self.lookahead:
+            ids, labels = self.sample(self.rng)
+            if len(ids) > self.max_len:
+                self.truncated += 1
+                ids, labels = ids[: self.max_len], labels[: self.max_len]
+            self.buffer.append((ids, labels))
 
     def _row(self) -> tuple[list[int], list[int], list[int]]:
         ids: list[int] = []
         labels: list[int] = []
         pos: list[int] = []
+        self._fill()
+        # the oldest example always goes first, so nothing waits in the buffer for ever
+        first = self.buffer.pop(0)
+        ids, labels, pos = list(first[0]), list(first[1]), list(range(len(first[0])))
         while True:
-            ex_ids, ex_labels = self._next_example()
-            if ids and len(ids) + len(ex_ids) > self.max_len:
-                self.carry = (ex_ids, ex_labels)
+            room = self.max_len - len(ids)
+            best = max((i for i, ex in enumerate(self.buffer) if len(ex[0]) <= room),
+                       key=lambda i: len(self.buffer[i][0]), default=None)
+            if best is None:
                 break
+            ex_ids, ex_labels = self.buffer.pop(best)
             ids += ex_ids
             labels += ex_labels
             pos += list(range(len(ex_ids)))
-            if len(ids) >= self.max_len:
-                break
+            self._fill()
         pad = self.max_len - len(ids)
+        self.padding += pad
+        self.slots += self.max_len
         # padding is its own "example" (positions restart) with no loss
         return ids + [self.pad_id] * pad, labels + [IGNORE] * pad, pos + list(range(pad))
 

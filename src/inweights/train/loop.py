@@ -161,6 +161,7 @@ def train_stage(
         "history": history,
         "stopped_early": stopped_early,
         "truncated_examples": batches.truncated,
+        "padding_fraction": batches.padding / max(batches.slots, 1),
         "model": acc.unwrap_model(model),
     }
 
