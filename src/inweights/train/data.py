@@ -57,7 +57,8 @@ class PackedBatches:
         self.slots = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.getstate(), "buffer": self.buffer, "truncated": self.truncated,
+        return {"rng": self.rng.getstate(), "buffer": [(list(a), list(b)) for a, b in self.buffer],
+                "truncated": self.truncated,
                 "padding": self.padding, "slots": self.slots}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
