@@ -117,6 +117,7 @@ class TrainConfig(Strict):
     grad_clip: float = Field(1.0, gt=0)
     bf16: bool = True  # autocast on CPUs that support it and on GPUs
     log_every: int = Field(25, gt=0)
+    save_every: int = Field(100, gt=0)  # steps between resumable mid-stage checkpoints
     threads: int | None = Field(None, gt=0)  # torch CPU threads; None = torch's default
 
     @model_validator(mode="after")

@@ -173,7 +173,7 @@ class Experiment:
     def stage_key(self, prev: str, stage) -> str:
         c = self.cfg
         return _sha({"prev": prev, "stage": stage.model_dump(), "seed": c.seed, "domain": c.domain.model_dump(),
-                     "train": c.train.model_dump(exclude={"log_every", "threads"}),
+                     "train": c.train.model_dump(exclude={"log_every", "threads", "save_every"}),
                      "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
 
     def plan(self, base_dir: Path, base_id: str):
@@ -218,6 +218,7 @@ class Experiment:
         batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", acc.process_index),
                                 cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
         res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr, desc=f"{recipe}:{stage.name}",
+                          save_every=cfg.train.save_every,
                           log=lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r}))
         if acc.is_main_process:
             tmp = sdir / "model.tmp"
@@ -291,7 +292,11 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
             exp.train_one(job["recipe"], StageConfig.model_validate(job["stage"]), job["key"], Path(job["start"]),
                           Path(job["dir"]), domain, units)
     else:
-        exp.evaluate_dir(job["label"], Path(job["model"]), Path(job["cache"]), domain, units)
+        # evaluation runs on the main process; the others wait (sharded evaluation comes later)
+        acc = get_accelerator(cfg.train.bf16)
+        if acc.is_main_process:
+            exp.evaluate_dir(job["label"], Path(job["model"]), Path(job["cache"]), domain, units)
+        acc.wait_for_everyone()
     return job["id"]
 
 

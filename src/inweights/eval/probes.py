@@ -50,7 +50,8 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
     outs = generate(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=cfg.max_new_tokens,
                     batch_size=cfg.batch_size, progress=progress)
     samples = []
-    stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"n": 0, "correct": 0, "recall": 0.0, "chance": 0.0})
+    stats: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"n": 0, "correct": 0, "recall": 0.0, "chance": 0.0, "too_long": 0})
     for p, out in zip(probes, outs):
         u = by_id[p["unit"]]
         pred = views.extract_answer(out)
@@ -66,11 +67,14 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         st["correct"] += int(ok)
         st["recall"] += s.get("code_recall", 0.0)
         st["chance"] += domain.chance(u)
+        # a target longer than the generation budget cannot be produced: count it, the report warns
+        target_len = len(tokenizer(p["completion"][0]["content"], add_special_tokens=False)["input_ids"]) + 1
+        st["too_long"] += int(target_len > cfg.max_new_tokens)
     cells = {}
     for name, st in stats.items():
         lo, hi = wilson(st["correct"], st["n"])
         cell = {"n": st["n"], "correct": st["correct"], "acc": st["correct"] / st["n"], "ci95": [lo, hi],
-                "chance": st["chance"] / st["n"]}
+                "chance": st["chance"] / st["n"], "too_long": st["too_long"]}
         if name.endswith("/cot"):
             cell["code_recall"] = st["recall"] / st["n"]
         cells[name] = cell

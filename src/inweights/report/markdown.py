@@ -143,6 +143,11 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     if bars:
         md += ["", "## PBB bars", ""] + bars
     notes = meaningfulness(rows)
+    long_cells = sorted({c for r in rows.values() for c, v in r["cells"].items() if v.get("too_long")})
+    if long_cells:
+        worst = max(v.get("too_long", 0) for r in rows.values() for v in r["cells"].values())
+        notes.append(f"- up to {worst} targets per cell are longer than eval.max_new_tokens "
+                     f"({cfg.eval.max_new_tokens}) and cannot be answered in: {', '.join(long_cells)}; raise it.")
     md += ["", "## When comparisons mean nothing", ""] + (notes or ["- every compared cell is above chance."])
     sweep_lines, sweep = sweep_section(out, cfg, rows)
     md += sweep_lines

@@ -44,6 +44,16 @@ def bf16_supported() -> bool:
         return False
 
 
+def packed_logits(model, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Logits for packed rows, each example attending only to itself.
+
+    use_cache=False matters: with a cache, transformers ignores packed-sequence position ids and lets
+    packed examples attend to each other, with restarted positions that make earlier examples look
+    like part of the current one (this silently stalled learning until it was found).
+    """
+    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj))
@@ -112,7 +122,7 @@ def train_stage(
         for i in range(0, batch["input_ids"].shape[0], micro):
             mb = {k: v[i : i + micro].to(acc.device) for k, v in batch.items()}
             with acc.autocast():
-                logits = model(input_ids=mb["input_ids"], position_ids=mb["position_ids"]).logits
+                logits = packed_logits(model, mb["input_ids"], mb["position_ids"])
             # token-level mean over the whole step (not per micro-batch), in fp32
             shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
             shift_labels = mb["labels"][:, 1:].reshape(-1)
