@@ -50,6 +50,8 @@ def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
             verdict = f"ratio {ratio:.1f}x, {'meets' if ratio >= 3 else 'below'} the 3x bar"
         else:
             verdict = "meets the 3x bar (other is 0%)" if pro["acc"] > 0 else "both 0%: no ratio"
+        if near_chance(pro) or near_chance(o):
+            verdict += " — but a cell is near chance, so the ratio means nothing"
         lines.append(f"- vs {other} ({_pct(o)}%): {verdict}")
     return lines
 
