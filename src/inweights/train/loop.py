@@ -27,12 +27,22 @@ from inweights.train.data import IGNORE, PackedBatches
 _ACCELERATOR: Accelerator | None = None
 
 
-def get_accelerator(bf16: bool) -> Accelerator:
-    """One Accelerator per process (accelerate's state is a process-wide singleton)."""
+def get_accelerator(bf16: bool = False) -> Accelerator:
+    """One Accelerator per process (accelerate's state is a process-wide singleton).
+
+    Mixed precision is not set here but per stage (``autocast``), so a stage's numerics never depend
+    on which stage happened to create the singleton first.
+    """
     global _ACCELERATOR
     if _ACCELERATOR is None:
-        _ACCELERATOR = Accelerator(mixed_precision="bf16" if bf16 and bf16_supported() else "no")
+        _ACCELERATOR = Accelerator(mixed_precision="no")
     return _ACCELERATOR
+
+
+def autocast(acc: Accelerator, bf16: bool):
+    """bf16 autocast where the hardware runs it fast, else a no-op context."""
+    enabled = bf16 and bf16_supported()
+    return torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def bf16_supported() -> bool:
@@ -121,7 +131,7 @@ def train_stage(
         loss_sum = torch.zeros((), device=acc.device)
         for i in range(0, batch["input_ids"].shape[0], micro):
             mb = {k: v[i : i + micro].to(acc.device) for k, v in batch.items()}
-            with acc.autocast():
+            with autocast(acc, cfg.bf16):
                 logits = packed_logits(model, mb["input_ids"], mb["position_ids"])
             # token-level mean over the whole step (not per micro-batch), in fp32
             shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
