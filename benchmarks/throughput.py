@@ -85,7 +85,7 @@ class CountingBatches:
     def __init__(self, inner, pad_id: int) -> None:
         self.inner, self.pad_id = inner, pad_id
         self.real: list[int] = []
-        self.slots: list[int] = []
+        self.slot_counts: list[int] = []
 
     def __iter__(self):
         return self
@@ -93,7 +93,7 @@ class CountingBatches:
     def __next__(self):
         batch = next(self.inner)
         self.real.append(int((batch["input_ids"] != self.pad_id).sum()))
-        self.slots.append(int(batch["input_ids"].numel()))
+        self.slot_counts.append(int(batch["input_ids"].numel()))
         return batch
 
     def __getattr__(self, name: str) -> Any:
@@ -221,7 +221,7 @@ def bench_ours(cfg, tok, records, init_state, steps: int, skip: int, work: Path)
     res = train_stage(
         model, batches, steps, cfg.train, work / "ours", save_every=10**9, desc="inweights", on_step=clock
     )
-    out = warm_rate(clock.ends, batches.real, batches.slots, skip)
+    out = warm_rate(clock.ends, batches.real, batches.slot_counts, skip)
     out["final_loss"] = res["history"][-1]["loss"] if res["history"] else None
     out["mean_example_tokens"] = sum(len(e[0]) for e in examples) / len(examples)
     return out
