@@ -213,7 +213,7 @@ class Experiment:
         cfg = self.cfg
         sdir.mkdir(parents=True, exist_ok=True)
         model, tok = load_model(prev_dir, cfg.model.dtype, cfg.model.lora)
-        acc = get_accelerator(cfg.train.bf16)
+        acc = get_accelerator()
         sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
         batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", acc.process_index),
                                 cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
@@ -246,7 +246,7 @@ class Experiment:
         from tqdm.auto import tqdm
 
         model, tok = load_model(model_dir, self.cfg.model.dtype)
-        acc = get_accelerator(self.cfg.train.bf16)
+        acc = get_accelerator()
         model.to(acc.device)
         t0 = time.time()
         with tqdm(desc=f"eval {label}", unit="probe", dynamic_ncols=True) as bar:
@@ -293,7 +293,7 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
                           Path(job["dir"]), domain, units)
     else:
         # evaluation runs on the main process; the others wait (sharded evaluation comes later)
-        acc = get_accelerator(cfg.train.bf16)
+        acc = get_accelerator()
         if acc.is_main_process:
             exp.evaluate_dir(job["label"], Path(job["model"]), Path(job["cache"]), domain, units)
         acc.wait_for_everyone()

@@ -130,7 +130,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
     model = build_tiny(cfg.model.tiny, tok, cfg.seed)
     tokens = TokenCache(tok)
     sampler = PrepareSampler(cfg, domain, tokens)
-    acc = get_accelerator(cfg.train.bf16)
+    acc = get_accelerator()
     batches = PackedBatches(sampler, derive_seed(cfg.seed, "prepare", "stream", acc.process_index),
                             cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
     units, inputs = held_out_programs(domain, cfg.prepare.eval_programs, cfg.seed)

@@ -61,7 +61,8 @@ def load_model(path: str | Path, dtype: str = "float32", lora: LoraConfig | None
 
 
 def save_model(model, tokenizer, path: str | Path) -> None:
-    """A `save_pretrained` folder; for a LoRA model, the adapter plus a merged copy under merged/."""
+    """A `save_pretrained` folder; for a LoRA model, the adapter under adapter/ and the merged weights
+    at the top level, so plain transformers loads the folder either way."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):

@@ -27,7 +27,7 @@ from inweights.train.data import IGNORE, PackedBatches
 _ACCELERATOR: Accelerator | None = None
 
 
-def get_accelerator(bf16: bool = False) -> Accelerator:
+def get_accelerator() -> Accelerator:
     """One Accelerator per process (accelerate's state is a process-wide singleton).
 
     Mixed precision is not set here but per stage (``autocast``), so a stage's numerics never depend
@@ -88,7 +88,7 @@ def train_stage(
     ``on_step(step, model)`` runs after each step; returning True stops the stage early (gates).
     Returns a summary: losses per logged step, tokens, seconds, whether stopped early.
     """
-    acc = get_accelerator(cfg.bf16)
+    acc = get_accelerator()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
