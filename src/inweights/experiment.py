@@ -30,6 +30,7 @@ from inweights.domains.programs import derive_seed
 from inweights.errors import UserError
 from inweights.eval.probes import evaluate
 from inweights.models import build_tiny, load_model, save_model, train_tokenizer
+from inweights.models.load import check_lora_for_source, is_adapter_dir, is_lora, resolve_source
 from inweights.recipes.pbb import stages_for
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
@@ -52,9 +53,13 @@ class Run:
         self.out = out
 
     def status(self, state: str, **extra: Any) -> None:
+        if not get_accelerator().is_main_process:
+            return
         atomic_write(self.out / "status.json", json.dumps({"state": state, "time": time.time(), **extra}) + "\n")
 
     def log(self, rec: dict[str, Any]) -> None:
+        if not get_accelerator().is_main_process:
+            return
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -100,14 +105,14 @@ class Experiment:
             if old != dump_config(self.cfg):
                 raise UserError(f"--resume: {self.out}/config.yaml differs from this config; use another --out")
 
-    def base_model(self, domain, units) -> tuple[Path, str, dict[str, Any] | None]:
-        """(folder, identity, prepared record) of the model every recipe starts from."""
+    def base_model(self, domain, units) -> tuple[Path | str, str, dict[str, Any] | None]:
+        """(folder or hub id, identity, prepared record) of the model every recipe starts from."""
         cfg = self.cfg
-        if cfg.model.path:
-            p = Path(cfg.model.path)
-            if not (p / "config.json").is_file():
-                raise UserError(f"model.path: {p} is not a Hugging Face model folder (no config.json)")
-            return p, _sha({"path": str(p.resolve()), "mtime": (p / "config.json").stat().st_mtime}), None
+        if cfg.model.preset != "tiny":
+            source, ident = resolve_source(cfg.model)
+            if cfg.model.lora:  # a wrong target module fails now, not after the first stage loaded
+                check_lora_for_source(source, cfg.model.lora, cfg.model.revision)
+            return source, _sha(ident), None
         if cfg.model.prepared_base:
             pconf, pdir = resolve_prepared(cfg, self.config_path)
             if not (pdir / "prepare.json").is_file():
@@ -118,28 +123,38 @@ class Experiment:
             rec = json.loads((pdir / "prepare.json").read_text())
             return pdir, rec["weights_sha256"], rec
         base = self.out / "base"
-        if not (base / "config.json").is_file():
+        if not (base / "config.json").is_file() and get_accelerator().is_main_process:
             tok = train_tokenizer(corpus_texts(domain, units, cfg.seed), cfg.model.tiny.vocab_size)
             model = build_tiny(cfg.model.tiny, tok, cfg.seed)
             save_model(model, tok, base)
+        get_accelerator().wait_for_everyone()
         return base, _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed,
                            "data": cfg.domain.model_dump()}), None
 
     # ------------------------------------------------------------------ the run
     def execute(self) -> dict[str, Any]:
         cfg = self.cfg
+        acc = get_accelerator()
         self.check_out_dir()
-        self.out.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()  # every process checked the directory before the first one writes
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.run.status("running")
+            atomic_write(self.out / "config.yaml", dump_config(cfg))
+        acc.wait_for_everyone()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.run.status("running")
-        atomic_write(self.out / "config.yaml", dump_config(cfg))
         t_start = time.time()
         domain, units = load_units(cfg)
         base_dir, base_id, prepared = self.base_model(domain, units)
         stages, finals = self.plan(base_dir, base_id)
         jobs = self.jobs(stages, finals, base_dir)
-        run_jobs(jobs, self.cfg.workers, self.cfg, self.out, self.config_path)
+        workers = self.cfg.workers
+        if acc.num_processes > 1 and workers > 1:
+            if acc.is_main_process:
+                print(f"{acc.num_processes} processes: jobs run one after another (workers {workers} ignored)")
+            workers = 1
+        run_jobs(jobs, workers, self.cfg, self.out, self.config_path)
         results: dict[str, Any] = {"recipes": {}}
         if cfg.eval.eval_base:
             results["base"] = self.evaluate_dir("base", base_dir, self.out / "base_eval", domain, units)
@@ -155,11 +170,18 @@ class Experiment:
         results["prepared"] = prepared
         results["wall_seconds"] = round(time.time() - t_start, 1)
         results["counts"] = {g: sum(u.group == g for u in units) for g in ("with_io", "without_io")}
+        results["processes"] = acc.num_processes
+        if not acc.is_main_process:
+            acc.wait_for_everyone()
+            return None
         self.collect_samples()
+        models = {r: str((stages[c[-1]]["dir"] / "model").relative_to(self.out)) for r, c in finals.items()}
+        atomic_write(self.out / "models.json", json.dumps(models, indent=1) + "\n")
         from inweights.report import write_report
 
         summary = write_report(self.out, cfg, results)
         self.run.status("finished", wall_seconds=results["wall_seconds"])
+        acc.wait_for_everyone()
         return summary
 
     def recipe_list(self) -> list[str]:
@@ -209,14 +231,24 @@ class Experiment:
                         "model": str(d / "model"), "cache": str(d)})
         return out
 
+    def load(self, source, lora=None):
+        m = self.cfg.model
+        revision = m.revision if str(source) == m.name else None
+        return load_model(source, m.dtype, lora, m.attn_implementation, revision)
+
     def train_one(self, recipe, stage, key, prev_dir: Path, sdir: Path, domain, units) -> None:
         cfg = self.cfg
-        sdir.mkdir(parents=True, exist_ok=True)
-        model, tok = load_model(prev_dir, cfg.model.dtype, cfg.model.lora)
         acc = get_accelerator()
+        if acc.is_main_process:
+            sdir.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        model, tok = self.load(prev_dir, cfg.model.lora)
         sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
-        batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", acc.process_index),
-                                cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
+        # one global stream (the same on every process; each takes its share of the rows), so N processes
+        # train on exactly the batches one process would
+        batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", 0), cfg.train.batch_size,
+                                cfg.train.max_len, tok.pad_token_id,
+                                shard=(acc.process_index, acc.num_processes))
         res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr, desc=f"{recipe}:{stage.name}",
                           save_every=cfg.train.save_every,
                           log=lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r}))
@@ -224,17 +256,19 @@ class Experiment:
             tmp = sdir / "model.tmp"
             if tmp.exists():
                 shutil.rmtree(tmp)
-            save_model(res["model"], tok, tmp)
+            lora_base = str(prev_dir) if is_lora(res["model"]) else None
+            save_model(res["model"], tok, tmp, base=lora_base, state_dict=res["state_dict"],
+                       revision=cfg.model.revision if str(prev_dir) == cfg.model.name else None)
             if (sdir / "model").exists():
                 shutil.rmtree(sdir / "model")
             os.replace(tmp, sdir / "model")
-            info = {k: v for k, v in res.items() if k != "model"}
+            info = {k: v for k, v in res.items() if k not in ("model", "state_dict")}
             info["stage"] = stage.model_dump()
             atomic_write(sdir / "done.json", json.dumps(info) + "\n")
         acc.wait_for_everyone()
 
-    def evaluate_dir(self, label: str, model_dir: Path, cache_dir: Path, domain, units) -> dict[str, Any]:
-        """Probe a model folder; cached in cache_dir/eval.json (same model, same probes)."""
+    def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
+        """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""
         cache_dir.mkdir(parents=True, exist_ok=True)
         ev_path = cache_dir / "eval.json"
         probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": str(model_dir)})
@@ -245,19 +279,56 @@ class Experiment:
                 return ev
         from tqdm.auto import tqdm
 
-        model, tok = load_model(model_dir, self.cfg.model.dtype)
+        from inweights.eval.generate import choose_backend, generate, generate_vllm
+
         acc = get_accelerator()
+        ecfg = self.cfg.eval
+        backend = choose_backend(ecfg.backend)
+        model, tok = self.load(model_dir)
         model.to(acc.device)
+        vllm_dir = str(model_dir)
+        if backend == "vllm" and is_adapter_dir(model_dir):  # vllm wants plain weights: merge once
+            vllm_dir = str(cache_dir / "merged")
+            if acc.is_main_process and not (cache_dir / "merged" / "config.json").is_file():
+                save_model(model, tok, cache_dir / "merged")
+            acc.wait_for_everyone()
+
+        def local(prompts, bar):
+            if backend == "vllm":
+                outs = generate_vllm(vllm_dir, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
+                                     dtype=self.cfg.model.dtype, seed=self.cfg.seed)
+                bar.update(len(prompts))
+                return outs
+            return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
+                            progress=bar)
+
+        def sharded(prompts):
+            """Each process generates every N-th probe; the outputs are gathered back in order."""
+            mine = list(range(acc.process_index, len(prompts), acc.num_processes))
+            with tqdm(total=len(mine), desc=f"eval {label}", unit="probe", dynamic_ncols=True,
+                      disable=not acc.is_main_process) as bar:
+                outs = local([prompts[i] for i in mine], bar)
+            if acc.num_processes == 1:
+                return outs
+            from accelerate.utils import gather_object
+
+            full: list[str | None] = [None] * len(prompts)
+            for i, o in gather_object(list(zip(mine, outs))):
+                full[i] = o
+            return full
+
         t0 = time.time()
-        with tqdm(desc=f"eval {label}", unit="probe", dynamic_ncols=True) as bar:
-            cells, samples = evaluate(model, tok, domain, units, self.cfg.eval, self.cfg.seed, progress=bar)
+        cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
         ev = {"probe_key": probe_key, "cells": cells, "eval_seconds": round(time.time() - t0, 1),
+              "backend": backend, "processes": acc.num_processes,
               "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
-        with (cache_dir / "samples.jsonl.tmp").open("w") as f:
-            for s in samples:
-                f.write(json.dumps(s) + "\n")
-        os.replace(cache_dir / "samples.jsonl.tmp", cache_dir / "samples.jsonl")
-        atomic_write(ev_path, json.dumps(ev) + "\n")
+        if acc.is_main_process:
+            with (cache_dir / "samples.jsonl.tmp").open("w") as f:
+                for s in samples:
+                    f.write(json.dumps(s) + "\n")
+            os.replace(cache_dir / "samples.jsonl.tmp", cache_dir / "samples.jsonl")
+            atomic_write(ev_path, json.dumps(ev) + "\n")
+        acc.wait_for_everyone()
         self.run.log({"event": "eval", "recipe": label, "cells": {k: v["acc"] for k, v in cells.items()},
                       "eval_seconds": ev["eval_seconds"]})
         self._link_samples(label, cache_dir)
@@ -292,11 +363,8 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
             exp.train_one(job["recipe"], StageConfig.model_validate(job["stage"]), job["key"], Path(job["start"]),
                           Path(job["dir"]), domain, units)
     else:
-        # evaluation runs on the main process; the others wait (sharded evaluation comes later)
-        acc = get_accelerator()
-        if acc.is_main_process:
-            exp.evaluate_dir(job["label"], Path(job["model"]), Path(job["cache"]), domain, units)
-        acc.wait_for_everyone()
+        # every process generates its share of the probes; the main one scores and writes
+        exp.evaluate_dir(job["label"], job["model"], Path(job["cache"]), domain, units)
     return job["id"]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from inweights.train.data import render
+from inweights.train.data import end_of_turn_ids, render
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def generate(
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=sorted(end_of_turn_ids(tokenizer)),
             pad_token_id=pad,
             use_cache=True,
         )
@@ -51,3 +51,43 @@ def generate(
             progress.update(len(idx))
     model.train(was_training)
     return out
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(name: str) -> str:
+    """'auto' means vllm when it is installed and a CUDA GPU is visible, else transformers."""
+    if name == "auto":
+        return "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+    if name == "vllm" and not vllm_available():
+        from inweights.errors import UserError
+
+        raise UserError("eval.backend vllm: the vllm package is not installed (pip install vllm, on a machine "
+                        "with a CUDA GPU), or set eval.backend to transformers or auto")
+    return name
+
+
+def generate_vllm(model_dir: str, tokenizer, prompts: Sequence[list[dict[str, str]]], *, max_new_tokens: int,
+                  dtype: str = "auto", seed: int = 0, gpu_memory_utilization: float = 0.5) -> list[str]:
+    """Greedy completions with vllm. Prompts go in as token ids tokenized here, exactly as the
+    transformers backend tokenizes them, so the two see the same input."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
+              gpu_memory_utilization=gpu_memory_utilization)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=sorted(end_of_turn_ids(tokenizer)),
+                            skip_special_tokens=True)
+    ids = [tokenizer(render(tokenizer, p, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+           for p in prompts]
+    outs = llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
+    texts = []
+    for o in outs:
+        # transformers' decode of the same ids, so both backends produce the same text for the same tokens
+        toks = [t for t in o.outputs[0].token_ids if t not in end_of_turn_ids(tokenizer)]
+        texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+    del llm
+    return texts

@@ -43,12 +43,19 @@ def code_recall(domain, unit: Unit, output: str) -> float:
     return hits / len(truth)
 
 
-def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed: int, progress=None):
-    """(cells, samples): accuracy with 95% CI per cell, and every sample."""
+def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed: int, progress=None,
+             generate_fn=None):
+    """(cells, samples): accuracy with 95% CI per cell, and every sample.
+
+    ``generate_fn(prompts) -> outputs`` replaces the default batched transformers generation (another
+    backend, or generation sharded across processes)."""
     by_id = {u.id: u for u in units}
     probes = build_probes(domain, units, cfg, seed)
-    outs = generate(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.batch_size, progress=progress)
+    if generate_fn is None:
+        def generate_fn(prompts):
+            return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+                            batch_size=cfg.batch_size, progress=progress)
+    outs = generate_fn([p["prompt"] for p in probes])
     samples = []
     stats: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"n": 0, "correct": 0, "recall": 0.0, "chance": 0.0, "too_long": 0})

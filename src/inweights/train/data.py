@@ -17,12 +17,50 @@ import torch
 IGNORE = -100
 
 
+# For tokenizers without a chat template (base models): a plain layout, the assistant turn ended by EOS.
+PLAIN_USER = "### User:\n{content}\n\n"
+PLAIN_ASSISTANT = "### Assistant:\n"
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    """Text of a conversation: the tokenizer's chat template when it has one, else the plain layout."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    text = ""
+    for m in messages:
+        if m["role"] == "assistant":
+            text += PLAIN_ASSISTANT + m["content"] + (tokenizer.eos_token or "")
+        else:
+            text += PLAIN_USER.format(content=m["content"])
+    if add_generation_prompt:
+        text += PLAIN_ASSISTANT
+    return text
+
+
+def end_of_turn_ids(tokenizer) -> set[int]:
+    """Ids that end an assistant turn (and generation): EOS, and special tokens a chat template closes
+    turns with when they differ from EOS (e.g. <|eot_id|>, <|im_end|>)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for t in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        i = tokenizer.convert_tokens_to_ids(t)
+        if isinstance(i, int) and i != tokenizer.unk_token_id and t in tokenizer.all_special_tokens + list(
+                tokenizer.get_added_vocab()):
+            ids.add(i)
+    return ids
 
 
 def tokenize_record(tokenizer, record: dict[str, Any], loss_on: str) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one record; ``loss_on`` is 'completion' or 'all'."""
+    """(input_ids, labels) for one record; ``loss_on`` is 'completion' or 'all'.
+
+    The prompt is tokenized exactly as at generation time (rendered with the generation prompt), the
+    rest separately after it, so training sees the token boundary inference sees. With 'completion'
+    the loss covers the assistant turn exactly: its content and the token that ends it; what a
+    template writes after the turn (a newline) gets no loss, since the model never generates it.
+    """
     prompt = render(tokenizer, record["prompt"], add_generation_prompt=True)
     full = render(tokenizer, record["messages"])
     if not full.startswith(prompt):
@@ -31,24 +69,32 @@ def tokenize_record(tokenizer, record: dict[str, Any], loss_on: str) -> tuple[li
     c_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     ids = p_ids + c_ids
     if loss_on == "all":
-        labels = list(ids)
-    else:
-        labels = [IGNORE] * len(p_ids) + list(c_ids)
+        return ids, list(ids)
+    ends = end_of_turn_ids(tokenizer)
+    cut = next((i + 1 for i, t in enumerate(c_ids) if t in ends), None)
+    if cut is None:
+        raise ValueError("the rendered assistant turn has no end-of-turn token (EOS); generation could not stop")
+    labels = [IGNORE] * len(p_ids) + c_ids[:cut] + [IGNORE] * (len(c_ids) - cut)
     return ids, labels
 
 
 class PackedBatches:
     """Infinite, resumable stream of packed batches drawn from an example sampler.
 
-    ``sample(rng)`` returns one (input_ids, labels) example. Rows are filled best-fit from a small
+    ``sample(rng)`` returns one (input_ids, labels) example. With ``shard=(rank, world)`` every
+    process builds the same global batch of ``rows`` rows and yields its own contiguous share, so the
+    union over processes is exactly what one process would train on. Rows are filled best-fit from a small
     look-ahead buffer of examples (largest that still fits first), which leaves little padding while
     keeping examples whole. The whole state is the RNG state plus the buffer, so a resumed run sees the
     same batches.
     """
 
     def __init__(self, sample: Callable[[random.Random], tuple[list[int], list[int]]], seed: int,
-                 rows: int, max_len: int, pad_id: int, lookahead: int = 32):
+                 rows: int, max_len: int, pad_id: int, lookahead: int = 32, shard: tuple[int, int] = (0, 1)):
         self.sample, self.rows, self.max_len, self.pad_id = sample, rows, max_len, pad_id
+        self.rank, self.world = shard
+        if rows % self.world:
+            raise ValueError(f"{rows} rows per step cannot be split evenly across {self.world} processes")
         self.lookahead = lookahead
         self.rng = random.Random(seed)
         self.buffer: list[tuple[list[int], list[int]]] = []
@@ -69,6 +115,9 @@ class PackedBatches:
     def _fill(self) -> None:
         while len(self.buffer) < self.lookahead:
             ids, labels = self.sample(self.rng)
+            # an example's first token has nothing of its own before it: in a packed row its "prediction"
+            # would come from the previous example, so it never counts
+            labels = [IGNORE] + list(labels[1:])
             if len(ids) > self.max_len:
                 self.truncated += 1
                 ids, labels = ids[: self.max_len], labels[: self.max_len]
@@ -104,6 +153,8 @@ class PackedBatches:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         rows = [self._row() for _ in range(self.rows)]
+        per = self.rows // self.world
+        rows = rows[self.rank * per : (self.rank + 1) * per]
         return {
             "input_ids": torch.tensor([r[0] for r in rows]),
             "labels": torch.tensor([r[1] for r in rows]),

@@ -7,6 +7,7 @@ A stage checkpoints its full state (model, optimiser, scheduler, RNG, data strea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -18,10 +19,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import TrainConfig
+from inweights.errors import UserError
 from inweights.train.data import IGNORE, PackedBatches
 
 _ACCELERATOR: Accelerator | None = None
@@ -35,7 +38,11 @@ def get_accelerator() -> Accelerator:
     """
     global _ACCELERATOR
     if _ACCELERATOR is None:
-        _ACCELERATOR = Accelerator(mixed_precision="no")
+        # accelerate recognises a multi-process CPU job (gloo) only when asked for the CPU explicitly
+        multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        # step_scheduler_with_optimizer=False: otherwise accelerate steps the LR schedule once per process
+        # per optimiser step (it assumes the global batch grows with the process count; ours is fixed)
+        _ACCELERATOR = Accelerator(mixed_precision="no", cpu=multi_cpu, step_scheduler_with_optimizer=False)
     return _ACCELERATOR
 
 
@@ -119,27 +126,37 @@ def train_stage(
         if on_step is not None and prog.get("hook") is not None and hasattr(on_step, "load_state_dict"):
             on_step.load_state_dict(prog["hook"])
 
-    micro = cfg.batch_size // cfg.grad_accum
     world = acc.num_processes
+    if cfg.batch_size % (cfg.grad_accum * world):
+        raise UserError(f"train.batch_size {cfg.batch_size} must be divisible by grad_accum x processes "
+                        f"({cfg.grad_accum} x {world})")
+    micro = cfg.batch_size // cfg.grad_accum // world  # rows per forward on this process
     bar = tqdm(total=steps, initial=step, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
     stopped_early = False
     t0 = time.perf_counter()
     run_tokens = 0
     while step < steps:
         batch = next(batches)  # rows for this process: batch_size / world
-        n_target = (batch["labels"] != IGNORE).sum()
+        # token-level mean over the whole global step (all micro-batches, all processes), in fp32:
+        # DDP averages gradients over processes, so each process scales its sum by world / global count
+        n_target = (batch["labels"][:, 1:] != IGNORE).sum().to(acc.device)
+        if world > 1:
+            n_target = acc.reduce(n_target, reduction="sum")
         loss_sum = torch.zeros((), device=acc.device)
-        for i in range(0, batch["input_ids"].shape[0], micro):
+        starts = range(0, batch["input_ids"].shape[0], micro)
+        for i in starts:
             mb = {k: v[i : i + micro].to(acc.device) for k, v in batch.items()}
-            with autocast(acc, cfg.bf16):
-                logits = packed_logits(model, mb["input_ids"], mb["position_ids"])
-            # token-level mean over the whole step (not per micro-batch), in fp32
-            shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-            shift_labels = mb["labels"][:, 1:].reshape(-1)
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits, shift_labels, ignore_index=IGNORE, reduction="sum"
-            ) / n_target.clamp(min=1)
-            acc.backward(loss)
+            # gradients are synchronised once per step, on the last micro-batch
+            sync = contextlib.nullcontext() if i == starts[-1] else acc.no_sync(model)
+            with sync:
+                with autocast(acc, cfg.bf16):
+                    logits = packed_logits(model, mb["input_ids"], mb["position_ids"])
+                shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+                shift_labels = mb["labels"][:, 1:].reshape(-1)
+                loss = torch.nn.functional.cross_entropy(
+                    shift_logits, shift_labels, ignore_index=IGNORE, reduction="sum"
+                ) * world / n_target.clamp(min=1)
+                acc.backward(loss)
             loss_sum += loss.detach()
         if cfg.grad_clip:
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -170,6 +187,10 @@ def train_stage(
             break
     bar.close()
     acc.wait_for_everyone()
+    # sharded engines (FSDP, DeepSpeed ZeRO-3) hold no full copy anywhere: gather one for saving
+    state_dict = None
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        state_dict = acc.get_state_dict(model)
     if ckpt.exists() and acc.is_main_process:
         shutil.rmtree(ckpt, ignore_errors=True)
     seconds = elapsed + time.perf_counter() - t0
@@ -183,6 +204,7 @@ def train_stage(
         "truncated_examples": batches.truncated,
         "padding_fraction": batches.padding / max(batches.slots, 1),
         "model": acc.unwrap_model(model),
+        "state_dict": state_dict,
     }
 
 
