@@ -66,3 +66,13 @@ def test_smollm2_chat_template_and_loss_mask(smollm2):
     assert tok.decode(trained) == "Answer: 7<|im_end|>"  # not the template's newline after the turn
     first = next(i for i, lab in enumerate(labels) if lab != IGNORE)
     assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+def test_unreachable_hub_model_is_one_line(root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    code = main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "model.preset=null",
+                 "--set", "model.name=no-such-org/no-such-model-xyz"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no-such-org/no-such-model-xyz" in err[0] and "model.path" in err[0]
+    assert not out.exists()

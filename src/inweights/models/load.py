@@ -49,6 +49,11 @@ def check_source(m: ModelConfig) -> None:
         from inweights.models.presets import smollm2_gguf
 
         smollm2_gguf()
+    if m.name is not None:  # reachable (network or HF cache)? Fails fast, before any work
+        try:
+            AutoConfig.from_pretrained(m.name, **({"revision": m.revision} if m.revision else {}))
+        except (OSError, ValueError) as e:
+            raise _fail(m.name, e) from None
 
 
 def resolve_source(m: ModelConfig) -> tuple[str, dict[str, Any]]:

@@ -131,6 +131,9 @@ def train_stage(
         raise UserError(f"train.batch_size {cfg.batch_size} must be divisible by grad_accum x processes "
                         f"({cfg.grad_accum} x {world})")
     micro = cfg.batch_size // cfg.grad_accum // world  # rows per forward on this process
+    if acc.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum != 1:
+        # DeepSpeed steps its optimiser inside backward on its own accumulation count
+        raise UserError("train.grad_accum must be 1 under DeepSpeed (raise batch_size or use more GPUs)")
     bar = tqdm(total=steps, initial=step, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
     stopped_early = False
     t0 = time.perf_counter()
