@@ -204,6 +204,7 @@ def train_stage(
         "tok_s": run_tokens / max(time.perf_counter() - t0, 1e-9),
         "history": history,
         "stopped_early": stopped_early,
+        "engine": f"{acc.distributed_type.value} x{world}",
         "truncated_examples": batches.truncated,
         "padding_fraction": batches.padding / max(batches.slots, 1),
         "model": acc.unwrap_model(model),
