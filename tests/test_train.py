@@ -135,6 +135,12 @@ def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
     assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--resume", *SMOKE]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["rows"] == summary["rows"]
+    # export: each recipe's final full-fine-tuning model copied as a standalone folder
+    assert main(["export", str(out), "--recipe", "proactive", "--recipe", "demos_only"]) == 0
+    models = json.loads((out / "models.json").read_text())
+    for r in ("proactive", "demos_only"):
+        assert (out / "export" / r / "model.safetensors").read_bytes() == (out / models[r] / "model.safetensors").read_bytes()
+    assert main(["export", str(out), "--recipe", "nope"]) == 2
 
 
 def test_same_seed_same_metrics(root, tmp_path):
