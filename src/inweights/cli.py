@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("data", help="export a domain's views as JSONL with a manifest")
-    p.add_argument("domain", choices=["programs"])
+    p.add_argument("domain", choices=["programs", "grammars"])
     p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True)

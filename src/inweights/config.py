@@ -56,9 +56,36 @@ class ProgramsConfig(Strict):
         return self
 
 
+class GrammarsConfig(Strict):
+    """Random context-free grammars (or the user's own, in BNF files)."""
+
+    n_grammars: int = Field(60, gt=1)
+    without_io_fraction: float = Field(0.3333, gt=0, lt=1)
+    n_nonterminals: int = Field(3, ge=1, le=20)
+    rules_min: int = Field(2, ge=1)  # productions per nonterminal
+    rules_max: int = Field(3, ge=1)
+    n_terminals: int = Field(4, ge=2, le=26)
+    rhs_max: int = Field(3, ge=1, le=8)  # symbols per production
+    p_terminal: float = Field(0.6, gt=0, lt=1)  # chance that a right-hand-side symbol is a terminal
+    max_depth: int = Field(6, ge=1)  # sampling: past this many levels, finish as soon as possible
+    max_len: int = Field(12, ge=1)  # sample strings longer than this are redrawn
+    min_distinct: int = Field(4, ge=2)  # non-trivial: at least this many distinct strings in 100 samples
+    max_random_accept: float = Field(0.3, gt=0, le=1)  # not Sigma*: random strings mostly rejected
+    n_train_samples: int = Field(6, ge=1)  # strings shown per with_io grammar
+    n_test_samples: int = Field(4, ge=1)  # generation probes per grammar (and mode, format)
+    files: list[str] = Field(default_factory=list)  # the user's BNF grammars (one per file) instead
+
+    @model_validator(mode="after")
+    def _check(self) -> GrammarsConfig:
+        if self.rules_min > self.rules_max:
+            raise ValueError("rules_min must be <= rules_max")
+        return self
+
+
 class DomainConfig(Strict):
-    name: Literal["programs"] = "programs"
+    name: Literal["programs", "grammars"] = "programs"
     programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
+    grammars: GrammarsConfig = Field(default_factory=GrammarsConfig)
     # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
     data_file: str | None = None
 
@@ -190,6 +217,8 @@ class EvalConfig(Strict):
     formats: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
     max_units_per_group: int | None = Field(None, gt=0)
     eval_base: bool = True  # also probe the starting model (the prepared base)
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy; grammars need sampling to show variety
+    top_p: float = Field(1.0, gt=0, le=1)
     # generation engine: transformers (default), vllm (must be installed), auto (vllm when installed
     # and a CUDA GPU is visible, else transformers)
     backend: Literal["transformers", "vllm", "auto"] = "transformers"

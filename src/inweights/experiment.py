@@ -81,8 +81,11 @@ def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[P
 
 
 def load_units(cfg: ExperimentConfig):
-    domain = DOMAINS[cfg.domain.name](cfg.domain.programs, cfg.seed)
+    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
     if cfg.domain.data_file:
+        if cfg.domain.name != "programs":
+            raise UserError("domain.data_file: only programs units are read back; for grammars use "
+                            "domain.grammars.files (BNF)")
         from inweights.data import read_units
 
         units = read_units(Path(cfg.domain.data_file), domain)
@@ -296,11 +299,13 @@ class Experiment:
         def local(prompts, bar):
             if backend == "vllm":
                 outs = generate_vllm(vllm_dir, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
-                                     dtype=self.cfg.model.dtype, seed=self.cfg.seed)
+                                     dtype=self.cfg.model.dtype, seed=self.cfg.seed,
+                                     temperature=ecfg.temperature, top_p=ecfg.top_p)
                 bar.update(len(prompts))
                 return outs
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
-                            progress=bar)
+                            progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
+                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index))
 
         def sharded(prompts):
             """Each process generates every N-th probe; the outputs are gathered back in order."""

@@ -32,15 +32,15 @@ def _record(view: str, unit: Unit, user: str, assistant: str, **extra: Any) -> d
     }
 
 
-def code_block(unit: Unit) -> str:
-    return f"```python\n{unit.instruction}\n```"
+def code_block(unit: Unit, lang: str = "python") -> str:
+    return f"```{lang}\n{unit.instruction}\n```"
 
 
 def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) -> dict[str, Any]:
     """The document; the pointer sentence is drawn per occurrence unless ``template`` picks one."""
     t = domain.decl_templates[template] if template is not None else rng.choice(domain.decl_templates)
     sentence = t.format(name=unit.pointer)
-    return _record("decl", unit, sentence, code_block(unit))
+    return _record("decl", unit, sentence, code_block(unit, getattr(domain, "code_lang", "python")))
 
 
 def target(domain, unit: Unit, x: Any, fmt: str) -> str:
@@ -58,7 +58,7 @@ def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
 def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: str = "exec") -> dict[str, Any]:
     q = question(domain, unit, x, fmt, rng)
     if view == "in_context":
-        q = f"{code_block(unit)}\n{q}"
+        q = f"{code_block(unit, getattr(domain, 'code_lang', 'python'))}\n{q}"
     return _record(
         view, unit, q, target(domain, unit, x, fmt), format=fmt, input=x, answer=domain.answer_text(unit, x)
     )

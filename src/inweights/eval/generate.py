@@ -18,8 +18,12 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     progress=None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
 ) -> list[str]:
-    """Greedy completions for chat prompts, in the order given."""
+    """Completions for chat prompts, in the order given: greedy, or sampled at ``temperature`` (seeded,
+    so the same prompts, model and seed give the same samples on a CPU)."""
     texts = [render(tokenizer, p, add_generation_prompt=True) for p in prompts]
     enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding
@@ -28,6 +32,9 @@ def generate(
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
+    sampling = temperature > 0
+    if sampling:
+        torch.manual_seed(seed)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         width = max(len(enc[i]) for i in idx)
@@ -40,7 +47,8 @@ def generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
-            do_sample=False,
+            do_sample=sampling,
+            **({"temperature": temperature, "top_p": top_p, "top_k": 0} if sampling else {}),
             eos_token_id=sorted(end_of_turn_ids(tokenizer)),
             pad_token_id=pad,
             use_cache=True,
@@ -72,14 +80,15 @@ def choose_backend(name: str) -> str:
 
 
 def generate_vllm(model_dir: str, tokenizer, prompts: Sequence[list[dict[str, str]]], *, max_new_tokens: int,
-                  dtype: str = "auto", seed: int = 0, gpu_memory_utilization: float = 0.5) -> list[str]:
-    """Greedy completions with vllm. Prompts go in as token ids tokenized here, exactly as the
+                  dtype: str = "auto", seed: int = 0, gpu_memory_utilization: float = 0.5,
+                  temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+    """Completions with vllm (greedy at temperature 0). Prompts go in as token ids tokenized here, exactly as the
     transformers backend tokenizes them, so the two see the same input."""
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
               gpu_memory_utilization=gpu_memory_utilization)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=sorted(end_of_turn_ids(tokenizer)),
+    params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens, stop_token_ids=sorted(end_of_turn_ids(tokenizer)),
                             skip_special_tokens=True)
     ids = [tokenizer(render(tokenizer, p, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
            for p in prompts]

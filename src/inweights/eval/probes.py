@@ -54,9 +54,12 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
     if generate_fn is None:
         def generate_fn(prompts):
             return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                            batch_size=cfg.batch_size, progress=progress)
+                            batch_size=cfg.batch_size, progress=progress, temperature=cfg.temperature,
+                            top_p=cfg.top_p, seed=seed)
     outs = generate_fn([p["prompt"] for p in probes])
     samples = []
+    accepted: dict[tuple[str, str], list[str]] = defaultdict(list)
+    cell_units: dict[str, set[str]] = defaultdict(set)
     stats: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"n": 0, "correct": 0, "recall": 0.0, "chance": 0.0, "too_long": 0})
     for p, out in zip(probes, outs):
@@ -66,8 +69,11 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         s = {"cell": p["cell"], "unit": u.id, "pointer": u.pointer, "input": p["input"], "format": p["format"],
              "mode": p["mode"], "prompt": p["prompt"][0]["content"], "output": out, "pred": pred,
              "answer": p["answer"], "correct": ok}
-        if p["format"] == "cot":
+        if p["format"] == "cot" and domain.name == "programs":
             s["code_recall"] = code_recall(domain, u, out)
+        cell_units[p["cell"]].add(u.id)
+        if ok and hasattr(domain, "productions_used"):
+            accepted[(p["cell"], u.id)].append(pred.strip())
         samples.append(s)
         st = stats[p["cell"]]
         st["n"] += 1
@@ -82,7 +88,23 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         lo, hi = wilson(st["correct"], st["n"])
         cell = {"n": st["n"], "correct": st["correct"], "acc": st["correct"] / st["n"], "ci95": [lo, hi],
                 "chance": st["chance"] / st["n"], "too_long": st["too_long"]}
-        if name.endswith("/cot"):
+        if name.endswith("/cot") and domain.name == "programs":
             cell["code_recall"] = st["recall"] / st["n"]
+        if hasattr(domain, "productions_used"):
+            cell.update(variety(domain, [by_id[i] for i in sorted(cell_units[name])], name, accepted))
         cells[name] = cell
     return cells, samples
+
+
+def variety(domain, units: list[Unit], cell: str, accepted: dict[tuple[str, str], list[str]]) -> dict[str, float]:
+    """For generation tasks, so that repeating one memorised string does not score well: per unit, the
+    distinct accepted strings per probe, and rule coverage (the share of the grammar's productions used
+    by the accepted strings' derivations); both averaged over the cell's units."""
+    distinct, coverage = [], []
+    for u in units:
+        got = accepted.get((cell, u.id), [])
+        distinct.append(len(set(got)) / max(len(u.test_inputs), 1))
+        used = set().union(*(domain.productions_used(u, t) for t in set(got))) if got else set()
+        coverage.append(len(used) / u.meta["productions"])
+    n = max(len(units), 1)
+    return {"distinct": sum(distinct) / n, "coverage": sum(coverage) / n}

@@ -34,6 +34,28 @@ def _cells_order(rows: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(order, key=lambda k: tuple(rank.get(p, 9) for p in k.split("/")))
 
 
+def bars_check_grammars(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The grammar bar: proactive's without_io in-weights acceptance >= 3x the random-string baseline
+    and above stage2_only's."""
+    lines = []
+    for fmt in ("cot", "direct"):
+        cell = f"without_io/in_weights/{fmt}"
+        pro = rows.get("proactive", {}).get("cells", {}).get(cell)
+        if pro is None:
+            continue
+        base = pro["chance"]
+        ratio = pro["acc"] / base if base > 0 else float("inf")
+        line = (f"- proactive `{cell}` acceptance {_pct(pro)}% vs random strings {100 * base:.1f}%: "
+                f"{ratio:.1f}x, {'meets' if ratio >= 3 else 'below'} the 3x bar")
+        o = rows.get("stage2_only", {}).get("cells", {}).get(cell)
+        if o is not None:
+            above = pro["ci95"][0] > o["acc"]
+            line += (f"; stage2_only {_pct(o)}%: proactive is " +
+                     ("above it" if above else "above it only within the CI" if pro["acc"] > o["acc"] else "not above it"))
+        lines.append(line)
+    return lines
+
+
 def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     """The PBB bars: proactive without_io in-weights CoT >= 50% and >= 3x stage2_only and mixture."""
     cell = "without_io/in_weights/cot"
@@ -56,7 +78,7 @@ def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def meaningfulness(rows: dict[str, dict[str, Any]]) -> list[str]:
+def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -> list[str]:
     """Say when a comparison means nothing because the capability it presumes is near chance."""
     notes = []
     for name, r in rows.items():
@@ -65,7 +87,7 @@ def meaningfulness(rows: dict[str, dict[str, Any]]) -> list[str]:
         wio = [f for f in ("cot", "direct") if f"with_io/in_weights/{f}" in c and near_chance(c[f"with_io/in_weights/{f}"])]
         parts = []
         if ic:
-            parts.append(f"code-in-prompt accuracy on without_io is near chance ({', '.join(ic)})")
+            parts.append(f"{instruction}-in-prompt accuracy on without_io is near chance ({', '.join(ic)})")
         if wio and name != "base":
             parts.append(f"with_io held-out accuracy is near chance ({', '.join(wio)}): the execution skill "
                          "was not learned")
@@ -112,11 +134,13 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
         rows["base"] = results["base"]
     rows.update(results["recipes"])
     cells = _cells_order(rows)
+    grammars = cfg.domain.name == "grammars"
+    noun = "grammars" if grammars else "programs"
     loss_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
     md = [f"# {cfg.name}", "",
           (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
-          f"without_io programs; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
+          f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
     prep = results.get("prepared")
     if prep:
         md += [(f"Prepared base `{prep['name']}`: code-in-prompt chain-of-thought accuracy {100 * prep['in_context_cot']:.1f}% "
@@ -128,23 +152,42 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
             md.append(f"On this experiment's own without_io programs the base's code-in-prompt CoT accuracy is "
                       f"**{_pct(b)}%**.")
         md.append("")
-    md += ["## Accuracy (%, exact match, [95% CI])", "",
-           ("Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
-           "prompt (upper bound). `recall`: share of the program's statements the chain of thought re-types "
-           "exactly (without_io, in weights)."), ""]
-    header = ["recipe"] + [f"`{c}`" for c in cells] + ["recall"]
+    if grammars:
+        vcell = next((c for c in ("without_io/in_weights/cot", "without_io/in_weights/direct") if c in cells), None)
+        md += ["## Acceptance (% of generated strings the grammar's parser accepts, [95% CI])", "",
+               (f"Columns are group / mode / format. `in_weights`: the grammar's name only; `in_context`: its "
+                f"rules in the prompt (upper bound). Sampling temperature {cfg.eval.temperature}. `distinct`: distinct "
+                f"accepted strings per probe, `coverage`: share of the grammar's productions used by accepted "
+                f"strings (both for `{vcell}`, averaged over grammars) — repeating one memorised string scores "
+                f"low on both."), ""]
+        extra = ["distinct", "coverage"]
+    else:
+        vcell = "without_io/in_weights/cot"
+        md += ["## Accuracy (%, exact match, [95% CI])", "",
+               ("Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
+               "prompt (upper bound). `recall`: share of the program's statements the chain of thought re-types "
+               "exactly (without_io, in weights)."), ""]
+        extra = ["recall"]
+    header = ["recipe"] + [f"`{c}`" for c in cells] + extra
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in rows.items():
-        rec = r["cells"].get("without_io/in_weights/cot", {}).get("code_recall")
+        v = r["cells"].get(vcell, {}) if vcell else {}
+        keys = ["distinct", "coverage"] if grammars else ["code_recall"]
         md.append("| " + " | ".join([name] + [_pct(r["cells"].get(c)) for c in cells] +
-                                    [f"{100 * rec:.0f}%" if rec is not None else "–"]) + " |")
+                                    [f"{100 * v[k]:.0f}%" if v.get(k) is not None else "–" for k in keys]) + " |")
     chance = next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]), None)
-    if chance is not None:
+    if chance is not None and grammars:
+        by_group = {g: next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]
+                             if c.startswith(g + "/")), None) for g in ("without_io", "with_io")}
+        shown = ", ".join(f"{g} {100 * v:.1f}%" for g, v in by_group.items() if v is not None)
+        md += ["", ("Random baseline: random strings over each grammar's symbols with its strings' length "
+                    f"distribution are accepted {shown} of the time (mean over grammars).")]
+    elif chance is not None:
         md += ["", f"Chance (uniform guess among outputs): {100 * chance:.0f}%."]
-    bars = bars_check(rows)
+    bars = bars_check_grammars(rows) if grammars else bars_check(rows)
     if bars:
         md += ["", "## PBB bars", ""] + bars
-    notes = meaningfulness(rows)
+    notes = meaningfulness(rows, "rules" if grammars else "code")
     long_cells = sorted({c for r in rows.values() for c, v in r["cells"].items() if v.get("too_long")})
     if long_cells:
         worst = max(v.get("too_long", 0) for r in rows.values() for v in r["cells"].values())
