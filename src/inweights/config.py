@@ -41,6 +41,8 @@ class ProgramsConfig(Strict):
     string_min_len: int = Field(3, ge=1)
     string_max_len: int = Field(5, ge=1)
     alphabet_size: int = Field(8, ge=3, le=26)
+    # ablation: the instruction shown as source code, or as an English description of the same program
+    instruction: Literal["code", "nl"] = "code"
 
     @model_validator(mode="after")
     def _check(self) -> ProgramsConfig:

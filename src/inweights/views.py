@@ -36,11 +36,18 @@ def code_block(unit: Unit, lang: str = "python") -> str:
     return f"```{lang}\n{unit.instruction}\n```"
 
 
+def instruction_text(domain, unit: Unit) -> str:
+    """The declarative text as views show it: the domain's own rendering, else a fenced block."""
+    if hasattr(domain, "instruction_text"):
+        return domain.instruction_text(unit)
+    return code_block(unit, getattr(domain, "code_lang", "python"))
+
+
 def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) -> dict[str, Any]:
     """The document; the pointer sentence is drawn per occurrence unless ``template`` picks one."""
     t = domain.decl_templates[template] if template is not None else rng.choice(domain.decl_templates)
     sentence = t.format(name=unit.pointer)
-    return _record("decl", unit, sentence, code_block(unit, getattr(domain, "code_lang", "python")))
+    return _record("decl", unit, sentence, instruction_text(domain, unit))
 
 
 def target(domain, unit: Unit, x: Any, fmt: str) -> str:
@@ -58,7 +65,7 @@ def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
 def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: str = "exec") -> dict[str, Any]:
     q = question(domain, unit, x, fmt, rng)
     if view == "in_context":
-        q = f"{code_block(unit, getattr(domain, 'code_lang', 'python'))}\n{q}"
+        q = f"{instruction_text(domain, unit)}\n{q}"
     return _record(
         view, unit, q, target(domain, unit, x, fmt), format=fmt, input=x, answer=domain.answer_text(unit, x)
     )

@@ -8,6 +8,7 @@ unique label, which ../shared/MEASURED.md found makes copying code into a trace 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import random
 import re
@@ -207,6 +208,14 @@ class ProgramsDomain:
             prev = var
         return lines
 
+    # ----------------------------------------------------------------- instruction text
+    def instruction_text(self, unit: Unit) -> str:
+        """What decl / in_context views show: the source (``instruction: code``) or an English
+        description generated from the same source (``instruction: nl``), an equivalent instruction."""
+        if self.cfg.instruction == "nl":
+            return describe(unit.instruction)
+        return f"```python\n{unit.instruction}\n```"
+
     # ----------------------------------------------------------------- semantics
     def _function(self, unit: Unit):
         fn = self._compiled.get(unit.instruction)
@@ -271,3 +280,50 @@ class ProgramsDomain:
         if unit.family == "arith":
             return 1.0 / self.cfg.modulus
         return 0.0
+
+
+_OPS = {ast.Add: "plus", ast.Sub: "minus", ast.Mult: "times"}
+_CMP = {ast.Gt: "greater than"}
+
+
+def describe(source: str) -> str:
+    """An English description of a generated program, produced from its syntax tree (Python's ``ast``),
+    one sentence per statement; every number and name of the source appears, so it is equivalent."""
+    fn = ast.parse(source).body[0]
+    assert isinstance(fn, ast.FunctionDef)
+    param = fn.args.args[0].arg
+    out = [f"The function {fn.name} takes {param}."]
+    for st in fn.body:
+        if isinstance(st, ast.Return):
+            out.append(f"It returns {ast.unparse(st.value)}.")
+            continue
+        assert isinstance(st, ast.Assign)
+        target = st.targets[0].id
+        out.append(f"{target} is {_describe_expr(st.value)}.")
+    return " ".join(out)
+
+
+def _describe_expr(e: ast.expr) -> str:
+    if isinstance(e, ast.IfExp):
+        cmp = e.test
+        assert isinstance(cmp, ast.Compare)
+        cond = f"{ast.unparse(cmp.left)} is {_CMP[type(cmp.ops[0])]} {ast.unparse(cmp.comparators[0])}"
+        return f"{_describe_expr(e.body)} if {cond}, and otherwise {_describe_expr(e.orelse)}"
+    if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Mod) and isinstance(e.left, ast.BinOp):
+        inner = e.left
+        return (f"{ast.unparse(inner.left)} {_OPS[type(inner.op)]} {ast.unparse(inner.right)}, "
+                f"modulo {ast.unparse(e.right)}")
+    if isinstance(e, ast.Subscript) and isinstance(e.slice, ast.Slice) and e.slice.step is not None:
+        return f"{ast.unparse(e.value)} reversed"
+    if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add) and isinstance(e.left, ast.Subscript):
+        return f"{ast.unparse(e.left.value)} rotated left by {ast.unparse(e.left.slice.lower)} characters"
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "translate":
+        src, dst = (a.value for a in e.args[0].args)
+        pairs = ", ".join(f"{a} becomes {b}" for a, b in zip(src, dst))
+        return f"{ast.unparse(e.func.value)} with letters swapped ({pairs})"
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "join":
+        gen = e.args[0]
+        arg = gen.elt.args[0]  # chr((ord(ch) - 97 + d) % n + 97): arg = ((ord(ch) - 97 + d) % n) + 97
+        shift, n = arg.left.left.right.value, arg.left.right.value
+        return f"{ast.unparse(gen.generators[0].iter)} with each letter shifted {shift} places forward in the first {n} letters of the alphabet"
+    raise ValueError(f"no description for {ast.unparse(e)}")
