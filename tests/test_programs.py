@@ -152,3 +152,22 @@ def test_nl_instruction_is_equivalent_to_the_code():
             assert str(fn(x)) == d.run(u, x), (u.instruction, text)
     rec = views.decl(d, units[0], random.Random(0))
     assert rec["messages"][1]["content"] == describe(units[0].instruction)
+
+
+def test_compositions_execute_their_parts():
+    """Ablation (b): h(x) = g(f(x)) of two without_io programs; ground truth by executing the parts."""
+    cfg = ProgramsConfig(n_programs=20, n_compositions=6, cond_prob=0.2)
+    d = ProgramsDomain(cfg, 2)
+    units = d.build()
+    by_src = {u.instruction: u for u in units}
+    comps = [u for u in units if u.group == "composed"]
+    assert len(comps) == 6
+    for c in comps:
+        f, g = (by_src[src] for src in c.meta["parts"])
+        assert f.group == g.group == "without_io"
+        assert c.instruction.endswith(f"return {g.pointer}({f.pointer}(x))")
+        for x in c.test_inputs:
+            assert d.run(c, x) == d.run(g, int(d.run(f, x)))
+            steps = d.steps(c, x)
+            assert steps[-1].endswith(f"-> {d.run(c, x)}")
+            assert len(steps) == len(d.steps(f, x)) + len(d.steps(g, 0))

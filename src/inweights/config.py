@@ -43,6 +43,8 @@ class ProgramsConfig(Strict):
     alphabet_size: int = Field(8, ge=3, le=26)
     # ablation: the instruction shown as source code, or as an English description of the same program
     instruction: Literal["code", "nl"] = "code"
+    # ablation: functions defined as g(f(x)) of two without_io programs (group "composed")
+    n_compositions: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> ProgramsConfig:
@@ -175,7 +177,7 @@ class TrainConfig(Strict):
 
 
 ViewName = Literal["decl", "exec", "in_context", "demos"]
-GroupName = Literal["with_io", "without_io", "all"]
+GroupName = Literal["with_io", "without_io", "composed", "all"]
 
 
 class MixItem(Strict):
@@ -205,6 +207,7 @@ class PBBConfig(Strict):
     decl_weight: float = Field(1.0, gt=0)
     exec_weight: float = Field(1.0, gt=0)
     replay_weight: float = Field(0.2, ge=0)  # generic in-context samples in stage 2 (format upkeep)
+    composed_weight: float = Field(0.0, ge=0)  # stage 2 also reads the composed functions' definitions
     demos_k: int = Field(10, gt=0)
     demos_steps: int | None = Field(None, gt=0)  # default: stage2_steps
 
@@ -212,7 +215,8 @@ class PBBConfig(Strict):
 class EvalConfig(Strict):
     batch_size: int = Field(128, gt=0)
     max_new_tokens: int = Field(160, gt=0)
-    groups: list[Literal["with_io", "without_io"]] = Field(default_factory=lambda: ["with_io", "without_io"])
+    groups: list[Literal["with_io", "without_io", "composed"]] = Field(
+        default_factory=lambda: ["with_io", "without_io"])
     modes: list[Literal["in_weights", "in_context"]] = Field(
         default_factory=lambda: ["in_weights", "in_context"]
     )

@@ -24,6 +24,8 @@ def _stage1(c) -> StageConfig:
 def _stage2(c) -> StageConfig:
     p = c.pbb
     mix = [_m("decl", "without_io", p.decl_weight)]
+    if p.composed_weight > 0:  # ablation (b): the definitions h(x) = g(f(x)) are documents too
+        mix.append(_m("decl", "composed", p.composed_weight))
     if p.replay_weight > 0:
         # generic instruction-following samples so the answer format does not drift
         mix.append(_m("in_context", "with_io", p.replay_weight))
