@@ -277,8 +277,8 @@ class ProgramsDomain:
         if unit.family == "compose":  # the first part's trace, then the second's on its output
             f, g = self._parts(unit)
             mid = self._function(f)(x)
-            return self.steps(f, x) + self.steps(g, mid)[:-1] + [f"return {g.pointer}({f.pointer}(x)) -> "
-                                                                 f"{self.run(unit, x)}"]
+            last = f"return {g.pointer}({f.pointer}(x)) -> {self.run(unit, x)}"
+            return [*self.steps(f, x), *self.steps(g, mid)[:-1], last]
         env: dict[str, Any] = {unit.meta["param"]: x}
         out = []
         for stmt in self.statements(unit):
