@@ -171,3 +171,33 @@ def test_compositions_execute_their_parts():
             steps = d.steps(c, x)
             assert steps[-1].endswith(f"-> {d.run(c, x)}")
             assert len(steps) == len(d.steps(f, x)) + len(d.steps(g, 0))
+
+
+def test_skewed_demos_pool():
+    """Ablation (c): a skew share of the demos comes from the units sharing the most common shift."""
+    from collections import Counter
+
+    from inweights.curriculum import demo_pool
+
+    cfg = ProgramsConfig(n_programs=40, families=["cipher"], cipher_ops=["shift", "reverse", "rotate"],
+                         min_statements=2, max_statements=2)
+    d = ProgramsDomain(cfg, 1)
+    units = d.build()
+    sigs = Counter(d.signature(u) for u in units)
+    top = max(sorted(sigs), key=lambda s: sigs[s])
+    assert len(sigs) > 1
+    by_id = {u.id: u for u in units}
+    pool = demo_pool(d, units, 10, 0, skew=0.8)
+    assert len(pool) == 10 * len(units)
+    share = sum(d.signature(by_id[r["unit"]]) == top for r in pool) / len(pool)
+    assert 0.75 < share < 0.85
+    balanced = demo_pool(d, units, 10, 0)
+    assert sum(d.signature(by_id[r["unit"]]) == top for r in balanced) == 10 * sigs[top]
+
+
+def test_too_few_distinct_programs_is_a_clear_error():
+    from inweights.errors import UserError
+
+    cfg = ProgramsConfig(n_programs=40, families=["cipher"], cipher_ops=["shift"], min_statements=1, max_statements=1)
+    with pytest.raises(UserError, match="cannot draw 40 distinct programs"):
+        ProgramsDomain(cfg, 1).build()

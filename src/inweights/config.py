@@ -43,6 +43,8 @@ class ProgramsConfig(Strict):
     alphabet_size: int = Field(8, ge=3, le=26)
     # ablation: the instruction shown as source code, or as an English description of the same program
     instruction: Literal["code", "nl"] = "code"
+    cipher_ops: list[Literal["shift", "reverse", "swap", "rotate"]] = Field(
+        default_factory=lambda: ["shift", "reverse", "swap", "rotate"], min_length=1)
     # ablation: functions defined as g(f(x)) of two without_io programs (group "composed")
     n_compositions: int = Field(0, ge=0)
 
@@ -188,6 +190,9 @@ class MixItem(Strict):
     format: Literal["direct", "cot", "both"] = "both"
     weight: float = Field(1.0, gt=0)
     k: int | None = Field(None, gt=0)  # demos: execution examples per unit
+    # demos: draw this fraction of the pool from the units sharing the most common first statement
+    # (e.g. one cipher shift), the rest from the others (ablation (c): skewed demonstrations)
+    skew: float | None = Field(None, ge=0, le=1)
 
 
 class StageConfig(Strict):

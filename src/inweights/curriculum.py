@@ -34,15 +34,31 @@ def select(units: list[Unit], group: str) -> list[Unit]:
     return list(units) if group == "all" else [u for u in units if u.group == group]
 
 
-def demo_pool(domain, units: list[Unit], k: int, seed: int) -> list[dict[str, Any]]:
-    """k fixed execution examples per unit (training inputs only, templates and formats drawn once)."""
+def demo_pool(domain, units: list[Unit], k: int, seed: int, skew: float | None = None) -> list[dict[str, Any]]:
+    """k fixed execution examples per unit (training inputs only, templates and formats drawn once).
+
+    With ``skew``, the pool keeps its size (k per unit on average) but a ``skew`` share of it comes from
+    the units whose first statement is the most common one (``domain.signature``), the rest from the
+    others: skewed demonstrations, while probes stay balanced over units."""
     pool = []
-    for u in units:
-        rng = random.Random(derive_seed(seed, "demos", u.id, k))
-        for _ in range(k):
-            x = rng.choice(u.train_inputs)
-            fmt = rng.choice(("direct", "cot"))
-            pool.append(views.execution(domain, u, x, fmt, rng))
+    if skew is None:
+        for u in units:
+            rng = random.Random(derive_seed(seed, "demos", u.id, k))
+            for _ in range(k):
+                x = rng.choice(u.train_inputs)
+                fmt = rng.choice(("direct", "cot"))
+                pool.append(views.execution(domain, u, x, fmt, rng))
+        return pool
+    rng = random.Random(derive_seed(seed, "demos", "skew", k, skew))
+    sigs = [domain.signature(u) for u in units]
+    top = max(sorted(set(sigs)), key=sigs.count)
+    major = [u for u, s in zip(units, sigs) if s == top]
+    minor = [u for u, s in zip(units, sigs) if s != top] or major
+    for _ in range(k * len(units)):
+        u = rng.choice(major if rng.random() < skew else minor)
+        x = rng.choice(u.train_inputs)
+        fmt = rng.choice(("direct", "cot"))
+        pool.append(views.execution(domain, u, x, fmt, rng))
     return pool
 
 
@@ -66,7 +82,7 @@ def stage_sampler(stage: StageConfig, domain, units: list[Unit], tokens: TokenCa
         chosen = select(units, item.group)
         if not chosen:
             raise ValueError(f"stage {stage.name}: group {item.group} has no units")
-        pool = demo_pool(domain, chosen, item.k or 1, seed) if item.view == "demos" else None
+        pool = demo_pool(domain, chosen, item.k or 1, seed, item.skew) if item.view == "demos" else None
         comps.append((item, chosen, pool))
     weights = [c[0].weight for c in comps]
 

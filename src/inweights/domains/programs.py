@@ -17,6 +17,7 @@ from typing import Any
 
 from inweights.config import ProgramsConfig
 from inweights.domains.base import Unit
+from inweights.errors import UserError
 
 VARS = "abcdefghijklmnopqrstuvw"
 CONSONANTS = "bdfgklmnprstvz"
@@ -114,13 +115,16 @@ class ProgramsDomain:
         n_with = self.cfg.n_programs - n_without
         for i in range(self.cfg.n_programs):
             group = "with_io" if i < n_with else "without_io"
-            while True:  # distinct bodies, so no two pointers name the same behaviour
+            for _try in range(2000):  # distinct bodies, so no two pointers name the same behaviour
                 unit = self.sample_unit(rng, group, "experiment", taken, uid=f"p{i:04d}")
                 body = unit.instruction.split("\n", 1)[1]
                 if body not in bodies:
                     bodies.add(body)
                     break
                 taken.discard(unit.pointer)
+            else:
+                raise UserError(f"domain.programs: cannot draw {self.cfg.n_programs} distinct programs with these "
+                                f"settings (only {len(bodies)} found); allow more statements, ops or constants")
             units.append(unit)
         return units + self._compositions(rng, units, taken)
 
@@ -145,6 +149,11 @@ class ProgramsDomain:
                             meta={"param": "x", "parts": [f.instruction, g.instruction],
                                   "n_statements": f.meta["n_statements"] + g.meta["n_statements"]}))
         return out
+
+    def signature(self, unit: Unit) -> str:
+        """What a unit's first statement does, whatever its names: units with the same signature
+        behave alike on their first step (e.g. the same cipher shift)."""
+        return self.statements(unit)[0].split(" = ", 1)[1].replace(unit.meta["param"], "_", 1)
 
     def _parts(self, unit: Unit) -> list[Unit]:
         return [Unit(id=src.split("(")[0][4:], family="arith", pointer=src.split("(")[0][4:], instruction=src,
@@ -215,7 +224,7 @@ class ProgramsDomain:
         lines, prev = [], "s"
         for i in range(k):
             var = VARS[i]
-            kind = rng.choice(("shift", "reverse", "swap", "rotate"))
+            kind = rng.choice(self.cfg.cipher_ops)
             if kind == "shift":
                 d = rng.randint(1, n - 1)
                 expr = f"''.join(chr((ord(ch) - 97 + {d}) % {n} + 97) for ch in {prev})"
