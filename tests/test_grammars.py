@@ -53,6 +53,12 @@ def test_derivation_is_a_valid_leftmost_derivation(built):
                 assert any(after == before[:i] + "".join(x[1] for x in alt) + before[i + 1 :] for alt in g.table[nt])
 
 
+def test_user_names_with_underscores_and_digits():
+    g = parse_bnf('Expr_1 ::= "x" | "(" Expr_1 Op_2 Expr_1 ")"\nOp_2 ::= "+" | "-"\n')
+    assert g.accepts("(x+(x-x))") and not g.accepts("(x+)")
+    assert g.parse("(x-x)") == {("Expr_1", 0), ("Expr_1", 1), ("Op_2", 1)}
+
+
 def test_membership_and_rule_coverage():
     g = parse_bnf('S ::= "a" S "b" | "c"\n')  # a^n c b^n: not regular, so a real parser is needed
     assert g.accepts("c") and g.accepts("aacbb") and not g.accepts("aacb") and not g.accepts("")

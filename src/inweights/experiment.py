@@ -113,7 +113,7 @@ class Experiment:
         cfg = self.cfg
         if cfg.model.preset != "tiny":
             source, ident = resolve_source(cfg.model)
-            if cfg.model.lora:  # a wrong target module fails now, not after the first stage loaded
+            if cfg.model.lora and not cfg.model.path:  # (a path was checked before the run started)
                 check_lora_for_source(source, cfg.model.lora, cfg.model.revision)
             return source, _sha(ident), None
         if cfg.model.prepared_base:

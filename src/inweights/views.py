@@ -32,15 +32,9 @@ def _record(view: str, unit: Unit, user: str, assistant: str, **extra: Any) -> d
     }
 
 
-def code_block(unit: Unit, lang: str = "python") -> str:
-    return f"```{lang}\n{unit.instruction}\n```"
-
-
 def instruction_text(domain, unit: Unit) -> str:
-    """The declarative text as views show it: the domain's own rendering, else a fenced block."""
-    if hasattr(domain, "instruction_text"):
-        return domain.instruction_text(unit)
-    return code_block(unit, getattr(domain, "code_lang", "python"))
+    """The declarative text as views show it (code, rules, a description): the domain renders it."""
+    return domain.instruction_text(unit)
 
 
 def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) -> dict[str, Any]:

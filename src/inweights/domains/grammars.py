@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from lark import Lark, Transformer
+from lark import Lark, Transformer, Tree
 from lark.exceptions import LarkError, UnexpectedInput
 
 from inweights.errors import UserError
@@ -159,15 +159,26 @@ class Grammar:
         steps = leftmost_derivation(tree)
         return steps[-1], steps, used
 
+    def rule_name(self, nt: str) -> str:
+        """lark's name for a nonterminal: by position (lark rule names are lowercase; user names are not)."""
+        return f"n{[r[0] for r in self.rules].index(nt)}"
+
+    def production_of(self, alias: str) -> tuple[str, int] | None:
+        """(nonterminal, alternative) for a parse-tree node name ``n<j>__<i>``, else None."""
+        if "__" not in alias:
+            return None
+        j, i = alias[1:].split("__")
+        return self.rules[int(j)][0], int(i)
+
     @cached_property
     def parser(self) -> Lark:
         """An Earley parser of exactly this grammar; each alternative is aliased, so a tree names
         the productions used."""
-        lines = ["start: " + _rule_name(self.start)]
+        lines = ["start: " + self.rule_name(self.start)]
         for nt, alts in self.rules:
-            parts = [" ".join(f'"{s[1]}"' if s[0] == "t" else _rule_name(s[1]) for s in alt) +
-                     f" -> {_rule_name(nt)}__{i}" for i, alt in enumerate(alts)]
-            lines.append(f"{_rule_name(nt)}: " + "\n    | ".join(parts))
+            parts = [" ".join(f'"{s[1]}"' if s[0] == "t" else self.rule_name(s[1]) for s in alt) +
+                     f" -> {self.rule_name(nt)}__{i}" for i, alt in enumerate(alts)]
+            lines.append(f"{self.rule_name(nt)}: " + "\n    | ".join(parts))
         return Lark("\n".join(lines), parser="earley", lexer="dynamic", ambiguity="resolve")
 
     def parse(self, text: str) -> set[tuple[str, int]] | None:
@@ -178,13 +189,7 @@ class Grammar:
             tree = self.parser.parse(text)
         except (UnexpectedInput, LarkError):
             return None
-        used = set()
-        for node in tree.iter_subtrees():
-            name = str(node.data)
-            if "__" in name:
-                nt, i = name.rsplit("__", 1)
-                used.add((_nt_name(nt), int(i)))
-        return used
+        return {p for node in tree.iter_subtrees() if (p := self.production_of(str(node.data)))}
 
     def accepts(self, text: str) -> bool:
         return self.parse(text) is not None
@@ -200,22 +205,6 @@ def leftmost_derivation(tree: tuple[str, list[Any]]) -> list[str]:
         form = form[:j] + list(form[j][1]) + form[j + 1 :]
         steps.append("".join(x if isinstance(x, str) else x[0] for x in form))
     return steps
-
-
-def _rule_name(nt: str) -> str:
-    return "n_" + "".join(f"_{c.lower()}" if c.isupper() else c for c in nt)
-
-
-def _nt_name(rule: str) -> str:
-    body = rule[2:]
-    out, up = [], False
-    for c in body:
-        if c == "_" and not up:
-            up = True
-            continue
-        out.append(c.upper() if up else c)
-        up = False
-    return "".join(out)
 
 
 def parse_bnf(text: str, source: str = "grammar") -> Grammar:
@@ -264,13 +253,6 @@ def random_strings_like(rng: random.Random, lengths: list[int], alphabet: str, n
     return ["".join(rng.choice(alphabet) for _ in range(rng.choice(lengths))) for _ in range(n)]
 
 
-def check_acceptance_rate(g: Grammar, strings: list[str]) -> float:
-    return sum(g.accepts(s) for s in strings) / max(len(strings), 1)
-
-
-def describe(g: Grammar) -> dict[str, Any]:
-    return {"nonterminals": len(g.rules), "productions": len(g.productions())}
-
 
 DECL_TEMPLATES = [
     "The grammar {name} has these rules:",
@@ -307,7 +289,6 @@ class GrammarsDomain:
     """Seeded random CFGs (or the user's BNF files); ground truth = lark's Earley parser."""
 
     name = "grammars"
-    code_lang = "bnf"
     decl_templates = DECL_TEMPLATES
     query_templates = QUERY_TEMPLATES
 
@@ -340,7 +321,7 @@ class GrammarsDomain:
             return None
         alphabet = "".join(sorted({c for t in samples for c in t} | set(self.terminals()[:2])))
         randoms = random_strings_like(rng, [len(t) for t in samples], alphabet, 200)
-        random_accept = check_acceptance_rate(g, randoms)
+        random_accept = sum(map(g.accepts, randoms)) / len(randoms)
         if random_accept > self.cfg.max_random_accept:
             return None
         return {"samples": samples, "random_accept": random_accept, "alphabet": alphabet}
@@ -395,6 +376,9 @@ class GrammarsDomain:
                       "productions": len(g.productions())}))
         return units
 
+    def instruction_text(self, unit) -> str:
+        return f"```bnf\n{unit.instruction}\n```"
+
     # ----------------------------------------------------------------- semantics
     def format_input(self, unit, x: Any) -> str:
         return ""
@@ -418,10 +402,9 @@ class GrammarsDomain:
         t = g.table
 
         def convert(node):
-            nt, i = node.data.rsplit("__", 1)
-            nt = _nt_name(nt)
-            alt = t[nt][int(i)]
-            subs = iter([c for c in node.children if not isinstance(c, str) or hasattr(c, "data")])
+            nt, i = g.production_of(str(node.data))
+            alt = t[nt][i]
+            subs = iter([c for c in node.children if isinstance(c, Tree)])  # anonymous tokens are dropped
             return (nt, [s[1] if s[0] == "t" else convert(next(subs)) for s in alt])
 
         return leftmost_derivation(convert(tree.children[0]))
