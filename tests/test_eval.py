@@ -1,6 +1,6 @@
 from inweights.config import ProgramsConfig
 from inweights.domains.programs import ProgramsDomain
-from inweights.eval.probes import code_recall
+from inweights.eval.probes import evaluate  # noqa: F401
 from inweights.eval.stats import wilson
 
 
@@ -16,7 +16,7 @@ def test_code_recall_counts_exact_statements():
     u = d.build()[0]
     x = u.test_inputs[0]
     perfect = "\n".join(d.steps(u, x))
-    assert code_recall(d, u, perfect) == 1.0
+    assert d.recall(u, perfect) == 1.0
     broken = perfect.replace(d.statements(u)[1], "b = (a + 0) % 10", 1)
-    assert code_recall(d, u, broken) == 3 / 4
-    assert code_recall(d, u, "Answer: 3") == 0.0
+    assert d.recall(u, broken) == 3 / 4
+    assert d.recall(u, "Answer: 3") == 0.0

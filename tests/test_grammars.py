@@ -101,3 +101,39 @@ def test_user_grammar_files_are_units(tmp_path):
     units = GrammarsDomain(GrammarsConfig(files=[str(f) for f in files], without_io_fraction=0.5), 0).build()
     assert [u.group for u in units] == ["with_io", "without_io"]
     assert units[1].instruction == 'S ::= A A\nA ::= "x" | "y" A | "z"'
+
+
+def test_chain_of_thought_recites_the_rules_then_derives(built):
+    d, units = built
+    u = units[0]
+    lines = d.steps(u, 0)
+    assert lines[:-1] == u.instruction.splitlines() and lines[-1].startswith("S -> ")
+    assert lines[-1].endswith(" -> " + d.answer_text(u, 0)) or lines[-1] == d.answer_text(u, 0)
+    perfect = "\n".join(lines) + "\nAnswer: x"
+    assert d.recall(u, perfect) == 1.0
+    wrong_first = perfect.replace(lines[0], lines[0] + ' | "z"', 1)
+    assert d.recall(u, wrong_first) == (len(lines) - 2) / (len(lines) - 1)
+    assert d.recall(u, "S -> a\nAnswer: a") == 0.0
+    plain = GrammarsDomain(GrammarsConfig(n_grammars=16, recite=False), 3)
+    assert plain.steps(u, 0) == lines[-1:] and plain.recall(u, perfect) is None
+
+
+def test_fresh_grammars_for_preparation_are_outside_the_experiment(built):
+    _, units = built
+    d = GrammarsDomain(GrammarsConfig(), 0)
+    rng = random.Random(1)
+    fresh = [d.fresh_unit(rng) for _ in range(5)]
+    assert all(u.group == "prepare" and d.grammar(u).problems() == [] for u in fresh)
+    assert all(d.score(u, x, d.answer_text(u, x)) for u in fresh for x in u.train_inputs + u.test_inputs)
+    # names come from the preparation pool, whose first letters no experiment name uses
+    assert not {u.pointer[0] for u in fresh} & {u.pointer[0] for u in units}
+
+
+def test_prepared_base_of_another_domain_is_one_line(root, capsys):
+    from inweights.config import load_config
+
+    assert load_config(root / "configs/pbb_grammars.yaml").model.prepared_base == "configs/prepare_grammars.yaml"
+    code = main(["validate", str(root / "configs/pbb_grammars.yaml"),
+                 "--set", "model.prepared_base=configs/prepare_tiny.yaml"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "prepares the programs domain" in err[0]

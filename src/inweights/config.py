@@ -80,6 +80,9 @@ class GrammarsConfig(Strict):
     n_train_samples: int = Field(6, ge=1)  # strings shown per with_io grammar
     n_test_samples: int = Field(4, ge=1)  # generation probes per grammar (and mode, format)
     files: list[str] = Field(default_factory=list)  # the user's BNF grammars (one per file) instead
+    # chain of thought: recite the rules (recalled from the name when they are not in the prompt), then
+    # the leftmost derivation; false: the derivation alone
+    recite: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> GrammarsConfig:
@@ -134,7 +137,8 @@ class ModelConfig(Strict):
     revision: str | None = None  # with ``name``: a branch, tag or commit
     tiny: TinyConfig = Field(default_factory=TinyConfig)
     # For the tiny preset: start from the prepared base built by this config (see `inweights prepare`),
-    # or from random init with `null` (a control: the in-context skill is then missing).
+    # or from random init with `null` (a control: the in-context skill is then missing). Default: the
+    # domain's own (programs: configs/prepare_tiny.yaml, grammars: configs/prepare_grammars.yaml).
     prepared_base: str | None = "configs/prepare_tiny.yaml"
     lora: LoraConfig | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights as loaded (autocast: train.bf16)
@@ -256,6 +260,9 @@ class PrepareConfig(Strict):
     drill_frac: float = Field(0.15, ge=0, lt=1)  # single-statement programs
     direct_frac: float = Field(0.3, ge=0, le=1)
     corpus_programs: int = Field(2000, gt=0)  # for training the tokenizer
+    # grammars: checking a random grammar takes ~30 ms (hundreds of Earley parses), too slow per example,
+    # so training draws from this many fresh grammars (none of them a held-out one), strings redrawn
+    pool_units: int = Field(3000, gt=0)
 
 
 class ExperimentConfig(Strict):
@@ -272,6 +279,13 @@ class ExperimentConfig(Strict):
     sweep: SweepConfig | None = None
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
+
+    @model_validator(mode="after")
+    def _prepared_default(self) -> ExperimentConfig:
+        m = self.model
+        if m.preset == "tiny" and "prepared_base" not in m.model_fields_set and self.domain.name == "grammars":
+            m.prepared_base = "configs/prepare_grammars.yaml"
+        return self
 
     @model_validator(mode="after")
     def _recipes(self) -> ExperimentConfig:

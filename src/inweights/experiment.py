@@ -76,6 +76,9 @@ def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[P
             from inweights.prepare import prepared_dir
 
             pcfg = load_config(c)
+            if pcfg.domain.name != cfg.domain.name:
+                raise UserError(f"model.prepared_base: {c} prepares the {pcfg.domain.name} domain, this experiment "
+                                f"is {cfg.domain.name}; use a prepare config of the same domain")
             return c, prepared_dir(c, pcfg.name)
     raise UserError(f"model.prepared_base: prepare config not found: {cfg.model.prepared_base}")
 

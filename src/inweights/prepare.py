@@ -1,11 +1,12 @@
-"""The prepared base: a tiny model trained on in-context execution until it passes a gate.
+"""The prepared base: a tiny model trained on in-context use of instructions until it passes a gate.
 
-A pretrained LLM already executes code shown in its prompt; a random-init tiny model does not, and
-learning it takes ~30 minutes on a 2-core CPU (../shared/MEASURED.md). So the tiny preset is first
-trained on in-context execution of fresh programs from a name pool disjoint from every experiment's,
-until chain-of-thought accuracy on held-out programs passes ``prepare.gate``. The result is built once,
-kept under ``prepared/<name>/`` with a ``prepare.json`` that records the gate, the accuracy reached,
-the seed, and the command that rebuilds it; experiments start from it (``model.prepared_base``).
+A pretrained LLM already executes code shown in its prompt (and generates from rules it is shown); a
+random-init tiny model does not, and learning it takes ~30 minutes on a 2-core CPU (../shared/MEASURED.md).
+So the tiny preset is first trained on the domain's ``in_context`` view of fresh units (programs, or
+grammars) from a name pool disjoint from every experiment's, until chain-of-thought accuracy on held-out
+units passes ``prepare.gate``. The result is built once, kept under ``prepared/<name>/`` with a
+``prepare.json`` that records the domain, the gate, the accuracy reached, the seed, and the command that
+rebuilds it; experiments of the same domain start from it (``model.prepared_base``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,25 @@ import torch
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config
 from inweights.curriculum import TokenCache, corpus_texts
-from inweights.domains.programs import ProgramsDomain, derive_seed
+from inweights.domains import DOMAINS
+from inweights.domains.programs import derive_seed
 from inweights.eval.generate import generate
 from inweights.models import build_tiny, save_model, train_tokenizer
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
 
-def held_out_programs(domain: ProgramsDomain, n: int, seed: int):
+def fresh_unit(domain, rng: random.Random, taken: set[str] | None = None, n_statements: int | None = None):
+    """A unit from the preparation pool (names disjoint from every experiment's)."""
+    if domain.name == "programs":
+        return domain.sample_unit(rng, "prepare", "prepare", taken, n_statements=n_statements)
+    return domain.fresh_unit(rng, "prepare", taken)
+
+
+def held_out_units(domain, n: int, seed: int):
     rng = random.Random(derive_seed(seed, "prepare", "eval"))
     taken: set[str] = set()
-    units = [domain.sample_unit(rng, "prepare", "prepare", taken) for _ in range(n)]
+    units = [fresh_unit(domain, rng, taken) for _ in range(n)]
     inputs = [rng.choice(u.test_inputs) for u in units]
     return units, inputs
 
@@ -52,21 +61,30 @@ def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch
 
 
 class PrepareSampler:
-    """Fresh programs every example; short programs first, then the full range; some 1-step drills."""
+    """A fresh unit every example. Programs: short ones first, then the full range, some 1-step drills;
+    grammars: the experiment's grammar distribution throughout."""
 
-    def __init__(self, cfg: ExperimentConfig, domain: ProgramsDomain, tokens: TokenCache):
+    def __init__(self, cfg: ExperimentConfig, domain, tokens: TokenCache, held_out=()):
         self.cfg, self.domain, self.tokens = cfg, domain, tokens
         self.step = 0
+        self.pool = None
+        if domain.name != "programs":
+            rng = random.Random(derive_seed(cfg.seed, "prepare", "pool"))
+            exclude = {u.instruction for u in held_out}
+            self.pool = [u for u in (fresh_unit(domain, rng) for _ in range(cfg.prepare.pool_units))
+                         if u.instruction not in exclude]
 
     def __call__(self, rng: random.Random):
         p, pc = self.cfg.prepare, self.cfg.domain.programs
-        if rng.random() < p.drill_frac:
-            k = 1
-        elif self.step < p.warmup_frac * p.max_steps:
-            k = rng.randint(1, min(p.warmup_statements, pc.max_statements))
-        else:
-            k = rng.randint(pc.min_statements, pc.max_statements)
-        u = self.domain.sample_unit(rng, "prepare", "prepare", n_statements=k)
+        k = None
+        if self.domain.name == "programs":
+            if rng.random() < p.drill_frac:
+                k = 1
+            elif self.step < p.warmup_frac * p.max_steps:
+                k = rng.randint(1, min(p.warmup_statements, pc.max_statements))
+            else:
+                k = rng.randint(pc.min_statements, pc.max_statements)
+        u = rng.choice(self.pool) if self.pool else fresh_unit(self.domain, rng, n_statements=k)
         x = rng.choice(u.train_inputs + u.test_inputs)
         fmt = "direct" if rng.random() < p.direct_frac else "cot"
         return self.tokens(views.in_context(self.domain, u, x, fmt, rng), "completion")
@@ -116,7 +134,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
         with log_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    domain = ProgramsDomain(cfg.domain.programs, cfg.seed)
+    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
     tok_dir = work / "tokenizer"
     if (tok_dir / "tokenizer.json").is_file():
         from transformers import AutoTokenizer
@@ -124,16 +142,16 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
         tok = AutoTokenizer.from_pretrained(tok_dir)
     else:
         rng = random.Random(derive_seed(cfg.seed, "prepare", "corpus"))
-        corpus_units = [domain.sample_unit(rng, "prepare", "prepare") for _ in range(cfg.prepare.corpus_programs)]
+        corpus_units = [fresh_unit(domain, rng) for _ in range(cfg.prepare.corpus_programs)]
         tok = train_tokenizer(corpus_texts(domain, corpus_units, cfg.seed), cfg.model.tiny.vocab_size)
         tok.save_pretrained(tok_dir)
     model = build_tiny(cfg.model.tiny, tok, cfg.seed)
     tokens = TokenCache(tok)
-    sampler = PrepareSampler(cfg, domain, tokens)
+    units, inputs = held_out_units(domain, cfg.prepare.eval_programs, cfg.seed)
+    sampler = PrepareSampler(cfg, domain, tokens, units)
     acc = get_accelerator()
     batches = PackedBatches(sampler, derive_seed(cfg.seed, "prepare", "stream", acc.process_index),
                             cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
-    units, inputs = held_out_programs(domain, cfg.prepare.eval_programs, cfg.seed)
     gate = Gate(cfg, sampler, tok, domain, units, inputs, log)
     t0 = time.time()
     res = train_stage(model, batches, cfg.prepare.max_steps, cfg.train, work / "stage",
@@ -146,6 +164,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
     save_model(model, tok, out_dir)
     record = {
         "name": cfg.name,
+        "domain": cfg.domain.name,
         "seed": cfg.seed,
         "gate": cfg.prepare.gate,
         "passed": cot >= cfg.prepare.gate,

@@ -302,9 +302,11 @@ class GrammarsDomain:
         return "abcdefghijklmnopqrstuvwxyz"[: self.cfg.n_terminals]
 
     def grammar(self, unit) -> Grammar:
-        g = self._grammars.get(unit.id)
+        g = self._grammars.get(unit.instruction)  # keyed by the rules: fresh units may share a name
         if g is None:
-            g = self._grammars[unit.id] = parse_bnf(unit.instruction, unit.id)
+            if len(self._grammars) > 20000:
+                self._grammars.clear()
+            g = self._grammars[unit.instruction] = parse_bnf(unit.instruction, unit.id)
         return g
 
     def usable(self, g: Grammar, rng: random.Random) -> dict[str, Any] | None:
@@ -336,8 +338,41 @@ class GrammarsDomain:
                     break
         return out
 
-    def build(self) -> list:
+    def random_usable(self, rng: random.Random, seen: set[str] = frozenset()) -> tuple[Grammar, dict[str, Any]]:
+        """A random grammar that passes ``usable`` and whose BNF is not in ``seen``."""
+        c = self.cfg
+        for _try in range(2000):
+            g = random_grammar(rng, c.n_nonterminals, c.rules_min, c.rules_max, self.terminals(), c.rhs_max,
+                               c.p_terminal)
+            info = self.usable(g, rng)
+            if info is not None and g.to_bnf() not in seen:
+                return g, info
+        raise UserError("domain.grammars: no usable grammar found in 2000 tries; loosen the settings "
+                        "(more rules_max, fewer terminals, larger max_len)")
+
+    def make_unit(self, rng: random.Random, uid: str, pointer: str, group: str, g: Grammar,
+                  info: dict[str, Any]):
         from inweights.domains.base import Unit
+
+        c = self.cfg
+        train = self._draw(g, rng, c.n_train_samples, distinct=True) if group != "without_io" else []
+        held = self._draw(g, rng, c.n_test_samples, distinct=False)
+        return Unit(
+            id=uid, family="cfg", pointer=pointer, instruction=g.to_bnf(), group=group,
+            train_inputs=tuple(train), test_inputs=tuple(range(c.n_test_samples)),
+            meta={"reference": held, "random_accept": info["random_accept"],
+                  "lengths": [len(t) for t in info["samples"]], "alphabet": info["alphabet"],
+                  "productions": len(g.productions())})
+
+    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None):
+        """A grammar outside any experiment (for the preparation stage), named from ``pool``."""
+        from inweights.domains.programs import make_name
+
+        g, info = self.random_usable(rng)
+        name = make_name(rng, pool, taken if taken is not None else set())
+        return self.make_unit(rng, f"{pool}-{name}", name, "prepare", g, info)
+
+    def build(self) -> list:
         from inweights.domains.programs import derive_seed, make_name
 
         c = self.cfg
@@ -345,35 +380,20 @@ class GrammarsDomain:
         taken: set[str] = set()
         seen: set[str] = set()
         units = []
-        if c.files:
-            sources = [(f, parse_bnf(_read(f), f)) for f in c.files]
-        else:
-            sources = []
+        sources = [(f, parse_bnf(_read(f), f)) for f in c.files]
         n = len(sources) if sources else c.n_grammars
         n_without = max(1, round(n * c.without_io_fraction))
         for i in range(n):
             group = "with_io" if i < n - n_without else "without_io"
-            for _try in range(2000):
-                g = sources[i][1] if sources else random_grammar(
-                    rng, c.n_nonterminals, c.rules_min, c.rules_max, self.terminals(), c.rhs_max, c.p_terminal)
-                info = self.usable(g, rng)
-                if sources and info is None:
+            if sources:
+                g, info = sources[i][1], self.usable(sources[i][1], rng)
+                if info is None:
                     raise UserError(f"{sources[i][0]}: grammar unusable (a single string, close to every string, "
                                     f"or no strings within max_len {c.max_len})")
-                if info is not None and g.to_bnf() not in seen:
-                    break
             else:
-                raise UserError("domain.grammars: no usable grammar found in 2000 tries; loosen the settings "
-                                "(more rules_max, fewer terminals, larger max_len)")
+                g, info = self.random_usable(rng, seen)
             seen.add(g.to_bnf())
-            train = self._draw(g, rng, c.n_train_samples, distinct=True) if group == "with_io" else []
-            held = self._draw(g, rng, c.n_test_samples, distinct=False)
-            units.append(Unit(
-                id=f"g{i:04d}", family="cfg", pointer=make_name(rng, "experiment", taken), instruction=g.to_bnf(),
-                group=group, train_inputs=tuple(train), test_inputs=tuple(range(c.n_test_samples)),
-                meta={"reference": held, "random_accept": info["random_accept"],
-                      "lengths": [len(t) for t in info["samples"]], "alphabet": info["alphabet"],
-                      "productions": len(g.productions())}))
+            units.append(self.make_unit(rng, f"g{i:04d}", make_name(rng, "experiment", taken), group, g, info))
         return units
 
     def instruction_text(self, unit) -> str:
@@ -392,9 +412,19 @@ class GrammarsDomain:
         return x if isinstance(x, str) else unit.meta["reference"][x % len(unit.meta["reference"])]
 
     def steps(self, unit, x: Any) -> list[str]:
-        """Chain of thought: the leftmost derivation of the string, recovered from lark's parse tree."""
+        """Chain of thought: the rules re-typed (with ``recite``), then the leftmost derivation of the
+        string, recovered from lark's parse tree."""
         text = self.answer_text(unit, x)
-        return [" -> ".join(self.derivation(unit, text))]
+        rules = self.statements(unit) if self.cfg.recite else []
+        return [*rules, " -> ".join(self.derivation(unit, text))]
+
+    def recall(self, unit, output: str) -> float | None:
+        """Share of the rule lines re-typed exactly, in order, before the derivation (None without ``recite``)."""
+        if not self.cfg.recite:
+            return None
+        truth = self.statements(unit)
+        got = [ln.strip() for ln in output.splitlines() if "::=" in ln]
+        return sum(1 for i, s in enumerate(truth) if i < len(got) and got[i] == s) / len(truth)
 
     def derivation(self, unit, text: str) -> list[str]:
         g = self.grammar(unit)

@@ -281,6 +281,12 @@ class ProgramsDomain:
             return [s for part in self._parts(unit) for s in self.statements(part)]
         return [ln.strip() for ln in unit.instruction.splitlines()[1:]]
 
+    def recall(self, unit: Unit, output: str) -> float:
+        """Share of the program's statements re-typed exactly, in order, at the start of trace lines."""
+        truth = self.statements(unit)
+        got = [ln.split(" -> ", 1)[0].strip() for ln in output.splitlines() if " -> " in ln]
+        return sum(1 for i, s in enumerate(truth) if i < len(got) and got[i] == s) / len(truth)
+
     def steps(self, unit: Unit, x: Any) -> list[str]:
         """Chain-of-thought lines: each statement copied, then evaluated by executing it."""
         if unit.family == "compose":  # the first part's trace, then the second's on its output

@@ -1,5 +1,5 @@
 """Probes: each group x {in_weights, in_context} x {direct, cot} on held-out inputs, scored by the
-domain's own semantics; plus code recall (does the chain of thought re-type the true statements?)."""
+domain's own semantics; plus code recall (does the chain of thought re-type the true statements or rules?)."""
 
 from __future__ import annotations
 
@@ -35,14 +35,6 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
     return probes
 
 
-def code_recall(domain, unit: Unit, output: str) -> float:
-    """Share of the program's statements re-typed exactly, in order, at the start of trace lines."""
-    truth = domain.statements(unit)
-    got = [ln.split(" -> ", 1)[0].strip() for ln in output.splitlines() if " -> " in ln]
-    hits = sum(1 for i, s in enumerate(truth) if i < len(got) and got[i] == s)
-    return hits / len(truth)
-
-
 def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed: int, progress=None,
              generate_fn=None):
     """(cells, samples): accuracy with 95% CI per cell, and every sample.
@@ -61,7 +53,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
     accepted: dict[tuple[str, str], list[str]] = defaultdict(list)
     cell_units: dict[str, set[str]] = defaultdict(set)
     stats: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"n": 0, "correct": 0, "recall": 0.0, "chance": 0.0, "too_long": 0})
+        lambda: {"n": 0, "correct": 0, "recall": 0.0, "recalled": 0, "chance": 0.0, "too_long": 0})
     for p, out in zip(probes, outs):
         u = by_id[p["unit"]]
         pred = views.extract_answer(out)
@@ -69,8 +61,8 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         s = {"cell": p["cell"], "unit": u.id, "pointer": u.pointer, "input": p["input"], "format": p["format"],
              "mode": p["mode"], "prompt": p["prompt"][0]["content"], "output": out, "pred": pred,
              "answer": p["answer"], "correct": ok}
-        if p["format"] == "cot" and domain.name == "programs":
-            s["code_recall"] = code_recall(domain, u, out)
+        if p["format"] == "cot" and (r := domain.recall(u, out)) is not None:
+            s["code_recall"] = r
         cell_units[p["cell"]].add(u.id)
         if ok and hasattr(domain, "productions_used"):
             accepted[(p["cell"], u.id)].append(pred.strip())
@@ -79,6 +71,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         st["n"] += 1
         st["correct"] += int(ok)
         st["recall"] += s.get("code_recall", 0.0)
+        st["recalled"] += int("code_recall" in s)
         st["chance"] += domain.chance(u)
         # a target longer than the generation budget cannot be produced: count it, the report warns
         target_len = len(tokenizer(p["completion"][0]["content"], add_special_tokens=False)["input_ids"]) + 1
@@ -88,8 +81,8 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         lo, hi = wilson(st["correct"], st["n"])
         cell = {"n": st["n"], "correct": st["correct"], "acc": st["correct"] / st["n"], "ci95": [lo, hi],
                 "chance": st["chance"] / st["n"], "too_long": st["too_long"]}
-        if name.endswith("/cot") and domain.name == "programs":
-            cell["code_recall"] = st["recall"] / st["n"]
+        if st["recalled"]:
+            cell["code_recall"] = st["recall"] / st["recalled"]
         if hasattr(domain, "productions_used"):
             cell.update(variety(domain, [by_id[i] for i in sorted(cell_units[name])], name, accepted))
         cells[name] = cell

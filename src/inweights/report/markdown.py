@@ -143,13 +143,15 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
           f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
     prep = results.get("prepared")
     if prep:
-        md += [(f"Prepared base `{prep['name']}`: code-in-prompt chain-of-thought accuracy {100 * prep['in_context_cot']:.1f}% "
-               f"on {prep['eval_programs']} held-out programs (gate {100 * prep['gate']:.0f}%, "
+        pnoun = "grammars" if prep.get("domain") == "grammars" else "programs"
+        what = "rules-in-prompt acceptance" if pnoun == "grammars" else "code-in-prompt chain-of-thought accuracy"
+        md += [(f"Prepared base `{prep['name']}`: {what} {100 * prep['in_context_cot']:.1f}% "
+               f"on {prep['eval_programs']} held-out {pnoun} (gate {100 * prep['gate']:.0f}%, "
                f"{'passed' if prep['passed'] else 'NOT passed'}), direct {100 * prep['in_context_direct']:.1f}%; "
                f"{prep['steps']} steps, {prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min.")]
         b = rows.get("base", {}).get("cells", {}).get("without_io/in_context/cot")
         if b:
-            md.append(f"On this experiment's own without_io programs the base's code-in-prompt CoT accuracy is "
+            md.append(f"On this experiment's own without_io {noun} the base's in-prompt CoT accuracy is "
                       f"**{_pct(b)}%**.")
         md.append("")
     if grammars:
@@ -159,8 +161,9 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                 f"rules in the prompt (upper bound). Sampling temperature {cfg.eval.temperature}. `distinct`: distinct "
                 f"accepted strings per probe, `coverage`: share of the grammar's productions used by accepted "
                 f"strings (both for `{vcell}`, averaged over grammars) — repeating one memorised string scores "
-                f"low on both."), ""]
-        extra = ["distinct", "coverage"]
+                f"low on both. `recall`: share of the rules the chain of thought re-types exactly "
+                f"(without_io, in weights, CoT)."), ""]
+        extra = ["distinct", "coverage", "recall"]
     else:
         vcell = "without_io/in_weights/cot"
         md += ["## Accuracy (%, exact match, [95% CI])", "",
@@ -172,9 +175,10 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in rows.items():
         v = r["cells"].get(vcell, {}) if vcell else {}
-        keys = ["distinct", "coverage"] if grammars else ["code_recall"]
+        vals = [v.get("distinct"), v.get("coverage")] if grammars else []
+        vals.append(r["cells"].get("without_io/in_weights/cot", {}).get("code_recall"))
         md.append("| " + " | ".join([name] + [_pct(r["cells"].get(c)) for c in cells] +
-                                    [f"{100 * v[k]:.0f}%" if v.get(k) is not None else "–" for k in keys]) + " |")
+                                    [f"{100 * x:.0f}%" if x is not None else "–" for x in vals]) + " |")
     chance = next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]), None)
     if chance is not None and grammars:
         by_group = {g: next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]
