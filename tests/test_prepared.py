@@ -7,15 +7,16 @@ import pytest
 
 from inweights import views
 from inweights.config import load_config
+from inweights.domains import DOMAINS
 from inweights.domains.programs import ProgramsDomain
 from inweights.eval.generate import generate
 from inweights.models import load_model
-from inweights.prepare import held_out_programs, in_context_accuracy, prepared_dir, sha256_file
+from inweights.prepare import held_out_units, in_context_accuracy, prepared_dir, sha256_file
 
 
-@pytest.fixture(scope="module")
-def prepared(root):
-    cfg_path = root / "configs" / "prepare_tiny.yaml"
+@pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars"])
+def prepared(root, request):
+    cfg_path = root / "configs" / f"{request.param}.yaml"
     cfg = load_config(cfg_path)
     d = prepared_dir(cfg_path, cfg.name)
     model, tok = load_model(d)
@@ -34,8 +35,9 @@ def test_prepared_base_is_the_one_recorded(prepared):
 
 def test_prepared_base_gate_accuracy_re_measured(prepared):
     cfg, _, rec, model, tok = prepared
-    domain = ProgramsDomain(cfg.domain.programs, cfg.seed)
-    units, inputs = held_out_programs(domain, cfg.prepare.eval_programs, cfg.seed)
+    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
+    assert rec.get("domain", "programs") == cfg.domain.name  # bases built before domains were recorded: programs
+    units, inputs = held_out_units(domain, cfg.prepare.eval_programs, cfg.seed)
     acc, _ = in_context_accuracy(model, tok, domain, units, inputs, "cot", cfg.eval.batch_size,
                                  cfg.eval.max_new_tokens, cfg.seed)
     # same programs and greedy decoding: only float differences between CPUs can move it
@@ -44,7 +46,9 @@ def test_prepared_base_gate_accuracy_re_measured(prepared):
 
 def test_prepared_base_executes_the_demo_programs_in_context(prepared, root):
     """What PBB presumes: code in the prompt -> right answer, on the demo's own without_io programs."""
-    _, _, _, model, tok = prepared
+    pcfg, _, _, model, tok = prepared
+    if pcfg.domain.name != "programs":
+        pytest.skip("the programs demo needs the programs base")
     cfg = load_config(root / "configs" / "pbb_programs.yaml")
     domain = ProgramsDomain(cfg.domain.programs, cfg.seed)
     units = [u for u in domain.build() if u.group == "without_io"]
