@@ -31,6 +31,10 @@ def cmd_validate(args) -> int:
     from inweights.config import load_config
 
     cfg = load_config(args.config, args.set)
+    if cfg.kind == "experiment" and cfg.domain.name == "rules" and cfg.domain.rules.alpaca_train:
+        from inweights.recipes.rule_distill import alpaca_task
+
+        alpaca_task(cfg)  # the files are read and every record checked
     if cfg.kind == "experiment":
         from inweights.experiment import load_units, resolve_prepared
 
@@ -53,7 +57,14 @@ def cmd_run(args) -> int:
     load_units(cfg)  # fail on bad data before any work starts
     check_model(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    summary = run_experiment(cfg, out, Path(args.config), resume=args.resume)
+    if cfg.domain.name == "rules":
+        from inweights.recipes.rule_distill import alpaca_task, run_rule_distill
+
+        if cfg.domain.rules.alpaca_train:
+            alpaca_task(cfg)
+        summary = run_rule_distill(cfg, out, Path(args.config), resume=args.resume)
+    else:
+        summary = run_experiment(cfg, out, Path(args.config), resume=args.resume)
     if summary is None:  # not the main process of a multi-process run
         return 0
     for line in summary["bars"]:
@@ -64,7 +75,7 @@ def cmd_run(args) -> int:
 
 def cmd_prepare(args) -> int:
     from inweights.config import load_config
-    from inweights.prepare import build_prepared_base, prepared_dir
+    from inweights.prepare import build_prepared_base, gate_accuracy, prepared_dir
 
     cfg = load_config(args.config, args.set)
     if cfg.kind != "prepare":
@@ -72,7 +83,7 @@ def cmd_prepare(args) -> int:
     out = Path(args.out) if args.out else prepared_dir(args.config, cfg.name)
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     rec = build_prepared_base(cfg, out, command)
-    print(f"prepared base: {out}  in-context cot {rec['in_context_cot']:.1%} "
+    print(f"prepared base: {out}  in-context {rec['gate_format']} {gate_accuracy(rec):.1%} "
           f"(gate {rec['gate']:.0%}, {'passed' if rec['passed'] else 'NOT passed'})")
     return 0 if rec["passed"] else 1
 
@@ -85,8 +96,13 @@ def cmd_data(args) -> int:
     raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
     raw = apply_overrides(raw, [f"domain.name={args.domain}"] + args.set)
     cfg = validate(raw)
-    domain, units = load_units(cfg)
-    manifest = export(cfg, Path(args.out), domain, units)
+    if cfg.domain.name == "rules":
+        from inweights.data import export_rules
+
+        manifest = export_rules(cfg, Path(args.out))
+    else:
+        domain, units = load_units(cfg)
+        manifest = export(cfg, Path(args.out), domain, units)
     n = sum(f["records"] for f in manifest["files"].values())
     print(f"wrote {len(manifest['files'])} files, {n} records to {args.out} (manifest.json)")
     return 0
@@ -180,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("data", help="export a domain's views as JSONL with a manifest")
-    p.add_argument("domain", choices=["programs", "grammars"])
+    p.add_argument("domain", choices=["programs", "grammars", "rules"])
     p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True)

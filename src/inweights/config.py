@@ -91,10 +91,38 @@ class GrammarsConfig(Strict):
         return self
 
 
+class RulesConfig(Strict):
+    """Rule-defined tasks (PAPERS.md §2): the held-out rules of a rule-distillation experiment, and the
+    family of invented rules a tiny base is prepared on (never a held-out one)."""
+
+    tasks: list[Literal["arith"]] = Field(default_factory=lambda: ["arith"])  # the paper's a @@@ b = a + b + 1
+    n_random: int = Field(0, ge=0)  # further held-out rules drawn from the family
+    kinds: list[Literal["operator", "string", "label"]] = Field(
+        default_factory=lambda: ["operator", "string", "label"], min_length=1)
+    const_max: int = Field(9, ge=0)  # operator rules: the added or subtracted constant
+    alphabet_size: int = Field(12, ge=3, le=26)  # string and label rules: letters of the words
+    n_train_pool: int = Field(64, ge=2)  # in-distribution inputs the k examples and k validation ones come from
+    n_test: int = Field(100, gt=0)  # test inputs, in and out of distribution each
+    # the paper's released format instead of generated rules: Alpaca JSON with the rule in "instruction"
+    # (train_full), optionally the same examples without it (train_no), and no-rule test records
+    alpaca_train: str | None = None
+    alpaca_train_no: str | None = None
+    alpaca_test: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RulesConfig:
+        if (self.alpaca_train is None) != (self.alpaca_test is None):
+            raise ValueError("alpaca_train and alpaca_test go together")
+        if self.alpaca_train is None and not self.tasks and self.n_random == 0:
+            raise ValueError("no held-out rule: set tasks, n_random or alpaca_train")
+        return self
+
+
 class DomainConfig(Strict):
-    name: Literal["programs", "grammars"] = "programs"
+    name: Literal["programs", "grammars", "rules"] = "programs"
     programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
     grammars: GrammarsConfig = Field(default_factory=GrammarsConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
     # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
     data_file: str | None = None
 
@@ -248,6 +276,42 @@ class SweepConfig(Strict):
     format: Literal["direct", "cot"] = "cot"
 
 
+class DistillConfig(Strict):
+    """Rule distillation (PAPERS.md §2): k examples, a teacher that reads the rule, a student that does not.
+
+    Loss on answer positions only (shifted so the first answer token counts): tau^2 x forward
+    KL(p_teacher || p_student) at temperature tau over the whole vocabulary, + beta x the squared distance
+    between L2-normalised hidden states of ``layers`` (default: every layer but the last), + ce_weight x
+    cross-entropy on the gold answer. The paper's beta = 10,000 multiplies a mean over a 4096-wide hidden
+    state; ours is a sum over the hidden size (2 - 2 cos), so beta ~ 10,000 / 4096 is the same weight.
+    """
+
+    ks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(4, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(5, ge=0)
+    tau: float = Field(1.0, gt=0)
+    beta: float = Field(2.5, ge=0)
+    ce_weight: float = Field(0.0, ge=0)
+    layers: list[int] | None = None  # hidden-state layers (1 = first block's output); None = all but the last
+    teacher_examples: int = Field(0, ge=0)  # worked examples in the teacher's prompt (the paper: 3)
+    teacher_epochs: int | None = Field(None, gt=0)  # enhanced teacher's SFT with the rule; default: epochs
+    teacher_path: str | None = None  # a separate teacher model folder instead of the base (or its adapter-off self)
+    n_eval: int | None = Field(None, gt=0)  # test inputs per split (default: all of the domain's)
+    max_new_tokens: int = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillConfig:
+        if any(k < 1 for k in self.ks):
+            raise ValueError("ks must be positive")
+        return self
+
+
+RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
+
+
 class PrepareConfig(Strict):
     """The preparation stage: in-context execution on fresh programs until a gate is passed."""
 
@@ -278,19 +342,28 @@ class ExperimentConfig(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sweep: SweepConfig | None = None
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
 
     @model_validator(mode="after")
     def _prepared_default(self) -> ExperimentConfig:
         m = self.model
-        if m.preset == "tiny" and "prepared_base" not in m.model_fields_set and self.domain.name == "grammars":
-            m.prepared_base = "configs/prepare_grammars.yaml"
+        if m.preset == "tiny" and "prepared_base" not in m.model_fields_set and self.domain.name != "programs":
+            m.prepared_base = f"configs/prepare_{self.domain.name}.yaml"
+        if self.domain.name == "rules" and "recipes" not in self.model_fields_set:
+            self.recipes = list(RULE_RECIPES)
         return self
 
     @model_validator(mode="after")
     def _recipes(self) -> ExperimentConfig:
         from inweights.recipes import RECIPES
 
+        if self.domain.name == "rules":
+            if self.kind == "experiment":
+                for r in self.recipes:
+                    if r not in RULE_RECIPES:
+                        raise ValueError(f"unknown rule-distillation recipe '{r}' (known: {', '.join(RULE_RECIPES)})")
+            return self
         for r in self.recipes:
             base = r.split("@")[0]
             if base not in RECIPES and r not in self.curricula:

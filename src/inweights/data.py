@@ -91,6 +91,50 @@ def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[
     return manifest
 
 
+def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    """Rule tasks in the paper's released layout (Alpaca JSON lists), per task folder:
+    ``train_{full,no}_{k}shot_seed{s}.json`` (the k examples, with and without the rule),
+    ``valid_no_{k}shot_seed{s}.json`` (the k validation examples) and ``test_{id,ood}_{full,no}.json``."""
+    from inweights.experiment import load_units
+    from inweights.recipes.rule_distill import generated_tasks, split
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder {out} exists and is not empty")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    domain, units = load_units(cfg)
+    files: dict[str, list[dict[str, str]]] = {}
+
+    def alpaca(exs, full):
+        return [{"instruction": e.teacher.rpartition("\n")[0] if full else "", "input": e.student,
+                 "output": e.gold} for e in exs]
+
+    for task in generated_tasks(cfg, domain, units):
+        for k in cfg.distill.ks:
+            for seed in cfg.distill.seeds:
+                train, val = split(task, k, seed, cfg.seed)
+                files[f"{task.name}/train_full_{k}shot_seed{seed}.json"] = alpaca(train, True)
+                files[f"{task.name}/train_no_{k}shot_seed{seed}.json"] = alpaca(train, False)
+                files[f"{task.name}/valid_no_{k}shot_seed{seed}.json"] = alpaca(val, False)
+        for sp, exs in task.tests.items():
+            files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
+            files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
+    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": "rules", "files": {}}
+    for name, recs in files.items():
+        data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+        manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest["config"] = dump_config(cfg)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return manifest
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"data file not found: {path}")

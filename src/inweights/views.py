@@ -52,7 +52,10 @@ def target(domain, unit: Unit, x: Any, fmt: str) -> str:
 
 
 def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
-    q = rng.choice(domain.query_templates).format(name=unit.pointer, input=domain.format_input(unit, x))
+    if hasattr(domain, "question"):  # templates that depend on the unit (rules: one set per kind)
+        q = domain.question(unit, x, rng)
+    else:
+        q = rng.choice(domain.query_templates).format(name=unit.pointer, input=domain.format_input(unit, x))
     return f"{q} {FORMAT_SUFFIX[fmt]}"
 
 

@@ -3,7 +3,8 @@
 from inweights.domains.base import Unit
 from inweights.domains.grammars import GrammarsDomain
 from inweights.domains.programs import ProgramsDomain
+from inweights.domains.rules import RulesDomain
 
-DOMAINS = {"programs": ProgramsDomain, "grammars": GrammarsDomain}
+DOMAINS = {"programs": ProgramsDomain, "grammars": GrammarsDomain, "rules": RulesDomain}
 
-__all__ = ["DOMAINS", "GrammarsDomain", "ProgramsDomain", "Unit"]
+__all__ = ["DOMAINS", "GrammarsDomain", "ProgramsDomain", "RulesDomain", "Unit"]

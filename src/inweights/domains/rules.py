@@ -1,0 +1,354 @@
+"""Rule-defined tasks (PAPERS.md §2): a rule statement, inputs, and the function that applies the rule.
+
+The paper's task is a new operator, ``a @@@ b = a + b + 1``, learned from k examples with operands
+1-99 and tested in distribution (1-99) and out of distribution (121-1996). Around it, a seeded family
+of invented rules of three kinds lets a tiny model be *prepared* to follow rules shown in its prompt
+(the stand-in for a pretrained LLM) on rules that are never the held-out ones:
+
+- ``operator``: ``a <sym> b = <expression in a, b>`` (sums, differences, doubled operands, max/min,
+  plus or minus a constant), applied by evaluating the expression with Python's ``ast`` (only numbers,
+  ``a``, ``b``, ``+ - *`` and ``max``/``min`` are accepted, so a rule text cannot run code);
+- ``string``: a named word transformation (reverse, double every letter, rotate, swap the ends, sort,
+  capitalise, append or replace a letter);
+- ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two).
+
+Every answer comes from applying the rule to the input; nothing is looked up. Units carry the rule
+statement as ``instruction``, a pointer (the operator symbol or the rule's name), a pool of
+in-distribution training inputs (k examples and k validation examples are drawn from it), 100
+in-distribution test inputs, and 100 out-of-distribution test inputs in ``meta["ood_inputs"]``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+from pathlib import Path
+from typing import Any, ClassVar
+
+from inweights.domains.base import Unit
+from inweights.domains.programs import derive_seed
+from inweights.errors import UserError
+
+# the paper's held-out task
+ARITH_SYMBOL, ARITH_EXPR = "@@@", "a + b + 1"
+ID_RANGE, OOD_RANGE = (1, 99), (121, 1996)
+
+OPERATOR_FORMS = ["a + b", "a - b", "2 * a + b", "a + 2 * b", "2 * a - b", "max(a, b)", "min(a, b)", "a + b + b"]
+SYMBOL_CHARS = "@#$%&~^!?<>|"
+STRING_OPS = {
+    "reverse": "write its letters in reverse order",
+    "double": "write every letter twice",
+    "rotate": "move its first letter to the end",
+    "swap_ends": "swap its first and last letters",
+    "sort": "sort its letters alphabetically",
+    "upper": "write it in capital letters",
+    "append": "add the letter {x} at the end",
+    "replace": "replace every letter {x} with the letter {y}",
+}
+LABEL_KINDS = ["threshold", "parity", "contains", "larger"]
+LABEL_WORDS = ["yes", "no", "red", "blue", "cat", "dog", "left", "right", "hot", "cold", "up", "down", "sun",
+               "moon", "tea", "milk"]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SYLLABLES = ["ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "vu", "ze", "bo", "di", "fa", "gu", "hi", "jo"]
+
+QUERY_TEMPLATES = {
+    "operator": ["Compute {input}.", "What is {input}?", "Evaluate {input}.", "Work out {input}.",
+                 "Give the value of {input}."],
+    "string": ["Apply {name} to the word {input}.", "What is {name} of {input}?", "Use {name} on {input}.",
+               "Transform {input} with {name}."],
+    "label": ["Label {input} by {name}.", "What does {name} say for {input}?", "Apply {name} to {input}.",
+              "Classify {input} with {name}."],
+}
+
+
+# ------------------------------------------------------------------ safe evaluation of operator rules
+_ALLOWED_BINOPS = {ast.Add: lambda x, y: x + y, ast.Sub: lambda x, y: x - y, ast.Mult: lambda x, y: x * y}
+
+
+def eval_expression(expr: str, a: int, b: int) -> int:
+    """Evaluate an operator rule's right-hand side on integers; anything but + - *, max, min, a, b and
+    integer literals is refused (a rule text never runs as code)."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise UserError(f"rule expression '{expr}' is not valid arithmetic") from None
+
+    def ev(node) -> int:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ALLOWED_BINOPS:
+            return _ALLOWED_BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name) and node.id in ("a", "b"):
+            return a if node.id == "a" else b
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("max", "min")
+                and len(node.args) == 2 and not node.keywords):
+            f = max if node.func.id == "max" else min
+            return f(ev(node.args[0]), ev(node.args[1]))
+        raise UserError(f"rule expression '{expr}': only integers, a, b, + - *, max and min are allowed")
+
+    return ev(tree)
+
+
+def apply_string(op: str, word: str, x: str = "", y: str = "") -> str:
+    if op == "reverse":
+        return word[::-1]
+    if op == "double":
+        return "".join(c + c for c in word)
+    if op == "rotate":
+        return word[1:] + word[:1]
+    if op == "swap_ends":
+        return word if len(word) < 2 else word[-1] + word[1:-1] + word[0]
+    if op == "sort":
+        return "".join(sorted(word))
+    if op == "upper":
+        return word.upper()
+    if op == "append":
+        return word + x
+    if op == "replace":
+        return word.replace(x, y)
+    raise ValueError(op)
+
+
+def apply_rule(spec: dict[str, Any], x: Any) -> str:
+    """The rule's answer for input ``x`` (the ground truth), as text."""
+    kind = spec["kind"]
+    if kind == "operator":
+        return str(eval_expression(spec["expr"], x[0], x[1]))
+    if kind == "string":
+        return apply_string(spec["op"], x, spec.get("x", ""), spec.get("y", ""))
+    if kind == "label":
+        yes, no = spec["labels"]
+        lk = spec["label"]
+        if lk == "threshold":
+            hit = x > spec["t"]
+        elif lk == "parity":
+            hit = x % 2 == 0
+        elif lk == "contains":
+            hit = spec["x"] in x
+        elif lk == "larger":
+            hit = x[0] > x[1]
+        else:
+            raise ValueError(lk)
+        return yes if hit else no
+    raise ValueError(kind)
+
+
+def statement(spec: dict[str, Any], pointer: str) -> str:
+    kind = spec["kind"]
+    if kind == "operator":
+        return f"The operator {pointer} is defined by: a {pointer} b = {spec['expr']}."
+    if kind == "string":
+        what = STRING_OPS[spec["op"]].format(x=spec.get("x", ""), y=spec.get("y", ""))
+        return f"To apply {pointer} to a word, {what}."
+    yes, no = spec["labels"]
+    lk = spec["label"]
+    cond = {
+        "threshold": f"the number is greater than {spec.get('t')}",
+        "parity": "the number is even",
+        "contains": f"the word contains the letter {spec.get('x')}",
+        "larger": "the first number is larger than the second",
+    }[lk]
+    return f"Rule {pointer}: if {cond}, answer {yes}; otherwise answer {no}."
+
+
+class RulesDomain:
+    """The held-out rules of an experiment and the seeded family the preparation stage draws from."""
+
+    name = "rules"
+    gate_format = "direct"  # answered directly, as in the paper
+    decl_templates: ClassVar[list[str]] = ["{name} is a rule.", "Here is the rule {name}.", "The definition of {name}."]
+    query_templates: ClassVar[list[str]] = []  # per kind: QUERY_TEMPLATES (see ``question``)
+
+    def __init__(self, cfg, seed: int):
+        self.cfg, self.seed = cfg, seed
+
+    # ---------------------------------------------------------------- inputs
+    def draw_input(self, spec: dict[str, Any], rng: random.Random, ood: bool) -> Any:
+        lo, hi = OOD_RANGE if ood else ID_RANGE
+        kind = spec["kind"]
+        if kind == "operator" or (kind == "label" and spec["label"] == "larger"):
+            return (rng.randint(lo, hi), rng.randint(lo, hi))
+        if kind == "label" and spec["label"] in ("threshold", "parity"):
+            return rng.randint(lo, hi)
+        n = rng.randint(7, 9) if ood else rng.randint(3, 6)  # words: longer out of distribution
+        letters = LETTERS[: self.cfg.alphabet_size]
+        word = "".join(rng.choice(letters) for _ in range(n))
+        if spec.get("x") and rng.random() < 0.5 and spec.get("op") != "append":  # the rule's letter half the time
+            i = rng.randrange(n)
+            word = word[:i] + spec["x"] + word[i + 1:]
+        return word
+
+    def format_input(self, unit: Unit, x: Any) -> str:
+        spec = unit.meta["spec"]
+        if spec["kind"] == "operator":
+            return f"{x[0]} {unit.pointer} {x[1]}"
+        if isinstance(x, (tuple, list)):
+            return f"{x[0]} and {x[1]}"
+        return str(x)
+
+    def answer_text(self, unit: Unit, x: Any) -> str:
+        return apply_rule(unit.meta["spec"], x)
+
+    def steps(self, unit: Unit, x: Any) -> list[str]:
+        return []  # rules are answered directly (as in the paper)
+
+    def score(self, unit: Unit, x: Any, prediction: str | None) -> bool:
+        return prediction is not None and prediction.strip() == self.answer_text(unit, x)
+
+    def instruction_text(self, unit: Unit) -> str:
+        return f"Rule: {unit.instruction}"
+
+    def question(self, unit: Unit, x: Any, rng: random.Random) -> str:
+        t = rng.choice(QUERY_TEMPLATES[unit.family])
+        return t.format(name=unit.pointer, input=self.format_input(unit, x))
+
+    def recall(self, unit: Unit, output: str) -> float | None:
+        return None
+
+    def chance(self, unit: Unit) -> float:
+        return 0.5 if unit.family == "label" else 0.0
+
+    # ---------------------------------------------------------------- rules
+    def random_spec(self, rng: random.Random) -> dict[str, Any]:
+        kinds = self.cfg.kinds
+        kind = rng.choice(kinds)
+        if kind == "operator":
+            form = rng.choice(OPERATOR_FORMS)
+            c = rng.randint(0, self.cfg.const_max)
+            expr = form if c == 0 else f"{form} {rng.choice('+-')} {c}"
+            return {"kind": "operator", "expr": expr}
+        if kind == "string":
+            op = rng.choice(list(STRING_OPS))
+            letters = LETTERS[: self.cfg.alphabet_size]
+            x, y = rng.sample(letters, 2)
+            spec = {"kind": "string", "op": op}
+            if op in ("append", "replace"):
+                spec["x"] = x
+            if op == "replace":
+                spec["y"] = y
+            return spec
+        lk = rng.choice(LABEL_KINDS)
+        spec = {"kind": "label", "label": lk, "labels": rng.sample(LABEL_WORDS, 2)}
+        if lk == "threshold":
+            spec["t"] = rng.randint(20, 80)
+        if lk == "contains":
+            spec["x"] = rng.choice(LETTERS[: self.cfg.alphabet_size])
+        return spec
+
+    def make_pointer(self, rng: random.Random, kind: str, taken: set[str]) -> str:
+        for _ in range(1000):
+            if kind == "operator":
+                p = "".join(rng.choice(SYMBOL_CHARS) for _ in range(rng.randint(2, 3)))
+            else:
+                p = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3)))
+            if p not in taken and p != ARITH_SYMBOL:
+                taken.add(p)
+                return p
+        raise RuntimeError("rule names exhausted")
+
+    def make_unit(self, rng: random.Random, uid: str, pointer: str, group: str, spec: dict[str, Any]) -> Unit:
+        if group == "prepare":  # preparation: a few inputs, from both ranges (a base applies rules at any size)
+            train = tuple(self.draw_input(spec, rng, rng.random() < 0.5) for _ in range(8))
+            return Unit(id=uid, family=spec["kind"], pointer=pointer, instruction=statement(spec, pointer),
+                        group=group, train_inputs=train, test_inputs=train[:1],
+                        meta={"spec": spec, "ood_inputs": ()})
+        train = tuple(self.draw_input(spec, rng, False) for _ in range(self.cfg.n_train_pool))
+        test = tuple(self.draw_input(spec, rng, False) for _ in range(self.cfg.n_test))
+        ood = tuple(self.draw_input(spec, rng, True) for _ in range(self.cfg.n_test))
+        return Unit(id=uid, family=spec["kind"], pointer=pointer, instruction=statement(spec, pointer),
+                    group=group, train_inputs=train, test_inputs=test, meta={"spec": spec, "ood_inputs": ood})
+
+    def held_out_statements(self) -> set[str]:
+        """Rule texts no preparation example may use (the experiment's, and the paper's arithmetic)."""
+        return {u.instruction for u in self.build()} | {ARITH_EXPR}
+
+    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None) -> Unit:
+        """A rule from the seeded family, never a held-out one (checked by rule text and expression)."""
+        taken = taken if taken is not None else set()
+        banned = self._banned()
+        while True:
+            spec = self.random_spec(rng)
+            if spec.get("expr") in banned:
+                continue
+            pointer = self.make_pointer(rng, spec["kind"], taken)
+            u = self.make_unit(rng, f"{pool}_{len(taken)}", pointer, pool, spec)
+            if u.instruction not in banned:
+                return u
+
+    def _banned(self) -> set[str]:
+        if not hasattr(self, "_banned_cache"):
+            self._banned_cache = self.held_out_statements()
+        return self._banned_cache
+
+    def build(self) -> list[Unit]:
+        """The experiment's held-out rules: the paper's arithmetic (``tasks: [arith]``) and
+        ``n_random`` invented rules from the seeded family (group ``held_out``)."""
+        rng = random.Random(derive_seed(self.seed, "rules", "build"))
+        units: list[Unit] = []
+        taken = {ARITH_SYMBOL}
+        if "arith" in self.cfg.tasks:
+            units.append(self.make_unit(rng, "arith", ARITH_SYMBOL, "held_out", {"kind": "operator",
+                                                                                  "expr": ARITH_EXPR}))
+        for i in range(self.cfg.n_random):
+            spec = self.random_spec(rng)
+            pointer = self.make_pointer(rng, spec["kind"], taken)
+            units.append(self.make_unit(rng, f"rule{i}", pointer, "held_out", spec))
+        return units
+
+
+# ------------------------------------------------------------------ the paper's released format
+def load_alpaca(path: str | Path) -> list[dict[str, str]]:
+    """Records in the Alpaca format the paper released (a JSON list, or JSONL) of
+    ``{"instruction", "input", "output"}`` strings; a bad record is one line naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"rule dataset not found: {p}")
+    text = p.read_text()
+    try:
+        recs = json.loads(text) if text.lstrip().startswith("[") else [json.loads(ln) for ln in text.splitlines()
+                                                                        if ln.strip()]
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: not JSON or JSONL ({e.msg} at line {e.lineno})") from None
+    for i, r in enumerate(recs):
+        if not isinstance(r, dict):
+            raise UserError(f"{p} record {i}: not an object")
+        for key in ("instruction", "input", "output"):
+            if key not in r:
+                raise UserError(f"{p} record {i}: missing field '{key}'")
+            if not isinstance(r[key], str):
+                raise UserError(f"{p} record {i}: field '{key}' is not a string")
+    return recs
+
+
+def load_alpaca_pairs(full: str | Path, no: str | Path | None = None) -> list[dict[str, str]]:
+    """Teacher/student pairs: ``full`` has the rule in ``instruction``; ``no`` (the paper's ``*_no``
+    files) the same examples without it. Pairs must agree on input and output; without ``no`` the
+    student record is the teacher's with an empty instruction."""
+    teacher = load_alpaca(full)
+    if no is None:
+        return [{"rule": t["instruction"], "input": t["input"], "output": t["output"],
+                 "student_instruction": ""} for t in teacher]
+    student = load_alpaca(no)
+    if len(student) != len(teacher):
+        raise UserError(f"{no}: {len(student)} records, but its teacher file {full} has {len(teacher)}")
+    pairs = []
+    for i, (t, s) in enumerate(zip(teacher, student)):
+        for key in ("input", "output"):
+            if t[key] != s[key]:
+                raise UserError(f"{no} record {i}: {key} differs from its teacher record in {full}")
+        if t["instruction"] == s["instruction"]:
+            raise UserError(f"{no} record {i}: the student instruction equals the teacher's (no rule to distil)")
+        pairs.append({"rule": t["instruction"], "input": t["input"], "output": t["output"],
+                      "student_instruction": s["instruction"]})
+    return pairs
+
+
+def to_alpaca(domain: RulesDomain, unit: Unit, inputs, with_rule: bool, rng: random.Random) -> list[dict[str, str]]:
+    """A unit's examples in the paper's format (``inweights data rules`` writes both variants)."""
+    return [{"instruction": unit.instruction if with_rule else "", "input": domain.question(unit, x, rng),
+             "output": domain.answer_text(unit, x)} for x in inputs]

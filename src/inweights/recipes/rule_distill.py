@@ -1,0 +1,457 @@
+"""Rule distillation (PAPERS.md §2): learn a rule in weights from k examples and a teacher that reads it.
+
+For every held-out rule, k in ``distill.ks`` and seed in ``distill.seeds``, the k training examples and
+k validation examples (in distribution, no rule) are drawn from the rule's pool, then:
+
+- ``in_context``: the base model with the rule in its prompt (no training; the teacher of *base*);
+- ``sft_without_rule``: the student fine-tuned on the k examples, no rule anywhere;
+- ``sft_with_rule``: fine-tuned on the k examples with the rule in the prompt, tested without it;
+- ``rule_distill_base``: the student distilled from the base model reading the rule;
+- ``rule_distill_enhanced``: distilled from a teacher first fine-tuned on the k examples with the rule in
+  its prompt (the ``sft_with_rule`` run, its epoch chosen on rule-in-prompt validation loss).
+
+Every trained model keeps its best epoch by cross-entropy on the k validation examples without the rule
+(the paper: best epoch by the student's loss on k held-out no-rule examples), and is tested greedily
+without the rule, in distribution and out of distribution (exact match of the answer).
+
+The loop is its own (not ``train.loop``): examples are pairs of prompts on one answer, trained for
+epochs over k examples with a best-epoch choice, not a stream of packed rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers.optimization import get_cosine_schedule_with_warmup
+
+from inweights import views
+from inweights.config import ExperimentConfig, dump_config
+from inweights.domains.programs import derive_seed
+from inweights.errors import UserError
+from inweights.eval.generate import generate
+from inweights.train.data import tokenize_record
+from inweights.train.distill import PairBatch, distill_loss, forward, make_pair_batch
+
+
+@dataclass
+class Example:
+    student: str  # the user turn without the rule
+    teacher: str  # the user turn with the rule (and worked examples, if any)
+    answer: str  # the assistant turn (gold)
+    gold: str  # the answer the scorer compares with
+
+
+@dataclass
+class Task:
+    """One held-out rule: its example pool, its tests, and how answers are read back."""
+
+    name: str
+    rule: str
+    pool: list[Example]  # in-distribution examples: k for training and k for validation are drawn here
+    tests: dict[str, list[Example]] = field(default_factory=dict)  # "id", "ood"
+    direct: bool = True  # answers are "Answer: x" (generated rules) or raw text (Alpaca files)
+
+    def read(self, output: str) -> str | None:
+        if self.direct:
+            return views.extract_answer(output)
+        return output.strip()
+
+
+# --------------------------------------------------------------------------- tasks
+def generated_tasks(cfg: ExperimentConfig, domain, units) -> list[Task]:
+    dc = cfg.distill
+    tasks = []
+    for u in units:
+        rng = random.Random(derive_seed(cfg.seed, "rules", "prompts", u.id))
+
+        def ex(x, u=u, rng=rng):
+            q = views.question(domain, u, x, "direct", rng)
+            ans = domain.answer_text(u, x)
+            return Example(student=q, teacher=f"{domain.instruction_text(u)}\n{q}", answer=f"Answer: {ans}", gold=ans)
+
+        n = dc.n_eval or len(u.test_inputs)
+        tasks.append(Task(u.id, u.instruction, [ex(x) for x in u.train_inputs],
+                          {"id": [ex(x) for x in u.test_inputs[:n]], "ood": [ex(x) for x in u.meta["ood_inputs"][:n]]}))
+    return tasks
+
+
+def alpaca_task(cfg: ExperimentConfig) -> Task:
+    from inweights.domains.rules import load_alpaca, load_alpaca_pairs
+
+    rc = cfg.domain.rules
+    pairs = load_alpaca_pairs(rc.alpaca_train, rc.alpaca_train_no)
+    test = load_alpaca(rc.alpaca_test)
+    rules = {p["rule"] for p in pairs}
+
+    def user(instr, inp):
+        return f"{instr}\n{inp}" if instr and inp else (instr or inp)
+
+    pool = [Example(user(p["student_instruction"], p["input"]), user(p["rule"], p["input"]), p["output"], p["output"])
+            for p in pairs]
+    tests = [Example(user(t["instruction"], t["input"]), user(pairs[0]["rule"], t["input"]), t["output"], t["output"])
+             for t in test]
+    return Task(Path(rc.alpaca_train).stem, min(rules), pool, {"test": tests}, direct=False)
+
+
+def split(task: Task, k: int, seed: int, run_seed: int) -> tuple[list[Example], list[Example]]:
+    """k training and k validation examples (fewer validation ones when the pool is short)."""
+    if k > len(task.pool) - 1:
+        raise UserError(f"distill.ks: k = {k} needs at least {k + 1} examples, task {task.name} has {len(task.pool)}")
+    order = list(range(len(task.pool)))
+    random.Random(derive_seed(run_seed, "split", task.name, k, seed)).shuffle(order)
+    train = [task.pool[i] for i in order[:k]]
+    val = [task.pool[i] for i in order[k: 2 * k]]
+    return train, val
+
+
+def with_worked_examples(examples: list[Example], n: int, seed: int, source: list[Example]) -> list[Example]:
+    """The teacher's prompt also shows ``n`` training examples (from ``source``, never the example itself)
+    worked out, between the rule and the question (the paper shows 3 for arithmetic)."""
+    if n == 0:
+        return examples
+    rng = random.Random(seed)
+    out = []
+    for e in examples:
+        others = [o for o in source if o is not e]
+        shown = rng.sample(others, min(n, len(others)))
+        worked = "\n".join(f"{o.student} {o.answer}" for o in shown)
+        rule, _, q = e.teacher.rpartition("\n")
+        out.append(Example(e.student, f"{rule}\nExamples:\n{worked}\n{q}", e.answer, e.gold))
+    return out
+
+
+# --------------------------------------------------------------------------- tensors
+class Encoder:
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def __call__(self, user: str, answer: str) -> tuple[list[int], list[int]]:
+        key = (user, answer)
+        if key not in self.cache:
+            rec = {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                   "prompt": [{"role": "user", "content": user}]}
+            ids, labels = tokenize_record(self.tok, rec, "completion")
+            p = next(i for i, lab in enumerate(labels) if lab != -100)
+            n = sum(lab != -100 for lab in labels)
+            self.cache[key] = (ids[:p], ids[p: p + n])
+        return self.cache[key]
+
+    def batch(self, examples: list[Example], student_side: str = "student", teacher_side: str = "teacher") -> PairBatch:
+        s = [self(getattr(e, student_side), e.answer) for e in examples]
+        t = [self(getattr(e, teacher_side), e.answer) for e in examples]
+        for (_, a1), (_, a2) in zip(s, t):
+            if a1 != a2:
+                raise ValueError("the answer tokenizes differently after the two prompts")
+        return make_pair_batch([p for p, _ in s], [p for p, _ in t], [a for _, a in s], self.tok.pad_token_id)
+
+
+def ce_loss(model, batch: PairBatch) -> torch.Tensor:
+    logits = forward(model, batch.s_ids, batch.s_mask, hidden=False).logits
+    s = logits.reshape(-1, logits.shape[-1]).index_select(0, batch.s_pos).float()
+    return F.cross_entropy(s, batch.targets)
+
+
+# --------------------------------------------------------------------------- models
+def trainable_copy(base, cfg: ExperimentConfig, seed: int):
+    """A copy of the base to train: a fresh LoRA adapter on it (``model.lora``), or all its weights."""
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base)
+    if cfg.model.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lc = cfg.model.lora
+        model = get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                                 target_modules=lc.target_modules, task_type="CAUSAL_LM"))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def frozen(model):
+    """A teacher: merged (when it carries an adapter), in eval mode, without gradients."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def train(model, enc: Encoder, train_ex: list[Example], val_ex: list[Example], cfg: ExperimentConfig, seed: int, *,
+          side: str = "student", teacher=None, epochs: int | None = None,
+          select: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train for ``epochs``; after each, the validation cross-entropy of each side in ``select``
+    (name -> prompt side) picks that name's best epoch, whose weights are returned in ``best``.
+
+    ``teacher`` given: the distill objective (teacher reads the ``teacher`` side, the student ``side``);
+    ``teacher == "adapter_off"``: the teacher is the model itself with its LoRA adapter disabled."""
+    dc = cfg.distill
+    epochs = epochs or dc.epochs
+    select = select or {"best": "student"}
+    rng = random.Random(derive_seed(seed, "order"))
+    steps_per_epoch = math.ceil(len(train_ex) / dc.batch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, min(dc.warmup_steps, steps_per_epoch * epochs // 2),
+                                            steps_per_epoch * epochs)
+    val_batches = {name: enc.batch(val_ex, s, s) for name, s in select.items()} if val_ex else {}
+    best = {name: (math.inf, -1, None) for name in select}
+    history = []
+    distil = teacher is not None
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = list(range(len(train_ex)))
+        rng.shuffle(order)
+        parts = {"loss": 0.0, "kl": 0.0, "hidden": 0.0, "ce": 0.0}
+        for b in range(0, len(order), dc.batch_size):
+            exs = [train_ex[i] for i in order[b: b + dc.batch_size]]
+            batch = enc.batch(exs, side, "teacher")
+            if distil:
+                need_h = dc.beta > 0
+                with torch.no_grad():
+                    if teacher == "adapter_off":
+                        with model.disable_adapter():
+                            t_out = forward(model, batch.t_ids, batch.t_mask, need_h)
+                    else:
+                        t_out = forward(teacher, batch.t_ids, batch.t_mask, need_h)
+                s_out = forward(model, batch.s_ids, batch.s_mask, need_h)
+                out = distill_loss(s_out.logits, t_out.logits, batch, tau=dc.tau, beta=dc.beta,
+                                   s_hidden=s_out.hidden_states if need_h else None,
+                                   t_hidden=t_out.hidden_states if need_h else None,
+                                   layers=dc.layers, ce_weight=dc.ce_weight)
+                loss = out["loss"]
+                for key in parts:
+                    parts[key] += float(out[key]) * len(exs) / len(order)
+            else:
+                loss = ce_loss(model, batch)
+                parts["loss"] += float(loss.detach()) * len(exs) / len(order)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        rec = {"epoch": epoch, **{k: round(v, 5) for k, v in parts.items()}}
+        model.eval()
+        with torch.no_grad():
+            for name, vb in val_batches.items():
+                v = float(ce_loss(model, vb))
+                rec[f"val_{name}"] = round(v, 5)
+                if v < best[name][0]:
+                    best[name] = (v, epoch, {k: p.detach().clone() for k, p in model.named_parameters()
+                                             if p.requires_grad})
+        history.append(rec)
+    if not val_batches:  # no validation examples: the last epoch
+        last = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+        best = {name: (math.nan, epochs, last) for name in select}
+    return {"best": best, "history": history, "seconds": time.perf_counter() - t0}
+
+
+def load_best(model, state: dict[str, torch.Tensor]):
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for k, v in state.items():
+            named[k].copy_(v)
+    return model
+
+
+# --------------------------------------------------------------------------- evaluation
+def accuracy(model, tok, task: Task, side: str, cfg: ExperimentConfig) -> tuple[dict[str, float], list[dict]]:
+    accs, samples = {}, []
+    for split_name, exs in task.tests.items():
+        prompts = [[{"role": "user", "content": getattr(e, side)}] for e in exs]
+        outs = generate(model, tok, prompts, max_new_tokens=cfg.distill.max_new_tokens,
+                        batch_size=cfg.eval.batch_size)
+        ok = [task.read(o) == e.gold for o, e in zip(outs, exs)]
+        accs[split_name] = sum(ok) / len(ok)
+        samples += [{"split": split_name, "prompt": getattr(e, side), "output": o, "gold": e.gold, "correct": c}
+                    for e, o, c in zip(exs, outs, ok)]
+    return accs, samples
+
+
+# --------------------------------------------------------------------------- the experiment
+def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, log) -> list[dict[str, Any]]:
+    """Every recipe at one (task, k, seed)."""
+    dc = cfg.distill
+    enc = Encoder(tok)
+    train_ex, val_ex = split(task, k, seed, cfg.seed)
+    wseed = derive_seed(cfg.seed, "worked", task.name, k, seed)
+    train_t = with_worked_examples(train_ex, dc.teacher_examples, wseed, train_ex)
+    task_t = Task(task.name, task.rule, task.pool, {s: with_worked_examples(exs, dc.teacher_examples, wseed, train_ex)
+                                                    for s, exs in task.tests.items()}, task.direct)
+    recipes = cfg.recipes
+    rows = []
+
+    def row(recipe, accs, extra=None):
+        r = {"task": task.name, "k": k, "seed": seed, "recipe": recipe, **{f"acc_{s}": a for s, a in accs.items()},
+             **(extra or {})}
+        rows.append(r)
+        log(r)
+
+    def sd(name):
+        return derive_seed(cfg.seed, name, task.name, k, seed)
+
+    if "in_context" in recipes:
+        accs, _ = accuracy(base, tok, task_t, "teacher", cfg)
+        row("in_context", accs)
+    if "sft_without_rule" in recipes:
+        m = trainable_copy(base, cfg, sd("sft_without_rule"))
+        res = train(m, enc, train_ex, val_ex, cfg, sd("order_without"), side="student")
+        _, ep, state = res["best"]["best"]
+        accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
+        row("sft_without_rule", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2)})
+    teacher_state = None
+    if "sft_with_rule" in recipes or "rule_distill_enhanced" in recipes:
+        m = trainable_copy(base, cfg, sd("sft_with_rule"))
+        res = train(m, enc, train_t, val_ex, cfg, sd("order_with"), side="teacher", epochs=dc.teacher_epochs,
+                    select={"best": "student", "teacher": "teacher"})
+        _, ep, state = res["best"]["best"]
+        _, t_ep, teacher_state = res["best"]["teacher"]
+        if "sft_with_rule" in recipes:
+            accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
+            row("sft_with_rule", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2)})
+        enhanced_teacher = frozen(load_best(m, teacher_state))
+    for recipe in ("rule_distill_base", "rule_distill_enhanced"):
+        if recipe not in recipes:
+            continue
+        extra = {}
+        if recipe == "rule_distill_enhanced":
+            teacher = enhanced_teacher
+            t_accs, _ = accuracy(teacher, tok, task_t, "teacher", cfg)
+            extra = {f"teacher_acc_{s}": a for s, a in t_accs.items()} | {"teacher_epoch": t_ep}
+        elif cfg.distill.teacher_path:
+            teacher = _separate_teacher(cfg)
+        else:
+            teacher = "adapter_off" if cfg.model.lora is not None else frozen(copy.deepcopy(base))
+        m = trainable_copy(base, cfg, sd(recipe))
+        res = train(m, enc, train_ex, val_ex, cfg, sd("order_" + recipe), side="student", teacher=teacher)
+        _, ep, state = res["best"]["best"]
+        accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
+        row(recipe, accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2), **extra,
+                           "final_kl": res["history"][-1]["kl"], "final_hidden": res["history"][-1]["hidden"]})
+    return rows
+
+
+_TEACHER = {}
+
+
+def _separate_teacher(cfg: ExperimentConfig):
+    from inweights.models.load import load_model
+
+    path = cfg.distill.teacher_path
+    if path not in _TEACHER:
+        if not (Path(path) / "config.json").is_file():
+            raise UserError(f"distill.teacher_path: {path} is not a model folder (no config.json)")
+        _TEACHER[path] = frozen(load_model(path)[0])
+    return _TEACHER[path]
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean and std over seeds per (task, recipe, k, split)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["recipe"], r["k"]), []).append(r)
+    out = []
+    for (task, recipe, k), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        cell = {"task": task, "recipe": recipe, "k": k, "n_seeds": len(rs)}
+        for key in sorted({key for r in rs for key in r if key.startswith(("acc_", "teacher_acc_"))}):
+            vals = [r[key] for r in rs if key in r]
+            cell[key] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0}
+        out.append(cell)
+    return {"cells": out}
+
+
+def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool = False) -> dict:
+    from inweights.experiment import load_units
+    from inweights.models.load import load_model
+
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"run directory {out} already exists: pass --resume to continue it, or --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    t0 = time.time()
+    if cfg.domain.rules.alpaca_train:
+        tasks = [alpaca_task(cfg)]
+    else:
+        domain, units = load_units(cfg)
+        tasks = generated_tasks(cfg, domain, units)
+    base_path, prepared = base_model_path(cfg, config_path)
+    base, tok = load_model(base_path)
+    base = frozen(base)
+    done_path = out / "cells.jsonl"
+    rows = [json.loads(ln) for ln in done_path.read_text().splitlines()] if done_path.is_file() else []
+    done = {(r["task"], r["k"], r["seed"]) for r in rows}
+    log_path = out / "metrics.jsonl"
+
+    def log(rec):
+        with log_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    for task in tasks:
+        for k in cfg.distill.ks:
+            for seed in cfg.distill.seeds:
+                if (task.name, k, seed) in done:
+                    continue
+                cell = run_cell(base, tok, task, k, seed, cfg, log)
+                with done_path.open("a") as f:  # a cell is the unit of resumption
+                    for r in cell:
+                        f.write(json.dumps(r) + "\n")
+                rows += cell
+    summary = summarise(rows) | {"wall_seconds": time.time() - t0, "prepared": prepared,
+                                 "tasks": [{"name": t.name, "rule": t.rule, "pool": len(t.pool),
+                                            "tests": {s: len(v) for s, v in t.tests.items()}} for t in tasks]}
+    summary["bars"] = bars(cfg, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from inweights.report.rules import write_report
+
+    write_report(cfg, out, summary)
+    return summary
+
+
+def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[str, dict | None]:
+    """The model every recipe starts from: the prepared base (tiny), or the configured model."""
+    from inweights.config import load_config
+    from inweights.experiment import resolve_prepared
+    from inweights.models.load import resolve_source
+
+    m = cfg.model
+    if m.preset != "tiny":
+        return resolve_source(m)[0], None
+    if not m.prepared_base:
+        raise UserError("rule distillation needs a base that follows rules in its prompt: set "
+                        "model.prepared_base (tiny) or a pretrained model")
+    pconf, pdir = resolve_prepared(cfg, config_path)
+    if not (pdir / "prepare.json").is_file():
+        from inweights.prepare import build_prepared_base
+
+        print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
+        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}")
+    return str(pdir), json.loads((pdir / "prepare.json").read_text())
+
+
+def bars(cfg: ExperimentConfig, summary: dict) -> list[str]:
+    lines = []
+    cells = {(c["task"], c["recipe"], c["k"]): c for c in summary["cells"]}
+    for task in sorted({c["task"] for c in summary["cells"]}):
+        k = 8 if 8 in cfg.distill.ks else cfg.distill.ks[0]
+        e, s = cells.get((task, "rule_distill_enhanced", k)), cells.get((task, "sft_without_rule", k))
+        if e and s and "acc_ood" in e:
+            d = 100 * (e["acc_ood"]["mean"] - s["acc_ood"]["mean"])
+            lines.append(f"{task} k={k} OOD: rule_distill_enhanced {100 * e['acc_ood']['mean']:.1f}% vs "
+                         f"sft_without_rule {100 * s['acc_ood']['mean']:.1f}% ({d:+.1f} pts; bar +10): "
+                         f"{'MET' if d >= 10 else 'NOT met'}")
+    return lines

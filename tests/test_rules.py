@@ -1,0 +1,194 @@
+"""Rule distillation: the rules domain, the distill loss, the Alpaca reader, and a whole run end to end."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from inweights.config import load_config, validate
+from inweights.domains.rules import ARITH_EXPR, RulesDomain, apply_rule, eval_expression, load_alpaca_pairs
+from inweights.errors import UserError
+from inweights.train.distill import default_layers, distill_loss, make_pair_batch
+
+
+# ------------------------------------------------------------------ the domain
+def rules_cfg(**kw):
+    return validate({"name": "t", "domain": {"name": "rules", "rules": kw}}).domain.rules
+
+
+def test_arith_task_is_the_papers():
+    d = RulesDomain(rules_cfg(), 0)
+    (u,) = d.build()
+    assert u.pointer == "@@@" and "a @@@ b = a + b + 1" in u.instruction
+    assert all(1 <= a <= 99 and 1 <= b <= 99 for a, b in u.test_inputs)
+    assert all(121 <= a <= 1996 and 121 <= b <= 1996 for a, b in u.meta["ood_inputs"])
+    assert d.answer_text(u, (12, 30)) == "43" and d.answer_text(u, (1996, 1996)) == "3993"
+    assert len(u.test_inputs) == len(u.meta["ood_inputs"]) == 100
+
+
+def test_rules_apply_real_semantics():
+    assert apply_rule({"kind": "operator", "expr": "2 * a - b + 3"}, (10, 4)) == "19"
+    assert apply_rule({"kind": "operator", "expr": "max(a, b) - 1"}, (3, 9)) == "8"
+    assert apply_rule({"kind": "string", "op": "rotate"}, "abcd") == "bcda"
+    assert apply_rule({"kind": "string", "op": "replace", "x": "a", "y": "z"}, "banana") == "bznznz"
+    spec = {"kind": "label", "label": "threshold", "t": 50, "labels": ["big", "small"]}
+    assert apply_rule(spec, 51) == "big" and apply_rule(spec, 50) == "small"
+
+
+@pytest.mark.parametrize("expr", ["__import__('os').system('true')", "a ** b", "open('x')", "a.real"])
+def test_rule_expressions_never_run_code(expr):
+    with pytest.raises(UserError):
+        eval_expression(expr, 1, 2)
+
+
+def test_preparation_never_sees_the_held_out_rule():
+    d = RulesDomain(rules_cfg(kinds=["operator"], const_max=1), 3)
+    rng = random.Random(0)
+    units = [d.fresh_unit(rng) for _ in range(3000)]
+    assert not any(u.meta["spec"].get("expr") == ARITH_EXPR or u.pointer == "@@@" for u in units)
+    # the family does contain the neighbours (a + b, a + b - 1): only the held-out rule itself is excluded
+    assert {"a + b", "a + b - 1"} <= {u.meta["spec"]["expr"] for u in units}
+
+
+def test_rules_are_seeded():
+    a = RulesDomain(rules_cfg(n_random=3), 5).build()
+    b = RulesDomain(rules_cfg(n_random=3), 5).build()
+    assert [(u.instruction, u.train_inputs) for u in a] == [(u.instruction, u.train_inputs) for u in b]
+
+
+# ------------------------------------------------------------------ the loss
+def _batch():
+    # student prompts are shorter than the teacher's (no rule); the answers are shared
+    return make_pair_batch([[1, 2], [3, 4, 5]], [[7, 8, 9, 1, 2], [7, 3, 4, 5]], [[10, 11, 12], [13]], pad_id=0)
+
+
+def test_answer_positions_are_aligned_and_shifted():
+    b = _batch()
+    s_next = b.s_ids.reshape(-1)[b.s_pos + 1]  # the token each gathered position predicts
+    t_next = b.t_ids.reshape(-1)[b.t_pos + 1]
+    assert s_next.tolist() == t_next.tolist() == b.targets.tolist() == [10, 11, 12, 13]
+    # the first answer token is predicted from the last prompt token
+    assert b.s_pos[0].item() == 1 and b.t_pos[0].item() == 4
+
+
+def test_loss_is_zero_when_student_and_teacher_agree():
+    torch.manual_seed(0)
+    b = _batch()
+    vocab, layers = 20, 4
+    s_logits = torch.randn(2, b.s_ids.shape[1], vocab)
+    t_logits = torch.randn(2, b.t_ids.shape[1], vocab)
+    # copy the student's answer-position logits and hidden states into the teacher's positions
+    t_logits.reshape(-1, vocab)[b.t_pos] = s_logits.reshape(-1, vocab)[b.s_pos]
+    s_h = [torch.randn(2, b.s_ids.shape[1], 8) for _ in range(layers + 1)]
+    t_h = [torch.randn(2, b.t_ids.shape[1], 8) for _ in range(layers + 1)]
+    for hs, ht in zip(s_h, t_h):
+        ht.reshape(-1, 8)[b.t_pos] = 3.0 * hs.reshape(-1, 8)[b.s_pos]  # same direction, another norm
+    out = distill_loss(s_logits, t_logits, b, tau=2.0, beta=5.0, s_hidden=s_h, t_hidden=t_h)
+    assert out["loss"].abs().item() < 1e-5
+    # and not zero when they differ
+    out = distill_loss(s_logits, torch.randn_like(t_logits), b, tau=2.0)
+    assert out["loss"].item() > 0.01
+
+
+def test_gradient_only_on_answer_positions_first_included():
+    torch.manual_seed(0)
+    b = _batch()
+    vocab = 20
+    s_logits = torch.randn(2, b.s_ids.shape[1], vocab, requires_grad=True)
+    t_logits = torch.randn(2, b.t_ids.shape[1], vocab)
+    s_h = [torch.randn(2, b.s_ids.shape[1], 8, requires_grad=True) for _ in range(4)]
+    t_h = [torch.randn(2, b.t_ids.shape[1], 8) for _ in range(4)]
+    distill_loss(s_logits, t_logits, b, beta=1.0, s_hidden=s_h, t_hidden=t_h, ce_weight=0.5)["loss"].backward()
+    with_grad = (s_logits.grad.abs().sum(-1) > 0).reshape(-1).nonzero().flatten().tolist()
+    assert with_grad == sorted(b.s_pos.tolist())
+    # row 0: prompt [1, 2] + answer [10, 11, 12]: positions 1, 2, 3 predict 10, 11, 12 (1 = first answer token)
+    assert with_grad[:3] == [1, 2, 3]
+    # hidden states: all but the last layer (index 0 is the embeddings) get gradient, on answer positions only
+    assert default_layers(4) == [1, 2]
+    assert s_h[0].grad is None and s_h[3].grad is None
+    h_grad = (s_h[1].grad.abs().sum(-1) > 0).reshape(-1).nonzero().flatten().tolist()
+    assert h_grad == sorted(b.s_pos.tolist())
+
+
+# ------------------------------------------------------------------ the paper's file format
+def _write(path, recs):
+    path.write_text(json.dumps(recs))
+    return path
+
+
+def test_alpaca_pairs_are_checked(tmp_path):
+    full = [{"instruction": "a @@@ b = a + b + 1", "input": "1 @@@ 2", "output": "4"},
+            {"instruction": "a @@@ b = a + b + 1", "input": "2 @@@ 2", "output": "5"}]
+    no = [dict(r, instruction="") for r in full]
+    f, n = _write(tmp_path / "full.json", full), _write(tmp_path / "no.json", no)
+    assert [p["output"] for p in load_alpaca_pairs(f, n)] == ["4", "5"]
+    bad = _write(tmp_path / "bad.json", [full[0], {"instruction": "x", "input": "2 @@@ 2"}])
+    with pytest.raises(UserError, match=r"record 1: missing field 'output'"):
+        load_alpaca_pairs(bad)
+    mism = _write(tmp_path / "mism.json", [no[0], dict(no[1], output="6")])
+    with pytest.raises(UserError, match=r"mism.json record 1: output differs from its teacher record"):
+        load_alpaca_pairs(f, mism)
+
+
+def test_bad_rule_dataset_is_one_line_exit_2(tmp_path):
+    full = _write(tmp_path / "full.json", [{"instruction": "r", "input": "q"}])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ndomain:\n  name: rules\n  rules:\n    alpaca_train: {full}\n"
+                   f"    alpaca_test: {full}\nmodel: {{preset: tiny, prepared_base: null}}\n")
+    p = subprocess.run([sys.executable, "-m", "inweights.cli", "validate", str(cfg)], check=False, capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "record 0: missing field 'output'" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_rule_recipes_are_checked():
+    with pytest.raises(UserError, match="unknown rule-distillation recipe 'proactive'"):
+        validate({"name": "t", "domain": {"name": "rules"}, "recipes": ["proactive"]})
+    cfg = validate({"name": "t", "domain": {"name": "rules"}})
+    assert cfg.recipes[-1] == "rule_distill_enhanced" and cfg.model.prepared_base == "configs/prepare_rules.yaml"
+
+
+# ------------------------------------------------------------------ a whole run
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A random-init tiny model (no rule-following skill: this tests the plumbing, not the learning)."""
+    from inweights.curriculum import corpus_texts
+    from inweights.models import build_tiny, save_model, train_tokenizer
+
+    cfg = load_config("configs/prepare_rules.yaml")
+    d = RulesDomain(cfg.domain.rules, 0)
+    rng = random.Random(0)
+    tok = train_tokenizer(corpus_texts(d, [d.fresh_unit(rng) for _ in range(200)] + d.build(), 0), 320)
+    model = build_tiny(cfg.model.tiny.model_copy(update={"hidden_size": 64, "intermediate_size": 128,
+                                                         "num_layers": 2, "vocab_size": 320}), tok, 0)
+    path = tmp_path_factory.mktemp("base") / "m"
+    save_model(model, tok, path)
+    return path
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora):
+    from inweights.recipes.rule_distill import run_rule_distill
+
+    raw = {"name": "rd", "domain": {"name": "rules", "rules": {"n_test": 6}},
+           "model": {"path": str(tiny_base), **({"lora": {"r": 4, "alpha": 8}} if lora else {})},
+           "distill": {"ks": [2, 4], "seeds": [0, 1], "epochs": 2, "batch_size": 2, "lr": 1e-3, "beta": 1.0,
+                       "teacher_examples": 1},
+           "eval": {"batch_size": 16}}
+    cfg = validate(raw)
+    out = tmp_path / "run"
+    summary = run_rule_distill(cfg, out, None)
+    rows = [json.loads(ln) for ln in (out / "cells.jsonl").read_text().splitlines()]
+    assert {r["recipe"] for r in rows} == set(cfg.recipes) and len(rows) == 5 * 2 * 2
+    assert all(0 <= r["acc_id"] <= 1 and 0 <= r["acc_ood"] <= 1 for r in rows)
+    assert all(1 <= r["best_epoch"] <= 2 for r in rows if r["recipe"] != "in_context")
+    assert all(r["final_kl"] >= 0 for r in rows if r["recipe"].startswith("rule_distill"))
+    report = (out / "report.md").read_text()
+    assert "| rule_distill_enhanced |" in report and (out / "accuracy_vs_k_arith.png").is_file()
+    assert summary["bars"] and "k=2 OOD" in summary["bars"][0]
+    # resumable by cell, and the same seed gives the same numbers
+    again = run_rule_distill(cfg, tmp_path / "again", None)
+    assert again["cells"] == summary["cells"]
