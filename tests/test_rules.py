@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -192,3 +193,20 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora):
     # resumable by cell, and the same seed gives the same numbers
     again = run_rule_distill(cfg, tmp_path / "again", None)
     assert again["cells"] == summary["cells"]
+
+
+def test_data_rules_export_is_the_papers_layout_and_deterministic(tmp_path):
+    from inweights.cli import main
+
+    args = ["data", "rules", "--set", "distill.ks=[4]", "--set", "distill.seeds=[0]"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.json"))
+    assert "arith/train_full_4shot_seed0.json" in files and "arith/test_ood_no.json" in files
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    full = load_alpaca_pairs(tmp_path / "a/arith/train_full_4shot_seed0.json",
+                             tmp_path / "a/arith/train_no_4shot_seed0.json")
+    assert len(full) == 4 and all("a + b + 1" in p["rule"] and p["student_instruction"] == "" for p in full)
+    a, b = (int(v) for v in re.findall(r"\d+", full[0]["input"])[:2])
+    assert full[0]["output"] == str(a + b + 1)

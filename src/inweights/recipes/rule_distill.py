@@ -332,11 +332,12 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
             t_accs, _ = accuracy(teacher, tok, task_t, "teacher", cfg)
             extra = {f"teacher_acc_{s}": a for s, a in t_accs.items()} | {"teacher_epoch": t_ep}
         elif cfg.distill.teacher_path:
-            teacher = _separate_teacher(cfg)
+            teacher = _separate_teacher(cfg, tok)
         else:
             teacher = "adapter_off" if cfg.model.lora is not None else frozen(copy.deepcopy(base))
         m = trainable_copy(base, cfg, sd(recipe))
-        res = train(m, enc, train_ex, val_ex, cfg, sd("order_" + recipe), side="student", teacher=teacher)
+        # the teacher reads train_t (the rule, and worked examples if any); the student the bare question
+        res = train(m, enc, train_t, val_ex, cfg, sd("order_" + recipe), side="student", teacher=teacher)
         _, ep, state = res["best"]["best"]
         accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
         row(recipe, accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2), **extra,
@@ -347,14 +348,18 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
 _TEACHER = {}
 
 
-def _separate_teacher(cfg: ExperimentConfig):
+def _separate_teacher(cfg: ExperimentConfig, tok):
     from inweights.models.load import load_model
 
     path = cfg.distill.teacher_path
     if path not in _TEACHER:
         if not (Path(path) / "config.json").is_file():
             raise UserError(f"distill.teacher_path: {path} is not a model folder (no config.json)")
-        _TEACHER[path] = frozen(load_model(path)[0])
+        teacher, t_tok = load_model(path)
+        if t_tok.get_vocab() != tok.get_vocab():
+            raise UserError(f"distill.teacher_path: {path} has another tokenizer than the student; the KL "
+                            f"term compares distributions over one vocabulary")
+        _TEACHER[path] = frozen(teacher)
     return _TEACHER[path]
 
 
@@ -379,6 +384,8 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
 
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"run directory {out} already exists: pass --resume to continue it, or --out")
+    if resume and (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != dump_config(cfg):
+        raise UserError(f"--resume: {out}/config.yaml differs from this config; use another --out")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -389,6 +396,9 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     else:
         domain, units = load_units(cfg)
         tasks = generated_tasks(cfg, domain, units)
+    for task in tasks:  # a k the pool cannot serve fails before any work
+        for k in cfg.distill.ks:
+            split(task, k, 0, cfg.seed)
     base_path, prepared = base_model_path(cfg, config_path)
     base, tok = load_model(base_path)
     base = frozen(base)
