@@ -210,3 +210,13 @@ def test_data_rules_export_is_the_papers_layout_and_deterministic(tmp_path):
     assert len(full) == 4 and all("a + b + 1" in p["rule"] and p["student_instruction"] == "" for p in full)
     a, b = (int(v) for v in re.findall(r"\d+", full[0]["input"])[:2])
     assert full[0]["output"] == str(a + b + 1)
+
+
+def test_prepare_warm_start_resolves_another_base(root, tmp_path):
+    from inweights.prepare import init_dir
+
+    cfg = load_config(root / "configs" / "prepare_rules.yaml", ["prepare.init_from=configs/prepare_tiny.yaml"])
+    assert init_dir(cfg, root / "configs" / "prepare_rules.yaml") == root / "prepared" / "prepare_tiny"
+    cfg.prepare.init_from = "configs/nope.yaml"
+    with pytest.raises(UserError, match="prepare.init_from: prepare config not found"):
+        init_dir(cfg, tmp_path / "x.yaml")

@@ -82,7 +82,7 @@ def cmd_prepare(args) -> int:
         raise UserError(f"{args.config}: kind must be 'prepare' for `inweights prepare`")
     out = Path(args.out) if args.out else prepared_dir(args.config, cfg.name)
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    rec = build_prepared_base(cfg, out, command)
+    rec = build_prepared_base(cfg, out, command, args.config)
     print(f"prepared base: {out}  in-context {rec['gate_format']} {gate_accuracy(rec):.1%} "
           f"(gate {rec['gate']:.0%}, {'passed' if rec['passed'] else 'NOT passed'})")
     return 0 if rec["passed"] else 1

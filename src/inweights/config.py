@@ -327,6 +327,9 @@ class PrepareConfig(Strict):
     # grammars: checking a random grammar takes ~30 ms (hundreds of Earley parses), too slow per example,
     # so training draws from this many fresh grammars (none of them a held-out one), strings redrawn
     pool_units: int = Field(3000, gt=0)
+    # warm start from another prepared base (a prepare config path): its weights and tokenizer, e.g. a base
+    # that already copies from its prompt; None = random init with a tokenizer trained on this domain
+    init_from: str | None = None
 
 
 class ExperimentConfig(Strict):

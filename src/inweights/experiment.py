@@ -125,7 +125,7 @@ class Experiment:
                 from inweights.prepare import build_prepared_base
 
                 print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
-                build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}")
+                build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
             rec = json.loads((pdir / "prepare.json").read_text())
             return pdir, rec["weights_sha256"], rec
         base = self.out / "base"

@@ -25,6 +25,7 @@ from inweights.config import ExperimentConfig, dump_config
 from inweights.curriculum import TokenCache, corpus_texts
 from inweights.domains import DOMAINS
 from inweights.domains.programs import derive_seed
+from inweights.errors import UserError
 from inweights.eval.generate import generate
 from inweights.models import build_tiny, save_model, train_tokenizer
 from inweights.train.data import PackedBatches
@@ -131,7 +132,22 @@ class Gate:
         return acc >= p.gate
 
 
-def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> dict[str, Any]:
+def init_dir(cfg: ExperimentConfig, config_path: str | Path | None) -> Path:
+    """The prepared base ``prepare.init_from`` names (a prepare config, resolved like model.prepared_base)."""
+    from inweights.config import load_config
+
+    ref = Path(cfg.prepare.init_from)
+    candidates = [ref] if ref.is_absolute() else [Path.cwd() / ref]
+    if config_path is not None and not ref.is_absolute():
+        candidates += [Path(config_path).resolve().parent.parent / ref, Path(config_path).resolve().parent / ref]
+    for c in candidates:
+        if c.is_file():
+            return prepared_dir(c, load_config(c).name)
+    raise UserError(f"prepare.init_from: prepare config not found: {cfg.prepare.init_from}")
+
+
+def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
+                        config_path: str | Path | None = None) -> dict[str, Any]:
     """Train the prepared base into ``out_dir`` (resumable); returns its record (prepare.json)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -145,17 +161,26 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
             f.write(json.dumps(rec) + "\n")
 
     domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
-    tok_dir = work / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
+    init = None
+    if cfg.prepare.init_from:  # warm start: another prepared base's weights and tokenizer
+        from inweights.models import load_model
 
-        tok = AutoTokenizer.from_pretrained(tok_dir)
+        init = init_dir(cfg, config_path)
+        if not (init / "prepare.json").is_file():
+            raise UserError(f"prepare.init_from: {init} is not built (run `inweights prepare` on its config first)")
+        model, tok = load_model(init)
     else:
-        rng = random.Random(derive_seed(cfg.seed, "prepare", "corpus"))
-        corpus_units = [fresh_unit(domain, rng) for _ in range(cfg.prepare.corpus_programs)]
-        tok = train_tokenizer(corpus_texts(domain, corpus_units, cfg.seed), cfg.model.tiny.vocab_size)
-        tok.save_pretrained(tok_dir)
-    model = build_tiny(cfg.model.tiny, tok, cfg.seed)
+        tok_dir = work / "tokenizer"
+        if (tok_dir / "tokenizer.json").is_file():
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tok_dir)
+        else:
+            rng = random.Random(derive_seed(cfg.seed, "prepare", "corpus"))
+            corpus_units = [fresh_unit(domain, rng) for _ in range(cfg.prepare.corpus_programs)]
+            tok = train_tokenizer(corpus_texts(domain, corpus_units, cfg.seed), cfg.model.tiny.vocab_size)
+            tok.save_pretrained(tok_dir)
+        model = build_tiny(cfg.model.tiny, tok, cfg.seed)
     tokens = TokenCache(tok)
     units, inputs = held_out_units(domain, cfg.prepare.eval_programs, cfg.seed)
     sampler = PrepareSampler(cfg, domain, tokens, units)
@@ -187,6 +212,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str) -> d
         "train_seconds": round(res["seconds"], 1),
         "wall_seconds": round(time.time() - t0, 1),
         "gate_history": gate.history,
+        "init_from": json.loads((init / "prepare.json").read_text())["name"] if init else None,
         "command": command,
         "config_sha256": hashlib.sha256(dump_config(cfg).encode()).hexdigest(),
         "weights_sha256": sha256_file(out_dir / "model.safetensors"),

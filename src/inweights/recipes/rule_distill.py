@@ -234,7 +234,7 @@ def train(model, enc: Encoder, train_ex: list[Example], val_ex: list[Example], c
                                    layers=dc.layers, ce_weight=dc.ce_weight)
                 loss = out["loss"]
                 for key in parts:
-                    parts[key] += float(out[key]) * len(exs) / len(order)
+                    parts[key] += float(out[key].detach()) * len(exs) / len(order)
             else:
                 loss = ce_loss(model, batch)
                 parts["loss"] += float(loss.detach()) * len(exs) / len(order)
@@ -449,7 +449,7 @@ def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[st
         from inweights.prepare import build_prepared_base
 
         print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
-        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}")
+        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
     return str(pdir), json.loads((pdir / "prepare.json").read_text())
 
 
