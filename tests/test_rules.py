@@ -220,3 +220,13 @@ def test_prepare_warm_start_resolves_another_base(root, tmp_path):
     cfg.prepare.init_from = "configs/nope.yaml"
     with pytest.raises(UserError, match="prepare.init_from: prepare config not found"):
         init_dir(cfg, tmp_path / "x.yaml")
+
+
+def test_direct_answers_are_read_as_committed():
+    from inweights.recipes.rule_distill import Task
+
+    t = Task("t", "r", [])
+    assert t.read("Answer: leftAnswer:") == "left"  # ran on without the end-of-turn token
+    assert t.read("Answer: 122\nAnswer: 7") == "122"
+    assert t.read("no answer") is None and t.read("Answer:") is None
+    assert Task("t", "r", [], direct=False).read("  free text ") == "free text"

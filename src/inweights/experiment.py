@@ -66,21 +66,27 @@ class Run:
 
 def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, Path]:
     """(prepare config path, prepared base folder) for model.prepared_base."""
-    ref = Path(cfg.model.prepared_base)
-    candidates = [ref] if ref.is_absolute() else [Path.cwd() / ref]
-    if config_path is not None and not ref.is_absolute():
-        candidates.append(config_path.resolve().parent.parent / ref)
-        candidates.append(config_path.resolve().parent / ref)
-    for c in candidates:
-        if c.is_file():
-            from inweights.prepare import prepared_dir
+    from inweights.prepare import find_config, prepared_dir
 
-            pcfg = load_config(c)
-            if pcfg.domain.name != cfg.domain.name:
-                raise UserError(f"model.prepared_base: {c} prepares the {pcfg.domain.name} domain, this experiment "
-                                f"is {cfg.domain.name}; use a prepare config of the same domain")
-            return c, prepared_dir(c, pcfg.name)
+    c = find_config(cfg.model.prepared_base, config_path)
+    if c is not None:
+        pcfg = load_config(c)
+        if pcfg.domain.name != cfg.domain.name:
+            raise UserError(f"model.prepared_base: {c} prepares the {pcfg.domain.name} domain, this experiment "
+                            f"is {cfg.domain.name}; use a prepare config of the same domain")
+        return c, prepared_dir(c, pcfg.name)
     raise UserError(f"model.prepared_base: prepare config not found: {cfg.model.prepared_base}")
+
+
+def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, dict[str, Any]]:
+    """The prepared base folder and its record, built once when it is missing."""
+    pconf, pdir = resolve_prepared(cfg, config_path)
+    if not (pdir / "prepare.json").is_file():
+        from inweights.prepare import build_prepared_base
+
+        print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
+        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
+    return pdir, json.loads((pdir / "prepare.json").read_text())
 
 
 def load_units(cfg: ExperimentConfig):
@@ -120,13 +126,7 @@ class Experiment:
                 check_lora_for_source(source, cfg.model.lora, cfg.model.revision)
             return source, _sha(ident), None
         if cfg.model.prepared_base:
-            pconf, pdir = resolve_prepared(cfg, self.config_path)
-            if not (pdir / "prepare.json").is_file():
-                from inweights.prepare import build_prepared_base
-
-                print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
-                build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
-            rec = json.loads((pdir / "prepare.json").read_text())
+            pdir, rec = ensure_prepared(cfg, self.config_path)
             return pdir, rec["weights_sha256"], rec
         base = self.out / "base"
         if not (base / "config.json").is_file() and get_accelerator().is_main_process:

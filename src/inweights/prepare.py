@@ -132,18 +132,25 @@ class Gate:
         return acc >= p.gate
 
 
+def find_config(ref: str, config_path: str | Path | None) -> Path | None:
+    """A config another config names: as given, from the working directory, or beside the naming config
+    (its folder and the folder above)."""
+    r = Path(ref)
+    candidates = [r] if r.is_absolute() else [Path.cwd() / r]
+    if config_path is not None and not r.is_absolute():
+        here = Path(config_path).resolve().parent
+        candidates += [here.parent / r, here / r]
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def init_dir(cfg: ExperimentConfig, config_path: str | Path | None) -> Path:
     """The prepared base ``prepare.init_from`` names (a prepare config, resolved like model.prepared_base)."""
     from inweights.config import load_config
 
-    ref = Path(cfg.prepare.init_from)
-    candidates = [ref] if ref.is_absolute() else [Path.cwd() / ref]
-    if config_path is not None and not ref.is_absolute():
-        candidates += [Path(config_path).resolve().parent.parent / ref, Path(config_path).resolve().parent / ref]
-    for c in candidates:
-        if c.is_file():
-            return prepared_dir(c, load_config(c).name)
-    raise UserError(f"prepare.init_from: prepare config not found: {cfg.prepare.init_from}")
+    c = find_config(cfg.prepare.init_from, config_path)
+    if c is None:
+        raise UserError(f"prepare.init_from: prepare config not found: {cfg.prepare.init_from}")
+    return prepared_dir(c, load_config(c).name)
 
 
 def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,

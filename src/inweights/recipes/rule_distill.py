@@ -62,9 +62,14 @@ class Task:
     direct: bool = True  # answers are "Answer: x" (generated rules) or raw text (Alpaca files)
 
     def read(self, output: str) -> str | None:
-        if self.direct:
-            return views.extract_answer(output)
-        return output.strip()
+        """The answer the model committed to: after the first ``Answer:``, up to the end of that line (a
+        model that runs on past its answer without the end-of-turn token is read by what it answered)."""
+        if not self.direct:
+            return output.strip()
+        i = output.find("Answer:")
+        if i < 0:
+            return None
+        return output[i + len("Answer:"):].split("Answer:")[0].split("\n")[0].strip() or None
 
 
 # --------------------------------------------------------------------------- tasks
@@ -434,8 +439,7 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
 
 def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[str, dict | None]:
     """The model every recipe starts from: the prepared base (tiny), or the configured model."""
-    from inweights.config import load_config
-    from inweights.experiment import resolve_prepared
+    from inweights.experiment import ensure_prepared
     from inweights.models.load import resolve_source
 
     m = cfg.model
@@ -444,13 +448,8 @@ def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[st
     if not m.prepared_base:
         raise UserError("rule distillation needs a base that follows rules in its prompt: set "
                         "model.prepared_base (tiny) or a pretrained model")
-    pconf, pdir = resolve_prepared(cfg, config_path)
-    if not (pdir / "prepare.json").is_file():
-        from inweights.prepare import build_prepared_base
-
-        print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
-        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
-    return str(pdir), json.loads((pdir / "prepare.json").read_text())
+    pdir, rec = ensure_prepared(cfg, config_path)
+    return str(pdir), rec
 
 
 def bars(cfg: ExperimentConfig, summary: dict) -> list[str]:
