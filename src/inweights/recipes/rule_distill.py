@@ -287,8 +287,9 @@ def accuracy(model, tok, task: Task, side: str, cfg: ExperimentConfig) -> tuple[
 
 
 # --------------------------------------------------------------------------- the experiment
-def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, log) -> list[dict[str, Any]]:
-    """Every recipe at one (task, k, seed)."""
+def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, log,
+             keep_samples=None) -> list[dict[str, Any]]:
+    """Every recipe at one (task, k, seed); ``keep_samples(records)`` receives every test generation."""
     dc = cfg.distill
     enc = Encoder(tok)
     train_ex, val_ex = split(task, k, seed, cfg.seed)
@@ -298,6 +299,12 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
                                                     for s, exs in task.tests.items()}, task.direct)
     recipes = cfg.recipes
     rows = []
+
+    def evaluate(model, t, side, recipe):
+        accs, samples = accuracy(model, tok, t, side, cfg)
+        if keep_samples is not None:
+            keep_samples([{"task": task.name, "k": k, "seed": seed, "recipe": recipe, **x} for x in samples])
+        return accs
 
     def row(recipe, accs, extra=None):
         r = {"task": task.name, "k": k, "seed": seed, "recipe": recipe, **{f"acc_{s}": a for s, a in accs.items()},
@@ -309,13 +316,12 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
         return derive_seed(cfg.seed, name, task.name, k, seed)
 
     if "in_context" in recipes:
-        accs, _ = accuracy(base, tok, task_t, "teacher", cfg)
-        row("in_context", accs)
+        row("in_context", evaluate(base, task_t, "teacher", "in_context"))
     if "sft_without_rule" in recipes:
         m = trainable_copy(base, cfg, sd("sft_without_rule"))
         res = train(m, enc, train_ex, val_ex, cfg, sd("order_without"), side="student")
         _, ep, state = res["best"]["best"]
-        accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
+        accs = evaluate(load_best(m, state), task, "student", "sft_without_rule")
         row("sft_without_rule", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2)})
     teacher_state = None
     if "sft_with_rule" in recipes or "rule_distill_enhanced" in recipes:
@@ -325,7 +331,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
         _, ep, state = res["best"]["best"]
         _, t_ep, teacher_state = res["best"]["teacher"]
         if "sft_with_rule" in recipes:
-            accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
+            accs = evaluate(load_best(m, state), task, "student", "sft_with_rule")
             row("sft_with_rule", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2)})
         enhanced_teacher = frozen(load_best(m, teacher_state))
     for recipe in ("rule_distill_base", "rule_distill_enhanced"):
@@ -334,7 +340,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
         extra = {}
         if recipe == "rule_distill_enhanced":
             teacher = enhanced_teacher
-            t_accs, _ = accuracy(teacher, tok, task_t, "teacher", cfg)
+            t_accs = evaluate(teacher, task_t, "teacher", "enhanced_teacher")
             extra = {f"teacher_acc_{s}": a for s, a in t_accs.items()} | {"teacher_epoch": t_ep}
         elif cfg.distill.teacher_path:
             teacher = _separate_teacher(cfg, tok)
@@ -344,7 +350,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
         # the teacher reads train_t (the rule, and worked examples if any); the student the bare question
         res = train(m, enc, train_t, val_ex, cfg, sd("order_" + recipe), side="student", teacher=teacher)
         _, ep, state = res["best"]["best"]
-        accs, _ = accuracy(load_best(m, state), tok, task, "student", cfg)
+        accs = evaluate(load_best(m, state), task, "student", recipe)
         row(recipe, accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2), **extra,
                            "final_kl": res["history"][-1]["kl"], "final_hidden": res["history"][-1]["hidden"]})
     return rows
@@ -421,7 +427,10 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
             for seed in cfg.distill.seeds:
                 if (task.name, k, seed) in done:
                     continue
-                cell = run_cell(base, tok, task, k, seed, cfg, log)
+                samples: list[dict[str, Any]] = []
+                cell = run_cell(base, tok, task, k, seed, cfg, log, samples.extend)
+                with (out / "samples.jsonl").open("a") as f:  # written with the cell, so a resume never repeats them
+                    f.writelines(json.dumps(r) + "\n" for r in samples)
                 with done_path.open("a") as f:  # a cell is the unit of resumption
                     for r in cell:
                         f.write(json.dumps(r) + "\n")
