@@ -57,14 +57,29 @@ def unit_record(u: Unit) -> dict[str, Any]:
             "train_inputs": list(u.train_inputs), "test_inputs": list(u.test_inputs)}
 
 
-def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[str, Any]:
-    """Write the dataset into ``out`` atomically (a temp folder renamed at the end)."""
+def _staging(out: Path) -> Path:
+    """An empty ``<out>.partial`` folder to write into (``out`` must not hold anything yet)."""
     if out.exists() and any(out.iterdir()):
         raise UserError(f"output folder {out} exists and is not empty")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(cfg: ExperimentConfig, tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest last and rename the folder into place: a half-written export never looks done."""
+    manifest["config"] = dump_config(cfg)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+
+
+def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[str, Any]:
+    """Write the dataset into ``out`` atomically (a temp folder renamed at the end)."""
+    tmp = _staging(out)
     files: dict[str, list[dict[str, Any]]] = {"units.jsonl": [unit_record(u) for u in units]}
     for group in ("with_io", "without_io"):
         chosen = [u for u in units if u.group == group]
@@ -83,11 +98,7 @@ def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[
         sha = _write_jsonl(tmp / name, recs)
         manifest["files"][name] = {"records": len(recs), "sha256": sha}
     manifest["counts"] = {g: sum(u.group == g for u in units) for g in ("with_io", "without_io")}
-    manifest["config"] = dump_config(cfg)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    _publish(cfg, tmp, out, manifest)
     return manifest
 
 
@@ -98,12 +109,7 @@ def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     from inweights.experiment import load_units
     from inweights.recipes.rule_distill import generated_tasks, split
 
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"output folder {out} exists and is not empty")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _staging(out)
     domain, units = load_units(cfg)
     files: dict[str, list[dict[str, str]]] = {}
 
@@ -127,11 +133,7 @@ def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(data)
         manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest["config"] = dump_config(cfg)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    _publish(cfg, tmp, out, manifest)
     return manifest
 
 
