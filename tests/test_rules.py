@@ -230,3 +230,14 @@ def test_direct_answers_are_read_as_committed():
     assert t.read("Answer: 122\nAnswer: 7") == "122"
     assert t.read("no answer") is None and t.read("Answer:") is None
     assert Task("t", "r", [], direct=False).read("  free text ") == "free text"
+
+
+def test_rule_run_entry_points_fail_in_one_line(tmp_path, tiny_base):
+    from inweights.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ndomain: {{name: rules}}\nmodel: {{path: {tiny_base}}}\n"
+                   f"distill: {{teacher_path: {tmp_path / 'nope'}, ks: [2], seeds: [0]}}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()  # nothing written
+    assert main(["eval", str(cfg), "--model", str(tiny_base)]) == 2

@@ -113,6 +113,9 @@ def cmd_eval(args) -> int:
     from inweights.experiment import Experiment, load_units
 
     cfg = load_config(args.config, args.set)
+    if cfg.domain.name == "rules":
+        raise UserError("inweights eval probes PBB domains; a rule-distillation run evaluates its models itself "
+                        "(inweights run), its generations are in the run's samples.jsonl")
     domain, units = load_units(cfg)
     model = Path(args.model)
     if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():

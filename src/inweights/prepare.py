@@ -102,7 +102,7 @@ def gate_accuracy(rec: dict[str, Any]) -> float:
 
 
 class Gate:
-    """Evaluates in-context CoT accuracy every ``eval_every`` steps; stops the stage once it passes."""
+    """Evaluates in-context accuracy (the domain's gate format) every ``eval_every`` steps; stops once it passes."""
 
     def __init__(self, cfg, sampler, tok, domain, units, inputs, log):
         self.cfg, self.sampler, self.tok, self.domain = cfg, sampler, tok, domain

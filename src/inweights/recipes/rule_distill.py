@@ -397,10 +397,8 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
         raise UserError(f"run directory {out} already exists: pass --resume to continue it, or --out")
     if resume and (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != dump_config(cfg):
         raise UserError(f"--resume: {out}/config.yaml differs from this config; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    (out / "config.yaml").write_text(dump_config(cfg))
     t0 = time.time()
     if cfg.domain.rules.alpaca_train:
         tasks = [alpaca_task(cfg)]
@@ -413,6 +411,10 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     base_path, prepared = base_model_path(cfg, config_path)
     base, tok = load_model(base_path)
     base = frozen(base)
+    if cfg.distill.teacher_path and "rule_distill_base" in cfg.recipes:
+        _separate_teacher(cfg, tok)  # a missing folder or another tokenizer fails before any training
+    out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
+    (out / "config.yaml").write_text(dump_config(cfg))
     done_path = out / "cells.jsonl"
     rows = [json.loads(ln) for ln in done_path.read_text().splitlines()] if done_path.is_file() else []
     done = {(r["task"], r["k"], r["seed"]) for r in rows}
