@@ -67,8 +67,10 @@ def cmd_run(args) -> int:
         summary = run_experiment(cfg, out, Path(args.config), resume=args.resume)
     if summary is None:  # not the main process of a multi-process run
         return 0
-    for line in summary["bars"]:
+    for line in summary.get("bars", []):
         print(line)
+    if summary.get("ordering"):
+        print(f"ordering on {summary['ordering_cell']}: {summary['ordering']}")
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -100,6 +102,11 @@ def cmd_data(args) -> int:
         from inweights.data import export_rules
 
         manifest = export_rules(cfg, Path(args.out))
+    elif cfg.domain.name == "planning":
+        from inweights.data import export_planning
+
+        domain, units = load_units(cfg)
+        manifest = export_planning(cfg, Path(args.out), domain, units)
     else:
         domain, units = load_units(cfg)
         manifest = export(cfg, Path(args.out), domain, units)
@@ -199,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("data", help="export a domain's views as JSONL with a manifest")
-    p.add_argument("domain", choices=["programs", "grammars", "rules"])
+    p.add_argument("domain", choices=["programs", "grammars", "rules", "planning"])
     p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True)

@@ -118,11 +118,46 @@ class RulesConfig(Strict):
         return self
 
 
+class PlanningConfig(Strict):
+    """Scheduling problems (PAPERS.md §3): steps with durations and precedence constraints (a DAG); the answer
+    is the least total time with unlimited parallelism (the longest START->END path, in minutes). Every
+    instance is rendered isomorphically as natural language, a graph, and code, with the same answer."""
+
+    n_train: int = Field(300, gt=0)
+    n_test: int = Field(100, gt=0)
+    min_steps: int = Field(3, ge=2)
+    max_steps: int = Field(6, ge=2)
+    edge_prob: float = Field(0.4, ge=0, le=1)  # chance of a precedence constraint between two steps i < j
+    durations: list[int] = Field(default_factory=lambda: [5, 10, 15, 20, 25, 30, 40, 45, 60, 90, 120],
+                                 min_length=2)  # minutes
+    hours_prob: float = Field(0.3, ge=0, le=1)  # NL: a whole/half-hour duration is written in hours
+    # representations the training views may use, and the ones probed on test instances
+    representations: list[Literal["nl", "graph", "code"]] = Field(
+        default_factory=lambda: ["nl", "graph", "code"], min_length=1)
+    eval_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["nl"], min_length=1)
+    # the preparation stage trains on fresh instances in these representations (not the experiment's)
+    prepare_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["code"],
+                                                                          min_length=1)
+    # AsyncHow-style released files instead of the generator: a folder holding the NL / Graph / Code JSON
+    asynchow_dir: str | None = None
+    # analogy analysis: a training instance is "related" to a test one when their similarity >= this
+    related_threshold: float = Field(0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanningConfig:
+        if self.max_steps < self.min_steps:
+            raise ValueError("max_steps must be >= min_steps")
+        if any(d <= 0 for d in self.durations):
+            raise ValueError("durations must be positive minutes")
+        return self
+
+
 class DomainConfig(Strict):
-    name: Literal["programs", "grammars", "rules"] = "programs"
+    name: Literal["programs", "grammars", "rules", "planning"] = "programs"
     programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
     grammars: GrammarsConfig = Field(default_factory=GrammarsConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    planning: PlanningConfig = Field(default_factory=PlanningConfig)
     # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
     data_file: str | None = None
 
@@ -211,7 +246,7 @@ class TrainConfig(Strict):
 
 
 ViewName = Literal["decl", "exec", "in_context", "demos"]
-GroupName = Literal["with_io", "without_io", "composed", "all"]
+GroupName = Literal["with_io", "without_io", "composed", "train", "test", "all"]
 
 
 class MixItem(Strict):
@@ -225,14 +260,64 @@ class MixItem(Strict):
     # demos: draw this fraction of the pool from the units sharing the most common first statement
     # (e.g. one cipher shift), the rest from the others (ablation (c): skewed demonstrations)
     skew: float | None = Field(None, ge=0, le=1)
+    # planning: the representation the instances are shown in (nl, graph, code); None = any of the unit's
+    representation: Literal["nl", "graph", "code"] | None = None
 
 
 class StageConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     steps: int = Field(gt=0)
     mixture: list[MixItem] = Field(min_length=1)
-    objective: Literal["sft"] = "sft"
+    # sft: cross-entropy on the mixture's targets; grpo: the mixture's prompts, rewarded by the unit's scorer
+    objective: Literal["sft", "grpo"] = "sft"
     lr: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _grpo_views(self) -> StageConfig:
+        if self.objective == "grpo":
+            bad = [m.view for m in self.mixture if m.view not in ("exec", "in_context")]
+            if bad:
+                raise ValueError(f"stage {self.name}: a grpo stage needs prompts with a scorer (exec or in_context "
+                                 f"views), not {bad[0]}")
+        return self
+
+
+class GRPOConfig(Strict):
+    """Group-relative policy optimisation (Shao et al. 2024), the objective of ``grpo`` stages.
+
+    Each step draws ``prompts_per_step`` prompts from the stage's mixture, samples ``group_size``
+    completions of each with the policy, scores them with the unit's scorer (1 = correct), and takes
+    ``iterations`` optimiser steps on the clipped-ratio objective with advantages normalised within each
+    group (a group whose rewards are all equal contributes nothing), plus ``beta`` x the k3 estimate of
+    KL(policy || reference), the reference being the stage's starting model.
+    """
+
+    group_size: int = Field(8, ge=2)
+    prompts_per_step: int = Field(4, gt=0)
+    max_completion_length: int = Field(160, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    clip_eps: float = Field(0.2, gt=0)
+    clip_eps_high: float | None = Field(None, gt=0)  # DAPO's asymmetric upper clip; None = clip_eps
+    beta: float = Field(0.0, ge=0)  # KL weight (the planning paper: 0.01)
+    iterations: int = Field(1, gt=0)  # optimiser steps per generated batch (ratio != 1 from the second on)
+    scale_rewards: bool = True  # divide by the group's reward std (Dr. GRPO: False)
+    # grpo: mean over each completion's tokens, then over completions; dapo: mean over all tokens of the batch
+    loss_type: Literal["grpo", "dapo"] = "grpo"
+    micro_batch: int = Field(16, gt=0)  # completions per forward pass
+    lr: float | None = Field(None, gt=0)  # default: the stage's lr, else train.lr
+
+
+class TwoStageConfig(Strict):
+    """The symbolic-to-natural-language curricula (PAPERS.md §3): ``two_stage`` (symbolic, then NL),
+    ``reverse`` (NL, then symbolic), ``nl_only`` and ``mixed`` (both in one mixture) for the same total steps.
+    A recipe name may carry its objective: ``two_stage@grpo``; without one, ``objective`` applies."""
+
+    symbolic: Literal["graph", "code"] = "graph"
+    stage1_steps: int = Field(40, gt=0)
+    stage2_steps: int = Field(40, gt=0)
+    objective: Literal["sft", "grpo"] = "grpo"
+    format: Literal["direct", "cot", "both"] = "cot"
 
 
 class PBBConfig(Strict):
@@ -247,12 +332,14 @@ class PBBConfig(Strict):
     composed_weight: float = Field(0.0, ge=0)  # stage 2 also reads the composed functions' definitions
     demos_k: int = Field(10, gt=0)
     demos_steps: int | None = Field(None, gt=0)  # default: stage2_steps
+    rl_steps: int = Field(60, gt=0)  # retroactive_grpo's stage 2 (GRPO steps; see the grpo section)
+    rl_format: Literal["direct", "cot", "both"] = "cot"
 
 
 class EvalConfig(Strict):
     batch_size: int = Field(128, gt=0)
     max_new_tokens: int = Field(160, gt=0)
-    groups: list[Literal["with_io", "without_io", "composed"]] = Field(
+    groups: list[Literal["with_io", "without_io", "composed", "test"]] = Field(
         default_factory=lambda: ["with_io", "without_io"])
     modes: list[Literal["in_weights", "in_context"]] = Field(
         default_factory=lambda: ["in_weights", "in_context"]
@@ -346,6 +433,8 @@ class ExperimentConfig(Strict):
     sweep: SweepConfig | None = None
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
     workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
 
     @model_validator(mode="after")
@@ -368,7 +457,9 @@ class ExperimentConfig(Strict):
                         raise ValueError(f"unknown rule-distillation recipe '{r}' (known: {', '.join(RULE_RECIPES)})")
             return self
         for r in self.recipes:
-            base = r.split("@")[0]
+            base, _, arg = r.partition("@")
+            if base in ("two_stage", "reverse", "nl_only", "mixed") and arg and arg not in ("sft", "grpo"):
+                raise ValueError(f"recipe '{r}': the suffix is the objective, sft or grpo")
             if base not in RECIPES and r not in self.curricula:
                 known = ", ".join(sorted(set(RECIPES) | set(self.curricula)))
                 raise ValueError(f"unknown recipe '{r}' (known: {known})")

@@ -62,13 +62,22 @@ def demo_pool(domain, units: list[Unit], k: int, seed: int, skew: float | None =
     return pool
 
 
+def draw_input(item: MixItem, u: Unit, rng: random.Random) -> Any:
+    """A training input of the unit; planning: the item's representation (or any of the unit's)."""
+    if item.representation is not None:
+        if item.representation not in u.train_inputs:
+            raise ValueError(f"representation {item.representation} is not among {u.id}'s ({', '.join(u.train_inputs)})")
+        return item.representation
+    return rng.choice(u.train_inputs)
+
+
 def record_for(item: MixItem, domain, units: list[Unit], rng: random.Random, pool=None) -> dict[str, Any]:
     if item.view == "demos":
         return rng.choice(pool)
     u = rng.choice(units)
     if item.view == "decl":
         return views.decl(domain, u, rng)
-    x = rng.choice(u.train_inputs)
+    x = draw_input(item, u, rng)
     fmt = rng.choice(FORMATS[item.format])
     if item.view == "exec":
         return views.execution(domain, u, x, fmt, rng)
@@ -94,17 +103,45 @@ def stage_sampler(stage: StageConfig, domain, units: list[Unit], tokens: TokenCa
     return sample
 
 
+def stage_prompts(stage: StageConfig, domain, units: list[Unit]):
+    """For a grpo stage: a sampler of (chat prompt, reward) pairs, the reward 1.0 when the domain's scorer
+    accepts the completion's final answer (exact answer, or parser acceptance for grammars), else 0.0."""
+    comps = []
+    for item in stage.mixture:
+        chosen = [u for u in select(units, item.group) if u.train_inputs]
+        if not chosen:
+            raise ValueError(f"stage {stage.name}: group {item.group} has no units with training inputs")
+        comps.append((item, chosen))
+    weights = [c[0].weight for c in comps]
+
+    def sample(rng: random.Random):
+        item, chosen = rng.choices(comps, weights=weights)[0]
+        u = rng.choice(chosen)
+        x = draw_input(item, u, rng)
+        fmt = rng.choice(FORMATS[item.format])
+        rec = views.execution(domain, u, x, fmt, rng, view=item.view)
+
+        def reward(text: str) -> float:
+            return float(bool(domain.score(u, x, views.extract(domain, text))))
+
+        return rec["prompt"], reward
+
+    return sample
+
+
 def corpus_texts(domain, units: list[Unit], seed: int, n_templates: int = 3) -> list[str]:
     """Text of every view of the units (for training a tokenizer on the experiment's corpus)."""
     rng = random.Random(derive_seed(seed, "corpus"))
     out = []
     for u in units:
-        for _ in range(n_templates):
+        for _ in range(n_templates if domain.decl_templates else 0):
             out.append(_flat(views.decl(domain, u, rng)))
-        x = rng.choice(u.train_inputs + u.test_inputs)
-        for fmt in ("direct", "cot"):
-            out.append(_flat(views.execution(domain, u, x, fmt, rng)))
-            out.append(_flat(views.in_context(domain, u, x, fmt, rng)))
+        # planning: every representation, so the tokenizer knows the ones preparation does not show
+        xs = getattr(domain, "all_inputs", None) or [rng.choice(u.train_inputs + u.test_inputs)]
+        for x in xs:
+            for fmt in ("direct", "cot"):
+                out.append(_flat(views.execution(domain, u, x, fmt, rng)))
+                out.append(_flat(views.in_context(domain, u, x, fmt, rng)))
     return out
 
 

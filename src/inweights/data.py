@@ -137,6 +137,35 @@ def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     return manifest
 
 
+def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[str, Any]:
+    """Planning instances in the AsyncHow release layout (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
+    records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
+    minutes), which ``planning.asynchow_dir`` reads back, plus chat-format SFT files with the chain of thought
+    (``chat/{split}_{representation}.jsonl``)."""
+    tmp = _staging(out)
+    files: dict[str, list[dict[str, Any]]] = {}
+    names = {"nl": "natural", "graph": "graph", "code": "python"}
+    for split in ("train", "test"):
+        chosen = [u for u in units if u.group == split]
+        rng = random.Random(derive_seed(cfg.seed, "export", split))
+        for x in domain.all_inputs:
+            recs = [views.execution(domain, u, x, "cot", rng) for u in chosen]
+            released = []
+            for u, r in zip(chosen, recs):
+                minutes = u.meta["answer"]
+                answer: Any = float(minutes) if x == "code" else \
+                    f"[datetime.timedelta(seconds={round(minutes * 60)}), datetime.timedelta(seconds={round(minutes * 60)})]"
+                released.append({"question": r["prompt"][0]["content"], "answer": answer})
+            files[f"asynchow_{names[x]}_{split}.jsonl"] = released
+            files[f"chat/{split}_{x}.jsonl"] = recs
+    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": "planning", "files": {}}
+    for name, recs in files.items():
+        manifest["files"][name] = {"records": len(recs), "sha256": _write_jsonl(tmp / name, recs)}
+    manifest["counts"] = {g: sum(u.group == g for u in units) for g in ("train", "test")}
+    _publish(cfg, tmp, out, manifest)
+    return manifest
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"data file not found: {path}")

@@ -175,7 +175,15 @@ class Experiment:
             results["recipes"][recipe] = {"stages": stages_out, **ev}
         results["prepared"] = prepared
         results["wall_seconds"] = round(time.time() - t_start, 1)
-        results["counts"] = {g: sum(u.group == g for u in units) for g in ("with_io", "without_io")}
+        results["counts"] = {g: sum(u.group == g for u in units) for g in dict.fromkeys(u.group for u in units)}
+        for g in ("with_io", "without_io") if cfg.domain.name != "planning" else ():
+            results["counts"].setdefault(g, 0)
+        if cfg.domain.name == "planning":
+            from inweights.domains.planning import analogy_table
+
+            results["analogy"] = analogy_table([u for u in units if u.group == "test"],
+                                               [u for u in units if u.group == "train"],
+                                               cfg.domain.planning.related_threshold)
         results["processes"] = acc.num_processes
         if not acc.is_main_process:
             acc.wait_for_everyone()
@@ -249,15 +257,18 @@ class Experiment:
             sdir.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         model, tok = self.load(prev_dir, cfg.model.lora)
-        sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
-        # one global stream (the same on every process; each takes its share of the rows), so N processes
-        # train on exactly the batches one process would
-        batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", 0), cfg.train.batch_size,
-                                cfg.train.max_len, tok.pad_token_id,
-                                shard=(acc.process_index, acc.num_processes))
-        res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr, desc=f"{recipe}:{stage.name}",
-                          save_every=cfg.train.save_every,
-                          log=lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r}))
+        log = lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r})
+        if stage.objective == "grpo":
+            res = self.train_grpo_stage(recipe, stage, key, prev_dir, model, tok, domain, units, log)
+        else:
+            sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
+            # one global stream (the same on every process; each takes its share of the rows), so N processes
+            # train on exactly the batches one process would
+            batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", 0), cfg.train.batch_size,
+                                    cfg.train.max_len, tok.pad_token_id,
+                                    shard=(acc.process_index, acc.num_processes))
+            res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr,
+                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log)
         if acc.is_main_process:
             tmp = sdir / "model.tmp"
             if tmp.exists():
@@ -272,6 +283,27 @@ class Experiment:
             info["stage"] = stage.model_dump()
             atomic_write(sdir / "done.json", json.dumps(info) + "\n")
         acc.wait_for_everyone()
+
+    def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, model, tok, domain, units, log):
+        """A grpo stage: prompts from the stage's mixture, rewards from the domain's scorer, samples from the
+        evaluation backend (transformers, or vllm with the policy's weights pushed each step)."""
+        from inweights.curriculum import stage_prompts
+        from inweights.eval.generate import VllmPolicy, choose_backend
+        from inweights.train.grpo import train_grpo
+
+        cfg, g = self.cfg, self.cfg.grpo
+        model.to(get_accelerator().device)
+        gen = None
+        if choose_backend(cfg.eval.backend) == "vllm":
+            gen = VllmPolicy(str(prev_dir), tok, max_new_tokens=g.max_completion_length, temperature=g.temperature,
+                             top_p=g.top_p, dtype=cfg.model.dtype, seed=cfg.seed)
+        try:
+            sample = stage_prompts(stage, domain, units)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        return train_grpo(model, tok, sample, stage.steps, g, cfg.train, lr=g.lr or stage.lr or cfg.train.lr,
+                          seed=derive_seed(cfg.seed, key, "grpo"), desc=f"{recipe}:{stage.name}", log=log,
+                          generate_fn=gen)
 
     def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
         """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""

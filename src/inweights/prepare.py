@@ -55,7 +55,7 @@ def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch
                     batch_size=batch_size)
     samples = []
     for u, x, r, o in zip(units, inputs, recs, outs):
-        pred = views.extract_answer(o)
+        pred = views.extract(domain, o)
         samples.append({"unit": u.id, "input": x, "format": fmt, "output": o, "pred": pred,
                         "answer": r["answer"], "correct": domain.score(u, x, pred)})
     return sum(s["correct"] for s in samples) / len(samples), samples

@@ -44,11 +44,16 @@ def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) ->
     return _record("decl", unit, sentence, instruction_text(domain, unit))
 
 
+def answer_line(domain, answer: str) -> str:
+    """The final line of a target: ``Answer: 7``, or the domain's own layout (planning: ``<answer>7</answer>``)."""
+    return getattr(domain, "answer_template", "Answer: {}").format(answer)
+
+
 def target(domain, unit: Unit, x: Any, fmt: str) -> str:
-    answer = domain.answer_text(unit, x)
+    line = answer_line(domain, domain.answer_text(unit, x))
     if fmt == "direct":
-        return f"Answer: {answer}"
-    return "\n".join(domain.steps(unit, x)) + f"\nAnswer: {answer}"
+        return line
+    return "\n".join(domain.steps(unit, x)) + "\n" + line
 
 
 def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
@@ -61,8 +66,8 @@ def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
 
 def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: str = "exec") -> dict[str, Any]:
     q = question(domain, unit, x, fmt, rng)
-    if view == "in_context":
-        q = f"{instruction_text(domain, unit)}\n{q}"
+    if view == "in_context" and (instr := instruction_text(domain, unit)):
+        q = f"{instr}\n{q}"
     return _record(
         view, unit, q, target(domain, unit, x, fmt), format=fmt, input=x, answer=domain.answer_text(unit, x)
     )
@@ -70,6 +75,12 @@ def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: st
 
 def in_context(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> dict[str, Any]:
     return execution(domain, unit, x, fmt, rng, view="in_context")
+
+
+def extract(domain, text: str) -> str | None:
+    """The model's final answer in the domain's layout (``Answer:`` by default)."""
+    own = getattr(domain, "extract_answer", None)
+    return own(text) if own is not None else extract_answer(text)
 
 
 def extract_answer(text: str) -> str | None:

@@ -2,9 +2,10 @@
 
 from inweights.domains.base import Unit
 from inweights.domains.grammars import GrammarsDomain
+from inweights.domains.planning import PlanningDomain
 from inweights.domains.programs import ProgramsDomain
 from inweights.domains.rules import RulesDomain
 
-DOMAINS = {"programs": ProgramsDomain, "grammars": GrammarsDomain, "rules": RulesDomain}
+DOMAINS = {"programs": ProgramsDomain, "grammars": GrammarsDomain, "rules": RulesDomain, "planning": PlanningDomain}
 
-__all__ = ["DOMAINS", "GrammarsDomain", "ProgramsDomain", "RulesDomain", "Unit"]
+__all__ = ["DOMAINS", "GrammarsDomain", "PlanningDomain", "ProgramsDomain", "RulesDomain", "Unit"]

@@ -10,7 +10,7 @@ from inweights.train.data import end_of_turn_ids, render
 
 
 @torch.no_grad()
-def generate(
+def generate_ids(
     model,
     tokenizer,
     prompts: Sequence[list[dict[str, str]]],
@@ -21,17 +21,20 @@ def generate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
-) -> list[str]:
-    """Completions for chat prompts, in the order given: greedy, or sampled at ``temperature`` (seeded,
-    so the same prompts, model and seed give the same samples on a CPU)."""
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) per chat prompt, in the order given: greedy, or sampled at
+    ``temperature`` (seeded, so the same prompts, model and seed give the same samples on a CPU). A
+    completion ends with its end-of-turn token when the model emitted one (training on it teaches stopping),
+    and is cut at ``max_new_tokens`` otherwise."""
     texts = [render(tokenizer, p, add_generation_prompt=True) for p in prompts]
     enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding
-    out: list[str] = [""] * len(enc)
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(enc)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
+    stops = sorted(end_of_turn_ids(tokenizer))
     sampling = temperature > 0
     if sampling:
         torch.manual_seed(seed)
@@ -49,16 +52,23 @@ def generate(
             max_new_tokens=max_new_tokens,
             do_sample=sampling,
             **({"temperature": temperature, "top_p": top_p, "top_k": 0} if sampling else {}),
-            eos_token_id=sorted(end_of_turn_ids(tokenizer)),
+            eos_token_id=stops,
             pad_token_id=pad,
             use_cache=True,
         )
         for r, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[r, width:], skip_special_tokens=True)
+            row = gen[r, width:].tolist()
+            cut = next((j + 1 for j, t in enumerate(row) if t in stops), len(row))
+            out[i] = (enc[i], row[:cut])
         if progress is not None:
             progress.update(len(idx))
     model.train(was_training)
     return out
+
+
+def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], **kw) -> list[str]:
+    """Completion texts for chat prompts (see ``generate_ids`` for the arguments)."""
+    return [tokenizer.decode(c, skip_special_tokens=True) for _, c in generate_ids(model, tokenizer, prompts, **kw)]
 
 
 def vllm_available() -> bool:
@@ -100,3 +110,57 @@ def generate_vllm(model_dir: str, tokenizer, prompts: Sequence[list[dict[str, st
         texts.append(tokenizer.decode(toks, skip_special_tokens=True))
     del llm
     return texts
+
+
+class VllmPolicy:
+    """GRPO sampling with vllm: one engine per stage, the policy's current weights pushed into it before
+    every step (as TRL's colocated mode does), so samples come from the policy being trained.
+
+    Not exercised in this repository's tests (they run without a GPU); the weight push goes through the
+    engine's in-process model, whose attribute path differs across vllm versions: both known ones are tried.
+    """
+
+    def __init__(self, model_dir: str, tokenizer, *, max_new_tokens: int, temperature: float, top_p: float,
+                 dtype: str = "auto", seed: int = 0, gpu_memory_utilization: float = 0.3):
+        from vllm import LLM
+
+        self.tok, self.max_new_tokens, self.temperature, self.top_p = tokenizer, max_new_tokens, temperature, top_p
+        self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
+                       gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True)
+
+    def _push(self, model) -> None:
+        from inweights.errors import UserError
+
+        weights = list(model.state_dict().items())
+        engine = self.llm.llm_engine
+        for path in ("model_executor.driver_worker.model_runner.model",
+                     "model_executor.driver_worker.worker.model_runner.model"):
+            obj = engine
+            try:
+                for part in path.split("."):
+                    obj = getattr(obj, part)
+            except AttributeError:
+                continue
+            obj.load_weights(weights)
+            return
+        if hasattr(self.llm, "collective_rpc"):  # vllm V1 engine: run the load inside the worker
+            self.llm.collective_rpc(lambda self_, w=weights: self_.model_runner.model.load_weights(w))
+            return
+        raise UserError("grpo with eval.backend vllm: this vllm version exposes no way to load new weights into "
+                        "the engine; use eval.backend transformers")
+
+    def __call__(self, model, prompts, seed: int):
+        from vllm import SamplingParams
+
+        if hasattr(model, "peft_config"):
+            from inweights.errors import UserError
+
+            raise UserError("grpo with eval.backend vllm needs full fine-tuning (no model.lora); use transformers")
+        self._push(model)
+        stops = sorted(end_of_turn_ids(self.tok))
+        params = SamplingParams(temperature=self.temperature, top_p=self.top_p, seed=seed,
+                                max_tokens=self.max_new_tokens, stop_token_ids=stops)
+        ids = [self.tok(render(self.tok, p, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+               for p in prompts]
+        outs = self.llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
+        return [(i, list(o.outputs[0].token_ids)) for i, o in zip(ids, outs)]

@@ -30,7 +30,10 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
                         rng = random.Random(derive_seed(seed, "probe", u.id, x, mode, fmt))
                         view = "exec" if mode == "in_weights" else "in_context"
                         rec = views.execution(domain, u, x, fmt, rng, view=view)
-                        rec.update(mode=mode, cell=cell_name(group, mode, fmt))
+                        cell = cell_name(group, mode, fmt)
+                        if getattr(domain, "inputs_are_representations", False):
+                            cell += f"/{x}"  # planning: one cell per representation (nl, graph, code)
+                        rec.update(mode=mode, cell=cell)
                         probes.append(rec)
     return probes
 
@@ -56,7 +59,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         lambda: {"n": 0, "correct": 0, "recall": 0.0, "recalled": 0, "chance": 0.0, "too_long": 0})
     for p, out in zip(probes, outs):
         u = by_id[p["unit"]]
-        pred = views.extract_answer(out)
+        pred = views.extract(domain, out)
         ok = domain.score(u, p["input"], pred)
         s = {"cell": p["cell"], "unit": u.id, "pointer": u.pointer, "input": p["input"], "format": p["format"],
              "mode": p["mode"], "prompt": p["prompt"][0]["content"], "output": out, "pred": pred,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inweights.config import MixItem, StageConfig
+from inweights.recipes import two_stage
 
 
 def _m(view: str, group: str, weight: float = 1.0, fmt: str = "both", k: int | None = None) -> MixItem:
@@ -51,6 +52,16 @@ def retroactive(c) -> list[StageConfig]:
     return [s1, s2]
 
 
+def retroactive_grpo(c) -> list[StageConfig]:
+    """Retroactive with an RL stage 2: GRPO on with_io execution prompts, rewarded by exact-match answers
+    (the paper: RL generalises better than SFT here)."""
+    p = c.pbb
+    s1 = StageConfig(name="r1_decl_all", steps=p.stage2_steps, mixture=[_m("decl", "all", p.decl_weight)])
+    s2 = StageConfig(name="r2_grpo_exec_with_io", steps=p.rl_steps, mixture=[_m("exec", "with_io", fmt=p.rl_format)],
+                     objective="grpo")
+    return [s1, s2]
+
+
 def mixture(c) -> list[StageConfig]:
     # everything proactive sees, in one homogeneous mixture, for the same total steps
     p = c.pbb
@@ -75,8 +86,10 @@ def demos_only(c, k: int | None = None) -> list[StageConfig]:
 
 
 RECIPES: dict[str, Any] = {
+    **two_stage.RECIPES,
     "proactive": proactive,
     "retroactive": retroactive,
+    "retroactive_grpo": retroactive_grpo,
     "mixture": mixture,
     "stage1_only": stage1_only,
     "stage2_only": stage2_only,
@@ -91,4 +104,6 @@ def stages_for(name: str, cfg) -> list[StageConfig]:
     base, _, arg = name.partition("@")
     if base == "demos_only" and arg:
         return demos_only(cfg, int(arg.lstrip("k")))
+    if base in two_stage.NAMES and arg:
+        return two_stage.stages(base, cfg, arg)
     return RECIPES[base](cfg)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from inweights.report.plots import accuracy_plot, loss_plot, sweep_plot
+from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
 
 
 def _pct(c: dict[str, Any] | None, ci: bool = True) -> str:
@@ -129,6 +128,10 @@ def sweep_section(out: Path, cfg, rows) -> tuple[list[str], dict[str, Any] | Non
 
 
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
+    if cfg.domain.name == "planning":
+        from inweights.report.planning import write_planning_report
+
+        return write_planning_report(out, cfg, results)
     rows: dict[str, dict[str, Any]] = {}
     if "base" in results:
         rows["base"] = results["base"]
@@ -137,6 +140,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     grammars = cfg.domain.name == "grammars"
     noun = "grammars" if grammars else "programs"
     loss_plot(out, out / "metrics.jsonl")
+    reward = reward_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
     md = [f"# {cfg.name}", "",
           (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
@@ -207,12 +211,14 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                       f"{s['tok_s']:,.0f} |")
     md += ["", "Stages with the same key (same starting point, spec and seed) are trained once and shared.",
            "", "![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
+    if reward:
+        md += ["![reward per GRPO stage](reward.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
                "counts": results["counts"], "prepared": prep,
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep}
-    for name, text in (("summary.json", json.dumps(summary, indent=2) + "\n"), ("report.md", "\n".join(md))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    from inweights.experiment import atomic_write
+
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "report.md", "\n".join(md))
     return summary

@@ -1,4 +1,4 @@
-"""PNG plots: loss per stage, accuracy per recipe, the sample-efficiency sweep."""
+"""PNG plots: loss per stage, reward per GRPO stage, accuracy per recipe, the sample-efficiency sweep."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def loss_plot(out: Path, metrics_path: Path) -> Path | None:
         return None
     for line in metrics_path.read_text().splitlines():
         r = json.loads(line)
-        if "loss" in r and "stage" in r:
+        if "loss" in r and "stage" in r and r.get("objective") != "grpo":  # GRPO losses: see reward.png
             curves.setdefault(r["stage"], []).append((r["step"], r["loss"]))
     if not curves:
         return None
@@ -34,6 +34,36 @@ def loss_plot(out: Path, metrics_path: Path) -> Path | None:
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     path = out / "loss.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reward_plot(out: Path, metrics_path: Path) -> Path | None:
+    curves: dict[str, list[tuple[int, float]]] = {}
+    if not metrics_path.is_file():
+        return None
+    for line in metrics_path.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("objective") == "grpo":
+            curves.setdefault(r["stage"], []).append((r["step"], r["reward_mean"]))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, pts in sorted(curves.items()):
+        pts = sorted(dict(pts).items())
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        w = max(1, len(ys) // 10)  # a running mean over ~10% of the stage: per-step rewards are noisy
+        sm = [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1]) for i in range(len(ys))]
+        ax.plot(xs, sm, label=name, lw=1.4)
+    ax.set_xlabel("GRPO step within stage")
+    ax.set_ylabel("mean reward (running mean)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Reward per GRPO stage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = out / "reward.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -1,0 +1,484 @@
+"""Scheduling problems across representations (PAPERS.md §3, AsyncHow-style).
+
+An instance is a task made of steps with durations and precedence constraints (a DAG on the steps). With
+unlimited parallelism the least total time is the longest START -> END path, which ``networkx`` computes
+(``dag_longest_path_length``); nothing here re-implements it. Each instance is rendered isomorphically as
+
+- ``nl``: "Step 1. Boil the water (10 minutes)" lines and "Step 1 must precede step 3." constraints, in
+  several phrasings, some durations written in hours (the reader converts);
+- ``graph``: an adjacency dict with START/END nodes and a duration dict (AsyncHow's Graph layout);
+- ``code``: a networkx longest-path function and its input, a weighted adjacency list over random
+  integer node ids (AsyncHow's Code layout); the rendered program is run to check the answer (tests).
+
+A unit is one instance; its "inputs" are the representations it is shown in (``train`` instances in
+``representations``, ``test`` instances probed in ``eval_representations``). Answers are minutes, in
+``<answer>`` tags; the chain of thought gives each step's finish time in topological order.
+``load_asynchow`` reads the released NL / Graph / Code JSONL files (aligned by line) into the same units.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import random
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import networkx as nx
+
+from inweights.domains.base import Unit
+from inweights.domains.programs import derive_seed
+from inweights.errors import UserError
+
+THEMES = {
+    "bake a cake": ["Preheat the oven", "Weigh the flour", "Beat the eggs", "Melt the butter", "Mix the batter",
+                    "Grease the tin", "Bake the cake", "Make the icing", "Let the cake cool", "Ice the cake"],
+    "paint a room": ["Move the furniture", "Cover the floor", "Fill the cracks", "Sand the walls", "Tape the edges",
+                     "Buy the paint", "Paint the ceiling", "Paint the walls", "Let the paint dry", "Clean the brushes"],
+    "plant a garden": ["Clear the weeds", "Dig the beds", "Buy the seeds", "Add compost", "Rake the soil",
+                       "Sow the seeds", "Water the beds", "Set up a fence", "Label the rows", "Spread mulch"],
+    "host a dinner": ["Write the menu", "Buy the food", "Clean the house", "Set the table", "Cook the soup",
+                      "Roast the meat", "Chill the drinks", "Make a dessert", "Light the candles", "Greet the guests"],
+    "move house": ["Book a van", "Pack the books", "Pack the kitchen", "Wrap the mirrors", "Load the van",
+                   "Drive to the new house", "Unload the van", "Clean the old house", "Return the keys",
+                   "Unpack the boxes"],
+    "repair a bike": ["Remove the wheel", "Find the puncture", "Patch the tube", "Clean the chain", "Oil the chain",
+                      "Adjust the brakes", "Refit the wheel", "Pump the tyres", "Check the gears", "Test ride"],
+}
+
+NL_HEADERS = [
+    "To {goal}, here are the steps and the times needed for each step.",
+    "Here is how to {goal}. Each step and how long it takes:",
+    "You want to {goal}. These are the steps, with their durations.",
+    "Steps to {goal} (with the time each one takes):",
+]
+NL_CONSTRAINT_HEADERS = [
+    "These ordering constraints need to be obeyed when executing above steps:",
+    "The steps must respect this order:",
+    "Ordering rules:",
+]
+NL_CONSTRAINTS = [
+    "Step {a} must precede step {b}.",
+    "Step {b} can only start after step {a} is finished.",
+    "Finish step {a} before starting step {b}.",
+    "Step {b} depends on step {a}.",
+]
+NL_QUESTIONS = [
+    ("Question: Assume that you need to execute all the steps to {goal} and that infinite resources are available. "
+    "What is the shortest possible time to {goal}, in minutes?"),
+    ("Question: With as many helpers as you like, working in parallel, how many minutes does it take at least to "
+    "{goal}?"),
+    ("Question: If steps can run at the same time whenever the order allows, what is the least total time in "
+    "minutes to {goal}?"),
+]
+ANSWER_HINT = "Encode your final answer in <answer></answer> (e.g. <answer>15</answer>)."
+GRAPH_TEXT = (
+    "You have a graph whose adjacency list representation is as follows:\n{adj}\n\n"
+    "The graph is a directed graph, and the nodes are labelled as follows (START and END are special nodes "
+    "which take no time to traverse):\n{labels}\n\n"
+    "Suppose you have to traverse from node 'START' to node 'END', how long does the longest path take, in "
+    "minutes? " + ANSWER_HINT
+)
+CODE_FUNCTION = '''import networkx as nx
+
+def longest_path(adj, source, target):
+    graph = nx.DiGraph([(u, v) for u in adj for v, _ in adj[u]])
+    dist = {source: 0}
+    for u in nx.topological_sort(graph):
+        for v, w in adj[u]:
+            dist[v] = max(dist.get(v, 0), dist[u] + w)
+    return dist[target]'''
+CODE_TEXT = (
+    "This python function finds the longest path length from source to target in a directed acyclic graph "
+    "given as a weighted adjacency list.\n\n"
+    "```python\n" + CODE_FUNCTION + "\n```\nSuppose your inputs are as follows:\n```python\n"
+    "adj_list = {adj}\nsource = {source}\ntarget = {target}\n```\n"
+    "What does longest_path(adj_list, source, target) return? "
+    "Encode the output of the function in <answer></answer> (e.g. <answer>15</answer>)."
+)
+
+
+def longest_path(durations: list[float], edges: list[tuple[int, int]]) -> float:
+    """Least total time with unlimited parallelism: the longest START -> END path, edge weight = the
+    duration of the step the edge enters (networkx). Whole numbers come back as int."""
+    val = nx.dag_longest_path_length(dag(durations, edges), weight="weight")
+    return int(val) if float(val).is_integer() else float(val)
+
+
+def dag(durations: list[float], edges: list[tuple[int, int]]) -> nx.DiGraph:
+    """The instance as a networkx DAG over steps 1..n plus START and END."""
+    n = len(durations)
+    g = nx.DiGraph()
+    g.add_nodes_from(["START", "END", *range(1, n + 1)])
+    for a, b in edges:
+        g.add_edge(a, b, weight=durations[b - 1])
+    for s in range(1, n + 1):
+        if g.in_degree(s) == 0:
+            g.add_edge("START", s, weight=durations[s - 1])
+        if g.out_degree(s) == 0:
+            g.add_edge(s, "END", weight=0)
+    if not nx.is_directed_acyclic_graph(g):
+        raise UserError("planning instance: the precedence constraints contain a cycle")
+    return g
+
+
+def instance_pool(signature: str) -> str:
+    """'experiment' or 'prepare': a fixed split of all instances by a hash of their structure."""
+    return "prepare" if hashlib.sha256(signature.encode()).digest()[0] % 2 else "experiment"
+
+
+def fmt_minutes(m: float, rng: random.Random, hours_prob: float) -> str:
+    """A duration as NL writes it: minutes, or hours when it is a whole or half hour (sometimes)."""
+    if m >= 60 and m % 30 == 0 and rng.random() < hours_prob:
+        h = m / 60
+        hs = f"{h:g}"
+        return f"{hs} hour" if h == 1 else f"{hs} hours"
+    return rng.choice([f"{m:g} minutes", f"{m:g} min"])
+
+
+def _show(m: float) -> str:
+    return f"{m:g}"
+
+
+class PlanningDomain:
+    name = "planning"
+    gate_format = "cot"
+    answer_template = "<answer>{}</answer>"
+    inputs_are_representations = True  # probes report one cell per representation
+    decl_templates: ClassVar[list[str]] = []  # no declarative view: the instance is the whole prompt
+    all_inputs = ("nl", "graph", "code")
+
+    def __init__(self, cfg, seed: int):
+        self.cfg, self.seed = cfg, seed
+
+    # ------------------------------------------------------------------ instances
+    def random_instance(self, rng: random.Random) -> dict[str, Any]:
+        c = self.cfg
+        n = rng.randint(c.min_steps, c.max_steps)
+        goal = rng.choice(sorted(THEMES))
+        acts = rng.sample(THEMES[goal], n)
+        durations = [rng.choice(c.durations) for _ in range(n)]
+        edges = [(a, b) for a in range(1, n + 1) for b in range(a + 1, n + 1) if rng.random() < c.edge_prob]
+        ids = rng.sample(range(10, 1000), n + 2)  # code: random integer node ids (the last two: source, target)
+        return {"goal": goal, "activities": acts, "durations": durations, "edges": edges, "ids": ids}
+
+    @staticmethod
+    def make_unit(uid: str, group: str, inst: dict[str, Any], inputs: tuple[str, ...]) -> Unit:
+        answer = longest_path(inst["durations"], inst["edges"])
+        meta = {**inst, "answer": answer}
+        train, test = (inputs, ()) if group in ("train", "prepare") else ((), inputs)
+        if group == "prepare":
+            test = inputs
+        return Unit(id=uid, family="planning", pointer=inst["goal"], instruction="", group=group,
+                    train_inputs=train, test_inputs=test, meta=meta)
+
+    @staticmethod
+    def signature(unit: Unit) -> str:
+        m = unit.meta
+        return json.dumps([m["durations"], sorted(map(list, m["edges"]))])
+
+    def build(self) -> list[Unit]:
+        c = self.cfg
+        if c.asynchow_dir:
+            return load_asynchow(c.asynchow_dir, tuple(c.representations), tuple(c.eval_representations))
+        rng = random.Random(derive_seed(self.seed, "planning"))
+        seen: set[str] = set()
+        units = []
+        for group, n, inputs in (("train", c.n_train, tuple(c.representations)),
+                                 ("test", c.n_test, tuple(c.eval_representations))):
+            made = 0
+            while made < n:
+                inst = self.random_instance(rng)
+                u = self.make_unit(f"plan-{group}-{made}", group, inst, inputs)
+                sig = self.signature(u)
+                if sig in seen or instance_pool(sig) != "experiment":  # a test instance never repeats a training one (nor a training one itself)
+                    continue
+                seen.add(sig)
+                units.append(u)
+                made += 1
+        return units
+
+    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None) -> Unit:
+        """A preparation instance (shown in ``prepare_representations``). Instances are split into two
+        disjoint pools by a hash of their structure (durations and constraints): experiments draw only from
+        one, preparation only from the other, so a prepared base never saw a test instance whatever seeds
+        the two use."""
+        while True:
+            inst = self.random_instance(rng)
+            u = self.make_unit(f"prep-{rng.getrandbits(32):08x}", "prepare", inst,
+                               tuple(self.cfg.prepare_representations))
+            if instance_pool(self.signature(u)) == "prepare":
+                return u
+
+    # ------------------------------------------------------------------ renderings
+    def instruction_text(self, unit: Unit) -> str:
+        return ""  # the instance is the whole prompt; there is no separate instruction
+
+    def question(self, unit: Unit, x: str, rng: random.Random) -> str:
+        m = unit.meta
+        if "texts" in m:  # loaded from released files: shown verbatim
+            return m["texts"][x]
+        if x == "nl":
+            return self.render_nl(m, rng)
+        if x == "graph":
+            return self.render_graph(m)
+        if x == "code":
+            return self.render_code(m)
+        raise UserError(f"planning: unknown representation '{x}' (nl, graph, code)")
+
+    def render_nl(self, m: dict[str, Any], rng: random.Random) -> str:
+        lines = [rng.choice(NL_HEADERS).format(goal=m["goal"])]
+        for i, (act, d) in enumerate(zip(m["activities"], m["durations"]), 1):
+            lines.append(f"Step {i}. {act} ({fmt_minutes(d, rng, self.cfg.hours_prob)})")
+        if m["edges"]:
+            lines.append("")
+            lines.append(rng.choice(NL_CONSTRAINT_HEADERS))
+            tmpl = rng.choice(NL_CONSTRAINTS)
+            lines += [tmpl.format(a=a, b=b) for a, b in m["edges"]]
+        lines.append("")
+        lines.append(rng.choice(NL_QUESTIONS).format(goal=m["goal"]) + " " + ANSWER_HINT)
+        return "\n".join(lines)
+
+    @staticmethod
+    def render_graph(m: dict[str, Any]) -> str:
+        g = dag(m["durations"], m["edges"])
+        adj = {str(v): [str(w) for w in sorted(g.successors(v), key=str)] for v in sorted(g.nodes, key=str)}
+        labels = {str(i): f"{d} minutes" for i, d in enumerate(m["durations"], 1)}
+        return GRAPH_TEXT.format(adj=adj, labels=labels)
+
+    @staticmethod
+    def code_input(m: dict[str, Any]) -> tuple[dict[int, list[tuple[int, float]]], int, int]:
+        """The code rendering's input: adjacency over random integer ids, edge weight = the duration of
+        the step it enters (edges into the target weigh 0)."""
+        g = dag(m["durations"], m["edges"])
+        n = len(m["durations"])
+        ids = {i: m["ids"][i - 1] for i in range(1, n + 1)}
+        ids["START"], ids["END"] = m["ids"][n], m["ids"][n + 1]
+        adj = {ids[v]: [(ids[w], float(g[v][w]["weight"])) for w in sorted(g.successors(v), key=str)]
+               for v in sorted(g.nodes, key=str)}
+        return adj, ids["START"], ids["END"]
+
+    def render_code(self, m: dict[str, Any]) -> str:
+        adj, s, t = self.code_input(m)
+        # the function's own braces are not placeholders: fill the three fields by name
+        return CODE_TEXT.replace("{adj}", str(adj)).replace("{source}", str(s)).replace("{target}", str(t))
+
+    # ------------------------------------------------------------------ answers
+    def steps(self, unit: Unit, x: str) -> list[str]:
+        """Each step's finish time in topological order, then the end: ``Step 3 ends at max(10, 25) + 15 = 40``.
+        The code rendering names nodes by their ids (``dist[711] = ...``)."""
+        m = unit.meta
+        g = dag(m["durations"], m["edges"])
+        n = len(m["durations"])
+        ids = None
+        if x == "code":
+            ids = {i: m["ids"][i - 1] for i in range(1, n + 1)}
+            ids["START"], ids["END"] = m["ids"][n], m["ids"][n + 1]
+        finish: dict[Any, float] = {"START": 0}
+        out = []
+        for v in nx.topological_sort(g):
+            if v == "START":
+                continue
+            preds = sorted(g.predecessors(v), key=lambda p: (p == "START", str(p)))
+            before = [finish[p] for p in preds]
+            start = "max(" + ", ".join(_show(b) for b in before) + ")" if len(before) > 1 else _show(before[0])
+            dur = 0 if v == "END" else m["durations"][v - 1]
+            finish[v] = max(before) + dur
+            if v == "END":
+                name = f"dist[{ids['END']}]" if ids else "END"
+                out.append(f"{name} = {start} = {_show(finish[v])}")
+            else:
+                name = f"dist[{ids[v]}]" if ids else f"Step {v} ends at"
+                sep = " =" if ids else ""
+                out.append(f"{name}{sep} {start} + {_show(dur)} = {_show(finish[v])}")
+        return out
+
+    def answer_text(self, unit: Unit, x: str) -> str:
+        return _show(unit.meta["answer"])
+
+    @staticmethod
+    def extract_answer(text: str) -> str | None:
+        """The last ``<answer>...</answer>`` (a missing closing tag at the end of the text is tolerated)."""
+        found = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+        if not found:
+            tail = re.search(r"<answer>([^<]*)$", text)
+            return tail.group(1).strip() or None if tail else None
+        return found[-1].strip() or None
+
+    def score(self, unit: Unit, x: str, prediction: str | None) -> bool:
+        got = parse_minutes(prediction)
+        return got is not None and abs(got - unit.meta["answer"]) < 1e-6 * max(1.0, abs(unit.meta["answer"]))
+
+    def recall(self, unit: Unit, output: str) -> float | None:
+        return None
+
+    def chance(self, unit: Unit) -> float:
+        return 0.0
+
+
+_UNIT_MINUTES = {"min": 1, "minute": 1, "minutes": 1, "m": 1, "mins": 1, "hour": 60, "hours": 60, "h": 60,
+                 "hr": 60, "hrs": 60, "second": 1 / 60, "seconds": 1 / 60, "sec": 1 / 60, "s": 1 / 60,
+                 "day": 1440, "days": 1440, "d": 1440, "week": 10080, "weeks": 10080}
+
+
+def parse_minutes(text: str | None) -> float | None:
+    """Minutes from an answer: a bare number is minutes; "1.5 hours", "2 h 30 min" are summed."""
+    if not text:
+        return None
+    t = text.lower().replace(",", "")
+    parts = re.findall(r"(-?\d+(?:\.\d+)?)\s*([a-z]+)?", t)
+    if not parts:
+        return None
+    total = 0.0
+    for num, unit in parts:
+        if unit and unit not in _UNIT_MINUTES:
+            return None
+        total += float(num) * _UNIT_MINUTES.get(unit or "min", 1)
+    return total
+
+
+# ------------------------------------------------------------------ released AsyncHow-style files
+_FILES = {"nl": "asynchow_natural_{split}.jsonl", "graph": "asynchow_graph_{split}.jsonl",
+          "code": "asynchow_python_{split}.jsonl"}
+_TIMEDELTA = re.compile(r"timedelta\(([^)]*)\)")
+
+
+def timedelta_minutes(answer: str) -> float:
+    """Minutes of the first ``datetime.timedelta(...)`` in an answer string (read with ``ast``, never eval)."""
+    m = _TIMEDELTA.search(answer)
+    if not m:
+        raise ValueError("no timedelta in the answer")
+    call = ast.parse(f"f({m.group(1)})", mode="eval").body
+    kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    mins = {"weeks": 10080, "days": 1440, "hours": 60, "minutes": 1, "seconds": 1 / 60, "milliseconds": 1 / 60000,
+            "microseconds": 1 / 6e7}
+    unknown = set(kw) - set(mins)
+    if unknown or call.args:
+        raise ValueError(f"unexpected timedelta arguments {sorted(unknown)}")
+    return sum(float(v) * mins[k] for k, v in kw.items())
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open() as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}: line {i} is not valid JSON") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or "answer" not in rec:
+                raise UserError(f"{path}: line {i} needs a string 'question' and an 'answer'")
+            rows.append(rec)
+    return rows
+
+
+def graph_structure(question: str) -> tuple[list[float], list[tuple[int, int]]]:
+    """(durations in minutes, edges) from a Graph-representation question: its two Python dict literals."""
+    dicts = re.findall(r"\{[^{}]*\}", question)
+    if len(dicts) < 2:
+        raise ValueError("expected an adjacency dict and a label dict")
+    adj, labels = ast.literal_eval(dicts[0]), ast.literal_eval(dicts[1])
+    steps = sorted((k for k in adj if k not in ("START", "END")), key=int)
+    index = {k: i for i, k in enumerate(steps, 1)}
+    durations = []
+    for k in steps:
+        mins = parse_minutes(str(labels[k]))
+        if mins is None:
+            raise ValueError(f"node {k}: unreadable duration {labels[k]!r}")
+        durations.append(mins)
+    edges = [(index[a], index[b]) for a in steps for b in adj[a] if b not in ("START", "END")]
+    return durations, edges
+
+
+def load_asynchow(folder: str | Path, representations: tuple[str, ...],
+                  eval_representations: tuple[str, ...]) -> list[Unit]:
+    """Units from the released AsyncHow-style JSONL files (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
+    records ``{"question", "answer"}``, the three representations aligned by line). The questions are shown
+    verbatim; the structure (and so the answer and the chain of thought) is read from the Graph file, and
+    the file's own answer must agree with it."""
+    folder = Path(folder)
+    units = []
+    for split, group, inputs in (("train", "train", representations), ("test", "test", eval_representations)):
+        need = sorted(set(inputs) | {"graph"})
+        files = {r: folder / _FILES[r].format(split=split) for r in need}
+        for r, p in files.items():
+            if not p.is_file():
+                raise UserError(f"planning.asynchow_dir: {p} not found (needed for the {r} representation)")
+        rows = {r: _read_jsonl(p) for r, p in files.items()}
+        n = len(rows["graph"])
+        for r, rs in rows.items():
+            if len(rs) != n:
+                raise UserError(f"planning.asynchow_dir: {files[r]} has {len(rs)} records, {files['graph']} has {n}; "
+                                "the representations must align line by line")
+        for i in range(n):
+            try:
+                durations, edges = graph_structure(rows["graph"][i]["question"])
+                answer = longest_path(durations, edges)
+                gold = rows["graph"][i]["answer"]
+                gold_min = timedelta_minutes(gold) if "timedelta" in str(gold) else float(gold)
+            except (ValueError, SyntaxError, KeyError) as e:
+                raise UserError(f"{files['graph']}: record {i + 1}: {e}") from None
+            if abs(gold_min - answer) > 1e-6 * max(1.0, answer):
+                raise UserError(f"{files['graph']}: record {i + 1}: answer {gold_min:g} min disagrees with the "
+                                f"longest path of its graph ({answer:g} min)")
+            texts = {r: rows[r][i]["question"] for r in need}
+            inst = {"goal": f"asynchow {split} {i + 1}", "activities": [f"step {k}" for k in range(1, len(durations) + 1)],
+                    "durations": durations, "edges": edges, "ids": list(range(1, len(durations) + 3)), "texts": texts}
+            units.append(PlanningDomain.make_unit(f"asynchow-{split}-{i + 1}", group, inst, tuple(inputs)))
+    return units
+
+
+# ------------------------------------------------------------------ analogy analysis
+def wl_features(durations: list[float], edges: list[tuple[int, int]], iterations: int = 3) -> Counter:
+    """Weisfeiler-Lehman subtree features of the instance's DAG (structure only; node labels START/END/step)."""
+    g = dag([int(d) if float(d).is_integer() else d for d in durations], edges)
+    for v in g.nodes:
+        g.nodes[v]["label"] = str(v) if v in ("START", "END") else "step"
+    with warnings.catch_warnings():  # networkx >= 3.5 warns that directed hashes changed (a bug fix); we
+        warnings.simplefilter("ignore", UserWarning)  # compare hashes within one run only
+        hashes = nx.weisfeiler_lehman_subgraph_hashes(g, node_attr="label", iterations=iterations)
+    feats: Counter = Counter(g.nodes[v]["label"] for v in g.nodes)
+    for hs in hashes.values():
+        feats.update(hs)
+    return feats
+
+
+def wl_kernel(a: Counter, b: Counter) -> float:
+    """Normalised WL subtree kernel: <a, b> / sqrt(<a, a> <b, b>)."""
+    dot = sum(v * b.get(k, 0) for k, v in a.items())
+    na = sum(v * v for v in a.values())
+    nb = sum(v * v for v in b.values())
+    return dot / (na * nb) ** 0.5 if na and nb else 0.0
+
+
+def histogram_jaccard(a: list[float], b: list[float]) -> float:
+    """Weighted Jaccard of two duration multisets: sum of minimum counts / sum of maximum counts."""
+    ca, cb = Counter(a), Counter(b)
+    keys = set(ca) | set(cb)
+    hi = sum(max(ca[k], cb[k]) for k in keys)
+    return sum(min(ca[k], cb[k]) for k in keys) / hi if hi else 0.0
+
+
+def similarity(u: Unit, v: Unit, fa: Counter | None = None, fb: Counter | None = None) -> float:
+    """The paper's analogy similarity: 0.4 x duration-histogram Jaccard + 0.6 x WL kernel (3 iterations)."""
+    fa = fa if fa is not None else wl_features(u.meta["durations"], u.meta["edges"])
+    fb = fb if fb is not None else wl_features(v.meta["durations"], v.meta["edges"])
+    return 0.4 * histogram_jaccard(u.meta["durations"], v.meta["durations"]) + 0.6 * wl_kernel(fa, fb)
+
+
+def analogy_table(test: list[Unit], train: list[Unit], threshold: float) -> dict[str, dict[str, float]]:
+    """Per test unit: similarity to its closest training unit, and how many training units are related
+    (similarity >= threshold)."""
+    ftr = [wl_features(t.meta["durations"], t.meta["edges"]) for t in train]
+    out = {}
+    for u in test:
+        fu = wl_features(u.meta["durations"], u.meta["edges"])
+        sims = [similarity(u, t, fu, f) for t, f in zip(train, ftr)]
+        out[u.id] = {"closest": max(sims) if sims else 0.0, "related": sum(s >= threshold for s in sims)}
+    return out

@@ -1,0 +1,211 @@
+"""Planning domain: isomorphic renderings with one answer from networkx, disjoint splits, the AsyncHow
+loader, the analogy similarity, and the two-stage recipes end to end."""
+
+import json
+import random
+import re
+
+import pytest
+
+from inweights import views
+from inweights.cli import main
+from inweights.config import ExperimentConfig, PlanningConfig
+from inweights.domains.planning import (
+    PlanningDomain,
+    analogy_table,
+    graph_structure,
+    histogram_jaccard,
+    instance_pool,
+    load_asynchow,
+    longest_path,
+    parse_minutes,
+    similarity,
+    timedelta_minutes,
+    wl_features,
+    wl_kernel,
+)
+from inweights.errors import UserError
+from inweights.recipes.pbb import stages_for
+
+
+@pytest.fixture(scope="module")
+def domain():
+    return PlanningDomain(PlanningConfig(n_train=60, n_test=30), 0)
+
+
+@pytest.fixture(scope="module")
+def units(domain):
+    return domain.build()
+
+
+def _run_code(prompt: str):
+    """Execute the code rendering (our own generated program) and return its result."""
+    blocks = re.findall(r"```python\n(.*?)```", prompt, re.DOTALL)
+    ns: dict = {}
+    exec(blocks[0] + "\n" + blocks[1] + "\nresult = longest_path(adj_list, source, target)", ns)  # noqa: S102
+    return ns["result"]
+
+
+def test_same_seed_same_bytes_and_splits_disjoint(domain, units):
+    again = PlanningDomain(PlanningConfig(n_train=60, n_test=30), 0).build()
+    assert [u.meta for u in again] == [u.meta for u in units]
+    sigs = [domain.signature(u) for u in units]
+    assert len(set(sigs)) == len(sigs)  # no test instance repeats a training one
+    assert all(instance_pool(s) == "experiment" for s in sigs)
+    rng = random.Random(3)
+    prep = [domain.fresh_unit(rng) for _ in range(200)]
+    assert all(instance_pool(domain.signature(u)) == "prepare" for u in prep)
+    assert not {domain.signature(u) for u in prep} & set(sigs)
+
+
+def test_three_renderings_are_isomorphic_with_one_answer(domain, units):
+    for u in units[:40]:
+        rng = random.Random(u.id)
+        ans = u.meta["answer"]
+        assert ans == longest_path(u.meta["durations"], u.meta["edges"])
+        code = views.execution(domain, u, "code", "cot", rng)["prompt"][0]["content"]
+        assert _run_code(code) == ans  # the rendered program, run, gives the answer
+        graph = views.execution(domain, u, "graph", "cot", rng)["prompt"][0]["content"]
+        durations, edges = graph_structure(graph)
+        assert durations == u.meta["durations"] and sorted(edges) == sorted(u.meta["edges"])
+        nl = views.execution(domain, u, "nl", "cot", rng)["prompt"][0]["content"]
+        shown = [parse_minutes(m) for m in re.findall(r"^Step \d+\. .*\(([^)]*)\)$", nl, re.MULTILINE)]
+        assert shown == u.meta["durations"]  # hours converted back give the same minutes
+        assert len(re.findall(r"step \d+", nl.split("\n\n")[1], re.IGNORECASE)) == 2 * len(u.meta["edges"]) \
+            if u.meta["edges"] else True
+
+
+def test_chain_of_thought_ends_in_the_answer(domain, units):
+    for u in units[:40]:
+        for x in ("nl", "graph", "code"):
+            rec = views.execution(domain, u, x, "cot", random.Random(0))
+            target = rec["messages"][1]["content"]
+            assert target.endswith(f"<answer>{u.meta['answer']}</answer>")
+            last = target.splitlines()[-2]
+            assert last.endswith(f"= {u.meta['answer']}")
+            assert domain.score(u, x, views.extract(domain, target))
+
+
+def test_answer_extraction_and_units():
+    d = PlanningDomain(PlanningConfig(), 0)
+    assert d.extract_answer("a <answer>3</answer> then <answer> 45 </answer>") == "45"
+    assert d.extract_answer("no tags") is None
+    assert d.extract_answer("cut off <answer>12") == "12"
+    assert parse_minutes("1.5 hours") == 90 and parse_minutes("2 h 30 min") == 150 and parse_minutes("40") == 40
+    assert parse_minutes("soon") is None and parse_minutes("3 parsecs") is None
+    assert timedelta_minutes("[datetime.timedelta(days=1, seconds=60), datetime.timedelta(days=1)]") == 1441
+
+
+def test_analogy_similarity():
+    d = PlanningDomain(PlanningConfig(n_train=30, n_test=10), 1)
+    us = d.build()
+    a, b = us[0], us[1]
+    assert similarity(a, a) == pytest.approx(1.0)
+    assert similarity(a, b) == pytest.approx(similarity(b, a))
+    fa = wl_features(a.meta["durations"], a.meta["edges"])
+    assert wl_kernel(fa, fa) == pytest.approx(1.0)
+    assert histogram_jaccard([10, 10, 20], [10, 20, 30]) == pytest.approx(2 / 4)
+    table = analogy_table([u for u in us if u.group == "test"], [u for u in us if u.group == "train"], 0.8)
+    assert len(table) == 10 and all(0 <= v["closest"] <= 1 for v in table.values())
+
+
+def _write_asynchow(folder, answer="[datetime.timedelta(seconds=3000), datetime.timedelta(seconds=3000)]"):
+    graph_q = ("You have a graph whose adjacency list representation is as follows:\n"
+               "{'1': ['2', '3'], '2': ['END'], '3': ['END'], 'END': [], 'START': ['1']}\n\nThe nodes are labelled "
+               "as follows:\n{'1': '10 minutes', '3': '40 min', '2': '1 hours'}\n\nHow long? <answer></answer>")
+    # longest path: 10 + 60 = 70 minutes, unless the answer says otherwise
+    for split in ("train", "test"):
+        for name, q, a in (("natural", "Step 1. Wake up (10 minutes) ...", answer), ("graph", graph_q, answer),
+                           ("python", "adj_list = {...}", 70.0)):
+            (folder / f"asynchow_{name}_{split}.jsonl").write_text(json.dumps({"question": q, "answer": a}) + "\n")
+
+
+def test_asynchow_loader_reads_the_released_layout(tmp_path):
+    _write_asynchow(tmp_path, "[datetime.timedelta(seconds=4200), datetime.timedelta(seconds=4200)]")
+    us = load_asynchow(tmp_path, ("nl", "graph", "code"), ("nl",))
+    assert [u.group for u in us] == ["train", "test"]
+    assert us[0].meta["answer"] == 70 and us[0].meta["durations"] == [10, 60, 40]
+    d = PlanningDomain(PlanningConfig(asynchow_dir=str(tmp_path)), 0)
+    q = views.execution(d, us[1], "nl", "direct", random.Random(0))["prompt"][0]["content"]
+    assert q.startswith("Step 1. Wake up")  # shown verbatim
+    # a file whose answer disagrees with its own graph: one line naming the record
+    _write_asynchow(tmp_path)
+    with pytest.raises(UserError, match="record 1: answer 50 min disagrees"):
+        load_asynchow(tmp_path, ("nl",), ("nl",))
+
+
+def test_asynchow_bad_files_exit_2(tmp_path, capsys):
+    (tmp_path / "asynchow_graph_train.jsonl").write_text("{not json\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: x\ndomain:\n  name: planning\n  planning: {{asynchow_dir: {tmp_path}}}\n"
+                   "model: {prepared_base: null}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("not found" in err[0] or "not valid JSON" in err[0])
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipes_share_total_steps_and_take_an_objective_suffix():
+    c = ExperimentConfig.model_validate({"name": "x", "domain": {"name": "planning"},
+                                         "recipes": ["two_stage", "reverse@sft", "nl_only@grpo", "mixed"],
+                                         "two_stage": {"stage1_steps": 30, "stage2_steps": 50}})
+    plans = {r: stages_for(r, c) for r in c.recipes}
+    assert all(sum(s.steps for s in st) == 80 for st in plans.values())
+    assert [m.representation for s in plans["two_stage"] for m in s.mixture] == ["graph", "nl"]
+    assert [m.representation for s in plans["reverse@sft"] for m in s.mixture] == ["nl", "graph"]
+    assert {s.objective for s in plans["reverse@sft"]} == {"sft"}
+    assert {s.objective for s in plans["two_stage"]} == {"grpo"}
+    with pytest.raises(UserError, match="objective"):
+        from inweights.config import validate
+
+        validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["two_stage@ppo"]})
+
+
+def test_two_stage_experiment_end_to_end(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("""
+name: planning_e2e
+seed: 0
+domain:
+  name: planning
+  planning: {n_train: 12, n_test: 5, min_steps: 2, max_steps: 3, eval_representations: [nl, graph]}
+model:
+  preset: tiny
+  prepared_base: null
+  tiny: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 320,
+         max_position_embeddings: 768}
+train: {batch_size: 4, max_len: 768, lr: 1.0e-3, threads: 1}
+two_stage: {stage1_steps: 2, stage2_steps: 2}
+grpo: {group_size: 2, prompts_per_step: 2, max_completion_length: 12, beta: 0.01}
+recipes: [two_stage@sft, two_stage@grpo, nl_only, mixed, reverse]
+eval: {groups: [test], modes: [in_weights], formats: [cot], max_new_tokens: 16}
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["rows"]) == {"base", "two_stage@sft", "two_stage@grpo", "nl_only", "mixed", "reverse"}
+    assert {"test/in_weights/cot/nl", "test/in_weights/cot/graph"} <= set(summary["rows"]["mixed"]["cells"])
+    assert summary["ordering_cell"] == "test/in_weights/cot/nl"
+    report = (out / "report.md").read_text()
+    assert "## Analogy analysis" in report and "Measured ordering" in report and (out / "reward.png").is_file()
+    grpo_logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                 if '"objective": "grpo"' in line]
+    assert grpo_logs and all({"reward_mean", "reward_std", "kl", "completion_len"} <= set(r) for r in grpo_logs)
+
+
+def test_export_in_the_release_layout_reads_back(tmp_path):
+    out = tmp_path / "data"
+    args = ["data", "planning", "--out", str(out), "--set", "domain.planning.n_train=15",
+            "--set", "domain.planning.n_test=5"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"]["asynchow_natural_train.jsonl"]["records"] == 15
+    again = tmp_path / "again"
+    assert main(args[:3] + [str(again)] + args[4:]) == 0
+    for name in manifest["files"]:
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+    d = PlanningDomain(PlanningConfig(n_train=15, n_test=5), 0)
+    want = d.build()
+    got = load_asynchow(out, ("nl", "graph", "code"), ("nl",))
+    assert [(u.group, u.meta["durations"], sorted(u.meta["edges"]), u.meta["answer"]) for u in got] == \
+        [(u.group, u.meta["durations"], sorted(u.meta["edges"]), u.meta["answer"]) for u in want]
