@@ -100,3 +100,22 @@ def test_kl_term_and_iterations_run_and_are_deterministic(tok):
     a, b = run(), run()
     assert a == b
     assert a[-1][2] >= 0
+
+
+def test_retroactive_grpo_runs_in_the_programs_experiment(root, tmp_path):
+    """Retroactive PBB with a GRPO stage 2: shares stage 1 with retroactive, logs rewards, reports a row."""
+    import json
+
+    from inweights.cli import main
+
+    out = tmp_path / "run"
+    args = ["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "recipes=[retroactive, retroactive_grpo]",
+            "--set", "pbb.rl_steps=2", "--set", "grpo={group_size: 2, prompts_per_step: 2, max_completion_length: 8}"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["rows"]
+    assert rows["retroactive"]["stages"][0]["dir"] == rows["retroactive_grpo"]["stages"][0]["dir"]
+    assert rows["retroactive_grpo"]["stages"][1]["name"] == "r2_grpo_exec_with_io"
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if r.get("objective") == "grpo"] == [1, 2]
+    assert (out / "reward.png").is_file() and "| retroactive_grpo |" in (out / "report.md").read_text()
