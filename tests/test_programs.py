@@ -201,3 +201,23 @@ def test_too_few_distinct_programs_is_a_clear_error():
     cfg = ProgramsConfig(n_programs=40, families=["cipher"], cipher_ops=["shift"], min_statements=1, max_statements=1)
     with pytest.raises(UserError, match="cannot draw 40 distinct programs"):
         ProgramsDomain(cfg, 1).build()
+
+
+def test_skew_report_splits_majority_from_the_rest(tmp_path):
+    import json
+
+    from inweights.report.markdown import skew_section
+
+    sigs = {"u1": "s[::-1]", "u2": "s[::-1]", "u3": "s[1:] + s[:1]"}
+    rows = [("demos", "u1", True), ("demos", "u2", True), ("demos", "u3", False), ("code", "u1", False),
+            ("code", "u3", True), ("demos", "u9", True)]
+    (tmp_path / "samples.jsonl").write_text("".join(
+        json.dumps({"recipe": r, "unit": u, "cell": "without_io/in_weights/cot", "correct": ok}) + "\n"
+        for r, u, ok in rows))
+    md, skew = skew_section(tmp_path, sigs)
+    assert skew["top"] == "s[::-1]"
+    assert skew["rows"]["demos without_io/in_weights/cot"] == {"majority": 1.0, "rest": 0.0, "n_majority": 2,
+                                                               "n_rest": 1}
+    assert skew["rows"]["code without_io/in_weights/cot"]["majority"] == 0.0
+    assert any("| demos |" in line for line in md)
+    assert skew_section(tmp_path, None) == ([], None)

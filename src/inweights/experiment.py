@@ -178,6 +178,9 @@ class Experiment:
         results["counts"] = {g: sum(u.group == g for u in units) for g in dict.fromkeys(u.group for u in units)}
         for g in ("with_io", "without_io") if cfg.domain.name != "planning" else ():
             results["counts"].setdefault(g, 0)
+        if any(m.skew is not None for stages_ in cfg.curricula.values() for st in stages_ for m in st.mixture):
+            # skewed demonstrations: the report splits accuracy by each unit's first step (majority vs rest)
+            results["signatures"] = {u.id: domain.signature(u) for u in units if u.group == "without_io"}
         if cfg.domain.name == "planning":
             from inweights.domains.planning import analogy_table
 

@@ -127,6 +127,45 @@ def sweep_section(out: Path, cfg, rows) -> tuple[list[str], dict[str, Any] | Non
     return lines, {"cell": cell, "reference": ref["acc"], "ks": ks, "accs": accs, "worth": worth}
 
 
+def skew_section(out: Path, signatures: dict[str, str] | None) -> tuple[list[str], dict[str, Any] | None]:
+    """Skewed demonstrations (ablation c): accuracy on the units whose first step is the majority one in the
+    skewed pool vs on all other units, per recipe and cell; demos inherit the skew if the first is far higher."""
+    if not signatures or not (out / "samples.jsonl").is_file():
+        return [], None
+    sigs = [s for u, s in sorted(signatures.items())]
+    top = max(sorted(set(sigs)), key=sigs.count)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for line in (out / "samples.jsonl").read_text().splitlines():
+        s = json.loads(line)
+        if "/in_weights/" not in s["cell"] or s["unit"] not in signatures:
+            continue
+        k = (s["recipe"], s["cell"])
+        c = counts.setdefault(k, [0, 0, 0, 0])  # majority correct, majority n, rest correct, rest n
+        i = 0 if signatures[s["unit"]] == top else 2
+        c[i] += int(s["correct"])
+        c[i + 1] += 1
+    from inweights.eval.stats import wilson
+
+    def cell(k, n):
+        if not n:
+            return "–", None
+        lo, hi = wilson(k, n)
+        return f"{100 * k / n:.1f} [{100 * lo:.0f}–{100 * hi:.0f}] (n={n})", k / n
+
+    md = ["", "## Skewed demonstrations: majority first step vs the rest", "",
+          (f"The skewed pool draws most demonstrations from the units whose first statement is `{top}` "
+           f"({sigs.count(top)} of {len(sigs)} units); probes are balanced. Accuracy (%, [95% CI]) on those "
+           "units vs all others: demonstrations inherit the skew when the first is far above the second."), "",
+          "| recipe | cell | majority first step | other units |", "|---|---|---|---|"]
+    out_rows = {}
+    for (recipe, c), v in sorted(counts.items()):
+        a, fa = cell(v[0], v[1])
+        b, fb = cell(v[2], v[3])
+        md.append(f"| {recipe} | `{c}` | {a} | {b} |")
+        out_rows[f"{recipe} {c}"] = {"majority": fa, "rest": fb, "n_majority": v[1], "n_rest": v[3]}
+    return md, {"top": top, "rows": out_rows}
+
+
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     if cfg.domain.name == "planning":
         from inweights.report.planning import write_planning_report
@@ -204,6 +243,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md += ["", "## When comparisons mean nothing", ""] + (notes or ["- every compared cell is above chance."])
     sweep_lines, sweep = sweep_section(out, cfg, rows)
     md += sweep_lines
+    skew_lines, skew = skew_section(out, results.get("signatures"))
+    md += skew_lines
     md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s |", "|---|---|---|---|---|---|"]
     for name, r in results["recipes"].items():
         for s in r["stages"]:
@@ -216,7 +257,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
                "counts": results["counts"], "prepared": prep,
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
-               "bars": bars, "notes": notes, "sweep": sweep}
+               "bars": bars, "notes": notes, "sweep": sweep, "skew": skew}
     from inweights.experiment import atomic_write
 
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
