@@ -119,3 +119,34 @@ def test_retroactive_grpo_runs_in_the_programs_experiment(root, tmp_path):
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs if r.get("objective") == "grpo"] == [1, 2]
     assert (out / "reward.png").is_file() and "| retroactive_grpo |" in (out / "report.md").read_text()
+
+
+def test_a_killed_grpo_stage_resumes_to_the_same_weights(tok, tmp_path):
+    prompt = [{"role": "user", "content": "Say it again."}]
+    cfg = GRPOConfig(group_size=4, prompts_per_step=2, max_completion_length=6, beta=0.05)
+
+    def run(out, die_at=None):
+        torch.manual_seed(0)
+        model = build_tiny(TinyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                      vocab_size=320), tok, 0)
+        calls = {"n": 0}
+
+        def reward(text):
+            calls["n"] += 1
+            if die_at is not None and calls["n"] > die_at * cfg.group_size * cfg.prompts_per_step:
+                raise KeyboardInterrupt
+            return float("a" in text)
+
+        return train_grpo(model, tok, lambda rng: (prompt, reward), 5, cfg, TrainConfig(lr=1e-3, bf16=False),
+                          lr=1e-3, seed=1, out_dir=out, save_every=2)
+
+    ref = run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", die_at=3)  # dies during step 4, after the step-2 checkpoint
+    assert (tmp_path / "killed" / "ckpt" / "progress.json").is_file()
+    resumed = run(tmp_path / "killed")
+    assert [h["reward_mean"] for h in resumed["history"]] == [h["reward_mean"] for h in ref["history"]]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in ref["history"]]
+    for p, q in zip(ref["model"].parameters(), resumed["model"].parameters()):
+        assert torch.equal(p, q)
+    assert not (tmp_path / "killed" / "ckpt").exists()

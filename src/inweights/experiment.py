@@ -262,7 +262,7 @@ class Experiment:
         model, tok = self.load(prev_dir, cfg.model.lora)
         log = lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r})
         if stage.objective == "grpo":
-            res = self.train_grpo_stage(recipe, stage, key, prev_dir, model, tok, domain, units, log)
+            res = self.train_grpo_stage(recipe, stage, key, prev_dir, sdir, model, tok, domain, units, log)
         else:
             sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
             # one global stream (the same on every process; each takes its share of the rows), so N processes
@@ -287,7 +287,7 @@ class Experiment:
             atomic_write(sdir / "done.json", json.dumps(info) + "\n")
         acc.wait_for_everyone()
 
-    def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, model, tok, domain, units, log):
+    def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
         """A grpo stage: prompts from the stage's mixture, rewards from the domain's scorer, samples from the
         evaluation backend (transformers, or vllm with the policy's weights pushed each step)."""
         from inweights.curriculum import stage_prompts
@@ -306,7 +306,7 @@ class Experiment:
             raise UserError(str(e)) from None
         return train_grpo(model, tok, sample, stage.steps, g, cfg.train, lr=g.lr or stage.lr or cfg.train.lr,
                           seed=derive_seed(cfg.seed, key, "grpo"), desc=f"{recipe}:{stage.name}", log=log,
-                          generate_fn=gen)
+                          generate_fn=gen, out_dir=sdir, save_every=cfg.train.save_every)
 
     def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
         """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""

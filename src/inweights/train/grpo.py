@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +32,7 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import GRPOConfig, TrainConfig
-from inweights.train.loop import autocast, get_accelerator
+from inweights.train.loop import autocast, get_accelerator, save_checkpoint
 
 Prompt = list[dict[str, str]]
 Sample = Callable[[random.Random], tuple[Prompt, Callable[[str], float]]]
@@ -96,6 +99,20 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, cfg: GRPOConfig, n_rows: int,
     return loss, stats
 
 
+class _Stream:
+    """The prompt stream's position (its RNG state), saved and restored with a checkpoint."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def state_dict(self):
+        version, internal, gauss = self.rng.getstate()
+        return [version, list(internal), gauss]
+
+    def load_state_dict(self, s):
+        self.rng.setstate((s[0], tuple(s[1]), s[2]))
+
+
 @contextlib.contextmanager
 def _adapter_off(model):
     with model.disable_adapter():
@@ -115,11 +132,15 @@ def train_grpo(
     desc: str = "grpo",
     log: Callable[[dict[str, Any]], None] | None = None,
     generate_fn: GenerateFn | None = None,
+    out_dir: Path | None = None,
+    save_every: int = 100,
 ) -> dict[str, Any]:
     """Train ``steps`` GRPO steps; returns the same summary as ``train_stage`` plus per-step rewards.
 
     The reference model for the KL term is the starting model: the adapter switched off under LoRA, else a
-    frozen copy (made only when ``beta`` > 0). Each process takes its share of every step's prompts."""
+    frozen copy (made only when ``beta`` > 0). Each process takes its share of every step's prompts.
+    With ``out_dir``, the full state (model, optimiser, scheduler, RNGs, prompt stream) is checkpointed every
+    ``save_every`` steps and a rerun resumes from it, ending with the same weights as an uninterrupted run."""
     from inweights.eval.generate import generate_ids
 
     acc = get_accelerator()
@@ -141,12 +162,19 @@ def train_grpo(
             return generate_ids(m, tokenizer, prompts, max_new_tokens=cfg.max_completion_length,
                                 batch_size=len(prompts), temperature=cfg.temperature, top_p=cfg.top_p, seed=s)
     rng = random.Random(seed)
+    stream = _Stream(rng)
     world, rank = acc.num_processes, acc.process_index
     history: list[dict[str, Any]] = []
-    tokens = 0
+    tokens, start, elapsed = 0, 0, 0.0
+    ckpt = out_dir / "ckpt" if out_dir is not None else None
+    if ckpt is not None and (ckpt / "progress.json").is_file():
+        acc.load_state(str(ckpt))
+        prog = json.loads((ckpt / "progress.json").read_text())
+        start, history, tokens, elapsed = prog["step"], prog["history"], prog["tokens"], prog["elapsed"]
+        stream.load_state_dict(prog["data"])
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
-    for step in range(1, steps + 1):
+    bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
+    for step in range(start + 1, steps + 1):
         drawn = [sample(rng) for _ in range(cfg.prompts_per_step)]  # the same draws on every process
         mine = drawn[rank::world]
         prompts = [p for p, _ in mine for _ in range(cfg.group_size)]
@@ -226,13 +254,17 @@ def train_grpo(
         bar.update(1)
         if not math.isfinite(rec["loss"]):
             raise FloatingPointError(f"GRPO loss became {rec['loss']} at step {step} of {desc}")
+        if ckpt is not None and step % save_every == 0 and step < steps:
+            save_checkpoint(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, stream, None)
     bar.close()
+    if ckpt is not None and ckpt.exists() and acc.is_main_process:
+        shutil.rmtree(ckpt, ignore_errors=True)
     acc.wait_for_everyone()
     from accelerate.utils import DistributedType
 
     state_dict = acc.get_state_dict(model) if acc.distributed_type in (DistributedType.FSDP,
                                                                         DistributedType.DEEPSPEED) else None
-    seconds = time.perf_counter() - t0
+    seconds = elapsed + time.perf_counter() - t0
     return {"steps": steps, "tokens": tokens, "seconds": seconds, "tok_s": tokens / max(seconds, 1e-9),
             "history": history, "stopped_early": False, "engine": f"{acc.distributed_type.value} x{world}",
             "model": acc.unwrap_model(model), "state_dict": state_dict,

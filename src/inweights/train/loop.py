@@ -185,7 +185,7 @@ def train_stage(
         if stop:
             stopped_early = True
         if step % save_every == 0 and step < steps and not stop:
-            _save_ckpt(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, batches, on_step)
+            save_checkpoint(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, batches, on_step)
         if stop:
             break
     bar.close()
@@ -212,7 +212,7 @@ def train_stage(
     }
 
 
-def _save_ckpt(acc, ckpt: Path, step, history, tokens, elapsed, batches, hook) -> None:
+def save_checkpoint(acc, ckpt: Path, step, history, tokens, elapsed, batches, hook) -> None:
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
