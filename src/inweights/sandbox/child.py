@@ -1,0 +1,250 @@
+"""The sandbox's child side: run as ``python -s -S -B -c <this source>`` in a fresh interpreter.
+
+It is trusted code and imports nothing from inweights. It reads one job (JSON) from stdin, then, before any
+untrusted line runs: leaves the network (a new network namespace, when it is root and the kernel allows),
+drops to the job's unprivileged uid/gid (when it is root), sets the resource limits, changes into the job's
+temporary directory and installs an audit hook (PEP 578) that refuses sockets, process creation, signals to
+other processes, ctypes, writes outside the temporary directory and reads of other processes' /proc entries.
+Audit hooks cannot be removed once installed. Then it runs the program, the setup code and each test, and
+writes one verdict line (JSON, carrying the job's token) to the result file descriptor. Anything the
+program does to the process itself (os._exit, a signal, a crash) leaves no verdict line, and the parent
+reports that instead.
+"""
+
+import ast
+import json
+import os
+import resource
+import sys
+
+CLONE_NEWNET = 0x40000000
+MAX_TEXT = 2000
+
+
+def _enter_net_namespace():
+    """A new, empty network namespace (only a down loopback): True when it worked."""
+    try:
+        import ctypes
+
+        ok = ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) == 0
+    except Exception:  # noqa: BLE001 - no namespace then; the audit hook still refuses sockets
+        ok = False
+    for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[name]  # so a program's `import ctypes` goes through the audit hook
+    return ok
+
+
+def _limits(job):
+    lim = job["limits"]
+    mb = 1024 * 1024
+    cpu = max(1, int(lim["cpu_seconds"] + 0.999))
+    pairs = [
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_AS, (lim["memory_mb"] * mb, lim["memory_mb"] * mb)),
+        (resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb, lim["file_size_mb"] * mb)),
+        (resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"])),
+        (resource.RLIMIT_NPROC, (job["nproc"], job["nproc"])),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
+    for which, value in pairs:
+        resource.setrlimit(which, value)
+
+
+def _drop_privileges(job):
+    if os.geteuid() != 0 or job.get("uid") is None:
+        return False
+    os.setgroups([])
+    os.setgid(job["gid"])
+    os.setuid(job["uid"])
+    return True
+
+
+class Refused(PermissionError):
+    pass
+
+
+def _install_hook(root, allow_subprocess):
+    """Refuse what an untrusted program must not do (raising PermissionError inside it)."""
+    root = os.path.realpath(root)
+    own = os.getpid()
+    own_group = os.getpgid(0)
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    realpath, isabs, join, getcwd = os.path.realpath, os.path.isabs, os.path.join, os.getcwd
+    spawn_events = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+                    "os.forkpty", "pty.spawn", "os.startfile"}
+    path_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
+                   "os.link", "os.truncate", "os.utime", "os.chflags", "os.lchflags", "shutil.rmtree",
+                   "shutil.copyfile", "shutil.move", "os.mkfifo", "os.mknod", "os.setxattr", "os.removexattr"}
+    blocked_imports = {"ctypes", "_ctypes"} | (set() if allow_subprocess else {"_posixsubprocess"})
+
+    def inside(path):
+        if isinstance(path, int):
+            return True  # an already-open descriptor
+        try:
+            p = os.fsdecode(path)
+        except Exception:  # noqa: BLE001 - an unreadable path is treated as outside
+            return False
+        if not isabs(p):
+            p = join(getcwd(), p)
+        p = realpath(p)
+        return p == root or p.startswith(root + os.sep)
+
+    def other_proc(path):
+        try:
+            p = realpath(os.fsdecode(path)) if not isinstance(path, int) else ""
+        except Exception:  # noqa: BLE001 - an unreadable path is treated as outside
+            return False
+        if not p.startswith("/proc/"):
+            return False
+        part = p.split("/")[2]
+        return part.isdigit() and int(part) != own
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = args
+            writing = (mode is not None and any(c in mode for c in "wax+")) or (
+                mode is None and isinstance(flags, int) and flags & write_flags)
+            if writing and not inside(path):
+                raise Refused(f"sandbox: writing outside the temporary directory refused ({path})")
+            if other_proc(path):
+                raise Refused(f"sandbox: reading another process's /proc entry refused ({path})")
+        elif event.startswith("socket."):
+            raise Refused(f"sandbox: network access refused ({event})")
+        elif event in spawn_events:
+            if not allow_subprocess:
+                raise Refused(f"sandbox: process creation refused ({event})")
+        elif event in ("os.kill", "os.killpg", "signal.pthread_kill"):
+            target = args[0]
+            if event == "os.killpg":
+                ok = allow_subprocess and target == own_group
+            elif event == "os.kill":
+                ok = target == own or (allow_subprocess and target > 0 and _group_of(target) == own_group)
+            else:
+                ok = True  # a thread of this process
+            if not ok:
+                raise Refused(f"sandbox: signal to another process refused ({event} {target})")
+        elif event in path_events:
+            if not all(inside(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))):
+                raise Refused(f"sandbox: changing files outside the temporary directory refused ({event})")
+        elif event == "import":
+            if args[0] in blocked_imports:
+                raise Refused(f"sandbox: import of {args[0]} refused")
+        elif event.startswith("ctypes.") or event in ("resource.setrlimit", "resource.prlimit"):
+            raise Refused(f"sandbox: {event} refused")
+
+    sys.addaudithook(hook)
+
+
+def _group_of(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _short(value):
+    try:
+        text = repr(value)
+    except Exception as e:  # noqa: BLE001 - a repr that raises is the program's own
+        text = f"<unrepresentable {type(value).__name__}: {e}>"
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
+
+
+def _refusal(e):
+    """The sandbox's refusal behind an exception (libraries wrap it: urllib's URLError, ...), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, Refused):
+            return e
+        inner = [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(e, "reason", None)
+        e = e.__cause__ or e.__context__ or (reason if isinstance(reason, BaseException) else None) or (
+            inner[0] if inner else None)
+    return None
+
+
+def _error(e):
+    refused = _refusal(e)
+    if refused is not None and refused is not e:
+        return {"error_type": type(refused).__name__, "message": str(refused)[:MAX_TEXT], "errno": None,
+                "refused": True, "wrapped_in": type(e).__name__}
+    return {"error_type": type(e).__name__, "message": str(e)[:MAX_TEXT],
+            "errno": getattr(e, "errno", None), "refused": refused is not None}
+
+
+def _run_test(test, env):
+    """One test (an assert statement, usually ``assert f(x) == y``): its outcome, and for an equality the
+    value the program returned, so feedback can say what was observed."""
+    rec = {"test": test[:MAX_TEXT], "passed": False}
+    try:
+        tree = ast.parse(test)
+    except SyntaxError as e:
+        rec.update(_error(e))
+        return rec
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
+            and isinstance(node.test.ops[0], ast.Eq)):
+        left = compile(ast.Expression(node.test.left), "<test>", "eval")
+        right = compile(ast.Expression(node.test.comparators[0]), "<test>", "eval")
+        try:
+            actual = eval(left, env)
+            expected = eval(right, env)
+            rec["actual"], rec["expected"] = _short(actual), _short(expected)
+            rec["passed"] = bool(actual == expected)
+            if not rec["passed"]:
+                rec.update(error_type="AssertionError", message=f"{test.strip()[:MAX_TEXT]}")
+        except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
+            rec.update(_error(e))
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                rec["exit"] = True
+        return rec
+    try:
+        exec(compile(tree, "<test>", "exec"), env)  # noqa: S102 - this is the sandbox
+        rec["passed"] = True
+    except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
+        rec.update(_error(e))
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            rec["exit"] = True
+    return rec
+
+
+def main():
+    job = json.loads(sys.stdin.read())
+    token = job.pop("token")
+    result_fd = job["result_fd"]
+    netns = _enter_net_namespace() if job.get("netns") and os.geteuid() == 0 else False
+    dropped = _drop_privileges(job)
+    os.chdir(job["dir"])
+    _limits(job)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    out = os.fdopen(result_fd, "w", closefd=True)
+    info = {"netns": netns, "unprivileged": dropped or os.geteuid() != 0}
+    _install_hook(job["dir"], job["limits"]["allow_subprocess"])
+    del job["limits"]
+
+    env = {"__name__": "__main__", "__builtins__": __builtins__}
+    verdict = {"token": token, **info, "tests": []}
+    for part in ("code", "setup"):
+        src = job.get(part) or ""
+        if not src.strip():
+            continue
+        try:
+            exec(compile(src, f"<{part}>", "exec"), env)  # noqa: S102 - this is the sandbox
+        except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
+            verdict.update(stage=part, **_error(e))
+            out.write(json.dumps(verdict) + "\n")
+            out.flush()
+            return
+    for test in job["tests"]:
+        rec = _run_test(test, env)
+        verdict["tests"].append(rec)
+        if rec.get("exit") or (not rec["passed"] and job.get("stop_at_first_failure")):
+            break
+    out.write(json.dumps(verdict) + "\n")
+    out.flush()
+
+
+main()

