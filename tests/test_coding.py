@@ -1,0 +1,112 @@
+"""Coding tasks: readers with record-level errors, pass@k, the generated family, mutants, MBPP in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inweights.domains.coding import (
+    extract_code,
+    generated_tasks,
+    mbpp_prompt,
+    mutant,
+    program_of,
+    read_humaneval,
+    read_mbpp,
+)
+from inweights.errors import UserError
+from inweights.eval.stats import pass_at_k
+from inweights.sandbox import Limits, Program, run_many
+
+MBPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mbpp.jsonl"
+REC = {"text": "Add one.", "code": "def inc(x):\r\n    return x + 1", "task_id": 7, "test_setup_code": "",
+       "test_list": ["assert inc(1) == 2", "assert inc(2) == 3"], "challenge_test_list": []}
+
+
+def _write(tmp_path, recs, raw=None):
+    p = tmp_path / "tasks.jsonl"
+    p.write_text(raw if raw is not None else "".join(json.dumps(r) + "\n" for r in recs))
+    return p
+
+
+def test_read_mbpp_record(tmp_path):
+    (t,) = read_mbpp(_write(tmp_path, [REC]))
+    assert t.id == "mbpp/7" and t.entry_point == "inc" and t.gold == "def inc(x):\n    return x + 1"
+    assert mbpp_prompt(t).endswith("Your code should pass these tests:\n\nassert inc(1) == 2\nassert inc(2) == 3")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({k: v for k, v in REC.items() if k != "test_list"}, "tasks.jsonl:2: missing field 'test_list'"),
+    ({**REC, "task_id": "7"}, "tasks.jsonl:2: field 'task_id' must be int"),
+    ({**REC, "test_list": []}, "tasks.jsonl:2 (task_id 8): test_list must be a non-empty list"),
+    ({**REC, "test_list": ["assert ("]}, "tasks.jsonl:2 (task_id 8): test is not valid Python"),
+])
+def test_read_mbpp_names_the_bad_record(tmp_path, bad, message):
+    if "task_id" in bad and bad["task_id"] == 7:
+        bad = {**bad, "task_id": 8}
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_mbpp(_write(tmp_path, [REC, bad]))
+
+
+def test_read_mbpp_bad_json_and_duplicates(tmp_path):
+    with pytest.raises(UserError, match=r"tasks.jsonl:2: not valid JSON"):
+        read_mbpp(_write(tmp_path, [], raw=json.dumps(REC) + "\n{nope\n"))
+    with pytest.raises(UserError, match=r"duplicate task_id"):
+        read_mbpp(_write(tmp_path, [REC, REC]))
+    with pytest.raises(UserError, match="task file not found"):
+        read_mbpp(tmp_path / "missing.jsonl")
+
+
+def test_cli_reports_a_malformed_task_file_in_one_line(tmp_path):
+    p = _write(tmp_path, [REC, {"text": "x"}])
+    proc = subprocess.run([sys.executable, "-m", "inweights.cli", "sandbox", str(p)], check=False,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"inweights: error: {p}:2: missing field 'code'"]
+
+
+def test_pass_at_k_matches_the_combinatorial_definition():
+    for n, c, k in [(10, 0, 1), (10, 3, 1), (10, 3, 5), (30, 2, 10), (30, 29, 10), (5, 5, 3)]:
+        exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+        assert pass_at_k(n, c, k) == pytest.approx(exact)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+def test_humaneval_ships_in_the_package():
+    tasks = read_humaneval()
+    assert len(tasks) == 164 and tasks[0].id == "HumanEval/0" and tasks[0].prefix.startswith("from typing")
+    assert program_of(tasks[0], "    return True\n").startswith(tasks[0].prefix)
+
+
+def test_extract_code():
+    assert extract_code("Here:\n```python\ndef f():\n    return 1\n```\nDone") == "def f():\n    return 1\n"
+    assert extract_code("def f():\n    return 1") == "def f():\n    return 1"
+
+
+def test_generated_family_is_deterministic_and_its_gold_passes_and_mutants_fail():
+    a, b = generated_tasks(40, 3, "train"), generated_tasks(40, 3, "train")
+    assert a == b and len({t.entry_point for t in a}) == 40
+    assert not {t.entry_point for t in a} & {t.entry_point for t in generated_tasks(40, 3, "test")}
+    gold = run_many([Program(t.gold, t.tests, id=t.id) for t in a], workers=2)
+    assert all(v.passed for v in gold), [v.reason for v in gold if not v.passed]
+    bad = run_many([Program(mutant(t.gold, t.entry_point), t.tests, id=t.id) for t in a], workers=2)
+    assert not any(v.passed for v in bad)
+
+
+@pytest.mark.skipif(not MBPP.is_file(), reason="needs ../shared/data/mbpp.jsonl")
+def test_mbpp_gold_solutions_pass_and_their_mutants_fail_in_the_sandbox():
+    tasks = read_mbpp(MBPP)
+    assert len(tasks) == 974
+    lim = Limits(wall_seconds=10, cpu_seconds=5)
+    gold = run_many([Program(t.gold, t.tests, t.setup, t.id) for t in tasks], limits=lim)
+    assert [v.id for v in gold if not v.passed] == []
+    bad = run_many([Program(mutant(t.gold, t.entry_point), t.tests, t.setup, t.id) for t in tasks], limits=lim)
+    assert [v.id for v in bad if v.passed] == []
+    assert all(v.status == "failed" for v in bad[:50])
