@@ -35,6 +35,13 @@ def cmd_validate(args) -> int:
         from inweights.recipes.rule_distill import alpaca_task
 
         alpaca_task(cfg)  # the files are read and every record checked
+    if cfg.kind == "experiment" and cfg.domain.name == "coding":
+        from inweights.recipes.ilf import load_tasks
+
+        load_tasks(cfg)
+        check_model(cfg)
+        print(f"{args.config}: ok ({cfg.kind} '{cfg.name}')")
+        return 0
     if cfg.kind == "experiment":
         from inweights.experiment import load_units, resolve_prepared
 
@@ -54,10 +61,26 @@ def cmd_run(args) -> int:
         return cmd_prepare(args)
     from inweights.experiment import load_units, run_experiment
 
-    load_units(cfg)  # fail on bad data before any work starts
+    if cfg.domain.name == "coding":
+        from inweights.recipes.ilf import load_tasks
+
+        load_tasks(cfg)  # a malformed task file fails before any work
+    else:
+        load_units(cfg)  # fail on bad data before any work starts
     check_model(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    if cfg.domain.name == "rules":
+    if cfg.domain.name == "coding":
+        from inweights.recipes.ilf import WaitingForFeedback, run_ilf
+
+        try:
+            summary = run_ilf(cfg, out, Path(args.config), resume=args.resume)
+        except WaitingForFeedback as e:
+            print(f"waiting for feedback: {e.n} failing programs are in {e.path}\n"
+                  f"  annotate them: inweights feedback export {out} --out FILE, fill in each 'feedback', then\n"
+                  f"  inweights feedback import FILE --run {out}\n"
+                  f"  and continue:  inweights run {args.config} --out {out} --resume")
+            return 3
+    elif cfg.domain.name == "rules":
         from inweights.recipes.rule_distill import alpaca_task, run_rule_distill
 
         if cfg.domain.rules.alpaca_train:
@@ -243,6 +266,45 @@ def cmd_sandbox(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    """Hand a run's failing programs to people (export) and take their feedback back (import)."""
+    from inweights.experiment import atomic_write
+    from inweights.feedback import program_key, read_feedback_file
+
+    run = Path(args.run)
+    pending = run / "feedback" / "pending.jsonl"
+    if not (run / "tasks.json").is_file():
+        raise UserError(f"{run}: not an ILF run directory (no tasks.json)")
+    if args.action == "export":
+        if not pending.is_file():
+            raise UserError(f"{run}: no programs are waiting for feedback")
+        out = Path(args.out)
+        atomic_write(out, pending.read_text())
+        n = sum(1 for ln in pending.read_text().splitlines() if ln.strip())
+        print(f"{n} failing programs to annotate: {out} (fill in each record's 'feedback')")
+        return 0
+    known = {i for ids in json.loads((run / "tasks.json").read_text()).values() for i in ids}
+    src = Path(args.file)
+    table = read_feedback_file(src, known)
+    if pending.is_file():
+        asked = {program_key(r["task_id"], r["program"])
+                 for r in (json.loads(ln) for ln in pending.read_text().splitlines() if ln.strip())}
+        for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                r = json.loads(line)
+                if program_key(r["task_id"], r["program"]) not in asked:
+                    raise UserError(f"{src}:{n}: this program ({r['task_id']}) is not one the run asked feedback for")
+    dest = run / "feedback" / "imported.jsonl"
+    dest.parent.mkdir(exist_ok=True)
+    old = dest.read_text() if dest.is_file() else ""
+    new = "".join(json.dumps({"task_id": ln["task_id"], "program": ln["program"], "feedback": ln["feedback"]}) + "\n"
+                  for ln in (json.loads(x) for x in src.read_text(encoding="utf-8").splitlines() if x.strip())
+                  if ln["feedback"].strip())
+    atomic_write(dest, old + new)
+    print(f"imported feedback on {len(table)} programs into {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inweights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k for these k")
     p.add_argument("--out", help="write every verdict to this JSONL")
     p.set_defaults(func=cmd_sandbox)
+    p = sub.add_parser("feedback", help="export an ILF run's failing programs for people to annotate, or import "
+                                        "their feedback")
+    fsub = p.add_subparsers(dest="action", required=True)
+    q = fsub.add_parser("export", help="write the programs waiting for feedback to a JSONL file")
+    q.add_argument("run", help="the ILF run directory")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=cmd_feedback)
+    q = fsub.add_parser("import", help="check an annotated JSONL file and install it in the run")
+    q.add_argument("file")
+    q.add_argument("--run", required=True)
+    q.set_defaults(func=cmd_feedback)
     p = sub.add_parser("report", help="print the report of a run directory")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)

