@@ -58,7 +58,7 @@ def test_units_file_roundtrip_and_corrupt_line(tmp_path, capsys):
     units.write_text("\n".join(lines) + "\n")
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "line 4: invalid JSON" in err and err.count("\n") == 0
+    assert "units.jsonl:4: not valid JSON" in err and err.count("\n") == 0
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()
 

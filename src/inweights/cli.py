@@ -209,22 +209,16 @@ def cmd_report(args) -> int:
 
 def read_programs(path: Path, tasks: dict) -> list[tuple[str, str]]:
     """(task id, program) pairs from a JSONL of {"task_id": ..., "program": ...}; one line per bad record."""
-    if not path.is_file():
-        raise UserError(f"{path}: programs file not found")
+    from inweights.data import read_jsonl
+
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError as e:
-            raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict) or "task_id" not in rec or not isinstance(rec.get("program"), str):
-            raise UserError(f"{path}:{n}: a record needs 'task_id' and 'program' (a string)")
+    for where, rec in read_jsonl(path, "programs file"):
+        if "task_id" not in rec or not isinstance(rec.get("program"), str):
+            raise UserError(f"{where}: a record needs 'task_id' and 'program' (a string)")
         tid = str(rec["task_id"])
         tid = tid if tid in tasks else f"mbpp/{tid}"
         if tid not in tasks:
-            raise UserError(f"{path}:{n}: task_id {rec['task_id']} is not in the task file")
+            raise UserError(f"{where}: task_id {rec['task_id']} is not in the task file")
         out.append((tid, rec["program"]))
     return out
 

@@ -164,10 +164,10 @@ class CodingConfig(Strict):
     train_ids: tuple[int, int] = (311, 974)
     test_ids: tuple[int, int] = (11, 110)
     humaneval_test: int = Field(64, gt=0)  # HumanEval: the last N problems are the test pool, the rest split
-    n_prepare: int = Field(1000, ge=0, le=1024)
-    n_refine: int = Field(200, gt=0, le=1024)
-    n_train: int = Field(200, gt=0, le=1024)
-    n_test: int = Field(100, gt=0, le=1024)
+    n_prepare: int = Field(800, ge=0, le=900)
+    n_refine: int = Field(200, gt=0, le=900)
+    n_train: int = Field(200, gt=0, le=900)
+    n_test: int = Field(100, gt=0, le=900)
     n_tests: int = Field(3, gt=0)  # asserts per generated task
 
     @model_validator(mode="after")

@@ -166,21 +166,25 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
     return manifest
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, what: str = "data file") -> list[tuple[str, dict[str, Any]]]:
+    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own one-line
+    errors; a missing file, a line that is not JSON or not an object is one line naming it."""
+    path = Path(path)
     if not path.is_file():
-        raise UserError(f"data file not found: {path}")
+        raise UserError(f"{path}: {what} not found")
     out = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{n}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"data file {path} line {n}: invalid JSON ({e.msg})") from None
+                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
             if not isinstance(rec, dict):
-                raise UserError(f"data file {path} line {n}: expected a JSON object")
-            out.append(rec)
+                raise UserError(f"{where}: a record must be a JSON object")
+            out.append((where, rec))
     return out
 
 
@@ -207,7 +211,7 @@ def check_source(src: str) -> tuple[str, str]:
 
 def read_units(path: Path, domain) -> list[Unit]:
     units = []
-    for n, rec in enumerate(read_jsonl(path), 1):
+    for n, (_, rec) in enumerate(read_jsonl(path), 1):
         try:
             name, param = check_source(rec["source"])
             group = rec["group"]

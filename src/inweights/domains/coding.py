@@ -56,44 +56,34 @@ def entry_point_of(tests: list[str] | tuple[str, ...], where: str) -> str:
 
 def read_mbpp(path: str | Path, task_ids: tuple[int, int] | None = None) -> list[CodingTask]:
     """MBPP-format JSONL; a malformed record is one line naming the file, the line and the problem."""
+    from inweights.data import read_jsonl
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: task file not found")
     tasks, seen = [], set()
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{where}: a record must be a JSON object")
-            for key, typ in MBPP_FIELDS.items():
-                if key not in rec:
-                    raise UserError(f"{where}: missing field '{key}'")
-                if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
-                    raise UserError(f"{where}: field '{key}' must be {typ.__name__}")
-            where = f"{p}:{n} (task_id {rec['task_id']})"
-            tests = rec["test_list"]
-            if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
-                raise UserError(f"{where}: test_list must be a non-empty list of assert statements")
-            setup = rec.get("test_setup_code", "") or ""
-            if not isinstance(setup, str):
-                raise UserError(f"{where}: field 'test_setup_code' must be str")
-            if rec["task_id"] in seen:
-                raise UserError(f"{where}: duplicate task_id")
-            seen.add(rec["task_id"])
-            if task_ids and not task_ids[0] <= rec["task_id"] <= task_ids[1]:
-                continue
-            code = rec["code"].replace("\r\n", "\n")
-            tasks.append(CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests),
-                                    entry_point=entry_point_of(tests, where), gold=code,
-                                    setup=setup.replace("\r\n", "\n"), source="mbpp",
-                                    meta={"task_id": rec["task_id"],
-                                          "challenge_tests": list(rec.get("challenge_test_list") or [])}))
+    for where, rec in read_jsonl(p, "task file"):
+        for key, typ in MBPP_FIELDS.items():
+            if key not in rec:
+                raise UserError(f"{where}: missing field '{key}'")
+            if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
+                raise UserError(f"{where}: field '{key}' must be {typ.__name__}")
+        where = f"{where} (task_id {rec['task_id']})"
+        tests = rec["test_list"]
+        if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+            raise UserError(f"{where}: test_list must be a non-empty list of assert statements")
+        setup = rec.get("test_setup_code", "") or ""
+        if not isinstance(setup, str):
+            raise UserError(f"{where}: field 'test_setup_code' must be str")
+        if rec["task_id"] in seen:
+            raise UserError(f"{where}: duplicate task_id")
+        seen.add(rec["task_id"])
+        if task_ids and not task_ids[0] <= rec["task_id"] <= task_ids[1]:
+            continue
+        code = rec["code"].replace("\r\n", "\n")
+        tasks.append(CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests),
+                                entry_point=entry_point_of(tests, where), gold=code,
+                                setup=setup.replace("\r\n", "\n"), source="mbpp",
+                                meta={"task_id": rec["task_id"],
+                                      "challenge_tests": list(rec.get("challenge_test_list") or [])}))
     if not tasks:
         raise UserError(f"{p}: no tasks" + (f" with task_id in {task_ids[0]}-{task_ids[1]}" if task_ids else ""))
     return tasks
@@ -168,8 +158,15 @@ FILTERS = {
     "odd": (" that is odd", " if x % 2 == 1"),
 }
 SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ha", "ki", "lo", "mu", "na", "pe", "ri", "so", "tu", "va", "ze"]
-# a name's first syllable says its pool, so the pools' names never meet (1,024 names each)
-POOLS = {"prepare": SYLLABLES[0:4], "train": SYLLABLES[4:8], "test": SYLLABLES[8:12], "refine": SYLLABLES[12:16]}
+# a name's hash says its pool, so the pools' names never meet while every syllable appears everywhere in each
+# pool (a name is copied from the prompt, never recalled; ~1,024 names per pool)
+POOLS = ("prepare", "train", "test", "refine")
+
+
+def name_pool(name: str) -> str:
+    from inweights.domains.programs import derive_seed
+
+    return POOLS[derive_seed("coding-name", name) % len(POOLS)]
 
 
 def generated_spec(rng: random.Random) -> dict[str, Any]:
@@ -213,13 +210,15 @@ def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set
 
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool}: one of {', '.join(POOLS)}")
-    if n > 1024:
-        raise UserError(f"at most 1024 generated tasks per pool ({n} asked)")
+    if n > 900:
+        raise UserError(f"at most 900 generated tasks per pool ({n} asked)")
     rng = random.Random(derive_seed(seed, "coding", pool))
     taken: set[str] = set()
     tasks = []
     while len(tasks) < n:
-        name = rng.choice(POOLS[pool]) + rng.choice(SYLLABLES) + rng.choice(SYLLABLES)
+        name = "".join(rng.choice(SYLLABLES) for _ in range(3))
+        if name_pool(name) != pool:
+            continue
         spec = generated_spec(rng)
         if name in taken or spec_key(spec) in exclude:
             continue

@@ -363,18 +363,13 @@ def timedelta_minutes(answer: str) -> float:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    from inweights.data import read_jsonl
+
     rows = []
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}: line {i} is not valid JSON") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or "answer" not in rec:
-                raise UserError(f"{path}: line {i} needs a string 'question' and an 'answer'")
-            rows.append(rec)
+    for where, rec in read_jsonl(path, "AsyncHow file"):
+        if not isinstance(rec.get("question"), str) or "answer" not in rec:
+            raise UserError(f"{where}: needs a string 'question' and an 'answer'")
+        rows.append(rec)
     return rows
 
 

@@ -67,19 +67,10 @@ class TestsFeedback:
 def read_feedback_file(path: Path, known_tasks: set[str] | None = None) -> dict[str, str]:
     """program_key -> feedback from a JSONL of {"task_id", "program", "feedback"}; a bad record is one line
     naming the file, the line and the problem."""
-    if not path.is_file():
-        raise UserError(f"{path}: feedback file not found")
+    from inweights.data import read_jsonl
+
     out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            rec = json.loads(line)
-        except ValueError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise UserError(f"{where}: a record must be a JSON object")
+    for where, rec in read_jsonl(path, "feedback file"):
         for key in ("task_id", "program", "feedback"):
             if not isinstance(rec.get(key), str):
                 raise UserError(f"{where}: field '{key}' must be a string")
