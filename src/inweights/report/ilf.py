@@ -69,7 +69,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md += ["", f"Ordering on {summary['ordering_cell']}: {summary['ordering']}.", ""]
     if results["rounds"]:
         md += ["## What each step kept", "",
-               ("| method | round | train tasks | solved by a sample | failed (kept for feedback) | with feedback | "
+               ("| method | round | train tasks | solved by a sample | failed (kept) | sent to the refiner | "
                 "refinements sampled | passing | tasks kept | policy trained |"),
                "|---|---|---|---|---|---|---|---|---|---|"]
         for method, rounds in results["rounds"].items():
