@@ -311,7 +311,7 @@ class ILFRun:
                 good = next((p for p, v in zip(progs, vs) if v["status"] == "passed"), None)
                 kept.append({"task_id": t.id, "old": req["program"], "feedback": f if use_fb else None,
                              "refinements": progs, "statuses": [v["status"] for v in vs], "kept": good})
-            step = {"tasks": len(pool), "failed_tasks": len(failed), "with_feedback": len(asked),
+            step = {"tasks": len(pool), "failed_tasks": len(failed), "refined": len(asked),
                     "refinements": sum(len(k["refinements"]) for k in kept),
                     "passing_refinements": sum(s == "passed" for k in kept for s in k["statuses"]),
                     "kept": sum(k["kept"] is not None for k in kept), "items": kept,
@@ -320,7 +320,7 @@ class ILFRun:
         by_id = {t.id: t for t in pool}
         records = [policy_record(by_id[k["task_id"]], completion_of(by_id[k["task_id"]], k["kept"]))
                    for k in step["items"] if k["kept"] is not None]
-        summary = {k: step[k] for k in ("tasks", "failed_tasks", "with_feedback", "refinements",
+        summary = {k: step[k] for k in ("tasks", "failed_tasks", "refined", "refinements",
                                         "passing_refinements", "kept")}
         summary["policy_pass_any"] = summary["tasks"] - summary["failed_tasks"]
         self.log({"event": "round", "method": method, "round": r, **summary})

@@ -75,7 +75,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
         for method, rounds in results["rounds"].items():
             for i, x in enumerate(rounds, 1):
                 md.append(f"| {method} | {i} | {x['tasks']} | {x['policy_pass_any']} | {x['failed_tasks']} | "
-                          f"{x['with_feedback']} | {x['refinements']} | {x['passing_refinements']} | {x['kept']} | "
+                          f"{x['refined']} | {x['refinements']} | {x['passing_refinements']} | {x['kept']} | "
                           f"{'yes' if x['trained'] else 'no (nothing kept)'} |")
         if "sft_gold_tasks" in results:
             md += ["", f"`sft_gold` trained on the gold solutions of {results['sft_gold_tasks']} tasks."]
