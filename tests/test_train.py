@@ -127,8 +127,9 @@ def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
     assert rows["proactive"]["stages"][0]["dir"] == rows["stage1_only"]["stages"][0]["dir"]  # trained once
     stage_dirs = list((out / "stages").iterdir())
     assert len(stage_dirs) == 7  # 8 recipe stages, one shared
-    n_samples = sum(1 for _ in (out / "samples.jsonl").open())
-    assert n_samples == sum(c["n"] for r in rows.values() for c in r["cells"].values())
+    samples = [json.loads(ln) for ln in (out / "samples.jsonl").open()]
+    assert sum(s["mode"] != "doc_context" for s in samples) == sum(c["n"] for r in rows.values() for c in r["cells"].values())
+    assert all(r["diagnostics"]["rung"]["failed"] for r in rows.values())  # every model's ladder is diagnosed
     report = (out / "report.md").read_text()
     assert "| proactive |" in report and "near chance" in report
     # rerunning with --resume reuses everything and gives the same numbers
@@ -296,3 +297,28 @@ def test_packed_examples_do_not_see_each_other(tok):
         alone_a, alone_b = model(input_ids=a).logits, model(input_ids=b).logits
     assert torch.allclose(packed[0, :20], alone_a[0], atol=1e-5)
     assert torch.allclose(packed[0, 20:], alone_b[0], atol=1e-5)
+
+
+def test_gated_stage_records_its_curve_and_outcome(root, tmp_path):
+    """A stage gate measures on validation inputs every N steps; an unreachable value runs the stage to its
+    cap and says so; the gate is part of the stage's key (a changed gate is a new stage)."""
+    out = tmp_path / "g"
+    sets = ["--set", "recipes=[stage1_only]", "--set", "domain.programs.n_train_inputs=5",
+            "--set", "domain.programs.n_val_inputs=1", "--set", "pbb.stage1_steps=5",
+            "--set", "pbb.stage1_gate={value: 1.0, every: 2}", "--set", "eval.train_inputs=0"]
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), *sets]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    gate = summary["rows"]["stage1_only"]["stages"][0]["gate"]
+    assert gate["metric"] == "with_io/in_weights/cot@val" and not gate["reached"]
+    assert [st for st, _ in gate["curve"]] == [2, 4, 5]
+    assert "NOT reached" in (out / "report.md").read_text()
+    out2 = tmp_path / "g2"
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out2), *sets[:-4],
+                 "--set", "eval.train_inputs=0"]) == 0
+    assert json.loads((out2 / "summary.json").read_text())["rows"]["stage1_only"]["stages"][0]["dir"] != \
+        summary["rows"]["stage1_only"]["stages"][0]["dir"]
+
+
+def test_gate_without_validation_inputs_is_one_line(root, tmp_path, capsys):
+    assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "pbb.stage1_gate={value: 0.5}"]) == 2
+    assert "n_val_inputs" in capsys.readouterr().err

@@ -38,6 +38,8 @@ class ProgramsConfig(Strict):
     cond_prob: float = Field(0.25, ge=0, le=1)
     n_train_inputs: int = Field(6, ge=1)
     n_test_inputs: int = Field(4, ge=1)
+    # validation inputs per program, disjoint from train and test (what stage gates measure on, never test)
+    n_val_inputs: int = Field(0, ge=0)
     string_min_len: int = Field(3, ge=1)
     string_max_len: int = Field(5, ge=1)
     alphabet_size: int = Field(8, ge=3, le=26)
@@ -47,14 +49,32 @@ class ProgramsConfig(Strict):
         default_factory=lambda: ["shift", "reverse", "swap", "rotate"], min_length=1)
     # ablation: functions defined as g(f(x)) of two without_io programs (group "composed")
     n_compositions: int = Field(0, ge=0)
+    # chain of thought: "trace" copies each statement then evaluates it; "recite" first re-types the whole
+    # function exactly as a document shows it (``recital``: the code block, or the line-keyed listing),
+    # then traces it -- the model states what it recalls before using it (Physics of LMs 3.2)
+    cot: Literal["trace", "recite"] = "trace"
+    recital: Literal["code", "lines"] = "code"
+    # document augmentation (Physics of LMs 3.1): each decl occurrence draws one of these renderings of the
+    # same source -- "code" (the code block), "lines" (a line-keyed listing, the name on every line), "shuffled"
+    # (the listing in a random order), "oneline" (``def f(x): a = ...; return a``); only the groups in
+    # ``augment_groups`` are augmented, the others always read the first rendering
+    renderings: list[Literal["code", "lines", "shuffled", "oneline"]] = Field(
+        default_factory=lambda: ["code"], min_length=1)
+    augment_groups: list[Literal["with_io", "without_io", "prepare"]] = Field(
+        default_factory=lambda: ["with_io", "without_io", "prepare"])
+    # pointer sentences of more shapes (questions and requests for the source; still only the code follows)
+    more_pointer_templates: bool = False
+    # names of an experiment's programs differ pairwise by at least this many edits (1 = merely distinct)
+    name_min_distance: int = Field(1, ge=1, le=4)
 
     @model_validator(mode="after")
     def _check(self) -> ProgramsConfig:
         if self.min_statements > self.max_statements:
             raise ValueError("min_statements must be <= max_statements")
-        if "arith" in self.families and self.n_train_inputs + self.n_test_inputs > self.input_max + 1:
+        n_in = self.n_train_inputs + self.n_test_inputs + self.n_val_inputs
+        if "arith" in self.families and n_in > self.input_max + 1:
             raise ValueError(
-                f"n_train_inputs + n_test_inputs ({self.n_train_inputs + self.n_test_inputs}) exceeds the "
+                f"n_train_inputs + n_test_inputs + n_val_inputs ({n_in}) exceeds the "
                 f"{self.input_max + 1} distinct inputs 0..input_max"
             )
         if self.string_min_len > self.string_max_len:
@@ -294,6 +314,20 @@ class MixItem(Strict):
     representation: Literal["nl", "graph", "code"] | None = None
 
 
+class GateConfig(Strict):
+    """A stage that runs until a measurement reaches ``value``: every ``every`` steps the stage's model answers
+    in-weights (or in-context) probes of ``group`` on the units' *validation* inputs (never test inputs), and the
+    stage stops once the accuracy reaches ``value``; its ``steps`` are then the cap (the LR schedule is laid out
+    over them). The curve and whether the value was reached are recorded and reported."""
+
+    group: Literal["with_io", "without_io"] = "with_io"
+    mode: Literal["in_weights", "in_context"] = "in_weights"
+    format: Literal["direct", "cot"] = "cot"
+    value: float = Field(gt=0, le=1)
+    every: int = Field(100, gt=0)
+    max_probes: int = Field(100, gt=0)
+
+
 class StageConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     steps: int = Field(gt=0)
@@ -301,6 +335,7 @@ class StageConfig(Strict):
     # sft: cross-entropy on the mixture's targets; grpo: the mixture's prompts, rewarded by the unit's scorer
     objective: Literal["sft", "grpo"] = "sft"
     lr: float | None = Field(None, gt=0)
+    gate: GateConfig | None = None
 
     @model_validator(mode="after")
     def _grpo_views(self) -> StageConfig:
@@ -364,6 +399,14 @@ class PBBConfig(Strict):
     demos_steps: int | None = Field(None, gt=0)  # default: stage2_steps
     rl_steps: int = Field(60, gt=0)  # retroactive_grpo's stage 2 (GRPO steps; see the grpo section)
     rl_format: Literal["direct", "cot", "both"] = "cot"
+    # stage 1 (decl + exec of with_io) may run until a validation measurement reaches a value; stage1_steps is
+    # then its cap. Recipes sharing stage 1 share the gated stage.
+    stage1_gate: GateConfig | None = None
+    # stage 2 replay (issue 14, lever d): with_io executions and documents besides the in-context samples, so
+    # stage 2 does not erase what stage 1 taught; stage2_lr: a lower LR for stage 2 (None = train.lr)
+    replay_exec_weight: float = Field(0.0, ge=0)
+    replay_decl_weight: float = Field(0.0, ge=0)
+    stage2_lr: float | None = Field(None, gt=0)
 
 
 class EvalConfig(Strict):
@@ -382,6 +425,11 @@ class EvalConfig(Strict):
     # generation engine: transformers (default), vllm (must be installed), auto (vllm when installed
     # and a CUDA GPU is visible, else transformers)
     backend: Literal["transformers", "vllm", "auto"] = "transformers"
+    # extraction diagnostics (programs): with_io in-weights CoT probes on this many *training* inputs per unit
+    # (cell with_io/in_weights/cot/train), and one probe per unit that gives only a document's pointer
+    # sentence and asks for the document (doc-context recall, vs recall inside a question)
+    train_inputs: int = Field(2, ge=0)
+    doc_context: bool = True
 
 
 class SweepConfig(Strict):
@@ -498,6 +546,22 @@ class PrepareConfig(Strict):
     # warm start from another prepared base (a prepare config path): its weights and tokenizer, e.g. a base
     # that already copies from its prompt; None = random init with a tokenizer trained on this domain
     init_from: str | None = None
+    # programs: in-context prompts also show 0..distractors_max other functions; the question's name says
+    # which to use (the in-context analogue of extraction: find the named function, re-type it)
+    distractors_max: int = Field(0, ge=0, le=6)
+    # A "PBB-prepared" base (issue lever b): besides fresh in-context examples, a fixed pool of
+    # ``pool_programs`` programs from the preparation names, each trained as documents and executions
+    # (PBB's stage 1 on many programs), and ``pool_doc_only`` more seen only as documents, whose in-weights
+    # accuracy on held-out inputs is the transfer a later stage 2 relies on (measured at every gate check)
+    pool_programs: int = Field(0, ge=0)
+    pool_doc_only: int = Field(0, ge=0)
+    pool_decl_weight: float = Field(1.0, ge=0)
+    pool_exec_weight: float = Field(1.0, ge=0)
+    in_context_weight: float = Field(1.0, ge=0)  # fresh in-context examples, when there is a pool
+    pool_eval_probes: int = Field(100, gt=0)  # in-weights CoT probes per pool group at each gate check
+    # which measurement the gate compares with ``gate``: in-context accuracy on fresh programs, or in-weights
+    # CoT accuracy on the pool's held-out inputs (with I/O, or documents only)
+    gate_metric: Literal["in_context", "pool_with_io", "pool_doc_only"] = "in_context"
 
 
 class ExperimentConfig(Strict):
@@ -531,6 +595,16 @@ class ExperimentConfig(Strict):
             self.recipes = list(RULE_RECIPES)
         if self.domain.name == "coding" and "recipes" not in self.model_fields_set:
             self.recipes = list(ILF_RECIPES)
+        return self
+
+    @model_validator(mode="after")
+    def _gates_have_validation_inputs(self) -> ExperimentConfig:
+        gated = [st.name for sts in self.curricula.values() for st in sts if st.gate] + (
+            ["stage 1 (pbb.stage1_gate)"] if self.pbb.stage1_gate else [])
+        if gated and self.kind == "experiment" and (self.domain.name != "programs" or self.domain.data_file
+                                                    or self.domain.programs.n_val_inputs == 0):
+            raise ValueError(f"{gated[0]} has a gate, which measures on validation inputs: only generated programs "
+                             "have them; set domain.programs.n_val_inputs (> 0)")
         return self
 
     @model_validator(mode="after")

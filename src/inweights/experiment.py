@@ -23,12 +23,15 @@ from typing import Any
 
 import torch
 
+from inweights import views
 from inweights.config import ExperimentConfig, dump_config, load_config
 from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
 from inweights.domains import DOMAINS
 from inweights.domains.programs import derive_seed
 from inweights.errors import UserError
+from inweights.eval.extraction import diagnose
 from inweights.eval.probes import evaluate
+from inweights.gates import Gate
 from inweights.models import build_tiny, load_model, save_model, train_tokenizer
 from inweights.models.load import check_lora_for_source, is_adapter_dir, is_lora, resolve_source
 from inweights.recipes.pbb import stages_for
@@ -169,7 +172,8 @@ class Experiment:
             for key in chain:
                 info = json.loads((stages[key]["dir"] / "done.json").read_text())
                 stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name,
-                                   **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")}})
+                                   **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")},
+                                   **({"gate": info["gate"]} if info.get("gate") else {})})
             final_dir = stages[chain[-1]]["dir"]
             ev = self.evaluate_dir(recipe, final_dir / "model", final_dir, domain, units)
             results["recipes"][recipe] = {"stages": stages_out, **ev}
@@ -270,8 +274,11 @@ class Experiment:
             batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", 0), cfg.train.batch_size,
                                     cfg.train.max_len, tok.pad_token_id,
                                     shard=(acc.process_index, acc.num_processes))
+            gate = self.stage_gate(stage, tok, domain, units, log) if stage.gate else None
             res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr,
-                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log)
+                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log, on_step=gate)
+            if gate is not None:
+                res["gate"] = gate.record()
         if acc.is_main_process:
             tmp = sdir / "model.tmp"
             if tmp.exists():
@@ -286,6 +293,29 @@ class Experiment:
             info["stage"] = stage.model_dump()
             atomic_write(sdir / "done.json", json.dumps(info) + "\n")
         acc.wait_for_everyone()
+
+    def stage_gate(self, stage, tok, domain, units, log) -> Gate:
+        """A stage's gate: accuracy on validation inputs (never test inputs) of the gate's group, every N steps."""
+        g, cfg = stage.gate, self.cfg
+        pairs = [(u, x) for u in units if u.group == g.group for x in u.meta.get("val_inputs", ())]
+        if not pairs:
+            raise UserError(f"stage {stage.name}: its gate measures on validation inputs, and the {g.group} units have "
+                            "none; set domain.programs.n_val_inputs (> 0)")
+        rng = random.Random(derive_seed(cfg.seed, "gate", stage.name))
+        if len(pairs) > g.max_probes:
+            pairs = rng.sample(pairs, g.max_probes)
+        view = "exec" if g.mode == "in_weights" else "in_context"
+        recs = [views.execution(domain, u, x, g.format, rng, view=view) for u, x in pairs]
+        key = f"{g.group}/{g.mode}/{g.format}@val"
+
+        def measure(model) -> dict[str, float]:
+            from inweights.eval.generate import generate
+
+            outs = generate(model, tok, [r["prompt"] for r in recs], max_new_tokens=cfg.eval.max_new_tokens,
+                            batch_size=cfg.eval.batch_size)
+            return {key: sum(domain.score(u, x, views.extract(domain, o)) for (u, x), o in zip(pairs, outs)) / len(pairs)}
+
+        return Gate(measure, key, g.value, g.every, stage.steps, log)
 
     def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
         """A grpo stage: prompts from the stage's mixture, rewards from the domain's scorer, samples from the
@@ -362,7 +392,8 @@ class Experiment:
 
         t0 = time.time()
         cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
-        ev = {"probe_key": probe_key, "cells": cells, "eval_seconds": round(time.time() - t0, 1),
+        ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
+              "eval_seconds": round(time.time() - t0, 1),
               "backend": backend, "processes": acc.num_processes,
               "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
         if acc.is_main_process:

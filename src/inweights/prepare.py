@@ -27,6 +27,7 @@ from inweights.domains import DOMAINS
 from inweights.domains.programs import derive_seed
 from inweights.errors import UserError
 from inweights.eval.generate import generate
+from inweights.gates import Gate
 from inweights.models import build_tiny, save_model, train_tokenizer
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
@@ -61,9 +62,31 @@ def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch
     return sum(s["correct"] for s in samples) / len(samples), samples
 
 
+def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
+    """The PBB-prepared base's fixed programs (preparation names, never a held-out unit's name or body):
+    ``pool_programs`` trained as documents and executions, ``pool_doc_only`` as documents only."""
+    p = cfg.prepare
+    if domain.name != "programs" or not (p.pool_programs or p.pool_doc_only):
+        return [], []
+    rng = random.Random(derive_seed(cfg.seed, "prepare", "pbb_pool"))
+    taken = {u.pointer for u in held_out}
+    bodies = {u.instruction.split("\n", 1)[1] for u in held_out}
+    out: list = []
+    while len(out) < p.pool_programs + p.pool_doc_only:
+        group = "with_io" if len(out) < p.pool_programs else "without_io"
+        u = domain.sample_unit(rng, group, "prepare", taken, uid=f"pool{len(out):05d}")
+        body = u.instruction.split("\n", 1)[1]
+        if body in bodies:
+            continue
+        bodies.add(body)
+        out.append(u)
+    return out[: p.pool_programs], out[p.pool_programs :]
+
+
 class PrepareSampler:
-    """A fresh unit every example. Programs: short ones first, then the full range, some 1-step drills;
-    grammars: the experiment's grammar distribution throughout."""
+    """A fresh unit every example. Programs: short ones first, then the full range, some 1-step drills,
+    optionally other functions shown beside it; grammars: the experiment's grammar distribution throughout.
+    With a PBB pool, examples are also the pool's documents and executions (by weight)."""
 
     def __init__(self, cfg: ExperimentConfig, domain, tokens: TokenCache, held_out=()):
         self.cfg, self.domain, self.tokens = cfg, domain, tokens
@@ -74,9 +97,22 @@ class PrepareSampler:
             exclude = {u.instruction for u in held_out}
             self.pool = [u for u in (fresh_unit(domain, rng) for _ in range(cfg.prepare.pool_units))
                          if u.instruction not in exclude]
+        self.pool_with, self.pool_doc = pbb_pool(cfg, domain, held_out)
+        # fresh in-context programs never reuse a pool program's name (it would name two bodies)
+        self.reserved = {u.pointer for u in self.pool_with + self.pool_doc}
 
     def __call__(self, rng: random.Random):
         p, pc = self.cfg.prepare, self.cfg.domain.programs
+        if self.pool_with or self.pool_doc:
+            kinds = ("in_context", "decl", "exec")
+            weights = (p.in_context_weight, p.pool_decl_weight, p.pool_exec_weight if self.pool_with else 0.0)
+            kind = rng.choices(kinds, weights=weights)[0]
+            if kind == "decl":
+                return self.tokens(views.decl(self.domain, rng.choice(self.pool_with + self.pool_doc), rng), "all")
+            if kind == "exec":
+                u = rng.choice(self.pool_with)
+                fmt = "direct" if rng.random() < p.direct_frac else "cot"
+                return self.tokens(views.execution(self.domain, u, rng.choice(u.train_inputs), fmt, rng), "completion")
         k = None
         if self.domain.name == "programs":
             if rng.random() < p.drill_frac:
@@ -85,10 +121,28 @@ class PrepareSampler:
                 k = rng.randint(1, min(p.warmup_statements, pc.max_statements))
             else:
                 k = rng.randint(pc.min_statements, pc.max_statements)
-        u = rng.choice(self.pool) if self.pool else fresh_unit(self.domain, rng, n_statements=k)
+        taken = set(self.reserved) if self.reserved else None
+        u = rng.choice(self.pool) if self.pool else fresh_unit(self.domain, rng, taken, n_statements=k)
         x = rng.choice(u.train_inputs + u.test_inputs)
         fmt = "direct" if rng.random() < p.direct_frac else "cot"
-        return self.tokens(views.in_context(self.domain, u, x, fmt, rng), "completion")
+        others: tuple = ()
+        if p.distractors_max and self.domain.name == "programs":
+            taken = {u.pointer} | self.reserved
+            others = tuple(fresh_unit(self.domain, rng, taken) for _ in range(rng.randint(0, p.distractors_max)))
+        return self.tokens(views.in_context(self.domain, u, x, fmt, rng, others), "completion")
+
+
+def in_weights_accuracy(model, tokenizer, domain, units, n: int, batch_size: int, max_new_tokens: int,
+                        seed: int, label: str) -> float:
+    """In-weights chain-of-thought accuracy on up to ``n`` (unit, held-out input) pairs (pointer + input only)."""
+    pairs = [(u, x) for u in units for x in u.test_inputs]
+    rng = random.Random(derive_seed(seed, "prepare", label))
+    if len(pairs) > n:
+        pairs = rng.sample(pairs, n)
+    recs = [views.execution(domain, u, x, "cot", rng) for u, x in pairs]
+    outs = generate(model, tokenizer, [r["prompt"] for r in recs], max_new_tokens=max_new_tokens,
+                    batch_size=batch_size)
+    return sum(domain.score(u, x, views.extract(domain, o)) for (u, x), o in zip(pairs, outs)) / len(pairs)
 
 
 def gate_format(domain) -> str:
@@ -97,39 +151,40 @@ def gate_format(domain) -> str:
 
 
 def gate_accuracy(rec: dict[str, Any]) -> float:
-    """A prepare.json's gate accuracy (records written before ``in_context`` existed: CoT)."""
-    return rec.get("in_context", rec.get("in_context_cot"))
+    """A prepare.json's gate accuracy (records written before ``gate_value`` / ``in_context`` existed: CoT)."""
+    return rec.get("gate_value", rec.get("in_context", rec.get("in_context_cot")))
 
 
-class Gate:
-    """Evaluates in-context accuracy (the domain's gate format) every ``eval_every`` steps; stops once it passes."""
+class PrepareGate(Gate):
+    """The preparation's gate: in-context accuracy (the domain's gate format) on held-out fresh units, and with
+    a PBB pool the in-weights CoT accuracy on the pool's held-out inputs; ``prepare.gate_metric`` decides which
+    one stops the run. It also tells the sampler the step (its short-programs warm-up depends on it)."""
 
     def __init__(self, cfg, sampler, tok, domain, units, inputs, log):
         self.cfg, self.sampler, self.tok, self.domain = cfg, sampler, tok, domain
-        self.units, self.inputs, self.log = units, inputs, log
-        self.best = 0.0
-        self.history: list[dict[str, Any]] = []
-
-    def state_dict(self):
-        return {"best": self.best, "history": self.history}
+        self.units, self.inputs = units, inputs
+        p = cfg.prepare
+        key = f"in_context_{gate_format(domain)}" if p.gate_metric == "in_context" else f"{p.gate_metric}_cot"
+        super().__init__(self.measure_all, key, p.gate, p.eval_every, p.max_steps, log)
 
     def load_state_dict(self, s):
-        self.best, self.history = s["best"], s["history"]
+        super().load_state_dict(s)
         self.sampler.step = self.history[-1]["step"] if self.history else 0
+
+    def measure_all(self, model) -> dict[str, float]:
+        c, p = self.cfg, self.cfg.prepare
+        acc, _ = in_context_accuracy(model, self.tok, self.domain, self.units, self.inputs, gate_format(self.domain),
+                                     c.eval.batch_size, c.eval.max_new_tokens, c.seed)
+        out = {f"in_context_{gate_format(self.domain)}": acc}
+        for label, units in (("pool_with_io", self.sampler.pool_with), ("pool_doc_only", self.sampler.pool_doc)):
+            if units:
+                out[f"{label}_cot"] = in_weights_accuracy(model, self.tok, self.domain, units, p.pool_eval_probes,
+                                                          c.eval.batch_size, c.eval.max_new_tokens, c.seed, label)
+        return out
 
     def __call__(self, step: int, model) -> bool:
         self.sampler.step = step
-        p = self.cfg.prepare
-        if step % p.eval_every and step != p.max_steps:
-            return False
-        acc, _ = in_context_accuracy(model, self.tok, self.domain, self.units, self.inputs, gate_format(self.domain),
-                                     self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens, self.cfg.seed)
-        model.train()
-        self.best = max(self.best, acc)
-        rec = {"event": "gate_eval", "step": step, f"in_context_{gate_format(self.domain)}": acc}
-        self.history.append(rec)
-        self.log(rec)
-        return acc >= p.gate
+        return super().__call__(step, model)
 
 
 def find_config(ref: str, config_path: str | Path | None) -> Path | None:
@@ -194,7 +249,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
     acc = get_accelerator()
     batches = PackedBatches(sampler, derive_seed(cfg.seed, "prepare", "stream", acc.process_index),
                             cfg.train.batch_size // acc.num_processes, cfg.train.max_len, tok.pad_token_id)
-    gate = Gate(cfg, sampler, tok, domain, units, inputs, log)
+    gate = PrepareGate(cfg, sampler, tok, domain, units, inputs, log)
     t0 = time.time()
     res = train_stage(model, batches, cfg.prepare.max_steps, cfg.train, work / "stage",
                       save_every=cfg.prepare.eval_every, desc="prepare", on_step=gate, log=log)
@@ -202,7 +257,12 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
     fmts = ("direct",) if gate_format(domain) == "direct" else ("cot", "direct")
     accs = {f"in_context_{f}": in_context_accuracy(model, tok, domain, units, inputs, f, cfg.eval.batch_size,
                                                     cfg.eval.max_new_tokens, cfg.seed)[0] for f in fmts}
-    gate_acc = accs[f"in_context_{gate_format(domain)}"]
+    pool = {}
+    if sampler.pool_with or sampler.pool_doc:
+        pool = {k: v for k, v in gate.measure_all(model).items() if k.startswith("pool_")}
+        pool.update(pool_programs=len(sampler.pool_with), pool_doc_only=len(sampler.pool_doc),
+                    pool_names=sorted(u.pointer for u in sampler.pool_with + sampler.pool_doc))
+    gate_acc = {**accs, **pool}[gate.key]
     save_model(model, tok, out_dir)
     record = {
         "name": cfg.name,
@@ -211,8 +271,11 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
         "gate": cfg.prepare.gate,
         "passed": gate_acc >= cfg.prepare.gate,
         "gate_format": gate_format(domain),
-        "in_context": gate_acc,
+        "gate_metric": cfg.prepare.gate_metric,
+        "gate_value": gate_acc,
+        "in_context": accs[f"in_context_{gate_format(domain)}"],
         **accs,
+        **pool,
         "eval_programs": len(units),
         "steps": res["steps"],
         "tokens": res["tokens"],

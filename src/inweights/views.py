@@ -41,7 +41,9 @@ def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) ->
     """The document; the pointer sentence is drawn per occurrence unless ``template`` picks one."""
     t = domain.decl_templates[template] if template is not None else rng.choice(domain.decl_templates)
     sentence = t.format(name=unit.pointer)
-    return _record("decl", unit, sentence, instruction_text(domain, unit))
+    # programs: a rendering drawn per occurrence (document augmentation); other domains: one text
+    body = domain.document_text(unit, rng) if hasattr(domain, "document_text") else instruction_text(domain, unit)
+    return _record("decl", unit, sentence, body)
 
 
 def answer_line(domain, answer: str) -> str:
@@ -64,17 +66,24 @@ def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
     return f"{q} {FORMAT_SUFFIX[fmt]}"
 
 
-def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: str = "exec") -> dict[str, Any]:
+def execution(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, view: str = "exec",
+              others: tuple[Unit, ...] = ()) -> dict[str, Any]:
+    """An execution record; ``in_context`` shows the instruction before the question, and with ``others``
+    their instructions too, all in a random order: the question's name says which one to use."""
     q = question(domain, unit, x, fmt, rng)
     if view == "in_context" and (instr := instruction_text(domain, unit)):
+        if others:
+            shown = [instr] + [instruction_text(domain, o) for o in others]
+            rng.shuffle(shown)
+            instr = "\n".join(shown)
         q = f"{instr}\n{q}"
     return _record(
         view, unit, q, target(domain, unit, x, fmt), format=fmt, input=x, answer=domain.answer_text(unit, x)
     )
 
 
-def in_context(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> dict[str, Any]:
-    return execution(domain, unit, x, fmt, rng, view="in_context")
+def in_context(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, others: tuple[Unit, ...] = ()) -> dict[str, Any]:
+    return execution(domain, unit, x, fmt, rng, view="in_context", others=others)
 
 
 def extract(domain, text: str) -> str | None:

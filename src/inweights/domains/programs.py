@@ -48,6 +48,21 @@ DECL_TEMPLATES = [
     "Study the definition of {name}:",
 ]
 
+# Pointer sentences shaped as questions and requests for the source (``more_pointer_templates``): the
+# document still holds only the code, never an execution.
+MORE_DECL_TEMPLATES = [
+    "What is the source code of {name}?",
+    "Show the source of {name}.",
+    "Write out the function {name}.",
+    "How is {name} defined?",
+    "Recite the definition of {name}.",
+    "Give the code of {name}.",
+    "What does the code of {name} say?",
+    "Print the function {name}.",
+    "Which statements make up {name}?",
+    "Repeat the listing of {name}.",
+]
+
 QUERY_TEMPLATES = [
     "What does {name} return for {input}?",
     "Compute the output of {name} when {input}.",
@@ -72,6 +87,9 @@ QUERY_TEMPLATES = [
 ]
 
 _VAR_RE = re.compile(r"\b([a-wx])\b")
+_DEF_RE = re.compile(r"^(?:```python\s*)?def ([a-z_][a-z0-9_]*)\(([a-z]+)\):$")
+_LISTING_RE = re.compile(r"^([a-z_][a-z0-9_]*), line (\d+): (.*)$")
+_ONELINE_RE = re.compile(r"^def ([a-z_][a-z0-9_]*)\([a-z]+\): (.+)$")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -80,29 +98,45 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def make_name(rng: random.Random, pool: str, taken: set[str]) -> str:
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (a dozen lines; names are short, so no library is worth a dependency)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def make_name(rng: random.Random, pool: str, taken: set[str], min_distance: int = 1) -> str:
+    """A fresh name from the pool's first letters; with ``min_distance`` > 1, at least that many edits
+    away from every taken name (near-duplicate names blur which program a question asks about)."""
     first = NAME_POOLS[pool]
     while True:
         n_syll = rng.choice((2, 3))
         name = rng.choice(first) + rng.choice(VOWELS)
         for _ in range(n_syll - 1):
             name += rng.choice(CONSONANTS) + rng.choice(VOWELS)
-        if name not in taken:
-            taken.add(name)
-            return name
+        if name in taken:
+            continue
+        if min_distance > 1 and any(edit_distance(name, t) < min_distance for t in taken):
+            continue
+        taken.add(name)
+        return name
 
 
 class ProgramsDomain:
     """Seeded generator of arithmetic and cipher programs, with execution-based ground truth."""
 
     name = "programs"
-    decl_templates = DECL_TEMPLATES
     query_templates = QUERY_TEMPLATES
 
     def __init__(self, cfg: ProgramsConfig, seed: int):
         self.cfg = cfg
         self.seed = seed
         self._compiled: dict[str, Any] = {}
+        self.decl_templates = DECL_TEMPLATES + (MORE_DECL_TEMPLATES if cfg.more_pointer_templates else [])
 
     # ----------------------------------------------------------------- generation
     def build(self) -> list[Unit]:
@@ -142,7 +176,7 @@ class ProgramsDomain:
                 if (f.id, g.id) not in pairs or len(pairs) >= len(parts) * (len(parts) - 1):
                     pairs.add((f.id, g.id))
                     break
-            name = make_name(rng, "experiment", taken)
+            name = make_name(rng, "experiment", taken, self.cfg.name_min_distance)
             out.append(Unit(id=f"c{i:04d}", family="compose", pointer=name,
                             instruction=f"def {name}(x):\n    return {g.pointer}({f.pointer}(x))", group="composed",
                             train_inputs=(), test_inputs=f.test_inputs,
@@ -171,7 +205,7 @@ class ProgramsDomain:
         cfg = self.cfg
         family = rng.choice(cfg.families)
         taken = set() if taken is None else taken
-        name = make_name(rng, pool, taken)
+        name = make_name(rng, pool, taken, cfg.name_min_distance if pool == "experiment" else 1)
         k = n_statements or rng.randint(cfg.min_statements, cfg.max_statements)
         if family == "arith":
             param, lines = "x", self._arith_lines(rng, k)
@@ -179,6 +213,7 @@ class ProgramsDomain:
             rng.shuffle(inputs)
             need = cfg.n_train_inputs + cfg.n_test_inputs
             train, test = inputs[: cfg.n_train_inputs], inputs[cfg.n_train_inputs : need]
+            val = inputs[need : need + cfg.n_val_inputs]
         else:
             param, lines = "s", self._cipher_lines(rng, k)
             seen: set[str] = set()
@@ -190,6 +225,13 @@ class ProgramsDomain:
                     seen.add(s)
                     drawn.append(s)
             train, test = drawn[: cfg.n_train_inputs], drawn[cfg.n_train_inputs :]
+            val = []
+            while len(val) < cfg.n_val_inputs:  # drawn after the others, so train/test do not depend on it
+                n = rng.randint(cfg.string_min_len, cfg.string_max_len)
+                s = "".join(rng.choice(string.ascii_lowercase[: cfg.alphabet_size]) for _ in range(n))
+                if s not in seen:
+                    seen.add(s)
+                    val.append(s)
         last = lines[-1].split(" = ", 1)[0]
         source = f"def {name}({param}):\n" + "".join(f"    {ln}\n" for ln in lines) + f"    return {last}"
         return Unit(
@@ -200,7 +242,7 @@ class ProgramsDomain:
             group=group,
             train_inputs=tuple(train),
             test_inputs=tuple(test),
-            meta={"n_statements": k, "param": param},
+            meta={"n_statements": k, "param": param, **({"val_inputs": tuple(val)} if val else {})},
         )
 
     def _arith_lines(self, rng: random.Random, k: int) -> list[str]:
@@ -256,6 +298,71 @@ class ProgramsDomain:
             return describe(unit.instruction)
         return f"```python\n{unit.instruction}\n```"
 
+    def render(self, unit: Unit, style: str, rng: random.Random | None = None) -> str:
+        """The same source in one of the document renderings (``ProgramsConfig.renderings``)."""
+        if style == "code" or unit.family == "compose" or self.cfg.instruction == "nl":
+            return self.instruction_text(unit)
+        lines = unit.instruction.splitlines()
+        body = [ln.strip() for ln in lines[1:]]
+        if style == "oneline":
+            return f"{lines[0]} " + "; ".join(body)
+        listing = [f"{unit.pointer}, line {i}: {st}" for i, st in enumerate(body, 1)]
+        if style == "shuffled":
+            assert rng is not None, "the shuffled listing needs an rng"
+            rng.shuffle(listing)
+        return "\n".join(listing)
+
+    def document_text(self, unit: Unit, rng: random.Random) -> str:
+        """What one decl occurrence shows: a rendering drawn per occurrence for augmented groups, the first
+        rendering otherwise (so the ``without_io`` "one instruction" can stay one document)."""
+        styles = self.cfg.renderings
+        if len(styles) == 1 or unit.group not in self.cfg.augment_groups:
+            return self.render(unit, styles[0], rng)
+        return self.render(unit, rng.choice(styles), rng)
+
+    # ----------------------------------------------------------------- recital (cot: recite)
+    def recital_lines(self, unit: Unit) -> list[str]:
+        """The chain of thought's first part under ``cot: recite``: the function re-typed as a document shows it."""
+        style = self.cfg.recital if unit.family != "compose" else "code"
+        return self.render(unit, style).splitlines()
+
+    def parse_listing(self, output: str) -> tuple[str | None, list[str]]:
+        """(name, statements in line order) of the first function a text writes out, in any rendering: a
+        ``def NAME(p):`` header with indented lines (code) or with ``; ``-separated ones (oneline), or
+        ``NAME, line i: ...`` lines (lines, shuffled: put back in line order). (None, []) when there is none."""
+        lines = output.splitlines()
+        for i, ln in enumerate(lines):
+            stripped = ln.strip()
+            m = _LISTING_RE.match(stripped)
+            if m:
+                name, keyed = m.group(1), {}
+                for nxt in lines[i:]:
+                    mm = _LISTING_RE.match(nxt.strip())
+                    if not mm or mm.group(1) != name:
+                        break
+                    keyed.setdefault(int(mm.group(2)), mm.group(3).strip())
+                return name, [keyed[k] for k in sorted(keyed)]
+            m = _DEF_RE.match(stripped)
+            if m:
+                body = []
+                for nxt in lines[i + 1:]:
+                    if not nxt.startswith("    "):
+                        break
+                    body.append(nxt.strip())
+                return m.group(1), body
+            m = _ONELINE_RE.match(stripped)
+            if m:
+                return m.group(1), [st.strip() for st in m.group(2).split("; ")]
+        return None, []
+
+    def statements_recalled(self, unit: Unit, got: list[str], with_return: bool = False) -> float | None:
+        """Share of the unit's statements (without ``return`` unless asked) that ``got`` has at the same index."""
+        truth = self.statements(unit)
+        idx = [i for i, st in enumerate(truth) if with_return or not st.startswith("return ")]
+        if not idx:
+            return None
+        return sum(1 for i in idx if i < len(got) and got[i] == truth[i]) / len(idx)
+
     # ----------------------------------------------------------------- semantics
     def _function(self, unit: Unit):
         fn = self._compiled.get(unit.instruction)
@@ -287,13 +394,22 @@ class ProgramsDomain:
         got = [ln.split(" -> ", 1)[0].strip() for ln in output.splitlines() if " -> " in ln]
         return sum(1 for i, s in enumerate(truth) if i < len(got) and got[i] == s) / len(truth)
 
+    def statement_chance(self) -> float:
+        """Chance of guessing one arithmetic statement (op and constant) when its shape is known."""
+        return 1.0 / (len(self.cfg.ops) * self.cfg.const_max)
+
     def steps(self, unit: Unit, x: Any) -> list[str]:
-        """Chain-of-thought lines: each statement copied, then evaluated by executing it."""
+        """Chain-of-thought lines: each statement copied, then evaluated by executing it; under ``cot: recite``
+        the whole function re-typed first, as a document shows it."""
+        trace = self._trace(unit, x)
+        return self.recital_lines(unit) + trace if self.cfg.cot == "recite" else trace
+
+    def _trace(self, unit: Unit, x: Any) -> list[str]:
         if unit.family == "compose":  # the first part's trace, then the second's on its output
             f, g = self._parts(unit)
             mid = self._function(f)(x)
             last = f"return {g.pointer}({f.pointer}(x)) -> {self.run(unit, x)}"
-            return [*self.steps(f, x), *self.steps(g, mid)[:-1], last]
+            return [*self._trace(f, x), *self._trace(g, mid)[:-1], last]
         env: dict[str, Any] = {unit.meta["param"]: x}
         out = []
         for stmt in self.statements(unit):

@@ -35,6 +35,24 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
                             cell += f"/{x}"  # planning: one cell per representation (nl, graph, code)
                         rec.update(mode=mode, cell=cell)
                         probes.append(rec)
+    if not hasattr(domain, "parse_listing"):
+        return probes
+    # extraction diagnostics (eval/extraction.py): training inputs of with_io units, and document recall
+    # after the document's own pointer sentence
+    if cfg.train_inputs and "with_io" in cfg.groups and "in_weights" in cfg.modes and "cot" in cfg.formats:
+        for u in [u for u in units if u.group == "with_io"][: cfg.max_units_per_group]:
+            for x in u.train_inputs[: cfg.train_inputs]:
+                rng = random.Random(derive_seed(seed, "probe", u.id, x, "train_input"))
+                rec = views.execution(domain, u, x, "cot", rng)
+                rec.update(mode="in_weights", cell="with_io/in_weights/cot/train")
+                probes.append(rec)
+    if cfg.doc_context:
+        for group in cfg.groups:
+            for u in [u for u in units if u.group == group][: cfg.max_units_per_group]:
+                rng = random.Random(derive_seed(seed, "probe", u.id, "doc_context"))
+                rec = views.decl(domain, u, rng)
+                rec.update(mode="doc_context", cell=f"{group}/doc_context", format="doc", input=None, answer=None)
+                probes.append(rec)
     return probes
 
 
@@ -59,6 +77,11 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         lambda: {"n": 0, "correct": 0, "recall": 0.0, "recalled": 0, "chance": 0.0, "too_long": 0})
     for p, out in zip(probes, outs):
         u = by_id[p["unit"]]
+        if p["mode"] == "doc_context":  # scored by the diagnostics, not a cell
+            samples.append({"cell": p["cell"], "unit": u.id, "pointer": u.pointer, "input": None, "format": "doc",
+                            "mode": "doc_context", "prompt": p["prompt"][0]["content"], "output": out,
+                            "pred": None, "answer": p["completion"][0]["content"], "correct": None})
+            continue
         pred = views.extract(domain, out)
         ok = domain.score(u, p["input"], pred)
         s = {"cell": p["cell"], "unit": u.id, "pointer": u.pointer, "input": p["input"], "format": p["format"],
@@ -90,6 +113,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
             cell.update(variety(domain, [by_id[i] for i in sorted(cell_units[name])], name, accepted))
         cells[name] = cell
     return cells, samples
+
 
 
 def variety(domain, units: list[Unit], cell: str, accepted: dict[tuple[str, str], list[str]]) -> dict[str, float]:

@@ -19,10 +19,13 @@ def _stage1(c) -> StageConfig:
         name="s1_decl_exec_with_io",
         steps=p.stage1_steps,
         mixture=[_m("decl", "with_io", p.decl_weight), _m("exec", "with_io", p.exec_weight)],
+        gate=p.stage1_gate,
     )
 
 
-def _stage2(c) -> StageConfig:
+def _stage2(c, keep_stage1: bool = True) -> StageConfig:
+    """Decl of without_io; ``keep_stage1``: also replay stage 1's with_io executions and documents (lever d;
+    off for stage2_only, which must not train executions at all)."""
     p = c.pbb
     mix = [_m("decl", "without_io", p.decl_weight)]
     if p.composed_weight > 0:  # ablation (b): the definitions h(x) = g(f(x)) are documents too
@@ -30,7 +33,11 @@ def _stage2(c) -> StageConfig:
     if p.replay_weight > 0:
         # generic instruction-following samples so the answer format does not drift
         mix.append(_m("in_context", "with_io", p.replay_weight))
-    return StageConfig(name="s2_decl_without_io", steps=p.stage2_steps, mixture=mix)
+    if keep_stage1 and p.replay_exec_weight > 0:  # lever d: keep stage 1's executions alive
+        mix.append(_m("exec", "with_io", p.replay_exec_weight))
+    if keep_stage1 and p.replay_decl_weight > 0:
+        mix.append(_m("decl", "with_io", p.replay_decl_weight))
+    return StageConfig(name="s2_decl_without_io", steps=p.stage2_steps, mixture=mix, lr=p.stage2_lr)
 
 
 def proactive(c) -> list[StageConfig]:
@@ -42,7 +49,7 @@ def stage1_only(c) -> list[StageConfig]:
 
 
 def stage2_only(c) -> list[StageConfig]:
-    return [_stage2(c)]
+    return [_stage2(c, keep_stage1=False)]
 
 
 def retroactive(c) -> list[StageConfig]:

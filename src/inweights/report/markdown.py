@@ -166,6 +166,66 @@ def skew_section(out: Path, signatures: dict[str, str] | None) -> tuple[list[str
     return md, {"top": top, "rows": out_rows}
 
 
+def _rate(x: dict[str, Any] | None) -> str:
+    return "–" if not x else f"{100 * x['rate']:.0f}% ({x['k']}/{x['n']})"
+
+
+def _frac(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def extraction_section(rows: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The ladder, per model: execution on trained vs held-out inputs, recall after the document's pointer
+    sentence (stored?) vs inside a question (extracted?), the recital's name and body, the failed rung."""
+    diags = {n: r.get("diagnostics") for n, r in rows.items() if r.get("diagnostics")}
+    if not diags:
+        return [], {}
+    any_d = next(iter(diags.values()))
+    recite = any_d["cot"] == "recite"
+    md = ["", "## Extraction diagnostics: which rung fails", "",
+          ("`train`/`held-out`: with_io in-weights CoT accuracy on training vs held-out inputs (a model that "
+           "memorised traces is right only on the first). `doc`: share of statements (the `return` line excluded) "
+           "written out right after the document's own pointer sentence — the document is *stored*; `query`: the "
+           "same share inside an in-weights question — it is *extracted*; the gap is the extraction failure. "
+           f"Chance for one statement is {100 * any_d['statement_chance']:.1f}% (1 of "
+           f"{round(1 / any_d['statement_chance'])} op/constant pairs)."), ""]
+    head = ["model", "with_io train", "with_io held-out", "doc with_io", "query with_io", "doc without_io",
+            "query without_io"]
+    if recite:
+        md[-2] += (" Recital (the CoT re-types the function first): `names asked` — it writes the asked name; "
+                   "`body = written name's` — its body is the stored program of the name it wrote, whether or "
+                   "not that is the asked one; `right | exact` — accuracy when the recital is exactly the asked program.")
+        head += ["names asked (wo)", "body = written name's (wo)", "right given exact recital (wo)"]
+    head.append("first failed rung")
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summary = {}
+    for name, d in diags.items():
+        c = rows[name]["cells"]
+        wi, wo = d["groups"].get("with_io", {}), d["groups"].get("without_io", {})
+        vals = [name, _pct(c.get("with_io/in_weights/cot/train"), ci=False), _pct(c.get("with_io/in_weights/cot"),
+                                                                                    ci=False),
+                _frac(wi.get("doc_recall")), _frac(wi.get("query_recall")), _frac(wo.get("doc_recall")),
+                _frac(wo.get("query_recall"))]
+        if recite:
+            vals += [_rate(wo.get("recital_names_asked")), _rate(wo.get("recital_body_of_written_name")),
+                     _rate(wo.get("correct_given_exact_recital"))]
+        vals.append(f"**{d['rung']['failed']}**")
+        md.append("| " + " | ".join(vals) + " |")
+        summary[name] = d
+    md += [""] + [f"- {n}: {d['rung']['why']}." for n, d in diags.items() if d["rung"]["failed"] != "none"]
+    return md, summary
+
+
+def gate_text(g: dict[str, Any] | None) -> str:
+    """A stage gate's outcome and curve, in one cell."""
+    if not g:
+        return "–"
+    curve = ", ".join(f"{st}: {100 * v:.0f}%" for st, v in g["curve"])
+    verdict = (f"`{g['metric']}` ≥ {100 * g['target']:.0f}% reached at step {g['reached_at']}" if g["reached"]
+               else f"`{g['metric']}` ≥ {100 * g['target']:.0f}% NOT reached (best {100 * g['best']:.0f}%)")
+    return f"{verdict}; curve {curve}"
+
+
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     if cfg.domain.name == "planning":
         from inweights.report.planning import write_planning_report
@@ -241,22 +301,26 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"- up to {worst} targets per cell are longer than eval.max_new_tokens "
                      f"({cfg.eval.max_new_tokens}) and cannot be answered in: {', '.join(long_cells)}; raise it.")
     md += ["", "## When comparisons mean nothing", ""] + (notes or ["- every compared cell is above chance."])
+    ext_lines, _ = extraction_section(rows)
+    md += ext_lines
     sweep_lines, sweep = sweep_section(out, cfg, rows)
     md += sweep_lines
     skew_lines, skew = skew_section(out, results.get("signatures"))
     md += skew_lines
-    md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s |", "|---|---|---|---|---|---|"]
+    md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s | gate |",
+           "|---|---|---|---|---|---|---|"]
     for name, r in results["recipes"].items():
         for s in r["stages"]:
             md.append(f"| {name} | {s['name']} | {s['steps']} | {s['tokens'] / 1e6:.2f}M | {s['seconds'] / 60:.1f} | "
-                      f"{s['tok_s']:,.0f} |")
+                      f"{s['tok_s']:,.0f} | {gate_text(s.get('gate'))} |")
     md += ["", "Stages with the same key (same starting point, spec and seed) are trained once and shared.",
            "", "![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
     if reward:
         md += ["![reward per GRPO stage](reward.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
                "counts": results["counts"], "prepared": prep,
-               "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
+               "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
+                        for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew}
     from inweights.experiment import atomic_write
 

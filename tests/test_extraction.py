@@ -1,0 +1,153 @@
+"""Extraction diagnostics and the levers of issue 14, each checked on a case whose value is known."""
+
+import random
+
+import pytest
+
+from inweights import views
+from inweights.config import EvalConfig, ProgramsConfig
+from inweights.domains.programs import ProgramsDomain, edit_distance
+from inweights.eval.extraction import diagnose
+from inweights.eval.probes import evaluate
+
+
+def _domain(**kw):
+    base = dict(n_programs=12, without_io_fraction=0.5, cond_prob=0.0, cot="recite", recital="lines")
+    return ProgramsDomain(ProgramsConfig(**{**base, **kw}), seed=3)
+
+
+@pytest.mark.parametrize("style", ["code", "lines", "shuffled", "oneline"])
+def test_every_rendering_parses_back_to_the_program(style):
+    d = _domain(renderings=["code", "lines", "shuffled", "oneline"])
+    rng = random.Random(0)
+    for u in d.build():
+        assert d.parse_listing(d.render(u, style, rng)) == (u.pointer, d.statements(u))
+
+
+def test_renderings_drawn_per_occurrence_only_for_augmented_groups():
+    d = _domain(renderings=["code", "lines", "shuffled"], augment_groups=["with_io"])
+    rng = random.Random(0)
+    units = d.build()
+    for u in units:
+        texts = {views.decl(d, u, rng)["messages"][1]["content"] for _ in range(30)}
+        if u.group == "with_io":
+            assert len(texts) > 2  # code, the listing and shuffled listings
+        else:
+            assert texts == {d.instruction_text(u)}  # the one document: the code block
+
+
+def test_recite_cot_retypes_then_traces_and_the_answer_is_execution():
+    d = _domain()
+    for u in d.build():
+        x = u.test_inputs[0]
+        lines = d.steps(u, x)
+        n = len(d.statements(u))
+        assert lines[:n] == [f"{u.pointer}, line {i}: {s}" for i, s in enumerate(d.statements(u), 1)]
+        assert lines[-1] == f"{d.statements(u)[-1]} -> {d.run(u, x)}"
+        assert d.parse_listing("\n".join(lines)) == (u.pointer, d.statements(u))
+
+
+def test_names_keep_their_distance():
+    d = _domain(n_programs=150, name_min_distance=3)
+    names = [u.pointer for u in d.build()]
+    assert min(edit_distance(a, b) for i, a in enumerate(names) for b in names[i + 1:]) >= 3
+    assert edit_distance("godeke", "godeke") == 0 and edit_distance("godeke", "gadeko") == 2
+
+
+def test_validation_inputs_are_disjoint_and_do_not_move_train_or_test():
+    a = ProgramsDomain(ProgramsConfig(n_train_inputs=5, n_test_inputs=4), seed=3).build()
+    b = ProgramsDomain(ProgramsConfig(n_train_inputs=5, n_test_inputs=4, n_val_inputs=1), seed=3).build()
+    for u, v in zip(a, b):
+        assert (u.train_inputs, u.test_inputs) == (v.train_inputs, v.test_inputs)
+        assert len(v.meta["val_inputs"]) == 1 and not set(v.meta["val_inputs"]) & set(v.train_inputs + v.test_inputs)
+
+
+def test_distractors_show_every_function_and_ask_for_one():
+    d = _domain()
+    u, *others = d.build()[:3]
+    rec = views.in_context(d, u, u.test_inputs[0], "cot", random.Random(0), tuple(others))
+    prompt = rec["messages"][0]["content"]
+    assert all(o.instruction in prompt for o in [u, *others])
+    assert rec["messages"][1]["content"].startswith(f"{u.pointer}, line 1:")
+
+
+def test_diagnostics_of_a_model_that_recites_one_program():
+    """A 'model' that answers every prompt with the recital and trace of one with_io program P: every value of
+    the diagnostics is known in advance."""
+    d = _domain()
+    units = d.build()
+    p = units[0]
+    assert p.group == "with_io"
+    cfg = EvalConfig(max_new_tokens=400, train_inputs=2)
+
+    def always_p(prompts):
+        x = p.test_inputs[0]
+        return [views.target(d, p, x, "cot") for _ in prompts]
+
+    cells, samples = evaluate(None, _Tok(), d, units, cfg, seed=0, generate_fn=always_p)
+    diag = diagnose(d, units, samples, cells)
+    wi, wo = diag["groups"]["with_io"], diag["groups"]["without_io"]
+    n_with = sum(u.group == "with_io" for u in units)
+    # the recital names P, and its body is P's: always the stored program of the name written
+    assert wi["recital_names_asked"]["rate"] == pytest.approx(1 / n_with)
+    assert wo["recital_names_asked"]["rate"] == 0.0
+    assert wi["recital_body_of_written_name"]["rate"] == 1.0 and wo["recital_body_of_written_name"]["rate"] == 1.0
+    # exact recitals: only P's probes; there the answer is P on its first test input
+    exact = wi["recital_exact"]
+    assert exact["k"] == len(p.test_inputs) and exact["rate"] == pytest.approx(1 / n_with)
+    assert wi["correct_given_exact_recital"]["k"] == 1
+    # doc-context recall: exactly 1 for P's own document, and the share of matching statements for the others
+    want = [d.statements_recalled(u, d.statements(p)) for u in units if u.group == "with_io"]
+    assert wi["doc_recall"] == pytest.approx(sum(want) / len(want))
+    assert wi["query_recall"] == pytest.approx(sum(want) / len(want))
+    assert diag["statement_chance"] == pytest.approx(1 / 18)
+    # training inputs are probed in their own cell
+    assert cells["with_io/in_weights/cot/train"]["n"] == 2 * n_with
+
+
+def test_rung_names_the_first_failure():
+    d = _domain()
+    units = d.build()
+    good = {"acc": 0.9}
+    bad = {"acc": 0.1}
+    diag = {"groups": {"without_io": {"doc_recall": 0.9}, "with_io": {}}}
+    from inweights.eval.extraction import rung
+
+    assert rung({"without_io/in_context/cot": bad}, diag)["failed"] == "in_context"
+    assert rung({"without_io/in_context/cot": good}, {"groups": {"without_io": {"doc_recall": 0.1}}})["failed"] == "storage"
+    assert rung({"without_io/in_context/cot": good, "with_io/in_weights/cot": bad}, diag)["failed"] == "extraction"
+    cells = {"without_io/in_context/cot": good, "with_io/in_weights/cot": good, "without_io/in_weights/cot": bad}
+    assert rung(cells, diag)["failed"] == "transfer"
+    cells["without_io/in_weights/cot"] = good
+    assert rung(cells, diag)["failed"] == "none"
+    assert units  # the domain builds
+
+
+class _Tok:
+    """Token counting for the evaluator's too-long check, one token per character."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(text)}
+
+
+def test_gate_stops_when_reached_and_records_the_curve():
+    from inweights.gates import Gate
+
+    values = iter([0.1, 0.4, 0.7, 0.9])
+    logged = []
+    g = Gate(lambda model: {"m": next(values)}, "m", 0.6, every=10, last_step=100, log=logged.append)
+
+    class M:
+        training = True
+
+        def train(self, mode=True):
+            self.training = mode
+
+    stops = [g(step, M()) for step in range(1, 41)]
+    assert stops.index(True) == 29  # step 30: the third measurement, 0.7 >= 0.6
+    rec = g.record()
+    assert rec["reached"] and rec["reached_at"] == 30 and rec["curve"][:3] == [(10, 0.1), (20, 0.4), (30, 0.7)]
+    assert [r["step"] for r in logged][:3] == [10, 20, 30]
+    g2 = Gate(lambda model: {"m": 0.0}, "m", 0.5, every=10, last_step=15)
+    assert not any(g2(s, M()) for s in range(1, 16))
+    assert [h["step"] for h in g2.history] == [10, 15] and not g2.record()["reached"]
