@@ -12,7 +12,7 @@ from inweights.eval.probes import evaluate
 
 
 def _domain(**kw):
-    base = dict(n_programs=12, without_io_fraction=0.5, cond_prob=0.0, cot="recite", recital="lines")
+    base = {"n_programs": 12, "without_io_fraction": 0.5, "cond_prob": 0.0, "cot": "recite", "recital": "lines"}
     return ProgramsDomain(ProgramsConfig(**{**base, **kw}), seed=3)
 
 
@@ -151,3 +151,55 @@ def test_gate_stops_when_reached_and_records_the_curve():
     g2 = Gate(lambda model: {"m": 0.0}, "m", 0.5, every=10, last_step=15)
     assert not any(g2(s, M()) for s in range(1, 16))
     assert [h["step"] for h in g2.history] == [10, 15] and not g2.record()["reached"]
+
+
+def test_pbb_pool_prepare_measures_transfer_and_keeps_names_apart(tmp_path):
+    """A PBB-prepared base (lever b): pool programs trained as documents + executions, doc-only pool programs
+    measured in weights at every gate check; pool names never a held-out unit's; distractors in prompts."""
+    import json
+    import textwrap
+
+    from inweights.cli import main
+    from inweights.config import load_config
+    from inweights.curriculum import TokenCache
+    from inweights.domains import DOMAINS
+    from inweights.models import load_model
+    from inweights.prepare import PrepareSampler, held_out_units
+
+    cfg_path = tmp_path / "configs" / "prep_pool.yaml"
+    cfg_path.parent.mkdir()
+    cfg_path.write_text(textwrap.dedent("""
+        name: prep_pool
+        kind: prepare
+        seed: 5
+        domain: {programs: {min_statements: 1, max_statements: 2, cond_prob: 0.0, renderings: [code, lines]}}
+        model:
+          preset: tiny
+          prepared_base: null
+          tiny: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 320}
+        train: {batch_size: 2, max_len: 256, lr: 3.0e-3, threads: 1}
+        prepare: {max_steps: 6, eval_every: 3, eval_programs: 4, pool_programs: 6, pool_doc_only: 3,
+                  pool_eval_probes: 4, gate_metric: pool_doc_only, gate: 1.0, distractors_max: 2,
+                  corpus_programs: 50}
+        eval: {batch_size: 16, max_new_tokens: 8}
+    """))
+    assert main(["prepare", str(cfg_path)]) == 1  # built; its gate (an unreachable 100%) not passed
+    rec = json.loads((tmp_path / "prepared" / "prep_pool" / "prepare.json").read_text())
+    assert rec["gate_metric"] == "pool_doc_only" and rec["pool_programs"] == 6 and rec["pool_doc_only"] == 3
+    assert [h["step"] for h in rec["gate_history"]] == [3, 6]
+    assert all({"pool_with_io_cot", "pool_doc_only_cot", "in_context_2_others_cot"} <= set(h) for h in rec["gate_history"])
+    assert rec["gate_value"] == rec["pool_doc_only_cot"] and rec["passed"] is (rec["gate_value"] >= 1.0)
+    cfg = load_config(cfg_path)
+    domain = DOMAINS["programs"](cfg.domain.programs, cfg.seed)
+    units, _ = held_out_units(domain, cfg.prepare.eval_programs, cfg.seed)
+    _, tok = load_model(tmp_path / "prepared" / "prep_pool")
+    sampler = PrepareSampler(cfg, domain, TokenCache(tok), units)
+    assert not {u.pointer for u in units} & set(rec["pool_names"])
+    assert sorted(u.pointer for u in sampler.pool_with + sampler.pool_doc) == rec["pool_names"]
+    texts = [tok.decode(sampler(random.Random(i))[0]) for i in range(60)]
+    doc_only = {u.pointer for u in sampler.pool_doc}
+    # doc-only programs appear as documents, never as a question
+    for t in texts:
+        if "Think step by step" in t or "Answer directly" in t:
+            assert not any(f" {n} " in t.split("<|user|>")[1].split("```")[-1] for n in doc_only)
+    assert any("line 1:" in t for t in texts)  # the listing rendering is drawn

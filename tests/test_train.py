@@ -322,3 +322,17 @@ def test_gated_stage_records_its_curve_and_outcome(root, tmp_path):
 def test_gate_without_validation_inputs_is_one_line(root, tmp_path, capsys):
     assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "pbb.stage1_gate={value: 0.5}"]) == 2
     assert "n_val_inputs" in capsys.readouterr().err
+
+
+def test_a_recipe_can_start_from_another_prepared_base(root, tmp_path):
+    """`recipe:NAME` starts from the prepared base of configs/NAME.yaml (a control without PBB's stage 1), which
+    is evaluated too; its stages are its own."""
+    out = tmp_path / "o"
+    sets = ["--set", "recipes=[stage2_only, 'stage2_only:prepare_tiny']", "--set", "eval.max_units_per_group=2",
+            "--set", "eval.train_inputs=0", "--set", "pbb.stage2_steps=2"]
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), *sets]) == 0
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert {"base", "base:prepare_tiny", "stage2_only", "stage2_only:prepare_tiny"} <= set(rows)
+    assert rows["stage2_only"]["stages"][0]["dir"] != rows["stage2_only:prepare_tiny"]["stages"][0]["dir"]
+    assert "| base:prepare_tiny |" in (out / "report.md").read_text()
+    assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "recipes=['stage2_only:a/b']"]) == 2

@@ -108,7 +108,8 @@ def cmd_prepare(args) -> int:
     out = Path(args.out) if args.out else prepared_dir(args.config, cfg.name)
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     rec = build_prepared_base(cfg, out, command, args.config)
-    print(f"prepared base: {out}  in-context {rec['gate_format']} {gate_accuracy(rec):.1%} "
+    metric = "in-context" if rec.get("gate_metric", "in_context") == "in_context" else rec["gate_metric"]
+    print(f"prepared base: {out}  {metric} {rec['gate_format']} {gate_accuracy(rec):.1%} "
           f"(gate {rec['gate']:.0%}, {'passed' if rec['passed'] else 'NOT passed'})")
     return 0 if rec["passed"] else 1
 
@@ -157,6 +158,12 @@ def cmd_eval(args) -> int:
     ev = exp.evaluate_dir(model.name, model, out, domain, units)
     for cell, c in sorted(ev["cells"].items()):
         print(f"{cell:32s} {100 * c['acc']:5.1f}%  [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]  n={c['n']}")
+    if ev.get("diagnostics"):
+        d = ev["diagnostics"]
+        for g, v in d["groups"].items():
+            rec = ", ".join(f"{k} {100 * v[k]:.0f}%" for k in ("doc_recall", "query_recall") if v.get(k) is not None)
+            print(f"{g}: {rec}")
+        print(f"first failed rung: {d['rung']['failed']} ({d['rung']['why']})")
     print(f"samples: {out / 'samples.jsonl'}")
     return 0
 

@@ -7,6 +7,7 @@ the key path (``train.lr``) so the user can find it.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +53,8 @@ class ProgramsConfig(Strict):
     # chain of thought: "trace" copies each statement then evaluates it; "recite" first re-types the whole
     # function exactly as a document shows it (``recital``: the code block, or the line-keyed listing),
     # then traces it -- the model states what it recalls before using it (Physics of LMs 3.2)
-    cot: Literal["trace", "recite"] = "trace"
+    # (``header``: only the ``def NAME(x):`` line, then the trace -- the name written right before the statements)
+    cot: Literal["trace", "recite", "header"] = "trace"
     recital: Literal["code", "lines"] = "code"
     # document augmentation (Physics of LMs 3.1): each decl occurrence draws one of these renderings of the
     # same source -- "code" (the code block), "lines" (a line-keyed listing, the name on every line), "shuffled"
@@ -65,7 +67,9 @@ class ProgramsConfig(Strict):
     # pointer sentences of more shapes (questions and requests for the source; still only the code follows)
     more_pointer_templates: bool = False
     # names of an experiment's programs differ pairwise by at least this many edits (1 = merely distinct)
-    name_min_distance: int = Field(1, ge=1, le=4)
+    name_min_distance: int = Field(1, ge=1, le=3)
+    # syllables (``godeke``) or digits (``f472``: a pool letter and three digits, which copy like numbers)
+    name_style: Literal["syllables", "digits"] = "syllables"
 
     @model_validator(mode="after")
     def _check(self) -> ProgramsConfig:
@@ -287,6 +291,10 @@ class TrainConfig(Strict):
     log_every: int = Field(25, gt=0)
     save_every: int = Field(100, gt=0)  # steps between resumable mid-stage checkpoints
     threads: int | None = Field(None, gt=0)  # torch CPU threads; None = torch's default
+    # keep the token embeddings (and a tied output head) fixed: when a narrow base learns a new output format,
+    # gradients on its never-predicted tokens otherwise move their (tied) input embeddings too and break the
+    # attention patterns that read the prompt (measured: copying collapsed after ~300 steps without this)
+    freeze_embeddings: bool = False
 
     @model_validator(mode="after")
     def _accum(self) -> TrainConfig:
@@ -623,6 +631,9 @@ class ExperimentConfig(Strict):
                         raise ValueError(f"unknown rule-distillation recipe '{r}' (known: {', '.join(RULE_RECIPES)})")
             return self
         for r in self.recipes:
+            r, sep, other = r.partition(":")  # recipe:NAME starts from the prepared base of configs/NAME.yaml
+            if sep and not re.fullmatch(r"[A-Za-z0-9_.-]+", other):
+                raise ValueError(f"recipe '{r}:{other}': after ':' comes a prepare config's name (configs/NAME.yaml)")
             base, _, arg = r.partition("@")
             if base in ("two_stage", "reverse", "nl_only", "mixed") and arg and arg not in ("sft", "grpo"):
                 raise ValueError(f"recipe '{r}': the suffix is the objective, sft or grpo")

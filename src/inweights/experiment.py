@@ -156,8 +156,9 @@ class Experiment:
         t_start = time.time()
         domain, units = load_units(cfg)
         base_dir, base_id, prepared = self.base_model(domain, units)
-        stages, finals = self.plan(base_dir, base_id)
-        jobs = self.jobs(stages, finals, base_dir)
+        others = self.other_bases()
+        stages, finals = self.plan(base_dir, base_id, others)
+        jobs = self.jobs(stages, finals, base_dir, others)
         workers = self.cfg.workers
         if acc.num_processes > 1 and workers > 1:
             if acc.is_main_process:
@@ -167,6 +168,10 @@ class Experiment:
         results: dict[str, Any] = {"recipes": {}}
         if cfg.eval.eval_base:
             results["base"] = self.evaluate_dir("base", base_dir, self.out / "base_eval", domain, units)
+            results["other_bases"] = {}
+            for name, (odir, _, orec) in others.items():
+                ev = self.evaluate_dir(f"base:{name}", odir, self.out / f"base_eval_{name}", domain, units)
+                results["other_bases"][f"base:{name}"] = {**ev, "prepared": orec}
         for recipe, chain in finals.items():
             stages_out = []
             for key in chain:
@@ -219,13 +224,31 @@ class Experiment:
                      "train": c.train.model_dump(exclude={"log_every", "threads", "save_every"}),
                      "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
 
-    def plan(self, base_dir: Path, base_id: str):
+    def other_bases(self) -> dict[str, tuple[Path, str, dict[str, Any]]]:
+        """Prepared bases that recipes written ``recipe:NAME`` start from (configs/NAME.yaml), e.g. a control
+        that starts from a base which never saw PBB's stage 1."""
+        out = {}
+        for recipe in self.recipe_list():
+            _, sep, name = recipe.partition(":")
+            if sep and name not in out:
+                if self.cfg.model.preset != "tiny":
+                    raise UserError(f"recipe {recipe}: another prepared base applies to the tiny preset only")
+                cfg = self.cfg.model_copy(deep=True)
+                cfg.model.prepared_base = f"configs/{name}.yaml"
+                pdir, rec = ensure_prepared(cfg, self.config_path)
+                out[name] = (pdir, rec["weights_sha256"], rec)
+        return out
+
+    def plan(self, base_dir: Path, base_id: str, others=None):
         """Unique stages (by key) with their parents, and each recipe's chain of stage keys."""
         stages: dict[str, dict[str, Any]] = {}
         finals: dict[str, list[str]] = {}
+        others = others or {}
         for recipe in self.recipe_list():
-            prev_key, prev_dir, chain = base_id, base_dir, []
-            for i, stage in enumerate(stages_for(recipe, self.cfg)):
+            plain, _, other = recipe.partition(":")
+            start_dir, start_id = (others[other][0], others[other][1]) if other else (base_dir, base_id)
+            prev_key, prev_dir, chain = start_id, start_dir, []
+            for i, stage in enumerate(stages_for(plain, self.cfg)):
                 key = self.stage_key(prev_key, stage)
                 sdir = self.out / "stages" / f"{i + 1}_{stage.name}_{key}"
                 stages.setdefault(key, {"stage": stage, "dir": sdir, "parent": chain[-1] if chain else None,
@@ -235,7 +258,7 @@ class Experiment:
             finals[recipe] = chain
         return stages, finals
 
-    def jobs(self, stages, finals, base_dir: Path) -> list[dict[str, Any]]:
+    def jobs(self, stages, finals, base_dir: Path, others=None) -> list[dict[str, Any]]:
         """Training jobs (with their dependencies) and evaluation jobs, for the scheduler."""
         out = []
         for key, st in stages.items():
@@ -246,6 +269,9 @@ class Experiment:
         if self.cfg.eval.eval_base:
             out.append({"kind": "eval", "id": "eval:base", "deps": [], "label": "base", "model": str(base_dir),
                         "cache": str(self.out / "base_eval")})
+            for name, (odir, _, _) in (others or {}).items():
+                out.append({"kind": "eval", "id": f"eval:base:{name}", "deps": [], "label": f"base:{name}",
+                            "model": str(odir), "cache": str(self.out / f"base_eval_{name}")})
         for recipe, chain in finals.items():
             d = stages[chain[-1]]["dir"]
             out.append({"kind": "eval", "id": f"eval:{recipe}", "deps": [chain[-1]], "label": recipe,

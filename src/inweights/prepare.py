@@ -49,16 +49,29 @@ def held_out_units(domain, n: int, seed: int):
 
 
 def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch_size: int,
-                        max_new_tokens: int, seed: int) -> tuple[float, list[dict[str, Any]]]:
-    rng = random.Random(derive_seed(seed, "probe", fmt))
-    recs = [views.in_context(domain, u, x, fmt, rng) for u, x in zip(units, inputs)]
+                        max_new_tokens: int, seed: int, distractors: int = 0) -> tuple[float, list[dict[str, Any]]]:
+    """In-context accuracy on held-out units; with ``distractors``, that many other fresh functions are shown
+    beside each one (the question's name says which to run)."""
+    rng = random.Random(derive_seed(seed, "probe", fmt, *((distractors,) if distractors else ())))
+    recs = []
+    for u, x in zip(units, inputs):
+        others = tuple(fresh_unit(domain, rng, {u.pointer}) for _ in range(distractors))
+        recs.append(views.in_context(domain, u, x, fmt, rng, others))
     outs = generate(model, tokenizer, [r["prompt"] for r in recs], max_new_tokens=max_new_tokens,
                     batch_size=batch_size)
     samples = []
+    # a reciting chain of thought counts only when it re-types the program exactly: an answer reached in another
+    # format (the base's old trace, say) is not the skill being prepared
+    cot = getattr(getattr(domain, "cfg", None), "cot", None) if fmt == "cot" else None
     for u, x, r, o in zip(units, inputs, recs, outs):
         pred = views.extract(domain, o)
+        ok = domain.score(u, x, pred)
+        if cot == "recite":
+            ok = ok and domain.parse_listing(o) == (u.pointer, domain.statements(u))
+        elif cot == "header":
+            ok = ok and domain.parse_listing(o)[0] == u.pointer
         samples.append({"unit": u.id, "input": x, "format": fmt, "output": o, "pred": pred,
-                        "answer": r["answer"], "correct": domain.score(u, x, pred)})
+                        "answer": r["answer"], "correct": ok})
     return sum(s["correct"] for s in samples) / len(samples), samples
 
 
@@ -176,6 +189,11 @@ class PrepareGate(Gate):
         acc, _ = in_context_accuracy(model, self.tok, self.domain, self.units, self.inputs, gate_format(self.domain),
                                      c.eval.batch_size, c.eval.max_new_tokens, c.seed)
         out = {f"in_context_{gate_format(self.domain)}": acc}
+        if p.distractors_max:
+            n = len(self.units) // 2
+            out[f"in_context_{p.distractors_max}_others_{gate_format(self.domain)}"] = in_context_accuracy(
+                model, self.tok, self.domain, self.units[:n], self.inputs[:n], gate_format(self.domain),
+                c.eval.batch_size, c.eval.max_new_tokens, c.seed, distractors=p.distractors_max)[0]
         for label, units in (("pool_with_io", self.sampler.pool_with), ("pool_doc_only", self.sampler.pool_doc)):
             if units:
                 out[f"{label}_cot"] = in_weights_accuracy(model, self.tok, self.domain, units, p.pool_eval_probes,

@@ -109,15 +109,24 @@ def edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def make_name(rng: random.Random, pool: str, taken: set[str], min_distance: int = 1) -> str:
-    """A fresh name from the pool's first letters; with ``min_distance`` > 1, at least that many edits
-    away from every taken name (near-duplicate names blur which program a question asks about)."""
+# ``name_style: digits``: a letter of the pool and three digits (``f472``). The tokenizer splits digits one by
+# one, and a base that traces programs already copies digits from its prompt (constants, the input), so
+# such a name copies from a question with a skill the base has; syllable names it cannot copy (measured).
+DIGIT_PREFIX = {"experiment": "f", "prepare": "g"}
+
+
+def make_name(rng: random.Random, pool: str, taken: set[str], min_distance: int = 1, style: str = "syllables") -> str:
+    """A fresh name of the pool; with ``min_distance`` > 1, at least that many edits away from every taken
+    name (near-duplicate names blur which program a question asks about)."""
     first = NAME_POOLS[pool]
     while True:
-        n_syll = rng.choice((2, 3))
-        name = rng.choice(first) + rng.choice(VOWELS)
-        for _ in range(n_syll - 1):
-            name += rng.choice(CONSONANTS) + rng.choice(VOWELS)
+        if style == "digits":
+            name = DIGIT_PREFIX[pool] + "".join(rng.choice(string.digits) for _ in range(3))
+        else:
+            n_syll = rng.choice((2, 3))
+            name = rng.choice(first) + rng.choice(VOWELS)
+            for _ in range(n_syll - 1):
+                name += rng.choice(CONSONANTS) + rng.choice(VOWELS)
         if name in taken:
             continue
         if min_distance > 1 and any(edit_distance(name, t) < min_distance for t in taken):
@@ -176,7 +185,7 @@ class ProgramsDomain:
                 if (f.id, g.id) not in pairs or len(pairs) >= len(parts) * (len(parts) - 1):
                     pairs.add((f.id, g.id))
                     break
-            name = make_name(rng, "experiment", taken, self.cfg.name_min_distance)
+            name = make_name(rng, "experiment", taken, self.cfg.name_min_distance, self.cfg.name_style)
             out.append(Unit(id=f"c{i:04d}", family="compose", pointer=name,
                             instruction=f"def {name}(x):\n    return {g.pointer}({f.pointer}(x))", group="composed",
                             train_inputs=(), test_inputs=f.test_inputs,
@@ -205,7 +214,7 @@ class ProgramsDomain:
         cfg = self.cfg
         family = rng.choice(cfg.families)
         taken = set() if taken is None else taken
-        name = make_name(rng, pool, taken, cfg.name_min_distance if pool == "experiment" else 1)
+        name = make_name(rng, pool, taken, cfg.name_min_distance if pool == "experiment" else 1, cfg.name_style)
         k = n_statements or rng.randint(cfg.min_statements, cfg.max_statements)
         if family == "arith":
             param, lines = "x", self._arith_lines(rng, k)
@@ -402,6 +411,8 @@ class ProgramsDomain:
         """Chain-of-thought lines: each statement copied, then evaluated by executing it; under ``cot: recite``
         the whole function re-typed first, as a document shows it."""
         trace = self._trace(unit, x)
+        if self.cfg.cot == "header":
+            return [unit.instruction.splitlines()[0]] + trace
         return self.recital_lines(unit) + trace if self.cfg.cot == "recite" else trace
 
     def _trace(self, unit: Unit, x: Any) -> list[str]:

@@ -43,7 +43,8 @@ def diagnose(domain, units, samples: list[dict[str, Any]], cells: dict[str, Any]
         return None
     by_id = {u.id: u for u in units}
     by_name = {u.pointer: u for u in units}
-    recite = getattr(domain.cfg, "cot", "trace") == "recite"
+    cot = getattr(domain.cfg, "cot", "trace")
+    recite = cot in ("recite", "header")  # the CoT writes the function's name first
     out: dict[str, Any] = {"statement_chance": domain.statement_chance(), "cot": domain.cfg.cot, "groups": {}}
     for group in ("with_io", "without_io", "composed"):
         doc = [s for s in samples if s["cell"] == f"{group}/doc_context"]
@@ -63,6 +64,8 @@ def diagnose(domain, units, samples: list[dict[str, Any]], cells: dict[str, Any]
                 u = by_id[s["unit"]]
                 if recite:
                     name, body = domain.parse_listing(s["output"])
+                    if cot == "header":  # the statements are the trace's
+                        body = _trace_statements(s["output"])
                     names_asked.append(name == u.pointer)
                     if name in by_name:
                         body_of_written.append(body == domain.statements(by_name[name]))

@@ -87,7 +87,7 @@ def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -
         parts = []
         if ic:
             parts.append(f"{instruction}-in-prompt accuracy on without_io is near chance ({', '.join(ic)})")
-        if wio and name != "base":
+        if wio and not name.startswith("base"):
             parts.append(f"with_io held-out accuracy is near chance ({', '.join(wio)}): the execution skill "
                          "was not learned")
         if parts:
@@ -234,6 +234,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     if "base" in results:
         rows["base"] = results["base"]
+    rows.update(results.get("other_bases", {}))
     rows.update(results["recipes"])
     cells = _cells_order(rows)
     grammars = cfg.domain.name == "grammars"

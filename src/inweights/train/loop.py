@@ -98,6 +98,10 @@ def train_stage(
     acc = get_accelerator()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train()
+    if cfg.freeze_embeddings:
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if emb is not None:
+                emb.weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
