@@ -110,19 +110,21 @@ def sweep_section(out: Path, cfg, rows) -> tuple[list[str], dict[str, Any] | Non
     if ref is None or not ks:
         return [], None
     worth = next((k for k, a in zip(ks, accs) if a >= ref["acc"]), None)
+    if near_chance(ref):  # "1 instruction = N examples" means something only above chance
+        worth = None
     sweep_plot(out, ks, accs, cfg.sweep.reference, ref["acc"], cell)
     lines = ["", "## Sample efficiency", "",
              f"`{cell}`: {cfg.sweep.reference} = {100 * ref['acc']:.1f}%; demos_only: " +
              ", ".join(f"k={k}: {100 * a:.1f}%" for k, a in zip(ks, accs)) + ".", ""]
-    if worth is None:
+    if near_chance(ref):
+        lines.append(f"No ratio is read: {cfg.sweep.reference} itself is near chance on this cell, so \"one "
+                     "instruction is worth N examples\" cannot be measured here.")
+    elif worth is None:
         lines.append(f"No k up to {max(ks)} reached the instruction's accuracy: one instruction is worth "
                      f"more than {max(ks)} examples here.")
     else:
         lines.append(f"**One instruction is worth {worth} examples** (smallest k whose accuracy reaches "
                      f"{cfg.sweep.reference}).")
-    if near_chance(ref):
-        lines.append(f"Caution: {cfg.sweep.reference} itself is near chance on this cell, so the comparison "
-                     "says little.")
     lines += ["", "![sample efficiency](sample_efficiency.png)"]
     return lines, {"cell": cell, "reference": ref["acc"], "ks": ks, "accs": accs, "worth": worth}
 
