@@ -203,3 +203,62 @@ def test_pbb_pool_prepare_measures_transfer_and_keeps_names_apart(tmp_path):
         if "Think step by step" in t or "Answer directly" in t:
             assert not any(f" {n} " in t.split("<|user|>")[1].split("```")[-1] for n in doc_only)
     assert any("line 1:" in t for t in texts)  # the listing rendering is drawn
+
+
+def test_doc_recall_with_the_header_forced_measures_the_body_alone():
+    """A 'model' that never copies the asked name into `def NAME(x):` (it writes another program's name), but
+    continues a given header with that program's body for with_io programs only: free doc recall sees nothing,
+    doc recall with the header forced sees exactly the with_io bodies, and storage is not the failed rung."""
+    d = _domain(cot="trace")
+    units = d.build()
+    by_name = {u.pointer: u for u in units}
+    other = units[-1]
+    cfg = EvalConfig(max_new_tokens=400, train_inputs=0)
+
+    def body(u):
+        return "\n" + "\n".join(d.instruction_text(u).split("\n")[2:])  # the lines after the def line
+
+    def model(prompts):
+        outs = []
+        for p in prompts:
+            if p[-1]["role"] == "assistant":  # forced header: continue it
+                name = p[-1]["content"].split("def ", 1)[1].split("(")[0]
+                u = by_name[name]
+                outs.append(body(u) if u.group == "with_io" else "\n    a = x\n```")
+            else:
+                outs.append(d.instruction_text(other))
+        return outs
+
+    cells, samples = evaluate(None, _Tok(), d, units, cfg, seed=0, generate_fn=model)
+    forced = [s for s in samples if s["cell"].endswith("/doc_forced")]
+    assert len(forced) == len(units) and all(s["output"].startswith("```python\ndef ") for s in forced)
+    diag = diagnose(d, units, samples, cells)
+    wi, wo = diag["groups"]["with_io"], diag["groups"]["without_io"]
+    assert wi["doc_forced_recall"] == 1.0 and wo["doc_forced_recall"] == 0.0
+    n_without = sum(u.group == "without_io" for u in units)
+    assert wi["doc_names_asked"]["rate"] == 0.0 and wo["doc_names_asked"]["rate"] == pytest.approx(1 / n_without)
+    from inweights.eval.extraction import rung
+
+    in_context = {"without_io/in_context/cot": {"acc": 0.9}}
+    assert rung(in_context, diag)["failed"] == "storage"  # without_io bodies are not stored, header or not
+    wo["doc_forced_recall"] = 0.9  # stored under the name, only the name copy fails: storage is climbed
+    assert rung({**in_context, "with_io/in_weights/cot": {"acc": 0.1}}, diag)["failed"] == "extraction"
+
+
+def test_a_prefill_is_tokenized_as_training_tokenizes_the_completion(root):
+    """`prompt_ids` of (question, start of the answer) are exactly the first ids of the trained example."""
+    from transformers import AutoTokenizer
+
+    from inweights.eval.generate import prompt_ids
+    from inweights.train.data import tokenize_record
+
+    tok = AutoTokenizer.from_pretrained(root / "prepared/prepare_tiny")
+    d = _domain(cot="trace")
+    u = d.build()[0]
+    rec = views.decl(d, u, random.Random(0))
+    forced = views.decl_forced_header(d, u, rec["prompt"][0]["content"])
+    ids = prompt_ids(tok, forced["prompt"])
+    trained = {**forced, "prompt": forced["messages"][:1]}  # the document as training sees it
+    full, _ = tokenize_record(tok, trained, "completion")
+    assert full[: len(ids)] == ids and len(ids) < len(full)
+    assert tok.decode(ids).endswith(f"def {u.pointer}(x):")

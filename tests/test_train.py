@@ -336,3 +336,54 @@ def test_a_recipe_can_start_from_another_prepared_base(root, tmp_path):
     assert rows["stage2_only"]["stages"][0]["dir"] != rows["stage2_only:prepare_tiny"]["stages"][0]["dir"]
     assert "| base:prepare_tiny |" in (out / "report.md").read_text()
     assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "recipes=['stage2_only:a/b']"]) == 2
+
+
+def test_name_tokens_make_every_name_one_token(root, tmp_path):
+    """`model.name_tokens`: the run's starting model spells each unit's name as one token (in a question and in
+    a document alike), its embedding matrix grown to match; names inside longer words stay in pieces."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "n"
+    sets = ["--set", "recipes=[stage2_only]", "--set", "model.name_tokens=true", "--set", "eval.max_units_per_group=2",
+            "--set", "eval.train_inputs=0", "--set", "pbb.stage2_steps=2"]
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), *sets]) == 0
+    tok = AutoTokenizer.from_pretrained(out / "base_named")
+    model = AutoModelForCausalLM.from_pretrained(out / "base_named")
+    plain = AutoTokenizer.from_pretrained(out / "base")
+    from inweights.config import load_config
+    from inweights.experiment import load_units
+
+    _, us = load_units(load_config(out / "config.yaml"))
+    assert len(tok) == len(plain) + len({u.pointer for u in us}) == model.get_input_embeddings().weight.shape[0]
+    for u in us:
+        assert tok.tokenize(f"What does {u.pointer} return?").count(u.pointer) == 1
+        assert len(plain.tokenize(u.pointer)) > 1
+        assert u.pointer not in tok.tokenize(f"x{u.pointer}y")  # not inside a longer word
+        text = f"```python\n{u.instruction}\n```"
+        assert tok.decode(tok(text)["input_ids"]) == text
+    # the trained stage keeps the grown tokenizer, and the name is one token there too
+    stage = next((out / "stages").iterdir()) / "model"
+    assert len(AutoTokenizer.from_pretrained(stage)) == len(tok)
+
+
+def test_training_only_some_embedding_rows_changes_nothing_else(tok, tmp_path):
+    """`trainable: names`: only the given rows of the (tied) embedding matrix move; every other weight, and
+    every other row, stays bit for bit (no weight decay leaks into them)."""
+    model = build_tiny(TinyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=320), tok, 0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    record = tokenize_record(tok, _rec("What does foo return for x = 4?", "Answer: 7"), "completion")
+    rows = sorted(set(record[0][2:4]))  # two tokens of the question
+
+    def sample(rng):
+        return record
+
+    cfg = TrainConfig(batch_size=2, max_len=64, lr=1e-2, bf16=False, weight_decay=0.1, warmup_frac=0.0)
+    res = train_stage(model, PackedBatches(sample, 0, 2, 64, tok.pad_token_id), 5, cfg, tmp_path,
+                      save_every=10**6, trainable_rows=rows)
+    after = dict(res["model"].named_parameters())
+    emb = "model.embed_tokens.weight"
+    for n, p in before.items():
+        if n != emb:
+            assert torch.equal(p, after[n].detach()), n
+    moved = (after[emb].detach() != before[emb]).any(dim=1).nonzero().flatten().tolist()
+    assert moved == rows

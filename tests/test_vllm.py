@@ -18,10 +18,10 @@ def test_vllm_backend_missing_is_one_line(root, capsys):
     assert len(err) == 1 and "vllm" in err[0] and "pip install vllm" in err[0]
 
 
-def test_auto_backend_falls_back_to_transformers():
+def test_auto_backend_falls_back_to_lean():
     from inweights.eval.generate import choose_backend
 
-    expected = "vllm" if HAVE_VLLM and torch.cuda.is_available() else "transformers"
+    expected = "vllm" if HAVE_VLLM and torch.cuda.is_available() else "lean"
     assert choose_backend("auto") == expected
 
 

@@ -161,7 +161,7 @@ def cmd_eval(args) -> int:
     if ev.get("diagnostics"):
         d = ev["diagnostics"]
         for g, v in d["groups"].items():
-            rec = ", ".join(f"{k} {100 * v[k]:.0f}%" for k in ("doc_recall", "query_recall") if v.get(k) is not None)
+            rec = ", ".join(f"{k} {100 * v[k]:.0f}%" for k in ("doc_recall", "doc_forced_recall", "query_recall") if v.get(k) is not None)
             print(f"{g}: {rec}")
         print(f"first failed rung: {d['rung']['failed']} ({d['rung']['why']})")
     print(f"samples: {out / 'samples.jsonl'}")

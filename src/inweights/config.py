@@ -258,6 +258,11 @@ class ModelConfig(Strict):
     # domain's own (programs: configs/prepare_tiny.yaml, grammars: configs/prepare_grammars.yaml).
     prepared_base: str | None = "configs/prepare_tiny.yaml"
     lora: LoraConfig | None = None
+    # Each unit's name (a program's or grammar's pointer) becomes one new token of the tokenizer, its
+    # embedding initialised to the mean of the others and learned in training: the key a program is stored
+    # under is then one vector, the same in a document and in a question (issue 14, lever e). Off: names are
+    # spelled in the tokenizer's own sub-word pieces.
+    name_tokens: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights as loaded (autocast: train.bf16)
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = None
 
@@ -344,6 +349,9 @@ class StageConfig(Strict):
     objective: Literal["sft", "grpo"] = "sft"
     lr: float | None = Field(None, gt=0)
     gate: GateConfig | None = None
+    # what the stage trains: every weight, or only the embedding rows of the units' name tokens (needs
+    # model.name_tokens): the network stays as it was and each new program is stored on its name's vector
+    trainable: Literal["all", "names"] = "all"
 
     @model_validator(mode="after")
     def _grpo_views(self) -> StageConfig:
@@ -415,6 +423,8 @@ class PBBConfig(Strict):
     replay_exec_weight: float = Field(0.0, ge=0)
     replay_decl_weight: float = Field(0.0, ge=0)
     stage2_lr: float | None = Field(None, gt=0)
+    # stage 2 of proactive and stage2_only trains only the name tokens' embeddings (model.name_tokens)
+    stage2_trainable: Literal["all", "names"] = "all"
 
 
 class EvalConfig(Strict):
@@ -430,9 +440,10 @@ class EvalConfig(Strict):
     eval_base: bool = True  # also probe the starting model (the prepared base)
     temperature: float = Field(0.0, ge=0)  # 0 = greedy; grammars need sampling to show variety
     top_p: float = Field(1.0, gt=0, le=1)
-    # generation engine: transformers (default), vllm (must be installed), auto (vllm when installed
-    # and a CUDA GPU is visible, else transformers)
-    backend: Literal["transformers", "vllm", "auto"] = "transformers"
+    # generation engine: transformers (its generate: the reference), lean (eval/decode.py: the same tokens with a
+    # preallocated cache and early exit, Llama-family models; others fall back to transformers), vllm (must be
+    # installed), auto (vllm when installed and a CUDA GPU is visible, else lean)
+    backend: Literal["transformers", "lean", "vllm", "auto"] = "auto"
     # extraction diagnostics (programs): with_io in-weights CoT probes on this many *training* inputs per unit
     # (cell with_io/in_weights/cot/train), and one probe per unit that gives only a document's pointer
     # sentence and asks for the document (doc-context recall, vs recall inside a question)
@@ -613,6 +624,16 @@ class ExperimentConfig(Strict):
                                                     or self.domain.programs.n_val_inputs == 0):
             raise ValueError(f"{gated[0]} has a gate, which measures on validation inputs: only generated programs "
                              "have them; set domain.programs.n_val_inputs (> 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _name_rows_need_name_tokens(self) -> ExperimentConfig:
+        names_only = [st.name for sts in self.curricula.values() for st in sts if st.trainable == "names"] + (
+            ["stage 2 (pbb.stage2_trainable)"] if self.pbb.stage2_trainable == "names" else [])
+        if names_only and not self.model.name_tokens:
+            raise ValueError(f"{names_only[0]} trains only the names' embeddings: set model.name_tokens: true")
+        if names_only and self.model.lora is not None:
+            raise ValueError(f"{names_only[0]} trains only the names' embeddings, which LoRA does not: drop model.lora")
         return self
 
     @model_validator(mode="after")

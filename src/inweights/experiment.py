@@ -33,7 +33,13 @@ from inweights.eval.extraction import diagnose
 from inweights.eval.probes import evaluate
 from inweights.gates import Gate
 from inweights.models import build_tiny, load_model, save_model, train_tokenizer
-from inweights.models.load import check_lora_for_source, is_adapter_dir, is_lora, resolve_source
+from inweights.models.load import (
+    add_name_tokens,
+    check_lora_for_source,
+    is_adapter_dir,
+    is_lora,
+    resolve_source,
+)
 from inweights.recipes.pbb import stages_for
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
@@ -140,6 +146,21 @@ class Experiment:
         return base, _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed,
                            "data": cfg.domain.model_dump()}), None
 
+    def named(self, source: Path | str, ident: str, folder: str, units) -> tuple[Path, str]:
+        """``model.name_tokens``: a copy of the starting model whose tokenizer spells every unit's name as one
+        token (written once per run; the stage keys change with it)."""
+        names = [u.pointer for u in units]
+        out = self.out / folder
+        if not (out / "config.json").is_file() and get_accelerator().is_main_process:
+            m = self.cfg.model
+            tmp = self.out / f".{folder}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            add_name_tokens(source, names, tmp, m.dtype, m.attn_implementation,
+                            m.revision if str(source) == m.name else None)
+            tmp.rename(out)
+        get_accelerator().wait_for_everyone()
+        return out, _sha({"from": ident, "name_tokens": names})
+
     # ------------------------------------------------------------------ the run
     def execute(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -157,6 +178,9 @@ class Experiment:
         domain, units = load_units(cfg)
         base_dir, base_id, prepared = self.base_model(domain, units)
         others = self.other_bases()
+        if cfg.model.name_tokens:
+            base_dir, base_id = self.named(base_dir, base_id, "base_named", units)
+            others = {n: (*self.named(d, i, f"base_named_{n}", units), rec) for n, (d, i, rec) in others.items()}
         stages, finals = self.plan(base_dir, base_id, others)
         jobs = self.jobs(stages, finals, base_dir, others)
         workers = self.cfg.workers
@@ -301,8 +325,12 @@ class Experiment:
                                     cfg.train.max_len, tok.pad_token_id,
                                     shard=(acc.process_index, acc.num_processes))
             gate = self.stage_gate(stage, tok, domain, units, log) if stage.gate else None
+            rows = None
+            if stage.trainable == "names":
+                rows = sorted({tok.convert_tokens_to_ids(u.pointer) for u in units})
             res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr,
-                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log, on_step=gate)
+                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log, on_step=gate,
+                              trainable_rows=rows)
             if gate is not None:
                 res["gate"] = gate.record()
         if acc.is_main_process:
@@ -353,9 +381,16 @@ class Experiment:
         cfg, g = self.cfg, self.cfg.grpo
         model.to(get_accelerator().device)
         gen = None
-        if choose_backend(cfg.eval.backend) == "vllm":
+        backend = choose_backend(cfg.eval.backend)
+        if backend == "vllm":
             gen = VllmPolicy(str(prev_dir), tok, max_new_tokens=g.max_completion_length, temperature=g.temperature,
                              top_p=g.top_p, dtype=cfg.model.dtype, seed=cfg.seed)
+        elif backend == "lean":
+            from inweights.eval.generate import generate_ids
+
+            def gen(m, prompts, s):
+                return generate_ids(m, tok, prompts, max_new_tokens=g.max_completion_length, batch_size=len(prompts),
+                                    temperature=g.temperature, top_p=g.top_p, seed=s, backend="lean")
         try:
             sample = stage_prompts(stage, domain, units)
         except ValueError as e:
@@ -383,6 +418,10 @@ class Experiment:
         backend = choose_backend(ecfg.backend)
         model, tok = self.load(model_dir)
         model.to(acc.device)
+        if backend == "lean":
+            from inweights.eval.decode import supports
+
+            backend = "lean" if supports(model) else "transformers"
         vllm_dir = str(model_dir)
         if backend == "vllm" and is_adapter_dir(model_dir):  # vllm wants plain weights: merge once
             vllm_dir = str(cache_dir / "merged")
@@ -399,7 +438,7 @@ class Experiment:
                 return outs
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
                             progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
-                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index))
+                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend)
 
         def sharded(prompts):
             """Each process generates every N-th probe; the outputs are gathered back in order."""

@@ -46,6 +46,23 @@ def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) ->
     return _record("decl", unit, sentence, body)
 
 
+def decl_forced_header(domain, unit: Unit, sentence: str) -> dict[str, Any] | None:
+    """A document probe whose assistant turn starts with the code rendering's header, up to and including the
+    ``def NAME(x):`` line (a prefill the model continues); None where the domain has no code header."""
+    text = domain.render(unit, "code") if hasattr(domain, "render") else None
+    if not text or unit.family == "compose":
+        return None
+    lines = text.split("\n")
+    head = next((i for i, ln in enumerate(lines) if ln.startswith("def ")), None)
+    if head is None:
+        return None
+    rec = _record("decl", unit, sentence, text)
+    # no newline after the header: BPE merges it with the next line's indent, so a prefill ending in it would
+    # split tokens where training never did
+    rec["prompt"] = [*rec["prompt"], {"role": "assistant", "content": "\n".join(lines[: head + 1])}]
+    return rec
+
+
 def answer_line(domain, answer: str) -> str:
     """The final line of a target: ``Answer: 7``, or the domain's own layout (planning: ``<answer>7</answer>``)."""
     return getattr(domain, "answer_template", "Answer: {}").format(answer)

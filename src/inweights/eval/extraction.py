@@ -58,6 +58,13 @@ def diagnose(domain, units, samples: list[dict[str, Any]], cells: dict[str, Any]
             g["doc_recall"] = mean(rec) if rec else None
             g["doc_exact"] = _share([domain.parse_listing(s["output"]) ==
                                      (by_id[s["unit"]].pointer, domain.statements(by_id[s["unit"]])) for s in doc])
+            g["doc_names_asked"] = _share([domain.parse_listing(s["output"])[0] == by_id[s["unit"]].pointer
+                                           for s in doc])
+        forced = [s for s in samples if s["cell"] == f"{group}/doc_forced"]
+        if forced:  # the header ``def NAME(x):`` given: is the body stored under the name?
+            rec = [domain.statements_recalled(by_id[s["unit"]], domain.parse_listing(s["output"])[1]) for s in forced]
+            rec = [r for r in rec if r is not None]
+            g["doc_forced_recall"] = mean(rec) if rec else None
         if query:
             names_asked, body_of_written, exact, right_given_exact, recalls = [], [], [], [], []
             for s in query:
@@ -100,9 +107,11 @@ def rung(cells: dict[str, Any], diag: dict[str, Any]) -> dict[str, str]:
         return {"failed": "in_context", "why": f"code-in-prompt CoT accuracy on without_io is {100 * ic:.0f}%: "
                                                 "the base cannot execute the programs even when it sees them"}
     wo = diag["groups"].get("without_io", {})
-    if wo.get("doc_recall") is not None and wo["doc_recall"] < RUNG_LEVEL:
+    stored = [r for r in (wo.get("doc_recall"), wo.get("doc_forced_recall")) if r is not None]
+    if stored and max(stored) < RUNG_LEVEL:  # the better of: free after the sentence, or with the header given
         return {"failed": "storage", "why": f"after their own pointer sentence, without_io documents come back at "
-                                            f"{100 * wo['doc_recall']:.0f}% of statements: they are not stored"}
+                                            f"{100 * max(stored):.0f}% of statements (header given or not): they "
+                                            "are not stored"}
     wi = acc("with_io/in_weights/cot")
     if wi is not None and wi < RUNG_LEVEL:
         q = diag["groups"].get("with_io", {}).get("query_recall")

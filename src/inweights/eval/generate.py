@@ -9,6 +9,17 @@ import torch
 from inweights.train.data import end_of_turn_ids, render
 
 
+def prompt_ids(tokenizer, prompt: list[dict[str, str]]) -> list[int]:
+    """Token ids of a chat prompt with the generation prompt. A prompt whose last message is the assistant's is a
+    *prefill*: the model continues that text, tokenized after the generation prompt exactly as training tokenizes
+    a completion (the two parts separately), so a forced prefix meets the model at the token boundary it learned."""
+    if prompt and prompt[-1]["role"] == "assistant":
+        head = render(tokenizer, prompt[:-1], add_generation_prompt=True)
+        return (tokenizer(head, add_special_tokens=False)["input_ids"]
+                + tokenizer(prompt[-1]["content"], add_special_tokens=False)["input_ids"])
+    return tokenizer(render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
 @torch.no_grad()
 def generate_ids(
     model,
@@ -21,13 +32,20 @@ def generate_ids(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
+    backend: str = "transformers",
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) per chat prompt, in the order given: greedy, or sampled at
     ``temperature`` (seeded, so the same prompts, model and seed give the same samples on a CPU). A
     completion ends with its end-of-turn token when the model emitted one (training on it teaches stopping),
-    and is cut at ``max_new_tokens`` otherwise."""
-    texts = [render(tokenizer, p, add_generation_prompt=True) for p in prompts]
-    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    and is cut at ``max_new_tokens`` otherwise. ``backend``: ``transformers`` (its ``generate``, the reference) or
+    ``lean`` (``eval/decode.py``: the same tokens, less work around the model; models it cannot drive fall back
+    to ``generate``)."""
+    from inweights.eval.decode import lean_generate_ids, supports
+
+    if backend == "lean" and supports(model):
+        return lean_generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 progress=progress, temperature=temperature, top_p=top_p, seed=seed)
+    enc = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding
     out: list[tuple[list[int], list[int]]] = [([], [])] * len(enc)
     was_training = model.training
@@ -78,9 +96,10 @@ def vllm_available() -> bool:
 
 
 def choose_backend(name: str) -> str:
-    """'auto' means vllm when it is installed and a CUDA GPU is visible, else transformers."""
+    """'auto' means vllm when it is installed and a CUDA GPU is visible, else lean (which hands models it cannot
+    drive to transformers' ``generate``)."""
     if name == "auto":
-        return "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+        return "vllm" if vllm_available() and torch.cuda.is_available() else "lean"
     if name == "vllm" and not vllm_available():
         from inweights.errors import UserError
 
@@ -100,8 +119,7 @@ def generate_vllm(model_dir: str, tokenizer, prompts: Sequence[list[dict[str, st
               gpu_memory_utilization=gpu_memory_utilization)
     params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens, stop_token_ids=sorted(end_of_turn_ids(tokenizer)),
                             skip_special_tokens=True)
-    ids = [tokenizer(render(tokenizer, p, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-           for p in prompts]
+    ids = [prompt_ids(tokenizer, p) for p in prompts]
     outs = llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
     texts = []
     for o in outs:
@@ -160,7 +178,6 @@ class VllmPolicy:
         stops = sorted(end_of_turn_ids(self.tok))
         params = SamplingParams(temperature=self.temperature, top_p=self.top_p, seed=seed,
                                 max_tokens=self.max_new_tokens, stop_token_ids=stops)
-        ids = [self.tok(render(self.tok, p, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-               for p in prompts]
+        ids = [prompt_ids(self.tok, p) for p in prompts]
         outs = self.llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
         return [(i, list(o.outputs[0].token_ids)) for i, o in zip(ids, outs)]

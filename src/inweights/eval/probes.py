@@ -53,6 +53,13 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
                 rec = views.decl(domain, u, rng)
                 rec.update(mode="doc_context", cell=f"{group}/doc_context", format="doc", input=None, answer=None)
                 probes.append(rec)
+                # the same sentence with the document's header forced (``def NAME(x):``): storage of the body,
+                # whether or not the model can copy the name into the header itself
+                forced = views.decl_forced_header(domain, u, rec["prompt"][0]["content"])
+                if forced is not None:
+                    forced.update(mode="doc_context", cell=f"{group}/doc_forced", format="doc", input=None,
+                                  answer=None)
+                    probes.append(forced)
     return probes
 
 
@@ -78,8 +85,9 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
     for p, out in zip(probes, outs):
         u = by_id[p["unit"]]
         if p["mode"] == "doc_context":  # scored by the diagnostics, not a cell
+            forced = p["prompt"][-1]["content"] if p["prompt"][-1]["role"] == "assistant" else ""
             samples.append({"cell": p["cell"], "unit": u.id, "pointer": u.pointer, "input": None, "format": "doc",
-                            "mode": "doc_context", "prompt": p["prompt"][0]["content"], "output": out,
+                            "mode": "doc_context", "prompt": p["prompt"][0]["content"], "output": forced + out,
                             "pred": None, "answer": p["completion"][0]["content"], "correct": None})
             continue
         pred = views.extract(domain, out)

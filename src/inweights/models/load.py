@@ -178,5 +178,19 @@ def save_model(model, tokenizer, path: str | Path, base: str | None = None, stat
     tokenizer.save_pretrained(path)
 
 
+def add_name_tokens(source: str | Path, names: list[str], out: str | Path, dtype: str = "float32",
+                    attn_implementation: str | None = None, revision: str | None = None) -> None:
+    """Save to ``out`` the model of ``source`` with each of ``names`` added to its tokenizer as one whole-word
+    token (``single_word``: a name inside a longer word stays in pieces), the embedding matrix grown to match
+    with new rows drawn around the mean of the old ones (transformers' ``mean_resizing``)."""
+    from tokenizers import AddedToken
+
+    model, tok = load_model(source, dtype, None, attn_implementation, revision)
+    fresh = [n for n in dict.fromkeys(names) if len(tok.tokenize(n)) != 1]
+    tok.add_tokens([AddedToken(n, single_word=True, normalized=False) for n in fresh])
+    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    save_model(model, tok, out)
+
+
 def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / CHAIN_FILE).is_file()

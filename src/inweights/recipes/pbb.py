@@ -37,7 +37,8 @@ def _stage2(c, keep_stage1: bool = True) -> StageConfig:
         mix.append(_m("exec", "with_io", p.replay_exec_weight))
     if keep_stage1 and p.replay_decl_weight > 0:
         mix.append(_m("decl", "with_io", p.replay_decl_weight))
-    return StageConfig(name="s2_decl_without_io", steps=p.stage2_steps, mixture=mix, lr=p.stage2_lr)
+    return StageConfig(name="s2_decl_without_io", steps=p.stage2_steps, mixture=mix, lr=p.stage2_lr,
+                       trainable=p.stage2_trainable)
 
 
 def proactive(c) -> list[StageConfig]:

@@ -187,7 +187,8 @@ def extraction_section(rows: dict[str, dict[str, Any]]) -> tuple[list[str], dict
     md = ["", "## Extraction diagnostics: which rung fails", "",
           ("`train`/`held-out`: with_io in-weights CoT accuracy on training vs held-out inputs (a model that "
            "memorised traces is right only on the first). `doc`: share of statements (the `return` line excluded) "
-           "written out right after the document's own pointer sentence — the document is *stored*; `query`: the "
+           "written out right after the document's own pointer sentence (in brackets: with the header `def NAME(x):` "
+           "given, so the name need not be copied) — the document is *stored*; `query`: the "
            "same share inside an in-weights question — it is *extracted*; the gap is the extraction failure. "
            f"Chance for one statement is {100 * any_d['statement_chance']:.1f}% (1 of "
            f"{round(1 / any_d['statement_chance'])} op/constant pairs)."), ""]
@@ -206,8 +207,7 @@ def extraction_section(rows: dict[str, dict[str, Any]]) -> tuple[list[str], dict
         wi, wo = d["groups"].get("with_io", {}), d["groups"].get("without_io", {})
         vals = [name, _pct(c.get("with_io/in_weights/cot/train"), ci=False), _pct(c.get("with_io/in_weights/cot"),
                                                                                     ci=False),
-                _frac(wi.get("doc_recall")), _frac(wi.get("query_recall")), _frac(wo.get("doc_recall")),
-                _frac(wo.get("query_recall"))]
+                _doc(wi), _frac(wi.get("query_recall")), _doc(wo), _frac(wo.get("query_recall"))]
         if recite:
             vals += [_rate(wo.get("recital_names_asked")), _rate(wo.get("recital_body_of_written_name")),
                      _rate(wo.get("correct_given_exact_recital"))]
@@ -216,6 +216,12 @@ def extraction_section(rows: dict[str, dict[str, Any]]) -> tuple[list[str], dict
         summary[name] = d
     md += [""] + [f"- {n}: {d['rung']['why']}." for n, d in diags.items() if d["rung"]["failed"] != "none"]
     return md, summary
+
+
+def _doc(g: dict[str, Any]) -> str:
+    """Doc-context recall, free and (in brackets) with the header forced."""
+    free = _frac(g.get("doc_recall"))
+    return free if g.get("doc_forced_recall") is None else f"{free} ({_frac(g['doc_forced_recall'])})"
 
 
 def gate_text(g: dict[str, Any] | None) -> str:

@@ -89,6 +89,7 @@ def train_stage(
     desc: str = "train",
     on_step: Callable[[int, Any], bool] | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
+    trainable_rows: list[int] | None = None,
 ) -> dict[str, Any]:
     """Train ``steps`` optimiser steps; resume from ``out_dir/ckpt`` when it exists.
 
@@ -102,11 +103,22 @@ def train_stage(
         for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
             if emb is not None:
                 emb.weight.requires_grad_(False)
+    if trainable_rows is not None:  # only these rows of the (tied) embedding matrix learn; nothing decays
+        for p in model.parameters():
+            p.requires_grad_(False)
+        emb = model.get_input_embeddings().weight
+        emb.requires_grad_(True)
+        keep = torch.zeros(emb.shape[0], 1, dtype=emb.dtype, device=emb.device)
+        keep[trainable_rows] = 1
+        emb.register_hook(lambda g: g * keep.to(g.dtype))
     params = [p for p in model.parameters() if p.requires_grad]
+    if trainable_rows is not None:
+        params = []
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+         *([{"params": [model.get_input_embeddings().weight], "weight_decay": 0.0}] if trainable_rows else [])],
         lr=lr or cfg.lr,
         betas=(0.9, 0.95),
     )
