@@ -4,7 +4,6 @@ sampled, on the tiny preset and SmolLM2; forced prefixes and early exit behave a
 import random
 
 import pytest
-import torch
 
 from inweights.config import EvalConfig, ProgramsConfig
 from inweights.domains.programs import ProgramsDomain
@@ -36,7 +35,7 @@ def tiny(root):
 def test_lean_matches_generate_token_for_token_on_the_tiny_preset(tiny, temperature):
     model, tok = tiny
     prompts = _prompts(32)
-    kw = dict(max_new_tokens=80, batch_size=16, temperature=temperature, top_p=0.9, seed=3)
+    kw = {"max_new_tokens": 80, "batch_size": 16, "temperature": temperature, "top_p": 0.9, "seed": 3}
     ref = generate_ids(model, tok, prompts, **kw)
     got = lean_generate_ids(model, tok, prompts, **kw)
     assert got == ref
@@ -62,7 +61,7 @@ def smollm2_model():
 def test_lean_matches_generate_on_smollm2(smollm2_model):
     model, tok = smollm2_model
     prompts = _prompts(6)
-    kw = dict(max_new_tokens=16, batch_size=6)
+    kw = {"max_new_tokens": 16, "batch_size": 6}
     assert lean_generate_ids(model, tok, prompts, **kw) == generate_ids(model, tok, prompts, **kw)
 
 
@@ -89,5 +88,5 @@ def test_models_the_loop_cannot_drive_fall_back_to_generate(root, tiny):
     wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     assert not supports(wrapped)
     prompts = _prompts(4)
-    kw = dict(max_new_tokens=10, batch_size=4)
+    kw = {"max_new_tokens": 10, "batch_size": 4}
     assert generate_ids(wrapped, tok, prompts, backend="lean", **kw) == generate_ids(wrapped, tok, prompts, **kw)
