@@ -32,7 +32,10 @@ def tiny(root):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_lean_matches_generate_token_for_token_on_the_tiny_preset(tiny, temperature):
+def test_lean_matches_generate_token_for_token_on_the_tiny_preset(tiny, temperature, monkeypatch):
+    import inweights.eval.decode as decode
+
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 5)  # several prefill chunks per batch, of different widths
     model, tok = tiny
     prompts = _prompts(32)
     kw = {"max_new_tokens": 80, "batch_size": 16, "temperature": temperature, "top_p": 0.9, "seed": 3}
@@ -58,10 +61,13 @@ def smollm2_model():
     return load_model(smollm2_dir())
 
 
-def test_lean_matches_generate_on_smollm2(smollm2_model):
+def test_lean_matches_generate_on_smollm2(smollm2_model, monkeypatch):
+    import inweights.eval.decode as decode
+
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 2)
     model, tok = smollm2_model
-    prompts = _prompts(6)
-    kw = {"max_new_tokens": 16, "batch_size": 6}
+    prompts = _prompts(5)
+    kw = {"max_new_tokens": 10, "batch_size": 5}
     assert lean_generate_ids(model, tok, prompts, **kw) == generate_ids(model, tok, prompts, **kw)
 
 
@@ -70,12 +76,12 @@ def test_lean_stops_at_the_budget_and_at_the_end_of_turn(tiny):
     prompts = _prompts(12)
     out = lean_generate_ids(model, tok, prompts, max_new_tokens=3, batch_size=5)
     assert all(len(c) <= 3 for _, c in out)
-    full = lean_generate_ids(model, tok, prompts, max_new_tokens=150, batch_size=5)
+    full = lean_generate_ids(model, tok, prompts, max_new_tokens=60, batch_size=5)
     from inweights.train.data import end_of_turn_ids
 
     stops = end_of_turn_ids(tok)
     for _, c in full:
-        assert len(c) == 150 or (c[-1] in stops and not set(c[:-1]) & stops)
+        assert len(c) == 60 or (c[-1] in stops and not set(c[:-1]) & stops)
 
 
 def test_models_the_loop_cannot_drive_fall_back_to_generate(root, tiny):

@@ -30,6 +30,7 @@ import torch
 from inweights.train.data import end_of_turn_ids
 
 SUPPORTED = ("llama",)
+PREFILL_ROWS = 32  # rows per prefill chunk
 
 
 def supports(model) -> bool:
@@ -44,8 +45,10 @@ class _StaticCache:
     Duck-types the one method the decoder layers call (``update``)."""
 
     def __init__(self, layers: int, batch: int, heads: int, length: int, dim: int, dtype, device):
-        self.k = [torch.empty(batch, heads, length, dim, dtype=dtype, device=device) for _ in range(layers)]
-        self.v = [torch.empty(batch, heads, length, dim, dtype=dtype, device=device) for _ in range(layers)]
+        # zeros, not empty: columns a chunked prefill skips (padding) are masked, but masked garbage can be NaN,
+        # and NaN times a zero attention weight is NaN
+        self.k = [torch.zeros(batch, heads, length, dim, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(batch, heads, length, dim, dtype=dtype, device=device) for _ in range(layers)]
         self.filled = 0  # positions written by the forward in progress start here
 
     def update(self, key, value, layer_idx: int, *args, **kwargs):
@@ -54,9 +57,27 @@ class _StaticCache:
         self.v[layer_idx][:, :, self.filled:end] = value
         return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
 
+    def window(self, rows: slice, start: int) -> _Window:
+        return _Window(self, rows, start)
+
     def keep(self, rows: torch.Tensor) -> None:
         self.k = [t.index_select(0, rows) for t in self.k]
         self.v = [t.index_select(0, rows) for t in self.v]
+
+
+class _Window:
+    """Some rows of a ``_StaticCache`` from column ``start`` on: a prefill of those rows writes there, and its
+    attention sees only those columns (every row's real tokens are in them; the columns before are padding)."""
+
+    def __init__(self, cache: _StaticCache, rows: slice, start: int):
+        self.cache, self.rows, self.start, self.filled = cache, rows, start, start
+
+    def update(self, key, value, layer_idx: int, *args, **kwargs):
+        end = self.start + key.shape[2]
+        k, v = self.cache.k[layer_idx], self.cache.v[layer_idx]
+        k[self.rows, :, self.start:end] = key
+        v[self.rows, :, self.start:end] = value
+        return k[self.rows, :, self.start:end], v[self.rows, :, self.start:end]
 
 
 def _mask(valid: torch.Tensor, q_len: int, eager: bool, dtype):
@@ -134,7 +155,17 @@ def lean_generate_ids(
         ids, valid = ids.to(device), valid.to(device)
         pos = (valid[:, :width].long().cumsum(-1) - 1).masked_fill(~valid[:, :width], 0)
         cache = _StaticCache(conf.num_hidden_layers, n, heads, width + max_new_tokens, dim, dtype, device)
-        logits = _forward(model, ids, pos, valid[:, :width], cache, eager)
+        # prefill in chunks of rows of similar length (the batch is sorted by length), each over its own width
+        # only: the padding a long prompt forces on short ones is never computed
+        parts = []
+        for c in range(0, n, PREFILL_ROWS):
+            rows = slice(c, min(c + PREFILL_ROWS, n))
+            w = max(len(enc[i]) for i in idx[rows])
+            start = width - w
+            parts.append(_forward(model, ids[rows, start:], pos[rows, start:], valid[rows, start:width],
+                                  cache.window(rows, start), eager))
+        logits = torch.cat(parts)
+        cache.filled = width
         last = pos[:, -1:]
         # physical rows of the cache: which batch row each holds, and whether it is still decoding
         row_of = torch.arange(n, device=device)

