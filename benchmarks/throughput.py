@@ -19,7 +19,7 @@ Measured in one run, on the ``tiny`` preset of ``configs/prepare_tiny.yaml``:
    total seconds), so that a drift in machine load hits every trainer alike. TRL runs with
    ``gradient_checkpointing=False`` (its default is True; ours does not checkpoint) and its default
    optimiser (fused AdamW).
-2. Evaluation generation tokens/s: ``inweights.eval.generate.generate`` (length-sorted, left-padded
+2. Evaluation generation tokens/s: ``inweights.eval.generate.generate(backend="transformers")`` (length-sorted, left-padded
    batches, KV cache) against a loop calling ``model.generate`` one prompt at a time. Same prompts
    (in-context chain-of-thought prompts), same ``max_new_tokens``, greedy, fp32. Tokens counted: the
    tokens each prompt generates up to and including EOS (read from the ids ``model.generate``
@@ -371,7 +371,7 @@ def bench_generation(model, tok, prompts, max_new_tokens: int, batch_size: int) 
 
     model.eval()
     # warm-up: one short call each (allocator, first-call overheads)
-    generate(model, tok, prompts[:2], max_new_tokens=4, batch_size=batch_size)
+    generate(model, tok, prompts[:2], max_new_tokens=4, batch_size=batch_size, backend="transformers")
     per_prompt(model, tok, prompts[:2], 4)
 
     def timed(fn) -> tuple[list[str], dict[str, Any]]:
@@ -382,7 +382,8 @@ def bench_generation(model, tok, prompts, max_new_tokens: int, batch_size: int) 
         return outs, {"seconds": t1 - t0, "cpu_seconds": c1 - c0, "tokens": c.tokens, "no_eos": c.no_eos}
 
     def batched() -> list[str]:
-        return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        backend="transformers")
 
     # ours before and after the baseline (pooled), so that a drift in machine load hits both alike
     ours, first = timed(batched)

@@ -33,13 +33,13 @@ def tiny(root):
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_lean_matches_generate_token_for_token_on_the_tiny_preset(tiny, temperature, monkeypatch):
-    import inweights.eval.decode as decode
+    from inweights.eval import decode
 
     monkeypatch.setattr(decode, "PREFILL_ROWS", 5)  # several prefill chunks per batch, of different widths
     model, tok = tiny
-    prompts = _prompts(32)
-    kw = {"max_new_tokens": 80, "batch_size": 16, "temperature": temperature, "top_p": 0.9, "seed": 3}
-    ref = generate_ids(model, tok, prompts, **kw)
+    prompts = _prompts(24)
+    kw = {"max_new_tokens": 60, "batch_size": 16, "temperature": temperature, "top_p": 0.9, "seed": 3}
+    ref = generate_ids(model, tok, prompts, backend="transformers", **kw)
     got = lean_generate_ids(model, tok, prompts, **kw)
     assert got == ref
     ends = {len(c) for _, c in ref}
@@ -62,13 +62,13 @@ def smollm2_model():
 
 
 def test_lean_matches_generate_on_smollm2(smollm2_model, monkeypatch):
-    import inweights.eval.decode as decode
+    from inweights.eval import decode
 
     monkeypatch.setattr(decode, "PREFILL_ROWS", 2)
     model, tok = smollm2_model
-    prompts = _prompts(5)
-    kw = {"max_new_tokens": 10, "batch_size": 5}
-    assert lean_generate_ids(model, tok, prompts, **kw) == generate_ids(model, tok, prompts, **kw)
+    prompts = _prompts(4)
+    kw = {"max_new_tokens": 8, "batch_size": 4}
+    assert lean_generate_ids(model, tok, prompts, **kw) == generate_ids(model, tok, prompts, backend="transformers", **kw)
 
 
 def test_lean_stops_at_the_budget_and_at_the_end_of_turn(tiny):
@@ -95,4 +95,5 @@ def test_models_the_loop_cannot_drive_fall_back_to_generate(root, tiny):
     assert not supports(wrapped)
     prompts = _prompts(4)
     kw = {"max_new_tokens": 10, "batch_size": 4}
-    assert generate_ids(wrapped, tok, prompts, backend="lean", **kw) == generate_ids(wrapped, tok, prompts, **kw)
+    assert generate_ids(wrapped, tok, prompts, backend="lean", **kw) == generate_ids(wrapped, tok, prompts,
+                                                                                 backend="transformers", **kw)

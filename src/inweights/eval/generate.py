@@ -32,14 +32,14 @@ def generate_ids(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
-    backend: str = "transformers",
+    backend: str = "lean",
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) per chat prompt, in the order given: greedy, or sampled at
     ``temperature`` (seeded, so the same prompts, model and seed give the same samples on a CPU). A
     completion ends with its end-of-turn token when the model emitted one (training on it teaches stopping),
-    and is cut at ``max_new_tokens`` otherwise. ``backend``: ``transformers`` (its ``generate``, the reference) or
-    ``lean`` (``eval/decode.py``: the same tokens, less work around the model; models it cannot drive fall back
-    to ``generate``)."""
+    and is cut at ``max_new_tokens`` otherwise. ``backend``: ``lean`` (``eval/decode.py``, the default: the same
+    tokens as ``generate``, less work around the model; models it cannot drive fall back to ``generate``) or
+    ``transformers`` (its ``generate``, the reference)."""
     from inweights.eval.decode import lean_generate_ids, supports
 
     if backend == "lean" and supports(model):
