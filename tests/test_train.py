@@ -387,3 +387,12 @@ def test_training_only_some_embedding_rows_changes_nothing_else(tok, tmp_path):
             assert torch.equal(p, after[n].detach()), n
     moved = (after[emb].detach() != before[emb]).any(dim=1).nonzero().flatten().tolist()
     assert moved == rows
+
+
+def test_training_only_the_names_needs_name_tokens_one_line(root, capsys):
+    for extra in ([], ["--set", "model.name_tokens=true", "--set", "model.lora={r: 2}"]):
+        assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "pbb.stage2_trainable=names", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "names' embeddings" in err[0]
+    assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "pbb.stage2_trainable=names",
+                 "--set", "model.name_tokens=true"]) == 0
