@@ -396,3 +396,22 @@ def test_training_only_the_names_needs_name_tokens_one_line(root, capsys):
         assert len(err) == 1 and "names' embeddings" in err[0]
     assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "pbb.stage2_trainable=names",
                  "--set", "model.name_tokens=true"]) == 0
+
+
+def test_replay_in_every_stage_adds_in_context_examples_everywhere(root):
+    """pbb.replay_all_stages: every stage of every PBB recipe trains in-context with_io examples; by default
+    only the stage-2 curricula do (stage keys of the default recipes are unchanged)."""
+    from inweights.config import load_config
+    from inweights.recipes.pbb import stages_for
+
+    names = ["proactive", "retroactive", "mixture", "stage1_only", "stage2_only", "demos_only@k3"]
+    base = load_config(root / "configs/pbb_programs.yaml")
+    on = load_config(root / "configs/pbb_programs.yaml", ["pbb.replay_all_stages=true"])
+    for name in names:
+        default, replayed = stages_for(name, base), stages_for(name, on)
+        assert all(any(m.view == "in_context" and m.group == "with_io" for m in s.mixture) for s in replayed), name
+        for d, r in zip(default, replayed, strict=True):
+            had = any(m.view == "in_context" for m in d.mixture)
+            if name != "mixture":  # (mixture's one stage blends both stages' mixtures: it gains stage 1's share)
+                assert (d == r) if had else (len(r.mixture) == len(d.mixture) + 1), (name, d.name)
+    assert not any(m.view == "in_context" for m in stages_for("proactive", base)[0].mixture)

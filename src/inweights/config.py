@@ -425,6 +425,9 @@ class PBBConfig(Strict):
     stage2_lr: float | None = Field(None, gt=0)
     # stage 2 of proactive and stage2_only trains only the name tokens' embeddings (model.name_tokens)
     stage2_trainable: Literal["all", "names"] = "all"
+    # lever b2 (keep the in-context skill): every stage of every recipe also trains in-context with_io
+    # examples at replay_weight (by default only stage 2 does; stage 1 alone erased the prepared skill)
+    replay_all_stages: bool = False
 
 
 class EvalConfig(Strict):

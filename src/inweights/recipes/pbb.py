@@ -12,15 +12,23 @@ def _m(view: str, group: str, weight: float = 1.0, fmt: str = "both", k: int | N
     return MixItem(view=view, group=group, weight=weight, format=fmt, k=k)
 
 
+def _replayed(c, stage: StageConfig) -> StageConfig:
+    """``pbb.replay_all_stages``: the stage also trains in-context with_io examples (if it does not already)."""
+    p = c.pbb
+    if not p.replay_all_stages or p.replay_weight <= 0 or any(m.view == "in_context" for m in stage.mixture):
+        return stage
+    return stage.model_copy(update={"mixture": [*stage.mixture, _m("in_context", "with_io", p.replay_weight)]})
+
+
 def _stage1(c) -> StageConfig:
     # decl + exec of with_io, interleaved in one mixture
     p = c.pbb
-    return StageConfig(
+    return _replayed(c, StageConfig(
         name="s1_decl_exec_with_io",
         steps=p.stage1_steps,
         mixture=[_m("decl", "with_io", p.decl_weight), _m("exec", "with_io", p.exec_weight)],
         gate=p.stage1_gate,
-    )
+    ))
 
 
 def _stage2(c, keep_stage1: bool = True) -> StageConfig:
@@ -57,7 +65,7 @@ def retroactive(c) -> list[StageConfig]:
     p = c.pbb
     s1 = StageConfig(name="r1_decl_all", steps=p.stage2_steps, mixture=[_m("decl", "all", p.decl_weight)])
     s2 = StageConfig(name="r2_exec_with_io", steps=p.stage1_steps, mixture=[_m("exec", "with_io")])
-    return [s1, s2]
+    return [_replayed(c, s1), _replayed(c, s2)]
 
 
 def retroactive_grpo(c) -> list[StageConfig]:
@@ -85,11 +93,11 @@ def demos_only(c, k: int | None = None) -> list[StageConfig]:
     p = c.pbb
     k = k or p.demos_k
     return [
-        StageConfig(
+        _replayed(c, StageConfig(
             name=f"demos_k{k}",
             steps=p.demos_steps or p.stage2_steps,
             mixture=[_m("demos", "without_io", k=k)],
-        )
+        ))
     ]
 
 
