@@ -289,7 +289,7 @@ def test_packed_examples_do_not_see_each_other(tok):
 
     model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320), tok, 0)
     model.eval()
-    a, b = torch.randint(10, 300, (1, 20)), torch.randint(10, 300, (1, 30))
+    a, b = torch.randint(10, len(tok), (1, 20)), torch.randint(10, len(tok), (1, 30))
     row = torch.cat([a, b], 1)
     pos = torch.cat([torch.arange(20), torch.arange(30)])[None]
     with torch.no_grad():
