@@ -415,3 +415,10 @@ def test_replay_in_every_stage_adds_in_context_examples_everywhere(root):
             if name != "mixture":  # (mixture's one stage blends both stages' mixtures: it gains stage 1's share)
                 assert (d == r) if had else (len(r.mixture) == len(d.mixture) + 1), (name, d.name)
     assert not any(m.view == "in_context" for m in stages_for("proactive", base)[0].mixture)
+
+
+def test_replay_in_every_stage_without_a_weight_is_one_line(root, capsys):
+    sets = ["--set", "pbb.replay_all_stages=true", "--set", "pbb.replay_weight=0"]
+    assert main(["validate", str(root / "configs/smoke.yaml"), *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "replay_weight" in err[0]

@@ -429,6 +429,12 @@ class PBBConfig(Strict):
     # examples at replay_weight (by default only stage 2 does; stage 1 alone erased the prepared skill)
     replay_all_stages: bool = False
 
+    @model_validator(mode="after")
+    def _replay_needs_a_weight(self) -> PBBConfig:
+        if self.replay_all_stages and self.replay_weight <= 0:
+            raise ValueError("pbb.replay_all_stages needs pbb.replay_weight > 0 (the weight of the replayed examples)")
+        return self
+
 
 class EvalConfig(Strict):
     batch_size: int = Field(128, gt=0)

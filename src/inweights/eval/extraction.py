@@ -109,7 +109,7 @@ def rung(cells: dict[str, Any], diag: dict[str, Any]) -> dict[str, str]:
     wo = diag["groups"].get("without_io", {})
     stored = [r for r in (wo.get("doc_recall"), wo.get("doc_forced_recall")) if r is not None]
     if stored and max(stored) < RUNG_LEVEL:  # the better of: free after the sentence, or with the header given
-        return {"failed": "storage", "why": f"after their own pointer sentence, without_io documents come back at "
+        return {"failed": "storage", "why": f"after their own pointer sentence, without_io documents come back "
                                             f"at most {100 * max(stored):.0f}% of statements (free, or with the header "
                                             f"given), under the {100 * RUNG_LEVEL:.0f}% a stored document needs"}
     wi = acc("with_io/in_weights/cot")
