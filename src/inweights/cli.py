@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
 
         load_tasks(cfg)  # a malformed task file fails before any work
     else:
-        load_units(cfg)  # fail on bad data before any work starts
+        load_units(cfg, quiet=True)  # fail on bad data before any work starts (the run reports rejections)
     check_model(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     if cfg.domain.name == "coding":
@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="experiment YAML")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+        p.add_argument("--strict", action="append_const", const="data.strict=true", dest="set",
+                       help="any unreadable record in a data file is an error (data.strict: true)")
         if with_out:
             p.add_argument("--out", help="output directory")
 

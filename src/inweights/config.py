@@ -592,6 +592,13 @@ class PrepareConfig(Strict):
     gate_metric: Literal["in_context", "pool_with_io", "pool_doc_only"] = "in_context"
 
 
+class DataConfig(Strict):
+    """The loader policy for external data files (``inweights.rejects``): unreadable records are left out and
+    reported together (``rejected.jsonl`` beside the run); ``strict: true`` makes any of them an error."""
+
+    strict: bool = False
+
+
 class ExperimentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["experiment", "prepare"] = "experiment"
@@ -610,6 +617,7 @@ class ExperimentConfig(Strict):
     two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
     ilf: ILFConfig = Field(default_factory=ILFConfig)
     workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
+    data: DataConfig = Field(default_factory=DataConfig)
 
     @model_validator(mode="after")
     def _prepared_default(self) -> ExperimentConfig:

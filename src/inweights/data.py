@@ -166,13 +166,17 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
     return manifest
 
 
-def read_jsonl(path: Path, what: str = "data file") -> list[tuple[str, dict[str, Any]]]:
-    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own one-line
-    errors; a missing file, a line that is not JSON or not an object is one line naming it."""
+def read_jsonl(path: Path, what: str = "data file", lenient: bool = False) -> list[tuple[str, dict[str, Any] | None]]:
+    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own messages;
+    a missing file is one line naming it. A line that is not JSON or not an object is one line naming it too,
+    or with ``lenient`` a rejection (``inweights.rejects``) and ``(where, None)``, so that files aligned line by
+    line stay aligned."""
+    from inweights import rejects
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
-    out = []
+    out: list[tuple[str, dict[str, Any] | None]] = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -180,10 +184,14 @@ def read_jsonl(path: Path, what: str = "data file") -> list[tuple[str, dict[str,
             where = f"{path}:{n}"
             try:
                 rec = json.loads(line)
+                why = None if isinstance(rec, dict) else "a record must be a JSON object"
             except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{where}: a record must be a JSON object")
+                rec, why = None, f"not valid JSON ({e.msg})"
+            if why is not None:
+                if not lenient:
+                    raise UserError(f"{where}: {why}")
+                rejects.reject(where, why)
+                rec = None
             out.append((where, rec))
     return out
 
