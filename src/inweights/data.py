@@ -142,6 +142,8 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
     records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
     minutes), which ``planning.asynchow_dir`` reads back, plus chat-format SFT files with the chain of thought
     (``chat/{split}_{representation}.jsonl``)."""
+    from inweights.domains.planning import _show
+
     tmp = _staging(out)
     files: dict[str, list[dict[str, Any]]] = {}
     names = {"nl": "natural", "graph": "graph", "code": "python"}
@@ -152,9 +154,9 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
             recs = [views.execution(domain, u, x, "cot", rng) for u in chosen]
             released = []
             for u, r in zip(chosen, recs):
-                minutes = u.meta["answer"]
-                answer: Any = float(minutes) if x == "code" else \
-                    f"[datetime.timedelta(seconds={round(minutes * 60)}), datetime.timedelta(seconds={round(minutes * 60)})]"
+                lo, hi = domain.gold(u, x)  # an interval for months and years
+                answer: Any = float(lo) if x == "code" else \
+                    f"[datetime.timedelta(seconds={_show(lo * 60)}), datetime.timedelta(seconds={_show(hi * 60)})]"
                 released.append({"question": r["prompt"][0]["content"], "answer": answer})
             files[f"asynchow_{names[x]}_{split}.jsonl"] = released
             files[f"chat/{split}_{x}.jsonl"] = recs
