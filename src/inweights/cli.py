@@ -32,9 +32,9 @@ def cmd_validate(args) -> int:
 
     cfg = load_config(args.config, args.set)
     if cfg.kind == "experiment" and cfg.domain.name == "rules" and cfg.domain.rules.alpaca_train:
-        from inweights.recipes.rule_distill import alpaca_task
+        from inweights.recipes.rule_distill import checked_alpaca_task
 
-        alpaca_task(cfg)  # the files are read and every record checked
+        checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
     if cfg.kind == "experiment" and cfg.domain.name == "coding":
         from inweights.recipes.ilf import load_tasks
 

@@ -79,9 +79,8 @@ def settle(found: list[Issue], strict: bool, out_dir: Path | None = None, quiet:
     if strict and rejected:
         more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
         raise UserError(f"{rejected[0].where}: {rejected[0].reason}{more}; data.strict is on")
-    if out_dir is not None and found:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "rejected.jsonl").write_text("".join(json.dumps(asdict(i)) + "\n" for i in found))
+    if out_dir is not None:
+        write(out_dir, found)
     if quiet or not found:
         return
     for label, items in (("rejected", rejected), ("loaded with a note", kept)):
@@ -93,3 +92,9 @@ def settle(found: list[Issue], strict: bool, out_dir: Path | None = None, quiet:
         if len(items) > SHOWN:
             where = f"{out_dir / 'rejected.jsonl'}" if out_dir is not None else "data.strict: true to stop on them"
             print(f"  ... {len(items) - SHOWN} more ({where})", file=sys.stderr)
+
+
+def write(out_dir: Path, found: list[Issue]) -> None:
+    """``out_dir/rejected.jsonl``: every rejected record and every note, one JSON object per line."""
+    if found:
+        (Path(out_dir) / "rejected.jsonl").write_text("".join(json.dumps(asdict(i)) + "\n" for i in found))
