@@ -16,9 +16,12 @@ Prompts show the tests, as the MBPP and ILF papers do.
 from __future__ import annotations
 
 import ast
+import builtins
 import gzip
 import json
 import random
+import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,9 @@ def entry_point_of(tests: list[str] | tuple[str, ...], where: str) -> str:
         except SyntaxError:
             raise UserError(f"{where}: test is not valid Python: {t[:80]}") from None
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in dir(__builtins__):
+            # the builtins module, not ``__builtins__`` (inside a module that is a dict: dir() of it lists dict
+            # methods, and ``set`` or ``len`` would be taken as the function under test)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in vars(builtins):
                 return node.func.id
     raise UserError(f"{where}: no test calls a function")
 
@@ -120,12 +125,40 @@ def prompt(task: CodingTask) -> str:
 
 
 def program_of(task: CodingTask, completion: str) -> str:
-    """The program a completion stands for: HumanEval completions continue the prefix; a fenced block is
-    unwrapped."""
+    """The program a completion stands for, whatever its style (a fenced block is unwrapped first):
+
+    - a whole program — it defines the entry point at its top level once its common indentation is removed
+      (imports or helpers before the ``def`` included): that program, dedented, after the prefix's own lines
+      before its first ``def`` (HumanEval's ``from typing import List``), which it may use;
+    - otherwise a continuation of the prefix (HumanEval's signature and docstring): the prefix, then the
+      completion (an indented nested ``def`` or ``import`` inside a body stays in the body); a body written
+      at column 0 is indented under the signature.
+    """
     code = extract_code(completion)
-    if task.prefix and not code.lstrip().startswith(("def ", "import ", "from ")):
-        return task.prefix + code
-    return code
+    if not task.prefix:
+        return code
+    flat = textwrap.dedent(code) if code.lstrip("\n")[:1] in (" ", "\t") else code
+    if _defines(flat, task.entry_point):
+        head = task.prefix[: _first_def(task.prefix)]
+        return head + flat if head and not flat.startswith(head) else flat
+    if code.strip() and not code.lstrip("\n").startswith((" ", "\t")):
+        code = textwrap.indent(code, "    ")
+    return task.prefix + code
+
+
+def _defines(code: str, name: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
+
+
+def _first_def(prefix: str) -> int:
+    """Offset of the prefix's first top-level ``def`` line (its length when it has none)."""
+    for m in re.finditer(r"^(async )?def ", prefix, re.MULTILINE):
+        return m.start()
+    return len(prefix)
 
 
 def extract_code(text: str) -> str:

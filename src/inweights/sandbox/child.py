@@ -204,9 +204,40 @@ def _run_test(test, env):
         rec["passed"] = True
     except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
         rec.update(_error(e))
+        if isinstance(e, AssertionError):
+            rec.update(_failed_assert(e, test))
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             rec["exit"] = True
     return rec
+
+
+def _failed_assert(e, test):
+    """Which assert of a test's code failed (a HumanEval ``check`` holds many): its line, and for an equality
+    both sides evaluated again in the failing frame, so the verdict says what was returned vs expected."""
+    frame, line, tb = None, None, e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test>":
+            frame, line = tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+    if frame is None:
+        return {}
+    lines = test.splitlines()
+    src = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    out = {"failed_line": line, "failed_source": src[:MAX_TEXT]}
+    try:
+        node = ast.parse(src).body[0]
+    except (SyntaxError, IndexError):
+        return out
+    if (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
+            and isinstance(node.test.ops[0], ast.Eq)):
+        scope = {**frame.f_globals, **frame.f_locals}
+        try:
+            actual = eval(compile(ast.Expression(node.test.left), "<test>", "eval"), scope)
+            expected = eval(compile(ast.Expression(node.test.comparators[0]), "<test>", "eval"), scope)
+            out["actual"], out["expected"] = _short(actual), _short(expected)
+        except BaseException:  # noqa: BLE001, S110 - the line alone still names the failure
+            pass
+    return out
 
 
 def main():

@@ -253,8 +253,16 @@ def _verdict_from(out: dict[str, Any], limits: Limits) -> Verdict:
         return v
     v.status, v.reason = _classify_error(bad, limits)
     v.error_type, v.message = bad.get("error_type"), bad.get("message")
-    if v.status == "failed" and "actual" in bad:
-        v.reason = f"{bad['test'].strip()}: expected {bad['expected']}, got {bad['actual']}"
+    if v.status == "failed":
+        # the test, or for a multi-assert test (HumanEval's check) the failing line of it
+        label = (f"test line {bad['failed_line']}: {bad['failed_source']}" if bad.get("failed_source")
+                 else bad["test"].strip())
+        if "actual" in bad:
+            v.reason = f"{label}: expected {bad['expected']}, got {bad['actual']}"
+        elif bad.get("failed_source"):
+            v.reason = f"{label}" + (f" ({v.reason})" if v.reason and v.reason != bad["test"].strip() else "")
+        elif not v.reason:
+            v.reason = label
     return v
 
 
