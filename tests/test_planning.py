@@ -231,7 +231,7 @@ _CODE = ("```python\nimport networkx as nx\n\ndef longest_path(adj, source, targ
 
 
 def _td(*minutes):
-    return "[" + ", ".join(f"datetime.timedelta(seconds={round(m * 60)})" for m in minutes) + "]"
+    return "[" + ", ".join(f"datetime.timedelta(seconds={m * 60!r})" for m in minutes) + "]"
 
 
 def _quirky(folder):
@@ -242,7 +242,7 @@ def _quirky(folder):
     recs = []
     # 1: START -> 1 (10 min) -> 2 (1 hour) -> END
     recs.append(({"1": ["2"], "2": ["END"], "START": ["1"], "END": []}, {"1": "10 minutes", "2": "1 hour"},
-                 _td(70, 70), {11: [(12, 10.0)], 12: [(13, 60.0)], 13: [(99, 0.0)], 10: [(11, 10.0)]}, 70.0))
+                 _td(70, 70), {11: [(12, 60.0)], 12: [(99, 0.0)], 10: [(11, 10.0)]}, 70.0))
     # 2: two parallel steps: 2 months and 1 year -> the year: [365, 366] days
     recs.append(({"1": ["END"], "2": ["END"], "START": ["1", "2"], "END": []}, {"1": "2 months", "2": "1 year"},
                  _td(365 * 1440, 366 * 1440), {5: [(6, 525600.0), (7, 80640.0)], 6: [(8, 0.0)], 7: [(8, 0.0)]},

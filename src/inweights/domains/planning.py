@@ -604,6 +604,8 @@ def load_asynchow(folder: str | Path, representations: tuple[str, ...],
 
 
 def _span(lo: float, hi: float) -> str:
+    """A value or interval for a message (rounded to 6 decimals: float noise would only hide the difference)."""
+    lo, hi = round(lo, 6), round(hi, 6)
     return _show(lo) if lo == hi else f"{_show(lo)}-{_show(hi)}"
 
 
