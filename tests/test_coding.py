@@ -63,12 +63,20 @@ def test_read_mbpp_bad_json_and_duplicates(tmp_path):
         read_mbpp(tmp_path / "missing.jsonl")
 
 
-def test_cli_reports_a_malformed_task_file_in_one_line(tmp_path):
-    p = _write(tmp_path, [REC, {"text": "x"}])
+def test_cli_keeps_the_good_tasks_and_reports_the_malformed_ones(tmp_path):
+    """The loader policy: the bad record is reported with its file and line, the good one runs; a file with
+    no good record is one line, exit 2."""
+    p = _write(tmp_path, [REC, {"text": "x"}], )
+    proc = subprocess.run([sys.executable, "-m", "inweights.cli", "sandbox", str(p)], check=False,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{p}:2: missing field 'code'" in proc.stderr and "1 record(s) rejected" in proc.stderr
+    p = _write(tmp_path, [{"text": "x"}])
     proc = subprocess.run([sys.executable, "-m", "inweights.cli", "sandbox", str(p)], check=False,
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"inweights: error: {p}:2: missing field 'code'"]
+    assert proc.stderr.strip().splitlines() == [
+        f"inweights: error: {p}: no record could be loaded (1 rejected; first {p}:1: missing field 'code')"]
 
 
 def test_pass_at_k_matches_the_combinatorial_definition():

@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
     if cfg.domain.name == "coding":
         from inweights.recipes.ilf import load_tasks
 
-        load_tasks(cfg)  # a malformed task file fails before any work
+        load_tasks(cfg, quiet=True)  # a malformed task file fails before any work
     else:
         load_units(cfg, quiet=True)  # fail on bad data before any work starts (the run reports rejections)
     check_model(cfg)
@@ -234,11 +234,14 @@ def cmd_sandbox(args) -> int:
     """Run a task file's gold solutions (or the programs given, or mutants) in the sandbox; pass@k."""
     from tqdm.auto import tqdm
 
+    from inweights import rejects
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
     from inweights.sandbox import Limits, Program, run_many
 
-    tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
+    with rejects.collecting() as found:
+        tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
+    rejects.settle(found, strict=False)
     by_id = {t.id: t for t in tasks}
     if args.programs:
         pairs = [(tid, program_of(by_id[tid], code)) for tid, code in read_programs(Path(args.programs), by_id)]

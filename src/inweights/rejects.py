@@ -74,6 +74,7 @@ def check_any_loaded(n_good: int, what: str, found: list[Issue] | None = None) -
 def settle(found: list[Issue], strict: bool, out_dir: Path | None = None, quiet: bool = False) -> None:
     """Apply the policy to one load's issues: strict -> the first rejection is a one-line error; otherwise
     print a summary to stderr (unless ``quiet``) and write them all to ``out_dir/rejected.jsonl``."""
+    found = list(dict.fromkeys(found))  # a file read twice (several task-id ranges) reports each record once
     rejected = [i for i in found if i.action == "rejected"]
     kept = [i for i in found if i.action == "kept"]
     if strict and rejected:

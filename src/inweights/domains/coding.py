@@ -60,38 +60,64 @@ def entry_point_of(tests: list[str] | tuple[str, ...], where: str) -> str:
 
 
 def read_mbpp(path: str | Path, task_ids: tuple[int, int] | None = None) -> list[CodingTask]:
-    """MBPP-format JSONL; a malformed record is one line naming the file, the line and the problem."""
+    """MBPP-format JSONL under the loader policy (``inweights.rejects``): a malformed record (or a duplicate
+    task_id) is rejected with the file, the line and the problem, and the others are kept."""
+    from inweights import rejects
     from inweights.data import read_jsonl
 
     p = Path(path)
     tasks, seen = [], set()
-    for where, rec in read_jsonl(p, "task file"):
-        for key, typ in MBPP_FIELDS.items():
-            if key not in rec:
-                raise UserError(f"{where}: missing field '{key}'")
-            if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
-                raise UserError(f"{where}: field '{key}' must be {typ.__name__}")
-        where = f"{where} (task_id {rec['task_id']})"
-        tests = rec["test_list"]
-        if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
-            raise UserError(f"{where}: test_list must be a non-empty list of assert statements")
-        setup = rec.get("test_setup_code", "") or ""
-        if not isinstance(setup, str):
-            raise UserError(f"{where}: field 'test_setup_code' must be str")
-        if rec["task_id"] in seen:
-            raise UserError(f"{where}: duplicate task_id")
-        seen.add(rec["task_id"])
+    for where, rec in read_jsonl(p, "task file", lenient=True):
+        if rec is None:
+            continue
+        try:
+            task = _mbpp_task(where, rec, seen)
+        except _BadRecord as e:
+            rejects.reject(e.where, e.reason)
+            continue
         if task_ids and not task_ids[0] <= rec["task_id"] <= task_ids[1]:
             continue
-        code = rec["code"].replace("\r\n", "\n")
-        tasks.append(CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests),
-                                entry_point=entry_point_of(tests, where), gold=code,
-                                setup=setup.replace("\r\n", "\n"), source="mbpp",
-                                meta={"task_id": rec["task_id"],
-                                      "challenge_tests": list(rec.get("challenge_test_list") or [])}))
+        tasks.append(task)
     if not tasks:
+        rejects.check_any_loaded(0, str(p))  # the rejections say why, when there are any
         raise UserError(f"{p}: no tasks" + (f" with task_id in {task_ids[0]}-{task_ids[1]}" if task_ids else ""))
     return tasks
+
+
+class _BadRecord(Exception):
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def _mbpp_task(where: str, rec: dict[str, Any], seen: set[int]) -> CodingTask:
+    """One MBPP record as a task; a problem raises ``_BadRecord``."""
+    def bad(reason: str, at: str = where) -> _BadRecord:
+        return _BadRecord(at, reason)
+
+    for key, typ in MBPP_FIELDS.items():
+        if key not in rec:
+            raise bad(f"missing field '{key}'")
+        if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
+            raise bad(f"field '{key}' must be {typ.__name__}")
+    where = f"{where} (task_id {rec['task_id']})"
+    tests = rec["test_list"]
+    if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+        raise bad("test_list must be a non-empty list of assert statements", where)
+    setup = rec.get("test_setup_code", "") or ""
+    if not isinstance(setup, str):
+        raise bad("field 'test_setup_code' must be str", where)
+    if rec["task_id"] in seen:
+        raise bad("duplicate task_id", where)
+    seen.add(rec["task_id"])
+    try:
+        entry = entry_point_of(tests, where)
+    except UserError as e:
+        raise bad(str(e).removeprefix(f"{where}: "), where) from None
+    code = rec["code"].replace("\r\n", "\n")
+    return CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests), entry_point=entry,
+                      gold=code, setup=setup.replace("\r\n", "\n"), source="mbpp",
+                      meta={"task_id": rec["task_id"], "challenge_tests": list(rec.get("challenge_test_list") or [])})
 
 
 def read_humaneval() -> list[CodingTask]:
