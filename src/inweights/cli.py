@@ -289,12 +289,17 @@ def cmd_feedback(args) -> int:
         return 0
     known = {i for ids in json.loads((run / "tasks.json").read_text()).values() for i in ids}
     src = Path(args.file)
-    table = read_feedback_file(src, known)
+    from inweights import rejects
+
+    with rejects.collecting() as found:  # the loader policy: bad records reported together, the good ones kept
+        table = read_feedback_file(src, known)
+    rejects.settle(found, strict=False)
+    bad_lines = {i.where for i in found if i.action == "rejected"}
     if pending.is_file():
         asked = {program_key(r["task_id"], r["program"])
                  for r in (json.loads(ln) for ln in pending.read_text().splitlines() if ln.strip())}
         for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
+            if line.strip() and f"{src}:{n}" not in bad_lines:
                 r = json.loads(line)
                 if program_key(r["task_id"], r["program"]) not in asked:
                     raise UserError(f"{src}:{n}: this program ({r['task_id']}) is not one the run asked feedback for")

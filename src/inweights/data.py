@@ -220,8 +220,15 @@ def check_source(src: str) -> tuple[str, str]:
 
 
 def read_units(path: Path, domain) -> list[Unit]:
-    units = []
-    for n, (_, rec) in enumerate(read_jsonl(path), 1):
+    """Program units from a JSONL file (``units.jsonl`` of an export, or your own), under the loader policy
+    (``inweights.rejects``): a record that is not a program of the generator's grammar, or whose inputs do not
+    run, is rejected with its line; a duplicate name too."""
+    from inweights import rejects
+
+    units, names = [], set()
+    for where, rec in read_jsonl(path, "data file", lenient=True):
+        if rec is None:
+            continue
         try:
             name, param = check_source(rec["source"])
             group = rec["group"]
@@ -235,11 +242,15 @@ def read_units(path: Path, domain) -> list[Unit]:
                 raise ValueError("test_inputs is empty")
             for x in u.train_inputs + u.test_inputs:
                 domain.run(u, x)
+            if name in names:
+                raise ValueError(f"a second program named {name}")
         except KeyError as e:
-            raise UserError(f"data file {path} record {n}: missing field {e}") from None
+            rejects.reject(where, f"missing field {e}")
+            continue
         except (ValueError, TypeError) as e:
-            raise UserError(f"data file {path} record {n}: {e}") from None
+            rejects.reject(where, str(e))
+            continue
+        names.add(name)
         units.append(u)
-    if not units:
-        raise UserError(f"data file {path}: no units")
+    rejects.check_any_loaded(len(units), f"data file {path}")
     return units
