@@ -238,7 +238,11 @@ def cmd_sandbox(args) -> int:
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
     from inweights.sandbox import Limits, Program, run_many
+    from inweights.sandbox.core import bwrap
 
+    if args.require_isolation and bwrap() is None:
+        raise UserError("--require-isolation: no kernel boundary here (bubblewrap is not installed or cannot create "
+                        "namespaces): apt-get install bubblewrap, or allow unprivileged user namespaces")
     with rejects.collecting() as found:
         tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
     rejects.settle(found, strict=False)
@@ -263,6 +267,10 @@ def cmd_sandbox(args) -> int:
         counts[v.id][1] += v.passed
         statuses[v.status] = statuses.get(v.status, 0) + 1
     print(f"{len(verdicts)} programs, {len(counts)} tasks: " + ", ".join(f"{k} {n}" for k, n in sorted(statuses.items())))
+    layers = sorted({"+".join(v.isolation.get("layers", [])) for v in verdicts})
+    untrusted = sum(v.untrusted_tests for v in verdicts)
+    print(f"isolation: {', '.join(layers)}; tests decided in the child (not of the form assert CALL == VALUE, "
+          f"so forgeable): {untrusted} of {sum(v.tests_total for v in verdicts)}")
     for k in args.k:
         usable = [(n, c) for n, c in counts.values() if n >= k]
         if usable:
@@ -361,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds of wall and CPU time per program")
     p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k for these k")
     p.add_argument("--out", help="write every verdict to this JSONL")
+    p.add_argument("--require-isolation", action="store_true",
+                   help="refuse to run without a kernel boundary (bubblewrap)")
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("feedback", help="export an ILF run's failing programs for people to annotate, or import "
                                         "their feedback")
