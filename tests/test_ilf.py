@@ -185,7 +185,8 @@ def test_bad_coding_inputs_are_one_line(tmp_path):
     cfg.write_text(yaml.safe_dump({**SMOKE, "domain": {"name": "coding", "coding": {"source": "mbpp",
                                                                                      "mbpp_path": str(tasks)}}}))
     proc = _cli("run", str(cfg), "--out", str(tmp_path / "r"))
-    assert proc.returncode == 2 and proc.stderr.strip() == f"inweights: error: {tasks}:1: missing field 'test_list'"
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"inweights: error: {tasks}: no record could be loaded (1 rejected; first {tasks}:1: missing field 'test_list')")
     assert not (tmp_path / "r").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**SMOKE, "ilf": {"ks": [1, 50], "eval_samples": 10}}))

@@ -22,6 +22,7 @@ import json
 import random
 import re
 import textwrap
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,18 +45,32 @@ class CodingTask:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def entry_point_of(tests: list[str] | tuple[str, ...], where: str) -> str:
-    """The function the tests call first (``assert f(...) == ...`` -> ``f``)."""
+def entry_point_of(tests: list[str] | tuple[str, ...], where: str, code: str = "") -> str:
+    """The function the tests call first (``assert f(...) == ...`` -> ``f``): one the gold ``code`` defines
+    when given (MBPP task 126's function is named ``sum``), else the first call that is not a builtin."""
+    defined: set[str] = set()
+    try:
+        with warnings.catch_warnings():  # MBPP's code has invalid escape sequences ('\w'): not our concern here
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code)
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    except SyntaxError:
+        pass
+    calls = []
     for t in tests:
         try:
             tree = ast.parse(t)
         except SyntaxError:
             raise UserError(f"{where}: test is not valid Python: {t[:80]}") from None
-        for node in ast.walk(tree):
-            # the builtins module, not ``__builtins__`` (inside a module that is a dict: dir() of it lists dict
-            # methods, and ``set`` or ``len`` would be taken as the function under test)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in vars(builtins):
-                return node.func.id
+        calls += [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    for name in calls:
+        if name in defined:
+            return name
+    for name in calls:
+        # the builtins module, not ``__builtins__`` (inside a module that is a dict: dir() of it lists dict
+        # methods, and ``set`` or ``len`` would be taken as the function under test)
+        if name not in vars(builtins):
+            return name
     raise UserError(f"{where}: no test calls a function")
 
 
@@ -111,7 +126,7 @@ def _mbpp_task(where: str, rec: dict[str, Any], seen: set[int]) -> CodingTask:
         raise bad("duplicate task_id", where)
     seen.add(rec["task_id"])
     try:
-        entry = entry_point_of(tests, where)
+        entry = entry_point_of(tests, where, rec["code"])
     except UserError as e:
         raise bad(str(e).removeprefix(f"{where}: "), where) from None
     code = rec["code"].replace("\r\n", "\n")

@@ -242,7 +242,7 @@ def _failed_assert(e, test):
     return out
 
 
-_NONE, _BOOL, _INT, _FLOAT, _STR = type(None), bool, int, float, str
+_NONE, _BOOL, _INT, _FLOAT, _STR, _COMPLEX = type(None), bool, int, float, str, complex
 _LIST, _TUPLE, _SET, _FSET, _DICT = list, tuple, set, frozenset, dict
 MAX_ITEMS = 100_000
 
@@ -252,26 +252,35 @@ class Unsupported(Exception):
 
 
 def _plain(value):
-    """A returned value as plain JSON data, by exact type (a subclass, or any other object, such as one whose
-    ``__eq__`` always says True, is unsupported): None, bool, int, float, str as themselves; list, tuple, set,
-    frozenset and dict tagged (``{"l": [...]}``, ``{"t": ...}``, ``{"s": ...}``, ``{"fs": ...}``,
-    ``{"d": [[k, v], ...]}``). The parent compares these with the expected values, which never enter here."""
+    """A returned value as plain JSON data, read through the *base* types' own methods: None, bool, int, float,
+    str as themselves; list, tuple, set, frozenset and dict tagged (``{"l": [...]}``, ``{"t": ...}``,
+    ``{"s": ...}``, ``{"fs": ...}``, ``{"d": [[k, v], ...]}``). A subclass (``Counter``, a namedtuple) gives its
+    base type's content (complex: ``{"c": [re, im]}``) — its own ``__eq__`` or ``__iter__`` is never used; any other object (one whose
+    ``__eq__`` always says True, say) is unsupported. The parent compares these with the expected values, which
+    never enter here."""
     count = [0]
+    sub = issubclass
 
     def enc(v, depth):
         count[0] += 1
         if depth > 50 or count[0] > MAX_ITEMS:
             raise Unsupported("a value too large or too deeply nested")
-        t = type(v)
-        if t is _NONE or t is _BOOL or t is _INT or t is _FLOAT:
+        t = type(v)  # type() cannot be faked by a __class__ property, isinstance() can
+        if t is _NONE or t is _BOOL:
             return v
-        if t is _STR:
-            return v
-        if t is _LIST or t is _TUPLE or t is _SET or t is _FSET:
-            tag = {_LIST: "l", _TUPLE: "t", _SET: "s", _FSET: "fs"}[t]
-            return {tag: [enc(x, depth + 1) for x in v]}
-        if t is _DICT:
-            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
+        if sub(t, _INT):
+            return _INT.__index__(v)
+        if sub(t, _FLOAT):
+            return _FLOAT.__float__(v)
+        if sub(t, _COMPLEX):
+            return {"c": [_COMPLEX.real.__get__(v), _COMPLEX.imag.__get__(v)]}
+        if sub(t, _STR):
+            return _STR.__str__(v)
+        for base, tag in ((_LIST, "l"), (_TUPLE, "t"), (_SET, "s"), (_FSET, "fs")):
+            if sub(t, base):
+                return {tag: [enc(x, depth + 1) for x in base.__iter__(v)]}
+        if sub(t, _DICT):
+            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in _DICT.items(v)]}
         raise Unsupported(f"an unsupported type ({t.__name__})")
 
     return enc(value, 0)

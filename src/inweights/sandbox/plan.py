@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,9 @@ def plan_tests(tests: tuple[str, ...] | list[str]) -> list[TestSpec]:
     out: list[TestSpec] = []
     for t in tests:
         try:
-            tree = ast.parse(t)
+            with warnings.catch_warnings():  # invalid escape sequences in a dataset's tests are the child's concern
+                warnings.simplefilter("ignore")
+                tree = ast.parse(t)
         except SyntaxError:
             out.append(TestSpec(t))
             continue
@@ -116,6 +119,8 @@ def decode(data: Any) -> Any:
             return frozenset(decode(x) for x in items)
         if tag == "d":
             return {decode(k): decode(v) for k, v in items}
+        if tag == "c":
+            return complex(float(items[0]), float(items[1]))
     if isinstance(data, (dict, list)):
         raise TypeError("not the child's plain-data encoding")
     return data
