@@ -9,6 +9,10 @@ DEMO_OUT ?= runs/pbb_programs
 .PHONY: demo test install dev lint bench clean smollm2
 
 $(VENV)/.installed: pyproject.toml
+	@# the sandbox's kernel boundary (bubblewrap), where this machine lets us install it; never required
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+		apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; }; } || echo "note: bubblewrap not installed (sandbox without a kernel boundary)"
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0

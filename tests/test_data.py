@@ -56,10 +56,14 @@ def test_units_file_roundtrip_and_corrupt_line(tmp_path, capsys):
     lines = units.read_text().splitlines()
     lines[3] = lines[3][:-7]  # a truncated JSON line
     units.write_text("\n".join(lines) + "\n")
-    assert main(["validate", str(cfg)]) == 2
+    capsys.readouterr()
+    assert main(["validate", str(cfg)]) == 0  # the loader policy: the others are kept, the bad line reported
+    err = capsys.readouterr().err
+    assert "1 record(s) rejected" in err and "units.jsonl:4: not valid JSON" in err
+    assert main(["validate", str(cfg), "--strict"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "units.jsonl:4: not valid JSON" in err and err.count("\n") == 0
-    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "units.jsonl:4: not valid JSON" in err and "data.strict is on" in err and err.count("\n") == 0
+    assert main(["run", str(cfg), "--strict", "--out", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()
 
 

@@ -53,7 +53,12 @@ def test_feedback_file_records_are_checked(tmp_path):
     p.write_text(json.dumps({"task_id": "gen/f", "program": "x", "feedback": "Add one, not two."}) + "\n"
                  + json.dumps({"task_id": "gen/f", "program": "y"}) + "\n")
     with pytest.raises(UserError, match=r"fb.jsonl:2: field 'feedback' must be a string"):
-        read_feedback_file(p)
+        read_feedback_file(p)  # outside a loader policy: the first bad record is the error
+    from inweights import rejects
+
+    with rejects.collecting() as found:  # under the policy: the good record kept, the bad one reported
+        assert list(read_feedback_file(p).values()) == ["Add one, not two."]
+    assert [(i.where.rsplit("/", 1)[1], i.action) for i in found] == [("fb.jsonl:2", "rejected")]
     p.write_text(json.dumps({"task_id": "gen/zzz", "program": "x", "feedback": "f"}) + "\n")
     with pytest.raises(UserError, match=r"fb.jsonl:1: task_id gen/zzz is not one of this run's tasks"):
         read_feedback_file(p, {"gen/f"})
@@ -180,7 +185,8 @@ def test_bad_coding_inputs_are_one_line(tmp_path):
     cfg.write_text(yaml.safe_dump({**SMOKE, "domain": {"name": "coding", "coding": {"source": "mbpp",
                                                                                      "mbpp_path": str(tasks)}}}))
     proc = _cli("run", str(cfg), "--out", str(tmp_path / "r"))
-    assert proc.returncode == 2 and proc.stderr.strip() == f"inweights: error: {tasks}:1: missing field 'test_list'"
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"inweights: error: {tasks}: no record could be loaded (1 rejected; first {tasks}:1: missing field 'test_list')")
     assert not (tmp_path / "r").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**SMOKE, "ilf": {"ks": [1, 50], "eval_samples": 10}}))

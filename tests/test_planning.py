@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from inweights import views
+from inweights import rejects, views
 from inweights.cli import main
 from inweights.config import ExperimentConfig, PlanningConfig
 from inweights.domains.planning import (
@@ -18,6 +18,7 @@ from inweights.domains.planning import (
     instance_pool,
     load_asynchow,
     longest_path,
+    parse_duration,
     parse_minutes,
     similarity,
     timedelta_minutes,
@@ -66,8 +67,8 @@ def test_three_renderings_are_isomorphic_with_one_answer(domain, units):
         code = views.execution(domain, u, "code", "cot", rng)["prompt"][0]["content"]
         assert _run_code(code) == ans  # the rendered program, run, gives the answer
         graph = views.execution(domain, u, "graph", "cot", rng)["prompt"][0]["content"]
-        durations, edges = graph_structure(graph)
-        assert durations == u.meta["durations"] and sorted(edges) == sorted(u.meta["edges"])
+        durations, highs, edges = graph_structure(graph)
+        assert durations == highs == u.meta["durations"] and sorted(edges) == sorted(u.meta["edges"])
         nl = views.execution(domain, u, "nl", "cot", rng)["prompt"][0]["content"]
         shown = [parse_minutes(m) for m in re.findall(r"^Step \d+\. .*\(([^)]*)\)$", nl, re.MULTILINE)]
         assert shown == u.meta["durations"]  # hours converted back give the same minutes
@@ -94,6 +95,9 @@ def test_answer_extraction_and_units():
     assert parse_minutes("1.5 hours") == 90 and parse_minutes("2 h 30 min") == 150 and parse_minutes("40") == 40
     assert parse_minutes("soon") is None and parse_minutes("3 parsecs") is None
     assert timedelta_minutes("[datetime.timedelta(days=1, seconds=60), datetime.timedelta(days=1)]") == 1441
+    assert parse_minutes("90 minutes (1.5 hours)") == 90  # a restatement is not added
+    assert parse_duration("2 months") == (2 * 28 * 1440, 2 * 31 * 1440) and parse_minutes("1 year") is None
+    assert parse_duration("1 year 2 days") == (367 * 1440, 368 * 1440)
 
 
 def test_analogy_similarity():
@@ -116,7 +120,8 @@ def _write_asynchow(folder, answer="[datetime.timedelta(seconds=3000), datetime.
     # longest path: 10 + 60 = 70 minutes, unless the answer says otherwise
     for split in ("train", "test"):
         for name, q, a in (("natural", "Step 1. Wake up (10 minutes) ...", answer), ("graph", graph_q, answer),
-                           ("python", "adj_list = {...}", 70.0)):
+                           ("python", ("```python\nadj_list = {1: [(2, 10)], 2: [(3, 60), (4, 40)], 3: [(5, 0)], "
+                            "4: [(5, 0)]}\nsource = 1\ntarget = 5\n```"), 70.0)):
             (folder / f"asynchow_{name}_{split}.jsonl").write_text(json.dumps({"question": q, "answer": a}) + "\n")
 
 
@@ -128,9 +133,15 @@ def test_asynchow_loader_reads_the_released_layout(tmp_path):
     d = PlanningDomain(PlanningConfig(asynchow_dir=str(tmp_path)), 0)
     q = views.execution(d, us[1], "nl", "direct", random.Random(0))["prompt"][0]["content"]
     assert q.startswith("Step 1. Wake up")  # shown verbatim
-    # a file whose answer disagrees with its own graph: one line naming the record
+    # a released answer that disagrees with its own graph: kept, scored against the graph, reported with both
     _write_asynchow(tmp_path)
-    with pytest.raises(UserError, match="record 1: answer 50 min disagrees"):
+    with rejects.collecting() as found:
+        us = load_asynchow(tmp_path, ("nl",), ("nl",))
+    assert len(us) == 2 and us[0].meta["answer"] == 70
+    assert found and all(i.action == "kept" and "50 min disagrees" in i.reason and "(70 min)" in i.reason
+                         for i in found)
+    # outside any loader policy a loader stays strict: the first issue is the error
+    with pytest.raises(UserError, match="50 min disagrees"):
         load_asynchow(tmp_path, ("nl",), ("nl",))
 
 
@@ -209,3 +220,120 @@ def test_export_in_the_release_layout_reads_back(tmp_path):
     got = load_asynchow(out, ("nl", "graph", "code"), ("nl",))
     assert [(u.group, u.meta["durations"], sorted(u.meta["edges"]), u.meta["answer"]) for u in got] == \
         [(u.group, u.meta["durations"], sorted(u.meta["edges"]), u.meta["answer"]) for u in want]
+
+
+# ------------------------------------------------------------------ released files with the real files' quirks
+_GRAPH = ("You have a graph whose adjacency list representation is as follows:\n{adj}\n\nThe nodes are labelled "
+          "as follows:\n{labels}\n\nHow long does the longest path take? Think step by step.")
+_CODE = ("```python\nimport networkx as nx\n\ndef longest_path(adj, source, target):\n    ...\n```\n"
+         "Suppose your inputs are as follows:\n```python\nadj_list = {adj}\nsource = {s}\ntarget = {t}\n```\n"
+         "What does longest_path(adj_list, source, target) return? Think step by step.")
+
+
+def _td(*minutes):
+    return "[" + ", ".join(f"datetime.timedelta(seconds={m * 60!r})" for m in minutes) + "]"
+
+
+def _quirky(folder):
+    """Four aligned records in each representation: a plain one; months and a year (an interval answer); a
+    compound duration whose released answer counted only its last unit (the graph says otherwise); a record
+    whose Code weights are rounded (the shown program returns 1.33 + 2.67 = 4, not the graph's 4.02) — and
+    one unreadable line in the Graph file, one duration in an unknown unit."""
+    recs = []
+    # 1: START -> 1 (10 min) -> 2 (1 hour) -> END
+    recs.append(({"1": ["2"], "2": ["END"], "START": ["1"], "END": []}, {"1": "10 minutes", "2": "1 hour"},
+                 _td(70, 70), {11: [(12, 60.0)], 12: [(99, 0.0)], 10: [(11, 10.0)]}, 70.0))
+    # 2: two parallel steps: 2 months and 1 year -> the year: [365, 366] days
+    recs.append(({"1": ["END"], "2": ["END"], "START": ["1", "2"], "END": []}, {"1": "2 months", "2": "1 year"},
+                 _td(365 * 1440, 366 * 1440), {5: [(6, 525600.0), (7, 80640.0)], 6: [(8, 0.0)], 7: [(8, 0.0)]},
+                 525600.0))
+    # 3: compound duration: 2 hours 30 minutes then 5 minutes = 155; released answer counted 30 + 5 = 35
+    recs.append(({"1": ["2"], "2": ["END"], "START": ["1"], "END": []}, {"1": "2 hours 30 minutes", "2": "5 min"},
+                 _td(35, 35), {1: [(2, 150.0)], 2: [(3, 5.0)], 3: [(4, 0.0)]}, 155.0))
+    # 4: rounded code weights: graph 1.34 + 2.68 = 4.02 min; the shown program has 1.33 + 2.67
+    recs.append(({"1": ["2"], "2": ["END"], "START": ["1"], "END": []}, {"1": "1.34 minutes", "2": "2.68 minutes"},
+                 _td(4.02, 4.02), {30: [(31, 1.33)], 31: [(32, 2.67)], 32: [(33, 0.0)]}, 4.0))
+    # 5: an unknown unit
+    recs.append(({"1": ["END"], "START": ["1"], "END": []}, {"1": "3 fortnights"}, _td(0, 0),
+                 {1: [(2, 1.0)], 2: [(3, 0.0)]}, 1.0))
+    for split in ("train", "test"):
+        lines = {"natural": [], "graph": [], "python": []}
+        for adj, labels, ans, code_adj, code_ans in recs:
+            src = min(code_adj)
+            tgt = max(v for es in code_adj.values() for v, _ in es)
+            lines["natural"].append({"question": "Step 1. Do it. Think step by step.", "answer": ans})
+            lines["graph"].append({"question": _GRAPH.format(adj=adj, labels=labels), "answer": ans})
+            lines["python"].append({"question": _CODE.format(adj=code_adj, s=src, t=tgt), "answer": code_ans})
+        lines["graph"].insert(2, None)  # an unreadable line in the graph file ...
+        lines["natural"].insert(2, {"question": "Step 1. x", "answer": _td(1)})  # ... aligned with the others
+        lines["python"].insert(2, {"question": "adj_list = {}", "answer": 0})
+        for name, rs in lines.items():
+            text = "".join(("{broken json\n" if r is None else json.dumps(r) + "\n") for r in rs)
+            (folder / f"asynchow_{name}_{split}.jsonl").write_text(text)
+
+
+def test_released_files_with_their_quirks_load_and_are_reported_together(tmp_path):
+    _quirky(tmp_path)
+    with rejects.collecting() as found:
+        us = load_asynchow(tmp_path, ("nl", "graph", "code"), ("nl", "code"))
+    assert len(us) == 8  # 4 of 6 records per split
+    rejected = [i for i in found if i.action == "rejected"]
+    assert len(rejected) == 4 and {i.where.rsplit(":", 1)[1] for i in rejected} == {"3", "6"}
+    assert any("not valid JSON" in i.reason for i in rejected) and any("fortnights" in i.reason for i in rejected)
+    d = PlanningDomain(PlanningConfig(asynchow_dir=str(tmp_path)), 0)
+    plain, calendar, compound, rounded = us[:4]
+    # months and years: an interval, right anywhere inside it
+    assert d.gold(calendar, "nl") == (365 * 1440, 366 * 1440)
+    assert d.score(calendar, "nl", "525600") and d.score(calendar, "nl", "527040") and d.score(calendar, "nl", "1 year")
+    assert not d.score(calendar, "nl", "525599")
+    # the graph is the ground truth: the compound duration is 155 minutes, the released 35 is reported
+    assert d.gold(compound, "nl") == (155, 155)
+    assert any(i.action == "kept" and "35 min disagrees" in i.reason and "(155 min)" in i.reason for i in found)
+    # the Code question's gold is what its shown program returns, its chain of thought uses the shown node ids
+    assert d.gold(rounded, "code") == (4.0, 4.0) and d.gold(rounded, "nl") == pytest.approx((4.02, 4.02))
+    steps = d.steps(rounded, "code")
+    assert steps == ["dist[31] = 0 + 1.33 = 1.33", "dist[32] = 1.33 + 2.67 = 4", "dist[33] = 4 = 4"]
+    assert all(re.match(r"dist\[(\d+)\]", s).group(1) in rounded.meta["texts"]["code"] for s in steps)
+    for u in us:  # every gold target scores right with the project's own scorer, in every representation
+        for x in u.test_inputs or u.train_inputs:
+            assert d.score(u, x, views.extract(d, views.target(d, u, x, "cot"))), (u.id, x)
+    # a released question that already ends in the suffix does not get it twice
+    q = views.execution(d, plain, "nl", "cot", random.Random(0))["prompt"][0]["content"]
+    assert q.count("Think step by step.") == 1
+
+
+def test_rejections_are_reported_once_together_and_strict_makes_them_an_error(tmp_path, capsys):
+    _quirky(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: x\ndomain:\n  name: planning\n  planning: {{asynchow_dir: {tmp_path}}}\n"
+                   "model: {prepared_base: null}\n")
+    assert main(["validate", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "4 record(s) rejected" in err and "fortnights" in err and "loaded with a note" in err
+    assert main(["validate", str(cfg), "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.strict is on" in err[0] and "(and 3 more)" in err[0]
+    # nothing loads: an error whatever the policy
+    for f in tmp_path.glob("asynchow_graph_*.jsonl"):
+        f.write_text("{broken\n" * 6)
+    assert main(["validate", str(cfg)]) == 2
+    assert "no record could be loaded" in capsys.readouterr().err
+
+
+def test_gold_answers_render_and_score_exactly_large_and_fractional():
+    """Every gold answer, rendered as targets render it, scores right: large values (no exponent) and
+    fractional ones (every digit)."""
+    d = PlanningDomain(PlanningConfig(), 0)
+    rng = random.Random(0)
+    values = [2757960, 525600.5, 0.1, 1 / 3, 4.02, 1e-4, 123456789.125, 7, 0.30000000000000004]
+    for k, v in enumerate(values * 3):
+        n = rng.randint(1, 4)
+        durations = [v] + [rng.choice([v, 1.5, 10 / 3, 1440 * 31]) for _ in range(n - 1)]
+        edges = [(a, b) for a in range(1, n + 1) for b in range(a + 1, n + 1) if rng.random() < 0.5]
+        inst = {"goal": "bake a cake", "activities": ["a"] * n, "durations": durations, "edges": edges,
+                "ids": rng.sample(range(10, 1000), n + 2)}
+        u = PlanningDomain.make_unit(f"u{k}", "test", inst, ("nl", "graph", "code"))
+        for x in ("nl", "graph", "code"):
+            text = views.target(d, u, x, "cot")
+            assert "e+" not in text and "e-" not in text, text
+            assert d.score(u, x, views.extract(d, text)), (v, text)

@@ -241,3 +241,94 @@ def test_rule_run_entry_points_fail_in_one_line(tmp_path, tiny_base):
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()  # nothing written
     assert main(["eval", str(cfg), "--model", str(tiny_base)]) == 2
+
+
+def _alpaca_files(tmp_path, k=4):
+    """The paper's layout for one rule: k-shot train (full/no), k validation (full/no), test (full/no)."""
+    rule = "a @@@ b = a + b + 1"
+
+    def recs(pairs, full):
+        return [{"instruction": rule if full else "", "input": f"{a} @@@ {b}", "output": str(a + b + 1)}
+                for a, b in pairs]
+
+    out = {}
+    for name, pairs in (("train", [(i, i + 1) for i in range(k)]), ("valid", [(i, 2 * i) for i in range(k)]),
+                        ("test", [(i, 3) for i in range(5)])):
+        for full in (True, False):
+            out[f"{name}_{'full' if full else 'no'}"] = _write(tmp_path / f"{name}_{'full' if full else 'no'}.json",
+                                                              recs(pairs, full))
+    return out
+
+
+def _rules_cfg(tmp_path, files, ks="[4]", **extra):
+    keys = {"alpaca_train": files["train_full"], "alpaca_train_no": files["train_no"],
+            "alpaca_test": files["test_no"], **extra}
+    body = "".join(f"    {k}: {v}\n" for k, v in keys.items())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ndomain:\n  name: rules\n  rules:\n{body}distill: {{ks: {ks}, seeds: [0]}}\n"
+                   "model: {preset: tiny, prepared_base: null}\n")
+    return cfg
+
+
+def test_a_k_shot_file_runs_k_with_the_papers_validation_files(tmp_path, capsys):
+    from inweights.cli import main
+    from inweights.config import load_config
+    from inweights.recipes.rule_distill import checked_alpaca_task, split
+
+    files = _alpaca_files(tmp_path, k=4)
+    # without validation files, k = 4 from a 4-record file cannot also draw validation examples: validate says so
+    cfg = _rules_cfg(tmp_path, files)
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "k = 4 needs at least 5" in err[0] and "alpaca_valid" in err[0]
+    cfg = _rules_cfg(tmp_path, files, alpaca_valid=files["valid_full"], alpaca_valid_no=files["valid_no"])
+    assert main(["validate", str(cfg)]) == 0
+    task = checked_alpaca_task(load_config(cfg))
+    train, val = split(task, 4, 0, 0)
+    assert sorted(e.student for e in train) == sorted(f"{i} @@@ {i + 1}" for i in range(4))
+    assert [e.student for e in val] == [f"{i} @@@ {2 * i}" for i in range(4)]  # the valid file's, not the pool's
+    assert all(e.teacher.startswith("a @@@ b") for e in val)
+
+
+def test_the_student_is_never_tested_with_the_rule_and_the_teacher_sees_each_test_records_rule(tmp_path, capsys):
+    from inweights.cli import main
+    from inweights.config import load_config
+    from inweights.recipes.rule_distill import checked_alpaca_task
+
+    files = _alpaca_files(tmp_path)
+    extra = {"alpaca_valid": files["valid_full"], "alpaca_valid_no": files["valid_no"]}
+    cfg = _rules_cfg(tmp_path, {**files, "test_no": files["test_full"]}, **extra)
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "test_full.json record 0 holds the rule" in err[0]
+    # two rules in the training file: the teacher's test prompts must come from the with-rule test file
+    tr = json.loads(files["train_full"].read_text())
+    tr[1]["instruction"] = "a @@@ b = a + b + 1 (always)"
+    _write(files["train_full"], tr)
+    assert main(["validate", str(_rules_cfg(tmp_path, files, **extra))]) == 2
+    assert "2 different rules" in capsys.readouterr().err
+    te = json.loads(files["test_full"].read_text())
+    te[2]["instruction"] = "a @@@ b = a + b + 1 (always)"
+    _write(files["test_full"], te)
+    task = checked_alpaca_task(load_config(_rules_cfg(tmp_path, files, alpaca_test_full=files["test_full"], **extra)))
+    assert [e.teacher.split("\n")[0] for e in task.tests["test"]][1:3] == ["a @@@ b = a + b + 1",
+                                                                           "a @@@ b = a + b + 1 (always)"]
+    assert all(e.student == f"{i} @@@ 3" for i, e in enumerate(task.tests["test"]))
+
+
+def test_bad_alpaca_records_are_reported_together_and_the_good_ones_kept(tmp_path, capsys):
+    from inweights.cli import main
+
+    files = _alpaca_files(tmp_path, k=6)
+    for name in ("train_full", "train_no"):
+        recs = json.loads(files[name].read_text())
+        del recs[1]["output"]
+        recs[3]["input"] = 7
+        _write(files[name], recs)
+    cfg = _rules_cfg(tmp_path, files, ks="[3]")
+    assert main(["validate", str(cfg)]) == 0  # 4 good pairs: k = 3 plus validation examples
+    err = capsys.readouterr().err
+    assert "4 record(s) rejected" in err and "record 1: missing field 'output'" in err
+    assert "record 3: field 'input' is not a string" in err
+    assert main(["validate", str(cfg), "--strict"]) == 2
+    assert "data.strict is on" in capsys.readouterr().err

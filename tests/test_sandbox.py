@@ -49,7 +49,7 @@ def test_passed_failed_error_verdicts():
     assert bad.error_type == "AssertionError"
     assert bad.reason == "assert f(1) == 2: expected 2, got 1"  # the value observed, for feedback
     assert bad.tests[1] == {"test": "assert f(1) == 2", "passed": False, "actual": "1", "expected": "2",
-                            "error_type": "AssertionError", "message": "assert f(1) == 2"}
+                            "error_type": "AssertionError", "message": "assert f(1) == 2", "trusted": True}
     err = run_program("def f(x):\n    return x / 0\n", ["assert f(1) == 2"])
     assert err.status == "error" and err.error_type == "ZeroDivisionError" and "division by zero" in err.reason
     syn = run_program("def f(x) return", ["assert f(1) == 2"])
@@ -212,3 +212,196 @@ def test_huge_output_is_capped():
 def test_too_many_open_files():
     v = run_program("fs = [open(f'f{i}', 'w') for i in range(10000)]", limits=FAST)
     assert v.status == "resource_limit" and "open files" in v.reason
+
+
+# ------------------------------------------------------------------ issue 17: forged verdicts, a kernel boundary
+FORGERIES = {
+    "replace the runner": """
+import __main__
+__main__._run_call = lambda call, env: {"value": 12345}
+__main__._run_test = lambda test, env: {"test": test, "passed": True}
+def f(x):
+    return 0
+""",
+    "empty the results through the call stack": """
+import sys
+def f(x):
+    fr = sys._getframe()
+    while fr is not None:
+        for v in list(fr.f_locals.values()):
+            if isinstance(v, dict) and "results" in v:
+                v["results"].clear()
+        fr = fr.f_back
+    return 0
+""",
+    "rebind bool and wrap json.dumps": """
+import builtins, json
+builtins.bool = lambda v: True
+_orig = json.dumps
+def _fake(obj, *a, **k):
+    if isinstance(obj, dict) and "results" in obj:
+        obj = {**obj, "results": [{"value": 12345, "passed": True}] * 5}
+    return _orig(obj, *a, **k)
+json.dumps = _fake
+def f(x):
+    return 0
+""",
+    "find the token with gc and print a result line": """
+import gc, json, os
+def f(x):
+    for o in gc.get_objects():
+        if isinstance(o, dict) and "token" in o and "results" in o:
+            line = json.dumps({"token": o["token"], "results": [{"value": 0, "passed": True}] * 3})
+            for fd in range(3, 40):
+                try:
+                    os.write(fd, (line + "\\n").encode())
+                except OSError:
+                    pass
+            os._exit(0)
+    return 0
+""",
+    "an object equal to everything": """
+class Any:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+def f(x):
+    return Any()
+""",
+    "an int that lies": """
+class Lie(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def f(x):
+    return Lie(0)
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_a_program_cannot_forge_a_pass(name):
+    """The expected value never enters the child, so no route through the interpreter's state turns a wrong
+    value into a pass: every forgery of the issue's list fails (or crashes), none passes."""
+    tests = ["assert f(1) == 12345", "assert f(2) == 12345"]
+    v = run_program(FORGERIES[name], tests, limits=FAST)
+    assert not v.passed, (name, v.status, v.reason, v.tests)
+    assert v.untrusted_tests == 0 and all(t["trusted"] for t in v.tests)
+
+
+def test_humaneval_checks_become_value_tests_and_others_are_flagged_untrusted():
+    from inweights.sandbox.plan import plan_tests
+
+    he = "METADATA = {}\n\ndef check(candidate):\n    assert candidate(1) == 2\n    assert candidate(2) == 3\n\ncheck(inc)"
+    specs = plan_tests([he, "assert abs(inc(1) - 2) < 1e-9"])
+    assert [(s.call, s.expected) for s in specs[:2]] == [("inc(1)", "2"), ("inc(2)", "3")]
+    assert not specs[2].is_value
+    v = run_program("def inc(x):\n    return x + 1\n", [he, "assert abs(inc(1) - 2) < 1e-9"], limits=FAST)
+    assert v.passed and v.tests_total == 3 and v.untrusted_tests == 1
+    bad = run_program("def inc(x):\n    return x + 2\n", [he], limits=FAST)
+    assert bad.status == "failed" and bad.reason == "assert inc(1) == 2: expected 2, got 3"
+
+
+def test_fewer_results_than_tests_is_a_crash_never_a_pass():
+    v = run_program("import os\ndef f(x):\n    os._exit(0)\n", ["assert f(1) == 1"], limits=FAST)
+    assert v.status == "crashed"
+
+
+def _bwrap_works() -> bool:
+    from inweights.sandbox.core import bwrap
+
+    return bwrap() is not None
+
+
+needs_bwrap = pytest.mark.skipif(not _bwrap_works(), reason="needs bubblewrap able to create namespaces here")
+
+
+@needs_bwrap
+def test_the_kernel_boundary_contains_what_the_audit_hook_missed(tmp_path):
+    """Under bubblewrap: writes through dir_fd (the *at calls) and sqlite3 outside the temporary directory fail
+    (read-only root), the parent's environment is invisible (own PID namespace), a setsid child dies with
+    the run, and the verdict names the layers."""
+    from inweights.sandbox.core import bwrap
+
+    assert bwrap() is not None
+    target = tmp_path / "outside"
+    target.mkdir()
+    os.chmod(tmp_path, 0o777)
+    os.chmod(target, 0o777)
+    prog = textwrap.dedent(f"""
+        import os, sqlite3
+        results = []
+        try:
+            fd = os.open({str(target)!r}, os.O_RDONLY)
+            os.mkdir("made_by_dirfd", dir_fd=fd)
+            results.append("dirfd")
+        except OSError:
+            pass
+        try:
+            sqlite3.connect({str(target / "db.sqlite")!r}).execute("create table t (x)")
+            results.append("sqlite")
+        except Exception:
+            pass
+        try:
+            results.append(open("/proc/{os.getpid()}/environ").read()[:5])
+        except OSError:
+            pass
+        def f(x):
+            return results
+    """)
+    v = run_program(prog, ["assert f(0) == []"], limits=FAST)
+    assert v.passed, (v.reason, v.tests)
+    assert not list(target.iterdir())
+    assert v.isolation["kernel_boundary"] and v.isolation["layers"][0] == "bwrap"
+    # a setsid child that would outlive the run
+    marker = tmp_path / "alive"
+    survivor = textwrap.dedent(f"""
+        import os, time
+        def f(x):
+            return 1
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(3)
+            open({str(marker)!r}, "w").write("still here")
+            os._exit(0)
+    """)
+    run_program(survivor, ["assert f(0) == 1"], limits=Limits(wall_seconds=4, cpu_seconds=2, allow_subprocess=True))
+    time.sleep(4)
+    assert not marker.exists()
+
+
+@needs_bwrap
+def test_as_an_ordinary_user_the_boundary_still_holds(tmp_path):
+    """CI runs as root: drop to nobody (system python, no venv) and run hostile programs through the sandbox
+    there — the parent is not killed, its environment is not read, nothing is written outside."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs root to switch users, and a system python3")
+    src = Path(__file__).resolve().parents[1] / "src"
+    os.chmod(tmp_path, 0o777)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.chmod(victim, 0o666)
+    driver = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(src)!r})
+        os.environ["SECRET_OF_PARENT"] = "s3cret"
+        from inweights.sandbox.core import Limits, run_program
+        lim = Limits(wall_seconds=5, cpu_seconds=2)
+        progs = {{
+            "kill parent": "import os\\ntry:\\n    os.kill(os.getppid(), 9)\\nexcept Exception:\\n    pass\\ndef f():\\n    return 0",
+            "read env": "import os\\ndef f():\\n    out = []\\n    for p in os.listdir('/proc'):\\n        try:\\n            out.append(open('/proc/%s/environ' % p).read())\\n        except Exception:\\n            pass\\n    return int('s3cret' in ''.join(out))",
+            "delete via dir_fd": "import os\\ntry:\\n    fd = os.open({str(tmp_path)!r}, os.O_RDONLY)\\n    os.unlink('victim.txt', dir_fd=fd)\\nexcept Exception:\\n    pass\\ndef f():\\n    return 0",
+        }}
+        out = {{}}
+        for name, code in progs.items():
+            v = run_program(code, ["assert f() == 0"], limits=lim)
+            out[name] = [v.status, v.isolation.get("layers"), v.reason]
+        print(json.dumps(out))
+    """)
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
+                           driver], capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["kill parent"][0] == "passed" and got["kill parent"][1][0] == "bwrap"
+    assert got["read env"][0] == "passed"  # f() == 0: no environ holding the parent's secret was readable
+    assert victim.read_text() == "keep me"

@@ -32,9 +32,9 @@ def cmd_validate(args) -> int:
 
     cfg = load_config(args.config, args.set)
     if cfg.kind == "experiment" and cfg.domain.name == "rules" and cfg.domain.rules.alpaca_train:
-        from inweights.recipes.rule_distill import alpaca_task
+        from inweights.recipes.rule_distill import checked_alpaca_task
 
-        alpaca_task(cfg)  # the files are read and every record checked
+        checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
     if cfg.kind == "experiment" and cfg.domain.name == "coding":
         from inweights.recipes.ilf import load_tasks
 
@@ -64,9 +64,9 @@ def cmd_run(args) -> int:
     if cfg.domain.name == "coding":
         from inweights.recipes.ilf import load_tasks
 
-        load_tasks(cfg)  # a malformed task file fails before any work
+        load_tasks(cfg, quiet=True)  # a malformed task file fails before any work
     else:
-        load_units(cfg)  # fail on bad data before any work starts
+        load_units(cfg, quiet=True)  # fail on bad data before any work starts (the run reports rejections)
     check_model(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     if cfg.domain.name == "coding":
@@ -234,11 +234,18 @@ def cmd_sandbox(args) -> int:
     """Run a task file's gold solutions (or the programs given, or mutants) in the sandbox; pass@k."""
     from tqdm.auto import tqdm
 
+    from inweights import rejects
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
     from inweights.sandbox import Limits, Program, run_many
+    from inweights.sandbox.core import bwrap
 
-    tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
+    if args.require_isolation and bwrap() is None:
+        raise UserError("--require-isolation: no kernel boundary here (bubblewrap is not installed or cannot create "
+                        "namespaces): apt-get install bubblewrap, or allow unprivileged user namespaces")
+    with rejects.collecting() as found:
+        tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
+    rejects.settle(found, strict=False)
     by_id = {t.id: t for t in tasks}
     if args.programs:
         pairs = [(tid, program_of(by_id[tid], code)) for tid, code in read_programs(Path(args.programs), by_id)]
@@ -260,6 +267,10 @@ def cmd_sandbox(args) -> int:
         counts[v.id][1] += v.passed
         statuses[v.status] = statuses.get(v.status, 0) + 1
     print(f"{len(verdicts)} programs, {len(counts)} tasks: " + ", ".join(f"{k} {n}" for k, n in sorted(statuses.items())))
+    layers = sorted({"+".join(v.isolation.get("layers", [])) for v in verdicts})
+    untrusted = sum(v.untrusted_tests for v in verdicts)
+    print(f"isolation: {', '.join(layers)}; tests decided in the child (not of the form assert CALL == VALUE, "
+          f"so forgeable): {untrusted} of {sum(v.tests_total for v in verdicts)}")
     for k in args.k:
         usable = [(n, c) for n, c in counts.values() if n >= k]
         if usable:
@@ -286,12 +297,17 @@ def cmd_feedback(args) -> int:
         return 0
     known = {i for ids in json.loads((run / "tasks.json").read_text()).values() for i in ids}
     src = Path(args.file)
-    table = read_feedback_file(src, known)
+    from inweights import rejects
+
+    with rejects.collecting() as found:  # the loader policy: bad records reported together, the good ones kept
+        table = read_feedback_file(src, known)
+    rejects.settle(found, strict=False)
+    bad_lines = {i.where for i in found if i.action == "rejected"}
     if pending.is_file():
         asked = {program_key(r["task_id"], r["program"])
                  for r in (json.loads(ln) for ln in pending.read_text().splitlines() if ln.strip())}
         for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
+            if line.strip() and f"{src}:{n}" not in bad_lines:
                 r = json.loads(line)
                 if program_key(r["task_id"], r["program"]) not in asked:
                     raise UserError(f"{src}:{n}: this program ({r['task_id']}) is not one the run asked feedback for")
@@ -314,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="experiment YAML")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+        p.add_argument("--strict", action="append_const", const="data.strict=true", dest="set",
+                       help="any unreadable record in a data file is an error (data.strict: true)")
         if with_out:
             p.add_argument("--out", help="output directory")
 
@@ -351,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds of wall and CPU time per program")
     p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k for these k")
     p.add_argument("--out", help="write every verdict to this JSONL")
+    p.add_argument("--require-isolation", action="store_true",
+                   help="refuse to run without a kernel boundary (bubblewrap)")
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("feedback", help="export an ILF run's failing programs for people to annotate, or import "
                                         "their feedback")

@@ -131,12 +131,23 @@ class RulesConfig(Strict):
     # (train_full), optionally the same examples without it (train_no), and no-rule test records
     alpaca_train: str | None = None
     alpaca_train_no: str | None = None
-    alpaca_test: str | None = None
+    alpaca_test: str | None = None  # the no-rule test records (a file whose records hold the rule is refused)
+    # the paper's validation files (valid_full / valid_no): validation examples from them instead of from the
+    # training pool, so a k-shot training file runs k
+    alpaca_valid: str | None = None
+    alpaca_valid_no: str | None = None
+    # the with-rule test file (test_*_full), aligned with alpaca_test: the teacher's prompt for each test record
+    # (without it, the training file's rule, which must then be one)
+    alpaca_test_full: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> RulesConfig:
         if (self.alpaca_train is None) != (self.alpaca_test is None):
             raise ValueError("alpaca_train and alpaca_test go together")
+        if self.alpaca_train is None and (self.alpaca_valid or self.alpaca_valid_no or self.alpaca_test_full):
+            raise ValueError("alpaca_valid, alpaca_valid_no and alpaca_test_full need alpaca_train")
+        if self.alpaca_valid_no and not self.alpaca_valid:
+            raise ValueError("alpaca_valid_no needs alpaca_valid (its with-rule twin)")
         if self.alpaca_train is None and not self.tasks and self.n_random == 0:
             raise ValueError("no held-out rule: set tasks, n_random or alpaca_train")
         return self
@@ -592,6 +603,13 @@ class PrepareConfig(Strict):
     gate_metric: Literal["in_context", "pool_with_io", "pool_doc_only"] = "in_context"
 
 
+class DataConfig(Strict):
+    """The loader policy for external data files (``inweights.rejects``): unreadable records are left out and
+    reported together (``rejected.jsonl`` beside the run); ``strict: true`` makes any of them an error."""
+
+    strict: bool = False
+
+
 class ExperimentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["experiment", "prepare"] = "experiment"
@@ -610,6 +628,7 @@ class ExperimentConfig(Strict):
     two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
     ilf: ILFConfig = Field(default_factory=ILFConfig)
     workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
+    data: DataConfig = Field(default_factory=DataConfig)
 
     @model_validator(mode="after")
     def _prepared_default(self) -> ExperimentConfig:

@@ -142,6 +142,8 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
     records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
     minutes), which ``planning.asynchow_dir`` reads back, plus chat-format SFT files with the chain of thought
     (``chat/{split}_{representation}.jsonl``)."""
+    from inweights.domains.planning import _show
+
     tmp = _staging(out)
     files: dict[str, list[dict[str, Any]]] = {}
     names = {"nl": "natural", "graph": "graph", "code": "python"}
@@ -152,9 +154,9 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
             recs = [views.execution(domain, u, x, "cot", rng) for u in chosen]
             released = []
             for u, r in zip(chosen, recs):
-                minutes = u.meta["answer"]
-                answer: Any = float(minutes) if x == "code" else \
-                    f"[datetime.timedelta(seconds={round(minutes * 60)}), datetime.timedelta(seconds={round(minutes * 60)})]"
+                lo, hi = domain.gold(u, x)  # an interval for months and years
+                answer: Any = float(lo) if x == "code" else \
+                    f"[datetime.timedelta(seconds={_show(lo * 60)}), datetime.timedelta(seconds={_show(hi * 60)})]"
                 released.append({"question": r["prompt"][0]["content"], "answer": answer})
             files[f"asynchow_{names[x]}_{split}.jsonl"] = released
             files[f"chat/{split}_{x}.jsonl"] = recs
@@ -166,13 +168,17 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
     return manifest
 
 
-def read_jsonl(path: Path, what: str = "data file") -> list[tuple[str, dict[str, Any]]]:
-    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own one-line
-    errors; a missing file, a line that is not JSON or not an object is one line naming it."""
+def read_jsonl(path: Path, what: str = "data file", lenient: bool = False) -> list[tuple[str, dict[str, Any] | None]]:
+    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own messages;
+    a missing file is one line naming it. A line that is not JSON or not an object is one line naming it too,
+    or with ``lenient`` a rejection (``inweights.rejects``) and ``(where, None)``, so that files aligned line by
+    line stay aligned."""
+    from inweights import rejects
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
-    out = []
+    out: list[tuple[str, dict[str, Any] | None]] = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -180,10 +186,14 @@ def read_jsonl(path: Path, what: str = "data file") -> list[tuple[str, dict[str,
             where = f"{path}:{n}"
             try:
                 rec = json.loads(line)
+                why = None if isinstance(rec, dict) else "a record must be a JSON object"
             except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{where}: a record must be a JSON object")
+                rec, why = None, f"not valid JSON ({e.msg})"
+            if why is not None:
+                if not lenient:
+                    raise UserError(f"{where}: {why}")
+                rejects.reject(where, why)
+                rec = None
             out.append((where, rec))
     return out
 
@@ -210,8 +220,15 @@ def check_source(src: str) -> tuple[str, str]:
 
 
 def read_units(path: Path, domain) -> list[Unit]:
-    units = []
-    for n, (_, rec) in enumerate(read_jsonl(path), 1):
+    """Program units from a JSONL file (``units.jsonl`` of an export, or your own), under the loader policy
+    (``inweights.rejects``): a record that is not a program of the generator's grammar, or whose inputs do not
+    run, is rejected with its line; a duplicate name too."""
+    from inweights import rejects
+
+    units, names = [], set()
+    for where, rec in read_jsonl(path, "data file", lenient=True):
+        if rec is None:
+            continue
         try:
             name, param = check_source(rec["source"])
             group = rec["group"]
@@ -225,11 +242,15 @@ def read_units(path: Path, domain) -> list[Unit]:
                 raise ValueError("test_inputs is empty")
             for x in u.train_inputs + u.test_inputs:
                 domain.run(u, x)
+            if name in names:
+                raise ValueError(f"a second program named {name}")
         except KeyError as e:
-            raise UserError(f"data file {path} record {n}: missing field {e}") from None
+            rejects.reject(where, f"missing field {e}")
+            continue
         except (ValueError, TypeError) as e:
-            raise UserError(f"data file {path} record {n}: {e}") from None
+            rejects.reject(where, str(e))
+            continue
+        names.add(name)
         units.append(u)
-    if not units:
-        raise UserError(f"data file {path}: no units")
+    rejects.check_any_loaded(len(units), f"data file {path}")
     return units

@@ -98,17 +98,24 @@ def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Pa
     return pdir, json.loads((pdir / "prepare.json").read_text())
 
 
-def load_units(cfg: ExperimentConfig):
-    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
-    if cfg.domain.data_file:
-        if cfg.domain.name != "programs":
-            raise UserError("domain.data_file: only programs units are read back; for grammars use "
-                            "domain.grammars.files (BNF)")
-        from inweights.data import read_units
+def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False):
+    """The config's domain and units. External files follow the loader policy (``inweights.rejects``): the
+    rejected records are reported together on stderr (unless ``quiet``) and written to
+    ``out_dir/rejected.jsonl``; ``data.strict`` makes them an error."""
+    from inweights import rejects
 
-        units = read_units(Path(cfg.domain.data_file), domain)
-    else:
-        units = domain.build()
+    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
+    with rejects.collecting() as found:
+        if cfg.domain.data_file:
+            if cfg.domain.name != "programs":
+                raise UserError("domain.data_file: only programs units are read back; for grammars use "
+                                "domain.grammars.files (BNF)")
+            from inweights.data import read_units
+
+            units = read_units(Path(cfg.domain.data_file), domain)
+        else:
+            units = domain.build()
+    rejects.settle(found, cfg.data.strict, out_dir, quiet)
     return domain, units
 
 
@@ -175,7 +182,7 @@ class Experiment:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         t_start = time.time()
-        domain, units = load_units(cfg)
+        domain, units = load_units(cfg, self.out if acc.is_main_process else None, quiet=not acc.is_main_process)
         base_dir, base_id, prepared = self.base_model(domain, units)
         others = self.other_bases()
         if cfg.model.name_tokens:
@@ -496,7 +503,7 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
         torch.set_num_threads(threads)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
     exp = Experiment(cfg, Path(out), Path(config_path) if config_path else None, resume=True)
-    domain, units = load_units(cfg)
+    domain, units = load_units(cfg, quiet=True)
     if job["kind"] == "train":
         if not (Path(job["dir"]) / "done.json").is_file():
             exp.train_one(job["recipe"], StageConfig.model_validate(job["stage"]), job["key"], Path(job["start"]),

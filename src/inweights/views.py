@@ -80,6 +80,10 @@ def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
         q = domain.question(unit, x, rng)
     else:
         q = rng.choice(domain.query_templates).format(name=unit.pointer, input=domain.format_input(unit, x))
+    q = q.rstrip()
+    for suffix in FORMAT_SUFFIX.values():  # a released question may already end with one: never say it twice
+        if q.endswith(suffix):
+            q = q[: -len(suffix)].rstrip()
     return f"{q} {FORMAT_SUFFIX[fmt]}"
 
 

@@ -16,9 +16,13 @@ Prompts show the tests, as the MBPP and ILF papers do.
 from __future__ import annotations
 
 import ast
+import builtins
 import gzip
 import json
 import random
+import re
+import textwrap
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,52 +45,94 @@ class CodingTask:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def entry_point_of(tests: list[str] | tuple[str, ...], where: str) -> str:
-    """The function the tests call first (``assert f(...) == ...`` -> ``f``)."""
+def entry_point_of(tests: list[str] | tuple[str, ...], where: str, code: str = "") -> str:
+    """The function the tests call first (``assert f(...) == ...`` -> ``f``): one the gold ``code`` defines
+    when given (MBPP task 126's function is named ``sum``), else the first call that is not a builtin."""
+    defined: set[str] = set()
+    try:
+        with warnings.catch_warnings():  # MBPP's code has invalid escape sequences ('\w'): not our concern here
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code)
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    except SyntaxError:
+        pass
+    calls = []
     for t in tests:
         try:
             tree = ast.parse(t)
         except SyntaxError:
             raise UserError(f"{where}: test is not valid Python: {t[:80]}") from None
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in dir(__builtins__):
-                return node.func.id
+        calls += [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    for name in calls:
+        if name in defined:
+            return name
+    for name in calls:
+        # the builtins module, not ``__builtins__`` (inside a module that is a dict: dir() of it lists dict
+        # methods, and ``set`` or ``len`` would be taken as the function under test)
+        if name not in vars(builtins):
+            return name
     raise UserError(f"{where}: no test calls a function")
 
 
 def read_mbpp(path: str | Path, task_ids: tuple[int, int] | None = None) -> list[CodingTask]:
-    """MBPP-format JSONL; a malformed record is one line naming the file, the line and the problem."""
+    """MBPP-format JSONL under the loader policy (``inweights.rejects``): a malformed record (or a duplicate
+    task_id) is rejected with the file, the line and the problem, and the others are kept."""
+    from inweights import rejects
     from inweights.data import read_jsonl
 
     p = Path(path)
     tasks, seen = [], set()
-    for where, rec in read_jsonl(p, "task file"):
-        for key, typ in MBPP_FIELDS.items():
-            if key not in rec:
-                raise UserError(f"{where}: missing field '{key}'")
-            if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
-                raise UserError(f"{where}: field '{key}' must be {typ.__name__}")
-        where = f"{where} (task_id {rec['task_id']})"
-        tests = rec["test_list"]
-        if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
-            raise UserError(f"{where}: test_list must be a non-empty list of assert statements")
-        setup = rec.get("test_setup_code", "") or ""
-        if not isinstance(setup, str):
-            raise UserError(f"{where}: field 'test_setup_code' must be str")
-        if rec["task_id"] in seen:
-            raise UserError(f"{where}: duplicate task_id")
-        seen.add(rec["task_id"])
+    for where, rec in read_jsonl(p, "task file", lenient=True):
+        if rec is None:
+            continue
+        try:
+            task = _mbpp_task(where, rec, seen)
+        except _BadRecord as e:
+            rejects.reject(e.where, e.reason)
+            continue
         if task_ids and not task_ids[0] <= rec["task_id"] <= task_ids[1]:
             continue
-        code = rec["code"].replace("\r\n", "\n")
-        tasks.append(CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests),
-                                entry_point=entry_point_of(tests, where), gold=code,
-                                setup=setup.replace("\r\n", "\n"), source="mbpp",
-                                meta={"task_id": rec["task_id"],
-                                      "challenge_tests": list(rec.get("challenge_test_list") or [])}))
+        tasks.append(task)
     if not tasks:
+        rejects.check_any_loaded(0, str(p))  # the rejections say why, when there are any
         raise UserError(f"{p}: no tasks" + (f" with task_id in {task_ids[0]}-{task_ids[1]}" if task_ids else ""))
     return tasks
+
+
+class _BadRecord(Exception):
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def _mbpp_task(where: str, rec: dict[str, Any], seen: set[int]) -> CodingTask:
+    """One MBPP record as a task; a problem raises ``_BadRecord``."""
+    def bad(reason: str, at: str = where) -> _BadRecord:
+        return _BadRecord(at, reason)
+
+    for key, typ in MBPP_FIELDS.items():
+        if key not in rec:
+            raise bad(f"missing field '{key}'")
+        if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
+            raise bad(f"field '{key}' must be {typ.__name__}")
+    where = f"{where} (task_id {rec['task_id']})"
+    tests = rec["test_list"]
+    if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+        raise bad("test_list must be a non-empty list of assert statements", where)
+    setup = rec.get("test_setup_code", "") or ""
+    if not isinstance(setup, str):
+        raise bad("field 'test_setup_code' must be str", where)
+    if rec["task_id"] in seen:
+        raise bad("duplicate task_id", where)
+    seen.add(rec["task_id"])
+    try:
+        entry = entry_point_of(tests, where, rec["code"])
+    except UserError as e:
+        raise bad(str(e).removeprefix(f"{where}: "), where) from None
+    code = rec["code"].replace("\r\n", "\n")
+    return CodingTask(id=f"mbpp/{rec['task_id']}", text=rec["text"].strip(), tests=tuple(tests), entry_point=entry,
+                      gold=code, setup=setup.replace("\r\n", "\n"), source="mbpp",
+                      meta={"task_id": rec["task_id"], "challenge_tests": list(rec.get("challenge_test_list") or [])})
 
 
 def read_humaneval() -> list[CodingTask]:
@@ -120,12 +166,40 @@ def prompt(task: CodingTask) -> str:
 
 
 def program_of(task: CodingTask, completion: str) -> str:
-    """The program a completion stands for: HumanEval completions continue the prefix; a fenced block is
-    unwrapped."""
+    """The program a completion stands for, whatever its style (a fenced block is unwrapped first):
+
+    - a whole program — it defines the entry point at its top level once its common indentation is removed
+      (imports or helpers before the ``def`` included): that program, dedented, after the prefix's own lines
+      before its first ``def`` (HumanEval's ``from typing import List``), which it may use;
+    - otherwise a continuation of the prefix (HumanEval's signature and docstring): the prefix, then the
+      completion (an indented nested ``def`` or ``import`` inside a body stays in the body); a body written
+      at column 0 is indented under the signature.
+    """
     code = extract_code(completion)
-    if task.prefix and not code.lstrip().startswith(("def ", "import ", "from ")):
-        return task.prefix + code
-    return code
+    if not task.prefix:
+        return code
+    flat = textwrap.dedent(code) if code.lstrip("\n")[:1] in (" ", "\t") else code
+    if _defines(flat, task.entry_point):
+        head = task.prefix[: _first_def(task.prefix)]
+        return head + flat if head and not flat.startswith(head) else flat
+    if code.strip() and not code.lstrip("\n").startswith((" ", "\t")):
+        code = textwrap.indent(code, "    ")
+    return task.prefix + code
+
+
+def _defines(code: str, name: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
+
+
+def _first_def(prefix: str) -> int:
+    """Offset of the prefix's first top-level ``def`` line (its length when it has none)."""
+    for m in re.finditer(r"^(async )?def ", prefix, re.MULTILINE):
+        return m.start()
+    return len(prefix)
 
 
 def extract_code(text: str) -> str:

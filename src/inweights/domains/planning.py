@@ -25,11 +25,13 @@ import random
 import re
 import warnings
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
 import networkx as nx
 
+from inweights import rejects
 from inweights.domains.base import Unit
 from inweights.domains.programs import derive_seed
 from inweights.errors import UserError
@@ -141,7 +143,12 @@ def fmt_minutes(m: float, rng: random.Random, hours_prob: float) -> str:
 
 
 def _show(m: float) -> str:
-    return f"{m:g}"
+    """A number as targets write it: no exponent and every digit its float needs (repr's shortest round trip),
+    so the scorer reads back exactly this value (``:g`` wrote 2757960 as 2.75796e+06 and cut fractions)."""
+    m = float(m)
+    if m.is_integer():
+        return str(int(m))
+    return format(Decimal(repr(m)), "f")
 
 
 class PlanningDomain:
@@ -272,6 +279,8 @@ class PlanningDomain:
         """Each step's finish time in topological order, then the end: ``Step 3 ends at max(10, 25) + 15 = 40``.
         The code rendering names nodes by their ids (``dist[711] = ...``)."""
         m = unit.meta
+        if x == "code" and "code" in m:  # a released Code question: trace the program's own input, its own ids
+            return code_steps(m["code"]["adj"], m["code"]["source"], m["code"]["target"])
         g = dag(m["durations"], m["edges"])
         n = len(m["durations"])
         ids = None
@@ -297,8 +306,17 @@ class PlanningDomain:
                 out.append(f"{name}{sep} {start} + {_show(dur)} = {_show(finish[v])}")
         return out
 
+    @staticmethod
+    def gold(unit: Unit, x: str) -> tuple[float, float]:
+        """(low, high) minutes a right answer may take: one value, or an interval when durations are in months
+        or years (28-31 days, 365-366 days); a released Code question's gold is what its program returns."""
+        m = unit.meta
+        if x == "code" and "code" in m:
+            return m["code"]["answer"], m["code"]["answer"]
+        return m["answer"], m.get("answer_high", m["answer"])
+
     def answer_text(self, unit: Unit, x: str) -> str:
-        return _show(unit.meta["answer"])
+        return _show(self.gold(unit, x)[0])
 
     @staticmethod
     def extract_answer(text: str) -> str | None:
@@ -310,8 +328,13 @@ class PlanningDomain:
         return found[-1].strip() or None
 
     def score(self, unit: Unit, x: str, prediction: str | None) -> bool:
-        got = parse_minutes(prediction)
-        return got is not None and abs(got - unit.meta["answer"]) < 1e-6 * max(1.0, abs(unit.meta["answer"]))
+        """Right when the answer's reading meets the gold interval (relative tolerance 1e-6)."""
+        got = parse_duration(prediction)
+        if got is None:
+            return False
+        lo, hi = self.gold(unit, x)
+        tol = 1e-6 * max(1.0, abs(hi))
+        return got[0] <= hi + tol and got[1] >= lo - tol
 
     def recall(self, unit: Unit, output: str) -> float | None:
         return None
@@ -321,24 +344,41 @@ class PlanningDomain:
 
 
 _UNIT_MINUTES = {"min": 1, "minute": 1, "minutes": 1, "m": 1, "mins": 1, "hour": 60, "hours": 60, "h": 60,
-                 "hr": 60, "hrs": 60, "second": 1 / 60, "seconds": 1 / 60, "sec": 1 / 60, "s": 1 / 60,
-                 "day": 1440, "days": 1440, "d": 1440, "week": 10080, "weeks": 10080}
+                 "hr": 60, "hrs": 60, "second": 1 / 60, "seconds": 1 / 60, "sec": 1 / 60, "secs": 1 / 60, "s": 1 / 60,
+                 "day": 1440, "days": 1440, "d": 1440, "week": 10080, "weeks": 10080, "wk": 10080, "wks": 10080}
+# calendar units have no single length: a month is 28-31 days, a year 365-366 (AsyncHow's answers are intervals)
+_UNIT_RANGE = {"month": (28 * 1440, 31 * 1440), "months": (28 * 1440, 31 * 1440), "mo": (28 * 1440, 31 * 1440),
+               "year": (365 * 1440, 366 * 1440), "years": (365 * 1440, 366 * 1440), "yr": (365 * 1440, 366 * 1440),
+               "yrs": (365 * 1440, 366 * 1440)}
 
 
-def parse_minutes(text: str | None) -> float | None:
-    """Minutes from an answer: a bare number is minutes; "1.5 hours", "2 h 30 min" are summed."""
+def parse_duration(text: str | None) -> tuple[float, float] | None:
+    """(low, high) minutes of a duration: a bare number is minutes; "2 h 30 min" is summed; months and years
+    give an interval; a parenthesised restatement ("90 minutes (1.5 hours)") is not added; unknown units: None."""
     if not text:
         return None
-    t = text.lower().replace(",", "")
+    t = re.sub(r"\([^)]*\)", " ", text.lower().replace(",", ""))
     parts = re.findall(r"(-?\d+(?:\.\d+)?)\s*([a-z]+)?", t)
     if not parts:
         return None
-    total = 0.0
+    lo = hi = 0.0
     for num, unit in parts:
-        if unit and unit not in _UNIT_MINUTES:
+        unit = unit or "min"
+        if unit in _UNIT_MINUTES:
+            a = b = _UNIT_MINUTES[unit]
+        elif unit in _UNIT_RANGE:
+            a, b = _UNIT_RANGE[unit]
+        else:
             return None
-        total += float(num) * _UNIT_MINUTES.get(unit or "min", 1)
-    return total
+        lo, hi = lo + float(num) * a, hi + float(num) * b
+    return lo, hi
+
+
+def parse_minutes(text: str | None) -> float | None:
+    """Minutes from an answer when it has one value ("1.5 hours", "2 h 30 min"); None for an unreadable text or
+    an interval (months, years: use ``parse_duration``)."""
+    d = parse_duration(text)
+    return d[0] if d is not None and d[0] == d[1] else None
 
 
 # ------------------------------------------------------------------ released AsyncHow-style files
@@ -352,7 +392,11 @@ def timedelta_minutes(answer: str) -> float:
     m = _TIMEDELTA.search(answer)
     if not m:
         raise ValueError("no timedelta in the answer")
-    call = ast.parse(f"f({m.group(1)})", mode="eval").body
+    return _timedelta(m.group(1))
+
+
+def _timedelta(args: str) -> float:
+    call = ast.parse(f"f({args})", mode="eval").body
     kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     mins = {"weeks": 10080, "days": 1440, "hours": 60, "minutes": 1, "seconds": 1 / 60, "milliseconds": 1 / 60000,
             "microseconds": 1 / 6e7}
@@ -362,41 +406,134 @@ def timedelta_minutes(answer: str) -> float:
     return sum(float(v) * mins[k] for k, v in kw.items())
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    from inweights.data import read_jsonl
+def timedelta_interval(answer: Any) -> tuple[float, float]:
+    """(low, high) minutes of a released answer: a list of ``datetime.timedelta(...)`` (one value, or two for an
+    interval: 28- vs 31-day months, 365- vs 366-day years) or a number of minutes."""
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return float(answer), float(answer)
+    found = [_timedelta(a) for a in _TIMEDELTA.findall(str(answer))]
+    if not found:
+        d = parse_duration(str(answer))
+        if d is None:
+            raise ValueError(f"unreadable answer {str(answer)[:60]!r}")
+        return d
+    return min(found), max(found)
 
-    rows = []
-    for where, rec in read_jsonl(path, "AsyncHow file"):
-        if not isinstance(rec.get("question"), str) or "answer" not in rec:
-            raise UserError(f"{where}: needs a string 'question' and an 'answer'")
-        rows.append(rec)
-    return rows
 
-
-def graph_structure(question: str) -> tuple[list[float], list[tuple[int, int]]]:
-    """(durations in minutes, edges) from a Graph-representation question: its two Python dict literals."""
+def graph_structure(question: str) -> tuple[list[float], list[float], list[tuple[int, int]]]:
+    """(durations low, durations high, edges) in minutes from a Graph-representation question: its two Python dict
+    literals. Low and high differ only for months and years."""
     dicts = re.findall(r"\{[^{}]*\}", question)
     if len(dicts) < 2:
-        raise ValueError("expected an adjacency dict and a label dict")
+        raise ValueError("graph: expected an adjacency dict and a label dict")
     adj, labels = ast.literal_eval(dicts[0]), ast.literal_eval(dicts[1])
     steps = sorted((k for k in adj if k not in ("START", "END")), key=int)
     index = {k: i for i, k in enumerate(steps, 1)}
-    durations = []
+    lows, highs = [], []
     for k in steps:
-        mins = parse_minutes(str(labels[k]))
-        if mins is None:
-            raise ValueError(f"node {k}: unreadable duration {labels[k]!r}")
-        durations.append(mins)
+        if k not in labels:
+            raise ValueError(f"graph: node {k} has no duration label")
+        d = parse_duration(str(labels[k]))
+        if d is None:
+            raise ValueError(f"graph: node {k}: unreadable duration {labels[k]!r}")
+        lows.append(d[0])
+        highs.append(d[1])
     edges = [(index[a], index[b]) for a in steps for b in adj[a] if b not in ("START", "END")]
-    return durations, edges
+    return lows, highs, edges
+
+
+def code_structure(question: str) -> dict[str, Any]:
+    """The input a Code-representation question shows: ``{"adj": {id: [(id, weight), ...]}, "source", "target"}``
+    from its python blocks' literal assignments (an adjacency dict, ``source = ...``, ``target = ...``), read with
+    ``ast.literal_eval`` (never executed)."""
+    found: dict[str, Any] = {}
+    blocks = re.findall(r"```(?:python)?\n(.*?)```", question, re.DOTALL) or [question]
+    for block in blocks:
+        try:
+            tree = ast.parse(block)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    found[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+    adj = next((v for v in found.values() if isinstance(v, dict) and v and all(isinstance(e, (list, tuple))
+                for e in v.values())), None)
+    if adj is None or "source" not in found or "target" not in found:
+        raise ValueError("code: no adjacency dict with source and target in the question")
+    try:
+        adj = {u: [(v, float(w)) for v, w in es] for u, es in adj.items()}
+    except (TypeError, ValueError):
+        raise ValueError("code: the adjacency lists must hold (node, weight) pairs") from None
+    return {"adj": adj, "source": found["source"], "target": found["target"]}
+
+
+def code_longest(adj: dict[Any, list[tuple[Any, float]]], source: Any, target: Any) -> dict[Any, float]:
+    """Finish time of every node reachable from ``source`` (longest path from it, networkx's topological order):
+    what the shown longest-path program computes on this input."""
+    g = nx.DiGraph([(u, v) for u in adj for v, _ in adj[u]])
+    if source not in g or target not in g:
+        raise ValueError("code: source or target is not in the graph")
+    if not nx.is_directed_acyclic_graph(g):
+        raise ValueError("code: the graph has a cycle")
+    dist: dict[Any, float] = {source: 0.0}
+    for u in nx.topological_sort(g):
+        if u not in dist:
+            continue
+        for v, w in adj.get(u, []):
+            dist[v] = max(dist.get(v, float("-inf")), dist[u] + w)
+    if target not in dist:
+        raise ValueError("code: the target is not reachable from the source")
+    return dist
+
+
+def code_steps(adj: dict[Any, list[tuple[Any, float]]], source: Any, target: Any) -> list[str]:
+    """The Code chain of thought over the question's own node ids: ``dist[711] = max(10, 25) + 15 = 40``."""
+    dist = code_longest(adj, source, target)
+    preds: dict[Any, list[tuple[Any, float]]] = {}
+    for u, es in adj.items():
+        if u in dist:
+            for v, w in es:
+                preds.setdefault(v, []).append((u, w))
+    g = nx.DiGraph([(u, v) for u in adj for v, _ in adj[u]])
+    out = []
+    for v in nx.topological_sort(g):
+        if v == source or v not in dist:
+            continue
+        ps = sorted(preds[v], key=lambda pw: (pw[0] == source, str(pw[0])))
+        weights = {w for _, w in ps}
+        if len(weights) == 1:
+            w = weights.pop()
+            inner = [_show(dist[p]) for p, _ in ps]
+            start = f"max({', '.join(inner)})" if len(inner) > 1 else inner[0]
+            expr = start if w == 0 else f"{start} + {_show(w)}"
+        else:
+            expr = "max(" + ", ".join(f"{_show(dist[p])} + {_show(w)}" for p, w in ps) + ")"
+        out.append(f"dist[{v}] = {expr} = {_show(dist[v])}")
+    return out
+
+
+def _record_ok(r: str, rec: dict[str, Any]) -> None:
+    if not isinstance(rec.get("question"), str) or "answer" not in rec:
+        raise ValueError(f"{r}: needs a string 'question' and an 'answer'")
 
 
 def load_asynchow(folder: str | Path, representations: tuple[str, ...],
                   eval_representations: tuple[str, ...]) -> list[Unit]:
     """Units from the released AsyncHow-style JSONL files (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
     records ``{"question", "answer"}``, the three representations aligned by line). The questions are shown
-    verbatim; the structure (and so the answer and the chain of thought) is read from the Graph file, and
-    the file's own answer must agree with it."""
+    verbatim. The structure — and so the answer and the chain of thought — is read from the Graph question:
+    the graph is the ground truth; a released answer that disagrees with it is kept, scored against the graph
+    and reported with both values. Durations in months or years make the answer an interval (scored right
+    anywhere inside it). A Code question's answer is what its shown program returns on its shown input (its
+    weights may be rounded), and its chain of thought uses that input's node ids.
+
+    Loader policy (``inweights.rejects``): an unreadable record is left out and reported with the others;
+    files that do not align line by line, or a split where nothing loads, are errors."""
+    from inweights.data import read_jsonl
+
     folder = Path(folder)
     units = []
     for split, group, inputs in (("train", "train", representations), ("test", "test", eval_representations)):
@@ -405,28 +542,71 @@ def load_asynchow(folder: str | Path, representations: tuple[str, ...],
         for r, p in files.items():
             if not p.is_file():
                 raise UserError(f"planning.asynchow_dir: {p} not found (needed for the {r} representation)")
-        rows = {r: _read_jsonl(p) for r, p in files.items()}
+        rows = {r: read_jsonl(p, "AsyncHow file", lenient=True) for r, p in files.items()}
         n = len(rows["graph"])
         for r, rs in rows.items():
             if len(rs) != n:
                 raise UserError(f"planning.asynchow_dir: {files[r]} has {len(rs)} records, {files['graph']} has {n}; "
                                 "the representations must align line by line")
+        made = 0
         for i in range(n):
+            where = rows["graph"][i][0]
+            recs = {r: rows[r][i][1] for r in need}
+            if any(rec is None for rec in recs.values()):  # already reported by read_jsonl, at its own line
+                continue
             try:
-                durations, edges = graph_structure(rows["graph"][i]["question"])
-                answer = longest_path(durations, edges)
-                gold = rows["graph"][i]["answer"]
-                gold_min = timedelta_minutes(gold) if "timedelta" in str(gold) else float(gold)
-            except (ValueError, SyntaxError, KeyError) as e:
-                raise UserError(f"{files['graph']}: record {i + 1}: {e}") from None
-            if abs(gold_min - answer) > 1e-6 * max(1.0, answer):
-                raise UserError(f"{files['graph']}: record {i + 1}: answer {gold_min:g} min disagrees with the "
-                                f"longest path of its graph ({answer:g} min)")
-            texts = {r: rows[r][i]["question"] for r in need}
-            inst = {"goal": f"asynchow {split} {i + 1}", "activities": [f"step {k}" for k in range(1, len(durations) + 1)],
-                    "durations": durations, "edges": edges, "ids": list(range(1, len(durations) + 3)), "texts": texts}
+                for r, rec in recs.items():
+                    where = rows[r][i][0]
+                    _record_ok(r, rec)
+                where = rows["graph"][i][0]
+                lows, highs, edges = graph_structure(recs["graph"]["question"])
+                lo, hi = longest_path(lows, edges), longest_path(highs, edges)
+                code = None
+                if "code" in recs:
+                    where = rows["code"][i][0]
+                    code = code_structure(recs["code"]["question"])
+                    code["answer"] = code_longest(code["adj"], code["source"], code["target"])[code["target"]]
+            except (ValueError, SyntaxError, KeyError, TypeError, UserError) as e:
+                rejects.reject(where, str(e))
+                continue
+            for r in ("graph", "nl"):
+                if r not in recs:
+                    continue
+                try:
+                    rlo, rhi = timedelta_interval(recs[r]["answer"])
+                except (ValueError, SyntaxError) as e:
+                    rejects.note(rows[r][i][0], f"released answer unreadable ({e}); scored against the graph")
+                    continue
+                tol = 1e-6 * max(1.0, hi)
+                if abs(rlo - lo) > tol or abs(rhi - hi) > tol:
+                    rejects.note(rows[r][i][0], f"released answer {_span(rlo, rhi)} min disagrees with the longest "
+                                 f"path of its graph ({_span(lo, hi)} min); scored against the graph")
+            if code is not None:
+                released = recs["code"]["answer"]
+                try:
+                    ok = abs(float(released) - code["answer"]) <= 1e-6 * max(1.0, abs(code["answer"]))
+                except (TypeError, ValueError):
+                    ok = False
+                if not ok:
+                    rejects.note(rows["code"][i][0], f"released answer {str(released)[:40]} is not what the shown "
+                                 f"program returns ({_show(code['answer'])}); scored against the program")
+            texts = {r: recs[r]["question"] for r in need}
+            inst = {"goal": f"asynchow {split} {i + 1}", "activities": [f"step {k}" for k in range(1, len(lows) + 1)],
+                    "durations": lows, "edges": edges, "ids": list(range(1, len(lows) + 3)), "texts": texts}
+            if hi != lo:
+                inst["answer_high"], inst["durations_high"] = hi, highs
+            if code is not None:
+                inst["code"] = code
             units.append(PlanningDomain.make_unit(f"asynchow-{split}-{i + 1}", group, inst, tuple(inputs)))
+            made += 1
+        rejects.check_any_loaded(made, f"planning.asynchow_dir: {files['graph']}")
     return units
+
+
+def _span(lo: float, hi: float) -> str:
+    """A value or interval for a message (rounded to 6 decimals: float noise would only hide the difference)."""
+    lo, hi = round(lo, 6), round(hi, 6)
+    return _show(lo) if lo == hi else f"{_show(lo)}-{_show(hi)}"
 
 
 # ------------------------------------------------------------------ analogy analysis

@@ -26,6 +26,7 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
+from inweights import rejects
 from inweights.domains.base import Unit
 from inweights.domains.programs import derive_seed
 from inweights.errors import UserError
@@ -302,49 +303,74 @@ class RulesDomain:
 
 
 # ------------------------------------------------------------------ the paper's released format
-def load_alpaca(path: str | Path) -> list[dict[str, str]]:
-    """Records in the Alpaca format the paper released (a JSON list, or JSONL) of
-    ``{"instruction", "input", "output"}`` strings; a bad record is one line naming it."""
+def _alpaca_records(path: str | Path, what: str) -> list[tuple[str, dict[str, str] | None]]:
+    """(where, record) of an Alpaca file (a JSON list, or JSONL) of ``{"instruction", "input", "output"}``
+    strings, under the loader policy (``inweights.rejects``): a bad record is reported and comes back as None,
+    so that files aligned record by record stay aligned."""
+    from inweights.data import read_jsonl
+
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"rule dataset not found: {p}")
+        raise UserError(f"{what} not found: {p}")
     text = p.read_text()
-    try:
-        recs = json.loads(text) if text.lstrip().startswith("[") else [json.loads(ln) for ln in text.splitlines()
-                                                                        if ln.strip()]
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: not JSON or JSONL ({e.msg} at line {e.lineno})") from None
-    for i, r in enumerate(recs):
-        if not isinstance(r, dict):
-            raise UserError(f"{p} record {i}: not an object")
-        for key in ("instruction", "input", "output"):
-            if key not in r:
-                raise UserError(f"{p} record {i}: missing field '{key}'")
-            if not isinstance(r[key], str):
-                raise UserError(f"{p} record {i}: field '{key}' is not a string")
-    return recs
+    if text.lstrip().startswith("["):  # one JSON document: a syntax error leaves no record to keep
+        try:
+            recs = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}: not JSON or JSONL ({e.msg} at line {e.lineno})") from None
+        items: list[tuple[str, Any]] = [(f"{p} record {i}", r) for i, r in enumerate(recs)]
+    else:
+        items = read_jsonl(p, what, lenient=True)
+    out: list[tuple[str, dict[str, str] | None]] = []
+    for where, r in items:
+        why = None
+        if r is None:
+            pass  # reported by read_jsonl
+        elif not isinstance(r, dict):
+            why = "not an object"
+        else:
+            why = next((f"missing field '{k}'" if k not in r else f"field '{k}' is not a string"
+                        for k in ("instruction", "input", "output") if not isinstance(r.get(k), str)), None)
+        if why:
+            rejects.reject(where, why)
+        out.append((where, None if why or r is None else r))
+    return out
+
+
+def load_alpaca(path: str | Path, what: str = "rule dataset") -> list[dict[str, str]]:
+    """The good records of an Alpaca file (the rejected ones reported; none good is an error)."""
+    good = [r for _, r in _alpaca_records(path, what) if r is not None]
+    rejects.check_any_loaded(len(good), str(path))
+    return good
 
 
 def load_alpaca_pairs(full: str | Path, no: str | Path | None = None) -> list[dict[str, str]]:
     """Teacher/student pairs: ``full`` has the rule in ``instruction``; ``no`` (the paper's ``*_no``
-    files) the same examples without it. Pairs must agree on input and output; without ``no`` the
-    student record is the teacher's with an empty instruction."""
-    teacher = load_alpaca(full)
+    files) the same examples without it. Pairs must agree on input and output (a pair that does not is
+    rejected); without ``no`` the student record is the teacher's with an empty instruction."""
+    teacher = _alpaca_records(full, "rule dataset")
     if no is None:
-        return [{"rule": t["instruction"], "input": t["input"], "output": t["output"],
-                 "student_instruction": ""} for t in teacher]
-    student = load_alpaca(no)
+        pairs = [{"rule": t["instruction"], "input": t["input"], "output": t["output"], "student_instruction": ""}
+                 for _, t in teacher if t is not None]
+        rejects.check_any_loaded(len(pairs), str(full))
+        return pairs
+    student = _alpaca_records(no, "rule dataset")
     if len(student) != len(teacher):
         raise UserError(f"{no}: {len(student)} records, but its teacher file {full} has {len(teacher)}")
     pairs = []
-    for i, (t, s) in enumerate(zip(teacher, student)):
-        for key in ("input", "output"):
-            if t[key] != s[key]:
-                raise UserError(f"{no} record {i}: {key} differs from its teacher record in {full}")
-        if t["instruction"] == s["instruction"]:
-            raise UserError(f"{no} record {i}: the student instruction equals the teacher's (no rule to distil)")
+    for (_, t), (where, s) in zip(teacher, student):
+        if t is None or s is None:
+            continue
+        why = next((f"{key} differs from its teacher record in {full}" for key in ("input", "output")
+                    if t[key] != s[key]), None)
+        if why is None and t["instruction"] == s["instruction"]:
+            why = "the student instruction equals the teacher's (no rule to distil)"
+        if why:
+            rejects.reject(where, why)
+            continue
         pairs.append({"rule": t["instruction"], "input": t["input"], "output": t["output"],
                       "student_instruction": s["instruction"]})
+    rejects.check_any_loaded(len(pairs), f"{full} + {no}")
     return pairs
 
 

@@ -65,17 +65,22 @@ class TestsFeedback:
 
 
 def read_feedback_file(path: Path, known_tasks: set[str] | None = None) -> dict[str, str]:
-    """program_key -> feedback from a JSONL of {"task_id", "program", "feedback"}; a bad record is one line
-    naming the file, the line and the problem."""
+    """program_key -> feedback from a JSONL of {"task_id", "program", "feedback"}, under the loader policy
+    (``inweights.rejects``): a bad record is rejected with the file, the line and the problem."""
+    from inweights import rejects
     from inweights.data import read_jsonl
 
     out: dict[str, str] = {}
-    for where, rec in read_jsonl(path, "feedback file"):
-        for key in ("task_id", "program", "feedback"):
-            if not isinstance(rec.get(key), str):
-                raise UserError(f"{where}: field '{key}' must be a string")
-        if known_tasks is not None and rec["task_id"] not in known_tasks:
-            raise UserError(f"{where}: task_id {rec['task_id']} is not one of this run's tasks")
+    for where, rec in read_jsonl(path, "feedback file", lenient=True):
+        if rec is None:
+            continue
+        bad = next((f"field '{k}' must be a string" for k in ("task_id", "program", "feedback")
+                    if not isinstance(rec.get(k), str)), None)
+        if bad is None and known_tasks is not None and rec["task_id"] not in known_tasks:
+            bad = f"task_id {rec['task_id']} is not one of this run's tasks"
+        if bad:
+            rejects.reject(where, bad)
+            continue
         if not rec["feedback"].strip():
             continue  # exported but not annotated yet
         out[program_key(rec["task_id"], rec["program"])] = rec["feedback"].strip()

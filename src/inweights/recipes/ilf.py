@@ -67,7 +67,7 @@ class WaitingForFeedback(Exception):
 
 
 # ------------------------------------------------------------------------------------------ tasks
-def load_tasks(cfg: ExperimentConfig) -> dict[str, list[CodingTask]]:
+def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[CodingTask]]:
     c = cfg.domain.coding
     if c.source == "generated":
         # what the experiment's tasks compute never appears among the starting policy's training tasks
@@ -77,8 +77,13 @@ def load_tasks(cfg: ExperimentConfig) -> dict[str, list[CodingTask]]:
         out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests, used) if c.n_prepare else []
         return out
     if c.source == "mbpp":
-        return {"prepare": [], "refine": read_mbpp(c.mbpp_path, c.refine_ids),
-                "train": read_mbpp(c.mbpp_path, c.train_ids), "test": read_mbpp(c.mbpp_path, c.test_ids)}
+        from inweights import rejects
+
+        with rejects.collecting() as found:
+            out = {"prepare": [], "refine": read_mbpp(c.mbpp_path, c.refine_ids),
+                   "train": read_mbpp(c.mbpp_path, c.train_ids), "test": read_mbpp(c.mbpp_path, c.test_ids)}
+        rejects.settle(found, cfg.data.strict, quiet=quiet)
+        return out
     tasks = read_humaneval()
     rest, test = tasks[: -c.humaneval_test], tasks[-c.humaneval_test:]
     return {"prepare": [], "refine": rest[: len(rest) // 2], "train": rest[len(rest) // 2:], "test": test}

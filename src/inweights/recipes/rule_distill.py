@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from transformers.optimization import get_cosine_schedule_with_warmup
 
-from inweights import views
+from inweights import rejects, views
 from inweights.config import ExperimentConfig, dump_config
 from inweights.domains.programs import derive_seed
 from inweights.errors import UserError
@@ -60,6 +60,8 @@ class Task:
     pool: list[Example]  # in-distribution examples: k for training and k for validation are drawn here
     tests: dict[str, list[Example]] = field(default_factory=dict)  # "id", "ood"
     direct: bool = True  # answers are "Answer: x" (generated rules) or raw text (Alpaca files)
+    val: list[Example] | None = None  # validation examples of their own (the paper's valid files)
+    rejected: list = field(default_factory=list)  # the loader policy's issues (inweights.rejects)
 
     def read(self, output: str) -> str | None:
         """The answer the model committed to: after the first ``Answer:``, up to the end of that line (a
@@ -91,30 +93,76 @@ def generated_tasks(cfg: ExperimentConfig, domain, units) -> list[Task]:
 
 
 def alpaca_task(cfg: ExperimentConfig) -> Task:
+    """The rule task of the paper's released Alpaca files. Validation examples come from ``alpaca_valid`` when
+    given (else from the training pool). The student is tested on ``alpaca_test`` (refused if its records hold
+    the rule); the teacher's test prompt is the aligned ``alpaca_test_full`` record, or the training file's rule
+    when there is exactly one."""
     from inweights.domains.rules import load_alpaca, load_alpaca_pairs
 
     rc = cfg.domain.rules
     pairs = load_alpaca_pairs(rc.alpaca_train, rc.alpaca_train_no)
     test = load_alpaca(rc.alpaca_test)
-    rules = {p["rule"] for p in pairs}
+    rules = sorted({p["rule"] for p in pairs})
 
     def user(instr, inp):
         return f"{instr}\n{inp}" if instr and inp else (instr or inp)
 
-    pool = [Example(user(p["student_instruction"], p["input"]), user(p["rule"], p["input"]), p["output"], p["output"])
-            for p in pairs]
-    tests = [Example(user(t["instruction"], t["input"]), user(pairs[0]["rule"], t["input"]), t["output"], t["output"])
-             for t in test]
-    return Task(Path(rc.alpaca_train).stem, min(rules), pool, {"test": tests}, direct=False)
+    def examples(ps):
+        return [Example(user(p["student_instruction"], p["input"]), user(p["rule"], p["input"]), p["output"],
+                        p["output"]) for p in ps]
+
+    for i, t in enumerate(test):
+        if any(r and r in f"{t['instruction']}\n{t['input']}" for r in rules):
+            raise UserError(f"domain.rules.alpaca_test: {rc.alpaca_test} record {i} holds the rule in its prompt; the "
+                            "student must be tested without it (give the test_*_no file; the with-rule one is "
+                            "alpaca_test_full)")
+    if rc.alpaca_test_full:
+        teacher_test = load_alpaca_pairs(rc.alpaca_test_full, rc.alpaca_test)
+        if len(teacher_test) != len(test):
+            raise UserError(f"domain.rules.alpaca_test_full: {len(teacher_test)} usable pairs with alpaca_test's "
+                            f"{len(test)} records; the two files must align record by record")
+        teacher_prompts = [user(p["rule"], p["input"]) for p in teacher_test]
+    elif len(rules) == 1:
+        teacher_prompts = [user(rules[0], t["input"]) for t in test]
+    else:
+        raise UserError(f"domain.rules.alpaca_train: {len(rules)} different rules in {rc.alpaca_train}; give "
+                        "alpaca_test_full (the with-rule test file) so each test record's teacher prompt is its own")
+    tests = [Example(user(t["instruction"], t["input"]), tp, t["output"], t["output"])
+             for t, tp in zip(test, teacher_prompts)]
+    val = examples(load_alpaca_pairs(rc.alpaca_valid, rc.alpaca_valid_no)) if rc.alpaca_valid else None
+    return Task(Path(rc.alpaca_train).stem, rules[0], examples(pairs), {"test": tests}, direct=False, val=val)
+
+
+def checked_alpaca_task(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False) -> Task:
+    """``alpaca_task`` under the loader policy: rejected records reported together (and written to
+    ``out_dir/rejected.jsonl``), ``data.strict`` makes them an error; every k of ``distill.ks`` checked."""
+    with rejects.collecting() as found:
+        task = alpaca_task(cfg)
+    rejects.settle(found, cfg.data.strict, out_dir, quiet)
+    check_ks(task, cfg.distill.ks)
+    task.rejected = found
+    return task
+
+
+def check_ks(task: Task, ks: list[int]) -> None:
+    """Every k the experiment asks for can be served by the task's files (what ``split`` needs)."""
+    for k in ks:
+        split(task, k, 0, 0)
 
 
 def split(task: Task, k: int, seed: int, run_seed: int) -> tuple[list[Example], list[Example]]:
-    """k training and k validation examples (fewer validation ones when the pool is short)."""
-    if k > len(task.pool) - 1:
-        raise UserError(f"distill.ks: k = {k} needs at least {k + 1} examples, task {task.name} has {len(task.pool)}")
+    """k training and k validation examples (fewer validation ones when the pool is short); with validation
+    files, the k from the training pool (all of it for a k-shot file) and every validation example."""
+    need = k if task.val is not None else k + 1
+    if len(task.pool) < need:
+        what = "" if task.val is not None else " (the rest are validation examples; give alpaca_valid to use all)"
+        raise UserError(f"distill.ks: k = {k} needs at least {need} training examples, task {task.name} has "
+                        f"{len(task.pool)}{what}")
     order = list(range(len(task.pool)))
     random.Random(derive_seed(run_seed, "split", task.name, k, seed)).shuffle(order)
     train = [task.pool[i] for i in order[:k]]
+    if task.val is not None:
+        return train, list(task.val)
     val = [task.pool[i] for i in order[k: 2 * k]]
     return train, val
 
@@ -401,19 +449,19 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
         torch.set_num_threads(cfg.train.threads)
     t0 = time.time()
     if cfg.domain.rules.alpaca_train:
-        tasks = [alpaca_task(cfg)]
+        tasks = [checked_alpaca_task(cfg)]
     else:
         domain, units = load_units(cfg)
         tasks = generated_tasks(cfg, domain, units)
     for task in tasks:  # a k the pool cannot serve fails before any work
-        for k in cfg.distill.ks:
-            split(task, k, 0, cfg.seed)
+        check_ks(task, cfg.distill.ks)
     base_path, prepared = base_model_path(cfg, config_path)
     base, tok = load_model(base_path)
     base = frozen(base)
     if cfg.distill.teacher_path and "rule_distill_base" in cfg.recipes:
         _separate_teacher(cfg, tok)  # a missing folder or another tokenizer fails before any training
     out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
+    rejects.write(out, [i for t in tasks for i in t.rejected])
     (out / "config.yaml").write_text(dump_config(cfg))
     done_path = out / "cells.jsonl"
     rows = [json.loads(ln) for ln in done_path.read_text().splitlines()] if done_path.is_file() else []

@@ -6,9 +6,11 @@ drops to the job's unprivileged uid/gid (when it is root), sets the resource lim
 temporary directory and installs an audit hook (PEP 578) that refuses sockets, process creation, signals to
 other processes, ctypes, writes outside the temporary directory and reads of other processes' /proc entries.
 Audit hooks cannot be removed once installed. Then it runs the program, the setup code and each test, and
-writes one verdict line (JSON, carrying the job's token) to the result file descriptor. Anything the
-program does to the process itself (os._exit, a signal, a crash) leaves no verdict line, and the parent
-reports that instead.
+writes one result line (JSON, carrying the job's token) to the result file descriptor: for a value test
+(``{"call": ...}``) only what the call returned, as plain data (the parent compares it with the expected
+value, which never enters this process); for any other test (``{"assert": ...}``) its outcome, which the
+program could forge and the parent flags as untrusted. Anything the program does to the process itself
+(os._exit, a signal, a crash) leaves no result line, and the parent reports that instead.
 """
 
 import ast
@@ -204,12 +206,105 @@ def _run_test(test, env):
         rec["passed"] = True
     except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
         rec.update(_error(e))
+        if isinstance(e, AssertionError):
+            rec.update(_failed_assert(e, test))
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            rec["exit"] = True
+    return rec
+
+
+def _failed_assert(e, test):
+    """Which assert of a test's code failed (a HumanEval ``check`` holds many): its line, and for an equality
+    both sides evaluated again in the failing frame, so the verdict says what was returned vs expected."""
+    frame, line, tb = None, None, e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<test>":
+            frame, line = tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+    if frame is None:
+        return {}
+    lines = test.splitlines()
+    src = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    out = {"failed_line": line, "failed_source": src[:MAX_TEXT]}
+    try:
+        node = ast.parse(src).body[0]
+    except (SyntaxError, IndexError):
+        return out
+    if (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
+            and isinstance(node.test.ops[0], ast.Eq)):
+        scope = {**frame.f_globals, **frame.f_locals}
+        try:
+            actual = eval(compile(ast.Expression(node.test.left), "<test>", "eval"), scope)
+            expected = eval(compile(ast.Expression(node.test.comparators[0]), "<test>", "eval"), scope)
+            out["actual"], out["expected"] = _short(actual), _short(expected)
+        except BaseException:  # noqa: BLE001, S110 - the line alone still names the failure
+            pass
+    return out
+
+
+_NONE, _BOOL, _INT, _FLOAT, _STR, _COMPLEX = type(None), bool, int, float, str, complex
+_LIST, _TUPLE, _SET, _FSET, _DICT = list, tuple, set, frozenset, dict
+MAX_ITEMS = 100_000
+
+
+class Unsupported(Exception):
+    pass
+
+
+def _plain(value):
+    """A returned value as plain JSON data, read through the *base* types' own methods: None, bool, int, float,
+    str as themselves; list, tuple, set, frozenset and dict tagged (``{"l": [...]}``, ``{"t": ...}``,
+    ``{"s": ...}``, ``{"fs": ...}``, ``{"d": [[k, v], ...]}``). A subclass (``Counter``, a namedtuple) gives its
+    base type's content (complex: ``{"c": [re, im]}``) — its own ``__eq__`` or ``__iter__`` is never used; any other object (one whose
+    ``__eq__`` always says True, say) is unsupported. The parent compares these with the expected values, which
+    never enter here."""
+    count = [0]
+    sub = issubclass
+
+    def enc(v, depth):
+        count[0] += 1
+        if depth > 50 or count[0] > MAX_ITEMS:
+            raise Unsupported("a value too large or too deeply nested")
+        t = type(v)  # type() cannot be faked by a __class__ property, isinstance() can
+        if t is _NONE or t is _BOOL:
+            return v
+        if sub(t, _INT):
+            return _INT.__index__(v)
+        if sub(t, _FLOAT):
+            return _FLOAT.__float__(v)
+        if sub(t, _COMPLEX):
+            return {"c": [_COMPLEX.real.__get__(v), _COMPLEX.imag.__get__(v)]}
+        if sub(t, _STR):
+            return _STR.__str__(v)
+        for base, tag in ((_LIST, "l"), (_TUPLE, "t"), (_SET, "s"), (_FSET, "fs")):
+            if sub(t, base):
+                return {tag: [enc(x, depth + 1) for x in base.__iter__(v)]}
+        if sub(t, _DICT):
+            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in _DICT.items(v)]}
+        raise Unsupported(f"an unsupported type ({t.__name__})")
+
+    return enc(value, 0)
+
+
+def _run_call(call, env):
+    """A value test: evaluate the call, send back what it returned (never a pass/fail: the parent decides)."""
+    rec = {}
+    try:
+        value = eval(compile(call, "<test>", "eval"), env)
+        try:
+            rec["value"] = _plain(value)
+        except Unsupported as e:
+            rec["unsupported"] = str(e)
+    except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
+        rec.update(_error(e))
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             rec["exit"] = True
     return rec
 
 
 def main():
+    # bound here, before any untrusted line: replacing the module's functions later changes nothing
+    run_call, run_test, dumps = _run_call, _run_test, json.dumps
     job = json.loads(sys.stdin.read())
     token = job.pop("token")
     result_fd = job["result_fd"]
@@ -226,7 +321,7 @@ def main():
     del job["limits"]
 
     env = {"__name__": "__main__", "__builtins__": __builtins__}
-    verdict = {"token": token, **info, "tests": []}
+    verdict = {"token": token, **info, "results": []}
     for part in ("code", "setup"):
         src = job.get(part) or ""
         if not src.strip():
@@ -235,15 +330,15 @@ def main():
             exec(compile(src, f"<{part}>", "exec"), env)  # noqa: S102 - this is the sandbox
         except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
             verdict.update(stage=part, **_error(e))
-            out.write(json.dumps(verdict) + "\n")
+            out.write(dumps(verdict) + "\n")
             out.flush()
             return
-    for test in job["tests"]:
-        rec = _run_test(test, env)
-        verdict["tests"].append(rec)
-        if rec.get("exit") or (not rec["passed"] and job.get("stop_at_first_failure")):
+    for item in job["items"]:
+        rec = run_call(item["call"], env) if "call" in item else run_test(item["assert"], env)
+        verdict["results"].append(rec)
+        if rec.get("exit"):
             break
-    out.write(json.dumps(verdict) + "\n")
+    out.write(dumps(verdict) + "\n")
     out.flush()
 
 

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inweights.sandbox.plan import TestSpec, decode, literal, plan_tests, same, short
+
 CHILD_SOURCE = (Path(__file__).with_name("child.py")).read_text()
 # uids for sandboxed programs when the parent is root: a fresh one per program, offset by the parent's pid
 # so two inweights processes on one machine do not share them
@@ -93,6 +95,7 @@ class Verdict:
     returncode: int | None = None
     isolation: dict[str, Any] = field(default_factory=dict)
     id: str = ""
+    untrusted_tests: int = 0  # tests decided inside the child (not of the value form): a program could forge them
 
     @property
     def passed(self) -> bool:
@@ -237,12 +240,42 @@ def _classify_error(rec: dict[str, Any], limits: Limits) -> tuple[str, str]:
     return "error", f"{et}: {msg}" if msg else str(et)
 
 
-def _verdict_from(out: dict[str, Any], limits: Limits) -> Verdict:
-    tests = out.get("tests", [])
-    v = Verdict(status="passed", reason="", tests=tests, tests_total=len(tests),
-                tests_passed=sum(t["passed"] for t in tests),
-                isolation={"network_namespace": out.get("netns", False),
-                           "unprivileged": out.get("unprivileged", False)})
+def _verdict_from(out: dict[str, Any], limits: Limits, specs: list[TestSpec], items: list[dict[str, Any]],
+                  expected: dict[int, Any]) -> Verdict:
+    """The verdict, decided here: a value test passes when the value the child sent equals the expected one
+    (which never entered the child); an in-child assert's own outcome is taken as it is and flagged untrusted.
+    Fewer results than tests is a crash, never a pass."""
+    results = out.get("results", [])
+    if not isinstance(results, list):
+        results = []
+    tests = []
+    for i, (spec, item, rec) in enumerate(zip(specs, items, results)):
+        rec = rec if isinstance(rec, dict) else {}
+        t: dict[str, Any] = {"test": spec.text[:2000], "trusted": "call" in item}
+        if "call" in item:
+            if "value" in rec:
+                try:
+                    actual = decode(rec["value"])
+                except (ValueError, TypeError):
+                    t.update(passed=False, error_type="AssertionError", message="the result was not plain data")
+                else:
+                    t.update(passed=same(actual, expected[i]), actual=short(actual), expected=short(expected[i]))
+                    if not t["passed"]:
+                        t.update(error_type="AssertionError", message=spec.text[:2000])
+            elif "unsupported" in rec:
+                t.update(passed=False, error_type="AssertionError", unsupported=True,
+                         message=f"{spec.call} returned {str(rec['unsupported'])[:200]}")
+            else:
+                t.update({k: rec.get(k) for k in ("error_type", "message", "errno", "refused", "wrapped_in")},
+                         passed=False)
+                t["error_type"] = t["error_type"] or "Error"
+        else:
+            t.update({k: v for k, v in rec.items() if k not in ("test", "trusted")}, passed=bool(rec.get("passed")))
+        tests.append(t)
+    isolation = {"network_namespace": bool(out.get("netns")), "unprivileged": bool(out.get("unprivileged"))}
+    v = Verdict(status="passed", reason="", tests=tests, tests_total=len(specs),
+                tests_passed=sum(t["passed"] for t in tests), isolation=isolation,
+                untrusted_tests=sum(not t["trusted"] for t in tests))
     if out.get("stage"):  # the program (or setup) itself raised
         v.status, v.reason = _classify_error(out, limits)
         v.reason = f"{out['stage']}: {v.reason}"
@@ -250,12 +283,70 @@ def _verdict_from(out: dict[str, Any], limits: Limits) -> Verdict:
         return v
     bad = next((t for t in tests if not t["passed"]), None)
     if bad is None:
+        if len(tests) < len(specs):
+            v.status = "crashed"
+            v.reason = f"stopped after {len(tests)} of {len(specs)} tests"
         return v
     v.status, v.reason = _classify_error(bad, limits)
     v.error_type, v.message = bad.get("error_type"), bad.get("message")
-    if v.status == "failed" and "actual" in bad:
-        v.reason = f"{bad['test'].strip()}: expected {bad['expected']}, got {bad['actual']}"
+    if v.status == "failed":
+        if bad.get("unsupported"):
+            v.reason = bad["message"]
+            return v
+        # the test, or for a multi-assert test run in the child (HumanEval's check) the failing line of it
+        label = (f"test line {bad['failed_line']}: {bad['failed_source']}" if bad.get("failed_source")
+                 else bad["test"].strip())
+        if "actual" in bad:
+            v.reason = f"{label}: expected {bad['expected']}, got {bad['actual']}"
+        elif bad.get("failed_source"):
+            v.reason = f"{label}" + (f" ({v.reason})" if v.reason and v.reason != bad["test"].strip() else "")
+        elif not v.reason:
+            v.reason = label
     return v
+
+
+# ---------------------------------------------------------------------------------- the kernel boundary
+_BWRAP: dict[str, str | None] = {}
+
+
+def bwrap() -> str | None:
+    """bubblewrap's path when it is installed and can create namespaces here (checked once by running it)."""
+    if "path" not in _BWRAP:
+        path = shutil.which("bwrap")
+        if path is not None:
+            ns = [] if _is_root() else ["--unshare-user"]
+            try:
+                ok = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                                     "--unshare-pid", "--unshare-net", *ns, "--die-with-parent", "true"],
+                                    capture_output=True, timeout=20, check=False).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            path = path if ok else None
+        _BWRAP["path"] = path
+    return _BWRAP["path"]
+
+
+def _bwrap_argv(path: str, workdir: str, limits: Limits) -> list[str]:
+    """A read-only view of the whole filesystem, the program's temporary directory its only writable path,
+    fresh /tmp and /dev/shm, its own /proc and PID namespace (nothing outlives the run; the parent's
+    processes and environment are invisible), no network, no IPC with the host; killed with its parent."""
+    ns = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    if limits.network_namespace:
+        ns.append("--unshare-net")
+    if not _is_root():  # as root the child drops to its own uid itself; without root a user namespace is needed
+        ns.append("--unshare-user")
+    return [path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--tmpfs", "/dev/shm", "--bind", workdir, workdir, "--chdir", workdir, *ns,
+            "--die-with-parent", "--new-session", "--"]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, text: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"inweights: warning: {text}", file=sys.stderr)
 
 
 def run_program(program: Program | str, tests: Sequence[str] = (), setup: str = "",
@@ -264,10 +355,82 @@ def run_program(program: Program | str, tests: Sequence[str] = (), setup: str = 
     if isinstance(program, str):
         program = Program(code=program, tests=tuple(tests), setup=setup)
     limits = limits or Limits()
+    specs = plan_tests(program.tests)
+    expected = expected_values(specs, program.setup, limits, python)
+    items = [{"call": s.call} if i in expected else {"assert": s.text} for i, s in enumerate(specs)]
+    out, rc, timed_out, seconds, stdout, stderr, layers = _execute(program.code, program.setup, items, limits, python)
+    if timed_out:
+        v = Verdict("timeout", f"wall time limit ({limits.wall_seconds:g} s) reached")
+    elif rc is not None and rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL) and out is None and (
+            seconds < limits.wall_seconds):
+        v = Verdict("timeout", f"CPU time limit ({limits.cpu_seconds:g} s) reached")
+    elif out is not None:
+        v = _verdict_from(out, limits, specs, items, expected)
+    elif rc is not None and rc < 0:
+        v = Verdict("crashed", f"killed by {signal.Signals(-rc).name} before its tests finished")
+    else:
+        v = Verdict("crashed", f"exited with code {rc} before its tests finished")
+    v.returncode, v.seconds, v.id = rc, round(seconds, 4), program.id
+    v.tests_total = len(specs)
+    v.stdout, v.stderr = stdout, stderr
+    v.isolation.update(layers=layers, kernel_boundary="bwrap" in layers, network_namespace="netns" in layers,
+                       unprivileged=v.isolation.get("unprivileged", False) or "uid" in layers or "bwrap" in layers)
+    return v
+
+
+_EXPECTED: dict[tuple[str, str], tuple[bool, Any]] = {}
+_EXPECTED_LOCK = threading.Lock()
+
+
+def expected_values(specs: list[TestSpec], setup: str, limits: Limits, python: str | None = None) -> dict[int, Any]:
+    """index -> expected value of every value test whose expected expression could be evaluated without the
+    program: a literal here, anything else (``set((4, 5))``, ``math.pi``) by a trusted run in the sandbox that
+    holds the tests' setup and no untrusted code (cached per setup and expression). The others run as asserts."""
+    out: dict[int, Any] = {}
+    todo: dict[int, str] = {}
+    for i, sp in enumerate(specs):
+        if not sp.is_value:
+            continue
+        ok, val = literal(sp.expected)
+        if ok:
+            out[i] = val
+            continue
+        with _EXPECTED_LOCK:
+            hit = _EXPECTED.get((setup, sp.expected))
+        if hit is None:
+            todo[i] = sp.expected
+        elif hit[0]:
+            out[i] = hit[1]
+    if todo:
+        exprs = list(dict.fromkeys(todo.values()))
+        res = _execute("", setup, [{"call": e} for e in exprs], limits, python)[0]
+        results = res.get("results") if res and not res.get("stage") else None
+        got: dict[str, tuple[bool, Any]] = {}
+        for e, rec in zip(exprs, results or []):
+            try:
+                got[e] = (True, decode(rec["value"])) if isinstance(rec, dict) and "value" in rec else (False, None)
+            except (ValueError, TypeError):
+                got[e] = (False, None)
+        with _EXPECTED_LOCK:
+            for e in exprs:
+                _EXPECTED[(setup, e)] = got.get(e, (False, None))
+            for i, e in todo.items():
+                if _EXPECTED[(setup, e)][0]:
+                    out[i] = _EXPECTED[(setup, e)][1]
+    return out
+
+
+def _execute(code: str, setup: str, items: list[dict[str, Any]], limits: Limits, python: str | None):
+    """One fresh, contained interpreter: (result record or None, returncode, timed out, seconds, stdout, stderr,
+    isolation layers)."""
     interpreter = sandbox_python(python)
     root = _is_root() and interpreter is not None
     interpreter = interpreter or sys.executable
     uid = _UIDS.take() if root else None
+    bw = bwrap()
+    if bw is None and not _is_root():
+        _warn_once("no-boundary", "no kernel boundary for sandboxed programs (bubblewrap is not installed or cannot "
+                   "create namespaces here, and this is not root): only in-process checks and rlimits apply")
     workdir = tempfile.mkdtemp(prefix="inweights-sandbox-")
     out_fd = err_fd = r = w = -1
     t0 = time.monotonic()
@@ -283,15 +446,16 @@ def run_program(program: Program | str, tests: Sequence[str] = (), setup: str = 
         r, w = os.pipe()
         token = secrets.token_hex(16)
         nproc = limits.processes if root else len(_uid_processes(os.getuid())) + limits.processes
-        job = {"token": token, "result_fd": w, "dir": workdir, "code": program.code, "setup": program.setup,
-               "tests": list(program.tests), "uid": uid, "gid": uid, "nproc": nproc,
-               "netns": limits.network_namespace,
+        job = {"token": token, "result_fd": w, "dir": workdir, "code": code, "setup": setup, "items": items,
+               "uid": uid, "gid": uid, "nproc": nproc,
+               "netns": limits.network_namespace and bw is None,  # bwrap gives it a network namespace itself
                "limits": {"cpu_seconds": limits.cpu_seconds, "memory_mb": limits.memory_mb,
                           "file_size_mb": limits.file_size_mb, "open_files": limits.open_files,
                           "allow_subprocess": limits.allow_subprocess}}
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
-        proc = subprocess.Popen([interpreter, "-s", "-S", "-B", "-c", CHILD_SOURCE],
+        prefix = _bwrap_argv(bw, workdir, limits) if bw else []
+        proc = subprocess.Popen([*prefix, interpreter, "-s", "-S", "-B", "-c", CHILD_SOURCE],
                                 stdin=subprocess.PIPE, stdout=out_fd, stderr=err_fd, pass_fds=(w,), env=env,
                                 cwd=workdir, start_new_session=True, close_fds=True)
         os.close(w)
@@ -318,22 +482,15 @@ def run_program(program: Program | str, tests: Sequence[str] = (), setup: str = 
                 continue
             if isinstance(rec, dict) and rec.get("token") == token:
                 out = rec
+        got = out or {}
+        layers = (["bwrap"] if bw else []) + (
+            ["netns"] if limits.network_namespace and (bw or got.get("netns")) else []) + (
+            ["uid"] if root and got.get("unprivileged", True) else []) + ["rlimits", "audit"]
         rc = proc.returncode
-        if timed_out:
-            v = Verdict("timeout", f"wall time limit ({limits.wall_seconds:g} s) reached")
-        elif rc is not None and rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL) and out is None and (
-                seconds < limits.wall_seconds):
-            v = Verdict("timeout", f"CPU time limit ({limits.cpu_seconds:g} s) reached")
-        elif out is not None:
-            v = _verdict_from(out, limits)
-        elif rc is not None and rc < 0:
-            v = Verdict("crashed", f"killed by {signal.Signals(-rc).name} before its tests finished")
-        else:
-            v = Verdict("crashed", f"exited with code {rc} before its tests finished")
-        v.returncode, v.seconds, v.id = rc, round(seconds, 4), program.id
-        v.tests_total = v.tests_total or len(program.tests)
-        v.stdout, v.stderr = _head(out_fd, limits.output_bytes), _head(err_fd, limits.output_bytes)
-        return v
+        if bw and rc is not None and 128 < rc < 128 + 65:  # bwrap reports a child killed by signal N as 128 + N
+            rc = -(rc - 128)
+        return (out, rc, timed_out, seconds, _head(out_fd, limits.output_bytes),
+                _head(err_fd, limits.output_bytes), layers)
     finally:
         for fd in (out_fd, err_fd, r, w):
             if fd >= 0:
