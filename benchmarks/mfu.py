@@ -194,8 +194,8 @@ def main() -> int:
 
 def markdown(result: dict) -> str:
     p = result["peaks_flops"]
-    lines = [f"peak (matmul n={result['matmul_n']}): bf16 {p['bf16'] / 1e9:,.0f} GFLOP/s, fp32 {p['fp32'] / 1e9:,.0f} "
-             f"GFLOP/s; MFU against {result['peak_used']}; {result['threads']} threads", "",
+    lines = [(f"peak (matmul n={result['matmul_n']}): bf16 {p['bf16'] / 1e9:,.0f} GFLOP/s, fp32 {p['fp32'] / 1e9:,.0f} "
+              f"GFLOP/s; MFU against {result['peak_used']}; {result['threads']} threads"), "",
              "| model | params (trainable) | path | train tok/s | MFU (6N) | vs reference | losses vs reference |",
              "|---|---|---|---:|---:|---:|---|"]
     for r in result["rows"]:
