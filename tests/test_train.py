@@ -484,3 +484,23 @@ def test_time_shares_count_a_shared_stage_once():
     t = time_shares(results, workers=2)
     assert (t["train_seconds"], t["eval_seconds"], t["other_seconds"]) == (150.0, 50.0, 200.0)
     assert (t["train_share"], t["eval_share"], t["other_share"]) == (0.375, 0.125, 0.5)
+
+
+def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok, tmp_path):
+    """train.compile: same losses as the eager path (float tolerance) on a two-layer model, and the decoder
+    runs eagerly again after the stage."""
+    from inweights.train.loop import _decoder_and_head
+
+    ex = [tokenize_record(tok, _rec(f"What does f return for x = {i}?", f"Answer: {i + 1}"), "completion")
+          for i in range(20)]
+    losses = []
+    for compile_ in (False, True):
+        model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320),
+                           tok, 0)
+        cfg = TrainConfig(batch_size=2, max_len=64, lr=1e-3, log_every=1, compile=compile_)
+        batches = PackedBatches(lambda rng: ex[rng.randrange(len(ex))], 0, 2, 64, tok.pad_token_id)
+        torch.manual_seed(0)
+        res = train_stage(model, batches, 3, cfg, tmp_path / str(compile_), save_every=10**9)
+        losses.append([h["loss"] for h in res["history"]])
+        assert _decoder_and_head(res["model"])[0]._compiled_call_impl is None
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3, abs=1e-4)

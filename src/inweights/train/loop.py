@@ -117,6 +117,16 @@ def step_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor, labels
         return torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
 
 
+def _compile(model):
+    """``torch.compile`` the decoder in place (``nn.Module.compile``: parameters and state-dict keys unchanged),
+    for the models ``_decoder_and_head`` splits; returns the compiled module, or None."""
+    split = _decoder_and_head(model)
+    if split is None:
+        return None
+    split[0].compile()
+    return split[0]
+
+
 def _fused_ok(acc: Accelerator, params: list) -> bool:
     """torch's fused AdamW (one kernel over all parameters): on CPU and CUDA, not where an engine owns the
     optimiser step (DeepSpeed) or shards parameters (FSDP)."""
@@ -185,6 +195,7 @@ def train_stage(
     )
     acc.free_memory()  # forget the previous stage's model and optimiser
     model, opt, sched = acc.prepare(model, opt, sched)
+    compiled = _compile(model) if cfg.compile else None
     acc.gradient_accumulation_steps = 1  # we accumulate by hand over micro-batches
 
     ckpt = out_dir / "ckpt"
@@ -256,6 +267,8 @@ def train_stage(
         if stop:
             break
     bar.close()
+    if compiled is not None:  # the model leaves the stage as it came (a later stage or evaluation runs it eagerly)
+        compiled._compiled_call_impl = None
     acc.wait_for_everyone()
     # sharded engines (FSDP, DeepSpeed ZeRO-3) hold no full copy anywhere: gather one for saving
     state_dict = None
