@@ -33,12 +33,15 @@ demo: $(VENV)/.installed
 	@echo "report: $(DEMO_OUT)/report.md"
 
 test: $(VENV)/.dev
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev  # each script alone on the machine, one after another
+	$(VENV)/bin/python benchmarks/profile_train.py
+	$(VENV)/bin/python benchmarks/mfu.py --compile
+	$(VENV)/bin/python benchmarks/generation.py
 	$(VENV)/bin/python benchmarks/throughput.py
 
 clean:

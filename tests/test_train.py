@@ -422,3 +422,85 @@ def test_replay_in_every_stage_without_a_weight_is_one_line(root, capsys):
     assert main(["validate", str(root / "configs/smoke.yaml"), *sets]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "replay_weight" in err[0]
+
+
+def test_loss_on_target_positions_only_equals_the_full_logits_loss(tok):
+    """step_loss runs the output layer only where labels are targets; its loss and every parameter's gradient
+    equal those of cross-entropy over the full logits (the path a wrapped model, e.g. under DDP, still takes),
+    for a bare model and for a LoRA model."""
+    from inweights.config import LoraConfig
+    from inweights.models.load import add_lora
+    from inweights.train.loop import _decoder_and_head, packed_logits, step_loss
+
+    def full_loss(m, ids, pos, labels):
+        logits = packed_logits(m, ids, pos)[:, :-1].float()
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                                 ignore_index=IGNORE, reduction="sum")
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, len(tok), (2, 40), generator=g)
+    pos = torch.cat([torch.arange(25), torch.arange(15)])[None].repeat(2, 1)
+    labels = ids.clone()
+    labels[:, :12] = IGNORE  # a prompt
+    labels[:, 25:30] = IGNORE  # the second example's prompt
+    labels[1, 35:] = IGNORE  # padding
+    for lora in (None, LoraConfig(r=4, alpha=8, target_modules=["all-linear"])):
+        model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                      vocab_size=320), tok, 0)
+        if lora is not None:
+            model = add_lora(model, lora)
+        assert _decoder_and_head(model) is not None  # the split path is the one under test
+        grads = []
+        for fn in (step_loss, full_loss):
+            model.zero_grad(set_to_none=True)
+            loss = fn(model, ids, pos, labels)
+            loss.backward()
+            grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        (a, ga), (b, gb) = grads
+        assert torch.allclose(a, b, rtol=1e-5), (a, b)
+        assert len(ga) == len(gb) and all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(ga, gb))
+
+    class Wrapped(torch.nn.Module):  # a wrapper (DDP, FSDP) keeps its own forward: the full-logits path
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, **kw):
+            return self.inner(**kw)
+
+    assert _decoder_and_head(Wrapped(model)) is None
+    with torch.no_grad():
+        assert torch.allclose(step_loss(Wrapped(model), ids, pos, labels), full_loss(model, ids, pos, labels))
+
+
+def test_time_shares_count_a_shared_stage_once():
+    """A stage two recipes share is trained once and counted once; shares are of wall time x workers."""
+    from inweights.experiment import time_shares
+
+    s1 = {"dir": "s1_abc", "seconds": 100.0}
+    results = {"wall_seconds": 200.0, "base": {"eval_seconds": 10.0},
+               "recipes": {"proactive": {"stages": [s1, {"dir": "s2_def", "seconds": 50.0}], "eval_seconds": 20.0},
+                           "stage1_only": {"stages": [s1], "eval_seconds": 20.0}}}
+    t = time_shares(results, workers=2)
+    assert (t["train_seconds"], t["eval_seconds"], t["other_seconds"]) == (150.0, 50.0, 200.0)
+    assert (t["train_share"], t["eval_share"], t["other_share"]) == (0.375, 0.125, 0.5)
+
+
+def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok, tmp_path):
+    """train.compile: same losses as the eager path (float tolerance) on a two-layer model, and the decoder
+    runs eagerly again after the stage."""
+    from inweights.train.loop import _decoder_and_head
+
+    ex = [tokenize_record(tok, _rec(f"What does f return for x = {i}?", f"Answer: {i + 1}"), "completion")
+          for i in range(20)]
+    losses = []
+    for compile_ in (False, True):
+        model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320),
+                           tok, 0)
+        cfg = TrainConfig(batch_size=2, max_len=64, lr=1e-3, log_every=1, compile=compile_)
+        batches = PackedBatches(lambda rng: ex[rng.randrange(len(ex))], 0, 2, 64, tok.pad_token_id)
+        torch.manual_seed(0)
+        res = train_stage(model, batches, 3, cfg, tmp_path / str(compile_), save_every=10**9)
+        losses.append([h["loss"] for h in res["history"]])
+        assert _decoder_and_head(res["model"])[0]._compiled_call_impl is None
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3, abs=1e-4)

@@ -311,6 +311,10 @@ class TrainConfig(Strict):
     # gradients on its never-predicted tokens otherwise move their (tied) input embeddings too and break the
     # attention patterns that read the prompt (measured: copying collapsed after ~300 steps without this)
     freeze_embeddings: bool = False
+    # torch.compile the decoder for each stage: the first step pays the compilation (~40-75 s per stage and process
+    # on the 2-core CPU, tiny preset), then steps run 1.65x faster there (benchmarks/mfu.py): worth it for stages
+    # of a few hundred steps, not for short ones or tests
+    compile: bool = False
 
     @model_validator(mode="after")
     def _accum(self) -> TrainConfig:

@@ -119,6 +119,24 @@ def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool =
     return domain, units
 
 
+def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Where a run's time went: training (every stage once, shared stages counted once), evaluation (every
+    evaluated model) and the rest (set-up, data, loading, idle workers), as worker-seconds and as shares of
+    wall time x workers. Stages or evaluations reused from an earlier run count the seconds they took then."""
+    stages: dict[str, float] = {}
+    for rec in results["recipes"].values():
+        for st in rec.get("stages", []):
+            stages[st["dir"]] = st["seconds"]
+    evals = [r.get("eval_seconds", 0.0) for r in
+             [results.get("base") or {}, *results.get("other_bases", {}).values(), *results["recipes"].values()]]
+    capacity = max(results["wall_seconds"] * max(workers, 1), 1e-9)
+    train, ev = sum(stages.values()), sum(evals)
+    out = {"workers": workers, "wall_seconds": results["wall_seconds"], "train_seconds": round(train, 1),
+           "eval_seconds": round(ev, 1), "other_seconds": round(max(capacity - train - ev, 0.0), 1)}
+    out |= {f"{k}_share": round(out[f"{k}_seconds"] / capacity, 3) for k in ("train", "eval", "other")}
+    return out
+
+
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
         self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
@@ -215,6 +233,7 @@ class Experiment:
             results["recipes"][recipe] = {"stages": stages_out, **ev}
         results["prepared"] = prepared
         results["wall_seconds"] = round(time.time() - t_start, 1)
+        results["time"] = time_shares(results, workers)
         results["counts"] = {g: sum(u.group == g for u in units) for g in dict.fromkeys(u.group for u in units)}
         for g in ("with_io", "without_io") if cfg.domain.name != "planning" else ():
             results["counts"].setdefault(g, 0)

@@ -253,6 +253,12 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md = [f"# {cfg.name}", "",
           (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
           f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
+    if results.get("time"):
+        t = results["time"]
+        md += [(f"Time ({t['workers']} worker{'s' * (t['workers'] > 1)}, wall time x workers = 100%): training "
+                f"{t['train_share']:.0%} ({t['train_seconds'] / 60:.1f} min), evaluation {t['eval_share']:.0%} "
+                f"({t['eval_seconds'] / 60:.1f} min), the rest (set-up, data, loading, idle workers) "
+                f"{t['other_share']:.0%}."), ""]
     prep = results.get("prepared")
     if prep:
         pnoun = "grammars" if prep.get("domain") == "grammars" else "programs"
@@ -327,7 +333,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     if reward:
         md += ["![reward per GRPO stage](reward.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
-               "counts": results["counts"], "prepared": prep,
+               "time": results.get("time"), "counts": results["counts"], "prepared": prep,
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
                         for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew}

@@ -71,6 +71,70 @@ def packed_logits(model, input_ids: torch.Tensor, position_ids: torch.Tensor) ->
     return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
 
 
+
+# Families whose causal-LM forward is exactly ``lm_head(model(...).last_hidden_state)`` (no logit soft-capping,
+# no scaling of the hidden state before the head): for them the loss can call the decoder and the head apart.
+_HEAD_ON_HIDDEN = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+def _decoder_and_head(model):
+    """(decoder, output layer) of an unwrapped causal LM of a family in ``_HEAD_ON_HIDDEN``, else None.
+
+    Only a bare ``PreTrainedModel`` (or a ``PeftModel`` around one) qualifies: under DDP, FSDP or DeepSpeed the
+    wrapper's own forward must run (gradient hooks, sharding), so those keep the full-logits path.
+    """
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    if not isinstance(base, PreTrainedModel) or getattr(base.config, "model_type", None) not in _HEAD_ON_HIDDEN:
+        return None
+    decoder, head = getattr(base, "model", None), base.get_output_embeddings()
+    if decoder is None or head is None:
+        return None
+    return decoder, head
+
+
+def step_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over the target positions (``labels != IGNORE``) of packed rows.
+
+    The output layer runs only on the hidden states of target positions: in our SFT data most positions are
+    prompts or padding, and the vocabulary projection plus its fp32 softmax over every position was the largest
+    avoidable cost of a step. Same loss as ``cross_entropy(packed_logits(...))`` up to float rounding (tested);
+    models outside ``_decoder_and_head`` take that full-logits path.
+    """
+    targets = labels[:, 1:]
+    split = _decoder_and_head(model)
+    if split is None:
+        logits = packed_logits(model, input_ids, position_ids)[:, :-1].reshape(-1, model.config.vocab_size)
+        targets = targets.reshape(-1)
+    else:
+        decoder, head = split
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+        keep = targets != IGNORE
+        logits, targets = head(hidden[:, :-1][keep]), targets[keep]
+    with torch.autocast(device_type=logits.device.type, enabled=False):  # the loss in fp32, as before
+        return torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
+
+
+def _compile(model):
+    """``torch.compile`` the decoder in place (``nn.Module.compile``: parameters and state-dict keys unchanged),
+    for the models ``_decoder_and_head`` splits; returns the compiled module, or None."""
+    split = _decoder_and_head(model)
+    if split is None:
+        return None
+    split[0].compile()
+    return split[0]
+
+
+def _fused_ok(acc: Accelerator, params: list) -> bool:
+    """torch's fused AdamW (one kernel over all parameters): on CPU and CUDA, not where an engine owns the
+    optimiser step (DeepSpeed) or shards parameters (FSDP)."""
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        return False
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj))
@@ -121,6 +185,7 @@ def train_stage(
          *([{"params": [model.get_input_embeddings().weight], "weight_decay": 0.0}] if trainable_rows else [])],
         lr=lr or cfg.lr,
         betas=(0.9, 0.95),
+        fused=_fused_ok(acc, [*params, *([model.get_input_embeddings().weight] if trainable_rows else [])]) or None,
     )
     sched = get_cosine_with_min_lr_schedule_with_warmup(
         opt,
@@ -130,6 +195,7 @@ def train_stage(
     )
     acc.free_memory()  # forget the previous stage's model and optimiser
     model, opt, sched = acc.prepare(model, opt, sched)
+    compiled = _compile(model) if cfg.compile else None
     acc.gradient_accumulation_steps = 1  # we accumulate by hand over micro-batches
 
     ckpt = out_dir / "ckpt"
@@ -169,12 +235,8 @@ def train_stage(
             sync = contextlib.nullcontext() if i == starts[-1] else acc.no_sync(model)
             with sync:
                 with autocast(acc, cfg.bf16):
-                    logits = packed_logits(model, mb["input_ids"], mb["position_ids"])
-                shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-                shift_labels = mb["labels"][:, 1:].reshape(-1)
-                loss = torch.nn.functional.cross_entropy(
-                    shift_logits, shift_labels, ignore_index=IGNORE, reduction="sum"
-                ) * world / n_target.clamp(min=1)
+                    loss = step_loss(model, mb["input_ids"], mb["position_ids"], mb["labels"])
+                loss = loss * world / n_target.clamp(min=1)
                 acc.backward(loss)
             loss_sum += loss.detach()
         if cfg.grad_clip:
@@ -205,6 +267,8 @@ def train_stage(
         if stop:
             break
     bar.close()
+    if compiled is not None:  # the model leaves the stage as it came (a later stage or evaluation runs it eagerly)
+        compiled._compiled_call_impl = None
     acc.wait_for_everyone()
     # sharded engines (FSDP, DeepSpeed ZeRO-3) hold no full copy anywhere: gather one for saving
     state_dict = None
