@@ -461,9 +461,9 @@ def test_loss_on_target_positions_only_equals_the_full_logits_loss(tok):
         assert len(ga) == len(gb) and all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(ga, gb))
 
     class Wrapped(torch.nn.Module):  # a wrapper (DDP, FSDP) keeps its own forward: the full-logits path
-        def __init__(self, inner):
+        def __init__(self, inner):  # like DDP: no .config of its own
             super().__init__()
-            self.inner, self.config = inner, inner.config
+            self.inner = inner
 
         def forward(self, **kw):
             return self.inner(**kw)
@@ -487,7 +487,7 @@ def test_time_shares_count_a_shared_stage_once():
 
 
 def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok, tmp_path):
-    """train.compile: same losses as the eager path (float tolerance) on a two-layer model, and the decoder
+    """train.compile: same losses as the eager path (float tolerance) on a one-layer model, and the decoder
     runs eagerly again after the stage."""
     from inweights.train.loop import _decoder_and_head
 
@@ -495,9 +495,11 @@ def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok
           for i in range(20)]
     losses = []
     for compile_ in (False, True):
-        model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320),
-                           tok, 0)
-        cfg = TrainConfig(batch_size=2, max_len=64, lr=1e-3, log_every=1, compile=compile_)
+        model = build_tiny(TinyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=320),
+                           tok, 0)  # one layer: compilation time grows with the unrolled graph
+        # aot_eager: Dynamo's capture and AOT autograd as in training, without inductor's C++ code generation
+        # (~50 s cold in CI); inductor's own numbers are checked by benchmarks/mfu.py (53 steps, max diff 7.7e-05)
+        cfg = TrainConfig(batch_size=2, max_len=64, lr=1e-3, log_every=1, compile=compile_, compile_backend="aot_eager")
         batches = PackedBatches(lambda rng: ex[rng.randrange(len(ex))], 0, 2, 64, tok.pad_token_id)
         torch.manual_seed(0)
         res = train_stage(model, batches, 3, cfg, tmp_path / str(compile_), save_every=10**9)

@@ -315,6 +315,7 @@ class TrainConfig(Strict):
     # on the 2-core CPU, tiny preset), then steps run 1.65x faster there (benchmarks/mfu.py): worth it for stages
     # of a few hundred steps, not for short ones or tests
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager" traces without generating code)
 
     @model_validator(mode="after")
     def _accum(self) -> TrainConfig:

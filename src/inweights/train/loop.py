@@ -106,8 +106,8 @@ def step_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor, labels
     targets = labels[:, 1:]
     split = _decoder_and_head(model)
     if split is None:
-        logits = packed_logits(model, input_ids, position_ids)[:, :-1].reshape(-1, model.config.vocab_size)
-        targets = targets.reshape(-1)
+        logits = packed_logits(model, input_ids, position_ids)[:, :-1]
+        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)  # a wrapper has no .config
     else:
         decoder, head = split
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
@@ -117,13 +117,13 @@ def step_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor, labels
         return torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
 
 
-def _compile(model):
+def _compile(model, backend: str = "inductor"):
     """``torch.compile`` the decoder in place (``nn.Module.compile``: parameters and state-dict keys unchanged),
     for the models ``_decoder_and_head`` splits; returns the compiled module, or None."""
     split = _decoder_and_head(model)
     if split is None:
         return None
-    split[0].compile()
+    split[0].compile(backend=backend)
     return split[0]
 
 
@@ -195,7 +195,7 @@ def train_stage(
     )
     acc.free_memory()  # forget the previous stage's model and optimiser
     model, opt, sched = acc.prepare(model, opt, sched)
-    compiled = _compile(model) if cfg.compile else None
+    compiled = _compile(model, cfg.compile_backend) if cfg.compile else None
     acc.gradient_accumulation_steps = 1  # we accumulate by hand over micro-batches
 
     ckpt = out_dir / "ckpt"
