@@ -286,13 +286,15 @@ def _plain(value):
     return enc(value, 0)
 
 
-def _run_call(call, env):
-    """A value test: evaluate the call, send back what it returned (never a pass/fail: the parent decides)."""
+def _run_call(call, env, _eval=eval, _compile=compile, _to_plain=_plain):
+    """A value test: evaluate the call, send back what it returned (never a pass/fail: the parent decides).
+    ``eval``, ``compile`` and the encoder are bound when this module loads, so a program that rebinds the
+    builtins does not change how its call is evaluated (defence in depth: the parent's comparison is the guard)."""
     rec = {}
     try:
-        value = eval(compile(call, "<test>", "eval"), env)
+        value = _eval(_compile(call, "<test>", "eval"), env)
         try:
-            rec["value"] = _plain(value)
+            rec["value"] = _to_plain(value)
         except Unsupported as e:
             rec["unsupported"] = str(e)
     except BaseException as e:  # noqa: BLE001 - whatever the program raises is its verdict
