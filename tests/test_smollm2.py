@@ -70,6 +70,10 @@ def test_smollm2_chat_template_and_loss_mask(smollm2):
 
 def test_unreachable_hub_model_is_one_line(root, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    # read at import time: set the flag itself too (otherwise the client tries the network and times out, ~20 s)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     out = tmp_path / "run"
     code = main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "model.preset=null",
                  "--set", "model.name=no-such-org/no-such-model-xyz"])
