@@ -405,3 +405,36 @@ def test_as_an_ordinary_user_the_boundary_still_holds(tmp_path):
     assert got["kill parent"][0] == "passed" and got["kill parent"][1][0] == "bwrap"
     assert got["read env"][0] == "passed"  # f() == 0: no environ holding the parent's secret was readable
     assert victim.read_text() == "keep me"
+
+
+def test_the_childs_result_encoder_writes_what_json_dumps_writes():
+    """The child writes its result line without importing json (start-up cost); the parent reads it with json."""
+    from inweights.sandbox.core import CHILD_SOURCE
+
+    assert CHILD_SOURCE.rstrip().endswith("main()")
+    scope: dict = {"__name__": "inweights_child_test"}
+    exec(compile(CHILD_SOURCE.rstrip()[: -len("main()")], "child", "exec"), scope)  # noqa: S102 - our own code
+    dumps = scope["_dumps"]
+    values = [None, True, False, 0, -7, 10**40, 1.5, -0.0, 1e300, float("nan"), float("inf"), float("-inf"), "",
+              "plain", 'quote " back \\ slash', "tab\tnewline\n\x00\x1f", "é ü 漢字 🙂", "\ud800 lone surrogate",
+              [], [1, [2, [3, {}]]], (1, "t"), {"a": 1, "b": [None, {"c": "d"}]},
+              {"token": "ab12", "results": [{"value": {"l": [1, 2.5, "x"]}}, {"error_type": "E", "errno": None}]}]
+    for v in values:
+        assert dumps(v) == json.dumps(v), v
+    with pytest.raises(TypeError):
+        dumps({1: "non-str key"})
+    with pytest.raises(TypeError):
+        dumps(object())
+
+
+def test_values_of_every_plain_kind_travel_back_exactly():
+    code = "def f(k):\n    return {'s': 'é 🙂 \"q\"\\n', 'n': float('nan'), 'i': float('-inf'), 'big': 10**30,\n" \
+           "            'l': [1, (2, 3), {4}, frozenset({5})], 'd': {'k': None}, 'c': 1+2j}[k]\n"
+    tests = ("assert f('s') == 'é 🙂 \"q\"\\n'", "assert f('i') == float('-inf')", "assert f('big') == 10**30",
+             "assert f('l') == [1, (2, 3), {4}, frozenset({5})]", "assert f('d') == {'k': None}",
+             "assert f('c') == 1+2j")
+    v = run_program(code, tests)
+    assert v.status == "passed", v.reason
+    assert v.untrusted_tests == 0
+    bad = run_program(code, ("assert f('l') == [1, [2, 3], {4}, frozenset({5})]",))
+    assert bad.status == "failed"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import json
+import marshal
 import os
 import secrets
 import shutil
@@ -461,7 +462,7 @@ def _execute(code: str, setup: str, items: list[dict[str, Any]], limits: Limits,
         os.close(w)
         w = -1
         try:
-            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.write(marshal.dumps(job))  # trusted data to the child (it imports no json: start-up)
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
@@ -481,7 +482,9 @@ def _execute(code: str, setup: str, items: list[dict[str, Any]], limits: Limits,
         finally:
             timer.cancel()
         timed_out = expired.is_set()
-        _kill_all(proc.pid, uid)
+        # inside bubblewrap's PID namespace nothing outlives its init, which ends with the program: no /proc scan
+        # for the uid's escapees (~9 ms of parent CPU per program) is needed
+        _kill_all(proc.pid, None if bw else uid)
         proc.wait()
         raw = _read_all(r)
         seconds = time.monotonic() - t0
