@@ -192,14 +192,17 @@ def test_tiny_model_recites_a_document_it_was_trained_on(tmp_path):
     assert not any(u.instruction in o for o in generate(fresh, tok, prompts, max_new_tokens=80, batch_size=3))
 
 
-def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path):
-    """kill -9 a real `inweights run` after a mid-stage checkpoint, resume it, compare with a clean run."""
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path, sig):
+    """kill -9 (or Ctrl-C) a real `inweights run` after a mid-stage checkpoint, resume it, compare with a clean
+    run: the same summary, samples and weights, and a metrics log without the lines logged twice."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    sig = getattr(signal, sig)
     sets = ["--set", "recipes=[proactive]", "--set", "pbb.stage1_steps=60", "--set", "train.save_every=5",
             "--set", "eval.eval_base=false"]
     clean = tmp_path / "clean"
@@ -210,24 +213,57 @@ def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not list(killed.glob("stages/1_*/ckpt/progress.json")):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(0.3)  # let it log a few steps past the checkpoint, which the resume must not duplicate
+    os.killpg(proc.pid, sig)
     proc.wait()
-    assert list(killed.glob("stages/1_*/ckpt/progress.json")), "no mid-stage checkpoint appeared"
+    assert list(killed.glob("stages/1_*/ckpt*/progress.json")), "no mid-stage checkpoint appeared"
     assert not (killed / "summary.json").exists()
+    from inweights.rundir import state_of
+
+    if sig == signal.SIGKILL:  # nobody could write "interrupted": the free run lock says it
+        assert json.loads((killed / "status.json").read_text())["state"] == "running"
+        assert state_of(killed) == "interrupted (process gone)"
+    else:
+        assert state_of(killed) == "interrupted"
     assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(killed), "--resume", *sets]) == 0
+    assert state_of(killed) == "finished"
     a = json.loads((clean / "summary.json").read_text())["rows"]
     b = json.loads((killed / "summary.json").read_text())["rows"]
     assert {k: v["cells"] for k, v in a.items()} == {k: v["cells"] for k, v in b.items()}
 
     def losses(run):
-        out = {}
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            if "loss" in r:
-                out[(r["stage"], r["step"])] = r["loss"]  # a step logged twice (before the kill) must agree
-        return out
+        return [(r["stage"], r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if "loss" in r]
 
-    assert losses(clean) == losses(killed)
+    assert losses(clean) == losses(killed)  # same lines, in order: none logged twice across the interrupt
+    assert (clean / "samples.jsonl").read_bytes() == (killed / "samples.jsonl").read_bytes()
+    ma, mb = (json.loads((r / "models.json").read_text())["proactive"] for r in (clean, killed))
+    assert (clean / ma / "model.safetensors").read_bytes() == (killed / mb / "model.safetensors").read_bytes()
+    assert not list(killed.rglob("*.tmp"))
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(root, tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    hold = ("import sys, time; from pathlib import Path; from inweights.rundir import acquire; "
+            "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--resume"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"in use by pid {holder.pid}" in err[0], err
+        assert not (out / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    from inweights.rundir import is_held
+
+    assert not is_held(out)  # released with the process
 
 
 def test_local_model_path_with_lora(root, tmp_path):

@@ -29,26 +29,10 @@ def check_model(cfg) -> None:
 
 def cmd_validate(args) -> int:
     from inweights.config import load_config
+    from inweights.preflight import preflight
 
     cfg = load_config(args.config, args.set)
-    if cfg.kind == "experiment" and cfg.domain.name == "rules" and cfg.domain.rules.alpaca_train:
-        from inweights.recipes.rule_distill import checked_alpaca_task
-
-        checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
-    if cfg.kind == "experiment" and cfg.domain.name == "coding":
-        from inweights.recipes.ilf import load_tasks
-
-        load_tasks(cfg)
-        check_model(cfg)
-        print(f"{args.config}: ok ({cfg.kind} '{cfg.name}')")
-        return 0
-    if cfg.kind == "experiment":
-        from inweights.experiment import load_units, resolve_prepared
-
-        load_units(cfg)  # a data file is read and checked too
-        check_model(cfg)
-        if cfg.model.preset == "tiny" and cfg.model.prepared_base:
-            resolve_prepared(cfg, Path(args.config))
+    preflight(cfg, Path(args.config))  # exactly what `run` checks before it starts
     print(f"{args.config}: ok ({cfg.kind} '{cfg.name}')")
     return 0
 
@@ -59,16 +43,12 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.kind == "prepare":
         return cmd_prepare(args)
-    from inweights.experiment import load_units, run_experiment
+    from inweights.experiment import run_experiment
+    from inweights.inputs import check_out
+    from inweights.preflight import preflight
 
-    if cfg.domain.name == "coding":
-        from inweights.recipes.ilf import load_tasks
-
-        load_tasks(cfg, quiet=True)  # a malformed task file fails before any work
-    else:
-        load_units(cfg, quiet=True)  # fail on bad data before any work starts (the run reports rejections)
-    check_model(cfg)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    out = check_out(Path(args.out) if args.out else Path("runs") / cfg.name)
+    preflight(cfg, Path(args.config), quiet=True)  # what `validate` checks; the run reports rejections itself
     if cfg.domain.name == "coding":
         from inweights.recipes.ilf import WaitingForFeedback, run_ilf
 
@@ -105,7 +85,9 @@ def cmd_prepare(args) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.kind != "prepare":
         raise UserError(f"{args.config}: kind must be 'prepare' for `inweights prepare`")
-    out = Path(args.out) if args.out else prepared_dir(args.config, cfg.name)
+    from inweights.inputs import check_out
+
+    out = check_out(Path(args.out) if args.out else prepared_dir(args.config, cfg.name))
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     rec = build_prepared_base(cfg, out, command, args.config)
     metric = "in-context" if rec.get("gate_metric", "in_context") == "in_context" else rec["gate_metric"]
@@ -118,7 +100,9 @@ def cmd_data(args) -> int:
     from inweights.config import apply_overrides, load_raw, validate
     from inweights.data import export
     from inweights.experiment import load_units
+    from inweights.inputs import check_out
 
+    check_out(Path(args.out))
     raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
     raw = apply_overrides(raw, [f"domain.name={args.domain}"] + args.set)
     cfg = validate(raw)
@@ -152,7 +136,12 @@ def cmd_eval(args) -> int:
     if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():
         raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json) "
                         f"nor a LoRA stage folder (no inweights.json)")
-    out = Path(args.out) if args.out else model.parent / f"eval_{cfg.name}"
+    from inweights.inputs import check_out
+    from inweights.models.load import check_folder
+
+    check_folder(model, "--model")
+
+    out = check_out(Path(args.out) if args.out else model.parent / f"eval_{cfg.name}")
     exp = Experiment(cfg, out, Path(args.config), resume=True)
     out.mkdir(parents=True, exist_ok=True)
     ev = exp.evaluate_dir(model.name, model, out, domain, units)
@@ -172,18 +161,24 @@ def cmd_export(args) -> int:
     """Each recipe's final model as a standalone folder; LoRA stages are merged with --merge."""
     import shutil
 
+    from inweights.inputs import check_out, read_json_object
     from inweights.models.load import is_adapter_dir, load_model, save_model
 
     run = Path(args.run)
     index = run / "models.json"
     if not index.is_file():
         raise UserError(f"{run}: no models.json (is it a finished run directory?)")
-    models = json.loads(index.read_text())
+    models = read_json_object(index, "run model index")
     recipes = args.recipe or list(models)
     unknown = [r for r in recipes if r not in models]
     if unknown:
         raise UserError(f"--recipe {', '.join(unknown)}: not in this run (it has: {', '.join(models)})")
-    out = Path(args.out) if args.out else run / "export"
+    out = check_out(Path(args.out) if args.out else run / "export")
+    for r in recipes:
+        src = run / str(models[r])
+        if not isinstance(models[r], str) or not ((src / "config.json").is_file() or is_adapter_dir(src)):
+            raise UserError(f"{index}: the model of {r} ({models[r]}) is missing or damaged; the run folder is "
+                            f"incomplete")
     adapters = [r for r in recipes if is_adapter_dir(run / models[r])]
     if adapters and not args.merge:
         raise UserError(f"{', '.join(adapters)}: trained with LoRA (adapters chained over stages); "
@@ -204,13 +199,18 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from inweights.inputs import read_json_object, read_text
+    from inweights.rundir import state_of
+
     run = Path(args.run)
     summary = run / "summary.json"
     if not summary.is_file():
         raise UserError(f"{run}: no summary.json (is it a finished run directory?)")
-    status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
-    print((run / "report.md").read_text())
-    print(f"\nstatus: {status.get('state', 'unknown')}")
+    read_json_object(summary, "run summary")
+    state = state_of(run)  # a damaged status.json is one line; "running" with no live process is "interrupted"
+    report = read_text(run / "report.md", "run report")
+    print(report)
+    print(f"\nstatus: {state}")
     return 0
 
 
@@ -232,14 +232,26 @@ def read_programs(path: Path, tasks: dict) -> list[tuple[str, str]]:
 
 def cmd_sandbox(args) -> int:
     """Run a task file's gold solutions (or the programs given, or mutants) in the sandbox; pass@k."""
+    import math
+
     from tqdm.auto import tqdm
 
     from inweights import rejects
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
+    from inweights.inputs import check_out
     from inweights.sandbox import Limits, Program, run_many
     from inweights.sandbox.core import bwrap
 
+    bad_k = [k for k in args.k if k < 1]
+    if bad_k:
+        raise UserError(f"--k {bad_k[0]}: pass@k needs k of at least 1")
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        raise UserError(f"--timeout {args.timeout}: give a positive, finite number of seconds")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: at least 1")
+    if args.out:
+        check_out(Path(args.out), "--out", file=True)
     if args.require_isolation and bwrap() is None:
         raise UserError("--require-isolation: no kernel boundary here (bubblewrap is not installed or cannot create "
                         "namespaces): apt-get install bubblewrap, or allow unprivileged user namespaces")
@@ -280,43 +292,48 @@ def cmd_sandbox(args) -> int:
 
 def cmd_feedback(args) -> int:
     """Hand a run's failing programs to people (export) and take their feedback back (import)."""
+    from inweights.data import read_jsonl
     from inweights.experiment import atomic_write
     from inweights.feedback import program_key, read_feedback_file
+    from inweights.inputs import check_out, read_json_object
 
     run = Path(args.run)
     pending = run / "feedback" / "pending.jsonl"
     if not (run / "tasks.json").is_file():
         raise UserError(f"{run}: not an ILF run directory (no tasks.json)")
+    pools = read_json_object(run / "tasks.json", "ILF task list")
+    if not all(isinstance(ids, list) for ids in pools.values()):
+        raise UserError(f"{run / 'tasks.json'}: each pool must be a list of task ids; the file is damaged")
     if args.action == "export":
         if not pending.is_file():
             raise UserError(f"{run}: no programs are waiting for feedback")
-        out = Path(args.out)
-        atomic_write(out, pending.read_text())
-        n = sum(1 for ln in pending.read_text().splitlines() if ln.strip())
-        print(f"{n} failing programs to annotate: {out} (fill in each record's 'feedback')")
+        out = check_out(Path(args.out), "--out", file=True)
+        records = read_jsonl(pending, "pending feedback file")  # damaged: one line naming it
+        text = "".join(json.dumps(r) + "\n" for _, r in records)
+        atomic_write(out, text)
+        print(f"{len(records)} failing programs to annotate: {out} (fill in each record's 'feedback')")
         return 0
-    known = {i for ids in json.loads((run / "tasks.json").read_text()).values() for i in ids}
+    known = {str(i) for ids in pools.values() for i in ids}
     src = Path(args.file)
     from inweights import rejects
 
     with rejects.collecting() as found:  # the loader policy: bad records reported together, the good ones kept
         table = read_feedback_file(src, known)
+        bad_lines = {i.where for i in found if i.action == "rejected"}
+        good = [(where, r) for where, r in read_jsonl(src, "feedback file", lenient=True)
+                if r is not None and where not in bad_lines]
+        rejects.check_any_loaded(len(good), f"feedback file {src}", found)
     rejects.settle(found, strict=False)
-    bad_lines = {i.where for i in found if i.action == "rejected"}
     if pending.is_file():
-        asked = {program_key(r["task_id"], r["program"])
-                 for r in (json.loads(ln) for ln in pending.read_text().splitlines() if ln.strip())}
-        for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip() and f"{src}:{n}" not in bad_lines:
-                r = json.loads(line)
-                if program_key(r["task_id"], r["program"]) not in asked:
-                    raise UserError(f"{src}:{n}: this program ({r['task_id']}) is not one the run asked feedback for")
+        asked = {program_key(r.get("task_id"), r.get("program")) for _, r in read_jsonl(pending, "pending feedback file")}
+        for where, r in good:
+            if program_key(r["task_id"], r["program"]) not in asked:
+                raise UserError(f"{where}: this program ({r['task_id']}) is not one the run asked feedback for")
     dest = run / "feedback" / "imported.jsonl"
     dest.parent.mkdir(exist_ok=True)
-    old = dest.read_text() if dest.is_file() else ""
-    new = "".join(json.dumps({"task_id": ln["task_id"], "program": ln["program"], "feedback": ln["feedback"]}) + "\n"
-                  for ln in (json.loads(x) for x in src.read_text(encoding="utf-8").splitlines() if x.strip())
-                  if ln["feedback"].strip())
+    old = "".join(json.dumps(r) + "\n" for _, r in read_jsonl(dest, "imported feedback file")) if dest.is_file() else ""
+    new = "".join(json.dumps({"task_id": r["task_id"], "program": r["program"], "feedback": r["feedback"]}) + "\n"
+                  for _, r in good if r["feedback"].strip())
     atomic_write(dest, old + new)
     print(f"imported feedback on {len(table)} programs into {dest}")
     return 0
@@ -396,6 +413,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as e:
         print(f"inweights: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from inweights.inputs import ENVIRONMENT_ERRNOS, describe_os_error
+
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # the place we were given cannot take what we write (full disk, read-only, permissions): one line, and
+        # the run folder's status says failed (run_experiment & co. record it before this)
+        print(f"inweights: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("inweights: interrupted", file=sys.stderr)

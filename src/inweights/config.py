@@ -20,7 +20,8 @@ PositiveInt = Field(gt=0)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a NaN or infinite number anywhere (``train.lr: .nan``) is a config error, never a run
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------- domain
@@ -83,6 +84,14 @@ class ProgramsConfig(Strict):
             )
         if self.string_min_len > self.string_max_len:
             raise ValueError("string_min_len must be <= string_max_len")
+        n_without = round(self.n_programs * self.without_io_fraction)  # as ProgramsDomain.build splits them
+        if n_without in (0, self.n_programs):
+            raise ValueError(f"n_programs {self.n_programs} x without_io_fraction {self.without_io_fraction} leaves "
+                             f"no {'without_io' if n_without == 0 else 'with_io'} program; raise n_programs or "
+                             f"change the fraction")
+        if self.n_compositions and n_without < 2:
+            raise ValueError(f"n_compositions needs at least two without_io programs to compose (there are "
+                             f"{n_without}); raise n_programs or without_io_fraction")
         return self
 
 
@@ -112,6 +121,12 @@ class GrammarsConfig(Strict):
     def _check(self) -> GrammarsConfig:
         if self.rules_min > self.rules_max:
             raise ValueError("rules_min must be <= rules_max")
+        if self.files:
+            n = len(self.files)
+            n_without = max(1, round(n * self.without_io_fraction))  # as GrammarsDomain.build splits them
+            if n - n_without < 1:
+                raise ValueError(f"files: {n} grammar file(s) with without_io_fraction {self.without_io_fraction} "
+                                 f"leave no with_io grammar ({n_without} go without I/O); give more files")
         return self
 
 
@@ -673,6 +688,10 @@ class ExperimentConfig(Strict):
     def _recipes(self) -> ExperimentConfig:
         from inweights.recipes import RECIPES
 
+        twice = next((r for i, r in enumerate(self.recipes) if r in self.recipes[:i]), None)
+        if twice is not None:
+            raise ValueError(f"recipe '{twice}' is listed twice")
+
         if self.domain.name == "coding":
             for r in self.recipes:
                 if r not in ILF_RECIPES:
@@ -688,9 +707,13 @@ class ExperimentConfig(Strict):
             r, sep, other = r.partition(":")  # recipe:NAME starts from the prepared base of configs/NAME.yaml
             if sep and not re.fullmatch(r"[A-Za-z0-9_.-]+", other):
                 raise ValueError(f"recipe '{r}:{other}': after ':' comes a prepare config's name (configs/NAME.yaml)")
-            base, _, arg = r.partition("@")
+            base, at, arg = r.partition("@")
             if base in ("two_stage", "reverse", "nl_only", "mixed") and arg and arg not in ("sft", "grpo"):
                 raise ValueError(f"recipe '{r}': the suffix is the objective, sft or grpo")
+            if base == "demos_only" and at and not re.fullmatch(r"k?[1-9][0-9]*", arg):
+                raise ValueError(f"recipe '{r}': the suffix is the number of examples per program, e.g. demos_only@k30")
+            if at and base not in ("two_stage", "reverse", "nl_only", "mixed", "demos_only"):
+                raise ValueError(f"recipe '{r}': {base} takes no '@' suffix")
             if base not in RECIPES and r not in self.curricula:
                 known = ", ".join(sorted(set(RECIPES) | set(self.curricula)))
                 raise ValueError(f"unknown recipe '{r}' (known: {known})")
@@ -736,11 +759,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:
+    from inweights.inputs import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {p}")
+    text = read_text(p, "config file")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

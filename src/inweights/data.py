@@ -174,27 +174,26 @@ def read_jsonl(path: Path, what: str = "data file", lenient: bool = False) -> li
     or with ``lenient`` a rejection (``inweights.rejects``) and ``(where, None)``, so that files aligned line by
     line stay aligned."""
     from inweights import rejects
+    from inweights.inputs import read_text
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found")
+    text = read_text(path, what)  # missing, a directory or not UTF-8: one line naming the file and byte
     out: list[tuple[str, dict[str, Any] | None]] = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                rec = json.loads(line)
-                why = None if isinstance(rec, dict) else "a record must be a JSON object"
-            except json.JSONDecodeError as e:
-                rec, why = None, f"not valid JSON ({e.msg})"
-            if why is not None:
-                if not lenient:
-                    raise UserError(f"{where}: {why}")
-                rejects.reject(where, why)
-                rec = None
-            out.append((where, rec))
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            rec = json.loads(line)
+            why = None if isinstance(rec, dict) else "a record must be a JSON object"
+        except json.JSONDecodeError as e:
+            rec, why = None, f"not valid JSON ({e.msg})"
+        if why is not None:
+            if not lenient:
+                raise UserError(f"{where}: {why}")
+            rejects.reject(where, why)
+            rec = None
+        out.append((where, rec))
     return out
 
 
@@ -225,11 +224,16 @@ def read_units(path: Path, domain) -> list[Unit]:
     run, is rejected with its line; a duplicate name too."""
     from inweights import rejects
 
-    units, names = [], set()
+    units, names, ids = [], set(), set()
     for where, rec in read_jsonl(path, "data file", lenient=True):
         if rec is None:
             continue
         try:
+            bad = next((f"field '{k}' must be {t.__name__}" for k, t in
+                        (("source", str), ("group", str), ("train_inputs", list), ("test_inputs", list))
+                        if k in rec and not isinstance(rec[k], t)), None)
+            if bad:
+                raise ValueError(bad)
             name, param = check_source(rec["source"])
             group = rec["group"]
             if group not in ("with_io", "without_io"):
@@ -244,6 +248,8 @@ def read_units(path: Path, domain) -> list[Unit]:
                 domain.run(u, x)
             if name in names:
                 raise ValueError(f"a second program named {name}")
+            if u.id in ids:
+                raise ValueError(f"a second record with id {u.id}")
         except KeyError as e:
             rejects.reject(where, f"missing field {e}")
             continue
@@ -251,6 +257,7 @@ def read_units(path: Path, domain) -> list[Unit]:
             rejects.reject(where, str(e))
             continue
         names.add(name)
+        ids.add(u.id)
         units.append(u)
     rejects.check_any_loaded(len(units), f"data file {path}")
     return units

@@ -41,6 +41,7 @@ from inweights.models.load import (
     resolve_source,
 )
 from inweights.recipes.pbb import stages_for
+from inweights.rundir import LOCK, MetricsLog, open_run, owner, release
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
@@ -60,17 +61,45 @@ class Run:
 
     def __init__(self, out: Path):
         self.out = out
+        self.metrics = MetricsLog(out / "metrics.jsonl")
 
     def status(self, state: str, **extra: Any) -> None:
         if not get_accelerator().is_main_process:
             return
-        atomic_write(self.out / "status.json", json.dumps({"state": state, "time": time.time(), **extra}) + "\n")
+        atomic_write(self.out / "status.json",
+                     json.dumps({"state": state, "time": time.time(), **owner(), **extra}) + "\n")
+
+    def failed(self, e: BaseException) -> None:
+        """Record how the run ended, if its folder has a status; never raises (a full disk may be why it failed)."""
+        if not (self.out / "status.json").exists():
+            return
+        try:
+            self.status("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
+                        error=f"{type(e).__name__}: {e}"[:500])
+        except OSError:
+            pass
 
     def log(self, rec: dict[str, Any]) -> None:
         if not get_accelerator().is_main_process:
             return
-        with (self.out / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.metrics.append(rec)
+
+    def stage_log(self, **fields: Any) -> StageLog:
+        return StageLog(self, fields)
+
+
+class StageLog:
+    """A stage's metrics lines (``fields`` added to each), rewound to its checkpoint when the stage resumes."""
+
+    def __init__(self, run: Run, fields: dict[str, Any]):
+        self.run, self.fields = run, fields
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        self.run.log({**self.fields, **rec})
+
+    def rewind(self, step: int) -> None:
+        if get_accelerator().is_main_process:
+            self.run.metrics.rewind(self.fields, step)
 
 
 def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, Path]:
@@ -144,12 +173,12 @@ class Experiment:
 
     # ------------------------------------------------------------------ set-up
     def check_out_dir(self) -> None:
-        if self.out.exists() and any(self.out.iterdir()) and not self.resume:
+        """``--out`` checked, the run lock taken (main process), leftovers of an interrupted run cleaned."""
+        if get_accelerator().is_main_process:
+            for line in open_run(self.out, self.resume, dump_config(self.cfg)):
+                print(f"resume: {line}")
+        elif self.out.exists() and any(p.name != LOCK for p in self.out.iterdir()) and not self.resume:
             raise UserError(f"run directory {self.out} already exists: pass --resume to continue it, or --out")
-        if self.resume and (self.out / "config.yaml").is_file():
-            old = (self.out / "config.yaml").read_text()
-            if old != dump_config(self.cfg):
-                raise UserError(f"--resume: {self.out}/config.yaml differs from this config; use another --out")
 
     def base_model(self, domain, units) -> tuple[Path | str, str, dict[str, Any] | None]:
         """(folder or hub id, identity, prepared record) of the model every recipe starts from."""
@@ -340,7 +369,7 @@ class Experiment:
             sdir.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         model, tok = self.load(prev_dir, cfg.model.lora)
-        log = lambda r: self.run.log({"recipe": recipe, "stage_key": key, **r})
+        log = self.run.stage_log(recipe=recipe, stage_key=key)
         if stage.objective == "grpo":
             res = self.train_grpo_stage(recipe, stage, key, prev_dir, sdir, model, tok, domain, units, log)
         else:
@@ -574,7 +603,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = 
     try:
         return exp.execute()
     except BaseException as e:
-        if out.exists() and (out / "status.json").exists():
-            exp.run.status("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
-                           error=f"{type(e).__name__}: {e}"[:500])
+        exp.run.failed(e)
         raise
+    finally:
+        release(out)

@@ -455,7 +455,6 @@ class GrammarsDomain:
 def _read(path: str) -> str:
     from pathlib import Path
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"domain.grammars.files: {path} not found")
-    return p.read_text()
+    from inweights.inputs import read_text
+
+    return read_text(Path(path), "domain.grammars.files:")

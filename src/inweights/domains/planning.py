@@ -103,6 +103,10 @@ CODE_TEXT = (
     "Encode the output of the function in <answer></answer> (e.g. <answer>15</answer>)."
 )
 
+# draws in a row without a new instance before the settings are declared too narrow (distinct instances are drawn
+# at random; a narrow space makes duplicates, and an exhausted one would otherwise loop for ever)
+MAX_MISSES = 2000
+
 
 def longest_path(durations: list[float], edges: list[tuple[int, int]]) -> float:
     """Least total time with unlimited parallelism: the longest START -> END path, edge weight = the
@@ -197,8 +201,14 @@ class PlanningDomain:
         units = []
         for group, n, inputs in (("train", c.n_train, tuple(c.representations)),
                                  ("test", c.n_test, tuple(c.eval_representations))):
-            made = 0
+            made, misses = 0, 0
             while made < n:
+                if misses >= MAX_MISSES:
+                    raise UserError(f"domain.planning: only {made} distinct {group} instances found ({n} asked; "
+                                    f"{MAX_MISSES} draws in a row gave nothing new): too few distinct problems with "
+                                    f"these settings; lower n_train/n_test, or allow more steps (max_steps) or "
+                                    f"durations")
+                misses += 1
                 inst = self.random_instance(rng)
                 u = self.make_unit(f"plan-{group}-{made}", group, inst, inputs)
                 sig = self.signature(u)
@@ -206,7 +216,7 @@ class PlanningDomain:
                     continue
                 seen.add(sig)
                 units.append(u)
-                made += 1
+                made, misses = made + 1, 0
         return units
 
     def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None) -> Unit:
@@ -214,12 +224,13 @@ class PlanningDomain:
         disjoint pools by a hash of their structure (durations and constraints): experiments draw only from
         one, preparation only from the other, so a prepared base never saw a test instance whatever seeds
         the two use."""
-        while True:
+        for _ in range(MAX_MISSES):
             inst = self.random_instance(rng)
             u = self.make_unit(f"prep-{rng.getrandbits(32):08x}", "prepare", inst,
                                tuple(self.cfg.prepare_representations))
             if instance_pool(self.signature(u)) == "prepare":
                 return u
+        raise UserError("domain.planning: no preparation instance found; allow more steps (max_steps) or durations")
 
     # ------------------------------------------------------------------ renderings
     def instruction_text(self, unit: Unit) -> str:

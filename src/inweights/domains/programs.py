@@ -177,7 +177,8 @@ class ProgramsDomain:
         n = self.cfg.n_compositions
         parts = [u for u in units if u.group == "without_io" and u.family == "arith"]
         if n and len(parts) < 2:
-            raise ValueError("n_compositions needs at least two without_io arith programs")
+            raise UserError(f"domain.programs.n_compositions: composing needs at least two without_io arith "
+                            f"programs (there are {len(parts)}); raise n_programs or add the arith family")
         out, pairs = [], set()
         for i in range(n):
             while True:

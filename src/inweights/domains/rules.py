@@ -308,11 +308,10 @@ def _alpaca_records(path: str | Path, what: str) -> list[tuple[str, dict[str, st
     strings, under the loader policy (``inweights.rejects``): a bad record is reported and comes back as None,
     so that files aligned record by record stay aligned."""
     from inweights.data import read_jsonl
+    from inweights.inputs import read_text
 
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} not found: {p}")
-    text = p.read_text()
+    text = read_text(p, what)
     if text.lstrip().startswith("["):  # one JSON document: a syntax error leaves no record to keep
         try:
             recs = json.loads(text)

@@ -40,11 +40,53 @@ def build_tiny(cfg: TinyConfig, tokenizer, seed: int) -> LlamaForCausalLM:
 
 
 # ---------------------------------------------------------------------------- sources
+def check_folder(folder: str | Path, what: str) -> None:
+    """A ``save_pretrained`` folder's files checked without loading it: config.json is a JSON object and every
+    ``*.safetensors`` file is whole (its header parses and the file holds every tensor the header lists), so a
+    damaged folder is one line before any work, not a traceback from the loader."""
+    from inweights.inputs import read_json_object
+
+    p = Path(folder)
+    if (p / "config.json").is_file():
+        read_json_object(p / "config.json", f"{what}: model config")
+    for f in sorted(p.glob("*.safetensors")):
+        problem = _safetensors_problem(f)
+        if problem:
+            raise UserError(f"{what}: {f} is damaged ({problem}); write the model again")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not whole, or None. The format: 8 bytes little-endian header length, a JSON
+    header of name -> {dtype, shape, data_offsets}, then the data (read by hand: safetensors' own reader reports
+    truncation only when a tensor is loaded)."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "shorter than its header"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return "cut inside its header"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        return f"unreadable header: {e}"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [t["data_offsets"][1] for k, t in header.items()
+            if k != "__metadata__" and isinstance(t, dict) and isinstance(t.get("data_offsets"), list)]
+    if ends and 8 + n + max(ends) > size:
+        return f"cut short: {size} bytes, its header needs {8 + n + max(ends)}"
+    return None
+
+
 def check_source(m: ModelConfig) -> None:
-    """Cheap checks run before any work starts (missing folder, missing package)."""
+    """Cheap checks run before any work starts (missing folder, missing package, damaged files)."""
     if m.path is not None and not (Path(m.path) / "config.json").is_file():
         raise UserError(f"model.path: {m.path} is not a Hugging Face model folder (no config.json); "
                         f"point it at a folder written by save_pretrained")
+    if m.path is not None:
+        check_folder(m.path, "model.path")
     if m.preset == "smollm2-135m":
         from inweights.models.presets import smollm2_gguf
 

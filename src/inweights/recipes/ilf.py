@@ -119,16 +119,16 @@ class ILFRun:
         self.ilf = cfg.ilf
         self.limits = Limits(wall_seconds=self.ilf.timeout, cpu_seconds=self.ilf.timeout)
         self.t0 = time.time()
+        from inweights.experiment import Run
 
-    # -- bookkeeping
+        self.run = Run(out)
+
+    # -- bookkeeping (the run folder's status and metrics log, as every regime keeps them)
     def log(self, rec: dict[str, Any]) -> None:
-        with (self.out / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.run.log(rec)
 
     def status(self, state: str, **extra: Any) -> None:
-        from inweights.experiment import atomic_write
-
-        atomic_write(self.out / "status.json", json.dumps({"state": state, "time": time.time(), **extra}) + "\n")
+        self.run.status(state, **extra)
 
     def cached(self, name: str):
         p = self.out / "steps" / f"{name}.json"
@@ -165,7 +165,7 @@ class ILFRun:
         batches = PackedBatches(lambda rng: tokens(rng.choice(records), "completion"),
                                 derive_seed(self.cfg.seed, "ilf", name, "stream"), self.cfg.train.batch_size,
                                 self.cfg.train.max_len, tok.pad_token_id)
-        log = lambda r: self.log({"model": name, **r})
+        log = self.run.stage_log(model=name)
         res = train_stage(model, batches, steps, self.cfg.train, d, lr=lr, desc=f"ilf:{name}",
                           save_every=self.cfg.train.save_every, log=log)
         tmp = d / "model.tmp"
@@ -352,10 +352,10 @@ class ILFRun:
     # -- everything
     def execute(self) -> dict[str, Any]:
         cfg, out = self.cfg, self.out
-        if out.exists() and any(out.iterdir()) and not self.resume:
-            raise UserError(f"run directory {out} already exists: pass --resume to continue it, or --out")
-        if self.resume and (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != dump_config(cfg):
-            raise UserError(f"--resume: {out}/config.yaml differs from this config; use another --out")
+        from inweights.rundir import open_run
+
+        for line in open_run(out, self.resume, dump_config(cfg)):  # checks, the run lock, leftovers
+            print(f"resume: {line}")
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         tasks = load_tasks(cfg)
@@ -440,7 +440,9 @@ def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, r
         run.status("waiting_for_feedback", pending=str(e.path), programs=e.n)
         raise
     except BaseException as e:
-        if (out / "status.json").exists():
-            run.status("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
-                       error=f"{type(e).__name__}: {e}"[:500])
+        run.run.failed(e)
         raise
+    finally:
+        from inweights.rundir import release
+
+        release(out)

@@ -438,13 +438,27 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool = False) -> dict:
+    """The run folder's life (checks, lock, status) around ``_run_rule_distill``."""
+    from inweights.experiment import Run
+    from inweights.rundir import open_run, release
+
+    run = Run(out)
+    for line in open_run(out, resume, dump_config(cfg)):
+        print(f"resume: {line}")
+    try:
+        return _run_rule_distill(cfg, out, config_path, run)
+    except BaseException as e:
+        run.failed(e)
+        raise
+    finally:
+        release(out)
+
+
+def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, run) -> dict:
     from inweights.experiment import load_units
     from inweights.models.load import load_model
+    from inweights.rundir import MetricsLog
 
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise UserError(f"run directory {out} already exists: pass --resume to continue it, or --out")
-    if resume and (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != dump_config(cfg):
-        raise UserError(f"--resume: {out}/config.yaml differs from this config; use another --out")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     t0 = time.time()
@@ -460,23 +474,22 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     base = frozen(base)
     if cfg.distill.teacher_path and "rule_distill_base" in cfg.recipes:
         _separate_teacher(cfg, tok)  # a missing folder or another tokenizer fails before any training
-    out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
-    rejects.write(out, [i for t in tasks for i in t.rejected])
+    rejects.write(out, [i for t in tasks for i in t.rejected])  # (written once every input has been checked)
     (out / "config.yaml").write_text(dump_config(cfg))
+    run.status("running")
     done_path = out / "cells.jsonl"
     rows = [json.loads(ln) for ln in done_path.read_text().splitlines()] if done_path.is_file() else []
     done = {(r["task"], r["k"], r["seed"]) for r in rows}
-    log_path = out / "metrics.jsonl"
-
-    def log(rec):
-        with log_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+    log = run.log
 
     for task in tasks:
         for k in cfg.distill.ks:
             for seed in cfg.distill.seeds:
                 if (task.name, k, seed) in done:
                     continue
+                # an interrupted cell restarts from scratch: what it wrote before the interrupt goes
+                for path in (run.metrics.path, out / "samples.jsonl"):
+                    MetricsLog(path).rewind({"task": task.name, "k": k, "seed": seed}, None)
                 samples: list[dict[str, Any]] = []
                 cell = run_cell(base, tok, task, k, seed, cfg, log, samples.extend)
                 with (out / "samples.jsonl").open("a") as f:  # written with the cell, so a resume never repeats them
@@ -493,6 +506,7 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     from inweights.report.rules import write_report
 
     write_report(cfg, out, summary)
+    run.status("finished", wall_seconds=round(summary["wall_seconds"], 1))
     return summary
 
 

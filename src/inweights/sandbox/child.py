@@ -328,8 +328,8 @@ def _dumps(value):
         elif t is int:
             add(int.__repr__(v))
         elif t is float:
-            add(float.__repr__(v) if v == v and v not in (_INF, -_INF) else
-                "NaN" if v != v else "Infinity" if v > 0 else "-Infinity")
+            r = float.__repr__(v)
+            add(_SPECIAL.get(r, r))
         elif t is str:
             add(_encode_str(v))
         elif t is list or t is tuple:
@@ -354,7 +354,7 @@ def _dumps(value):
     return "".join(parts)
 
 
-_INF = float("inf")
+_SPECIAL = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # as json writes them
 
 
 def main():

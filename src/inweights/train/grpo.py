@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import GRPOConfig, TrainConfig
-from inweights.train.loop import autocast, get_accelerator, save_checkpoint
+from inweights.train.loop import autocast, get_accelerator, recover_checkpoint, save_checkpoint
 
 Prompt = list[dict[str, str]]
 Sample = Callable[[random.Random], tuple[Prompt, Callable[[str], float]]]
@@ -167,11 +167,16 @@ def train_grpo(
     history: list[dict[str, Any]] = []
     tokens, start, elapsed = 0, 0, 0.0
     ckpt = out_dir / "ckpt" if out_dir is not None else None
+    if ckpt is not None and acc.is_main_process:
+        recover_checkpoint(ckpt)
+    acc.wait_for_everyone()
     if ckpt is not None and (ckpt / "progress.json").is_file():
         acc.load_state(str(ckpt))
         prog = json.loads((ckpt / "progress.json").read_text())
         start, history, tokens, elapsed = prog["step"], prog["history"], prog["tokens"], prog["elapsed"]
         stream.load_state_dict(prog["data"])
+    if log is not None and hasattr(log, "rewind"):  # what the interrupted run logged after its checkpoint comes again
+        log.rewind(start)
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
     for step in range(start + 1, steps + 1):

@@ -200,6 +200,9 @@ def train_stage(
 
     ckpt = out_dir / "ckpt"
     step, history, tokens, elapsed = 0, [], 0, 0.0
+    if acc.is_main_process:
+        recover_checkpoint(ckpt)
+    acc.wait_for_everyone()
     if (ckpt / "progress.json").is_file():
         acc.load_state(str(ckpt))
         prog = json.loads((ckpt / "progress.json").read_text())
@@ -207,6 +210,8 @@ def train_stage(
         batches.load_state_dict(prog["data"])
         if on_step is not None and prog.get("hook") is not None and hasattr(on_step, "load_state_dict"):
             on_step.load_state_dict(prog["hook"])
+    if log is not None and hasattr(log, "rewind"):  # what the interrupted run logged after its checkpoint comes again
+        log.rewind(step)
 
     world = acc.num_processes
     if cfg.batch_size % (cfg.grad_accum * world):
@@ -292,6 +297,17 @@ def train_stage(
     }
 
 
+def recover_checkpoint(ckpt: Path) -> None:
+    """After an interrupted ``save_checkpoint``: a complete ``ckpt.tmp`` (its progress.json is written last) with
+    no complete ``ckpt`` becomes the checkpoint; any other leftover is removed."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old.tmp")
+    if not (ckpt / "progress.json").is_file() and (tmp / "progress.json").is_file():
+        shutil.rmtree(ckpt, ignore_errors=True)
+        os.replace(tmp, ckpt)
+    for stray in (tmp, old):
+        shutil.rmtree(stray, ignore_errors=True)
+
+
 def save_checkpoint(acc, ckpt: Path, step, history, tokens, elapsed, batches, hook) -> None:
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if acc.is_main_process and tmp.exists():
@@ -307,8 +323,12 @@ def save_checkpoint(acc, ckpt: Path, step, history, tokens, elapsed, batches, ho
             "data": batches.state_dict(),
             "hook": hook.state_dict() if hasattr(hook, "state_dict") else None,
         }
-        _atomic_json(tmp / "progress.json", prog)
+        _atomic_json(tmp / "progress.json", prog)  # written last: a tmp with it is complete
+        # swap without a moment where no complete checkpoint exists: an interrupt between the two renames leaves
+        # ``ckpt.tmp`` complete and no ``ckpt``, which a resume promotes (``rundir.clean_stray``)
+        old = ckpt.with_name(ckpt.name + ".old.tmp")
         if ckpt.exists():
-            shutil.rmtree(ckpt)
+            os.replace(ckpt, old)
         os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
     acc.wait_for_everyone()

@@ -1,0 +1,104 @@
+"""Reading what a user hands us, and checking where we will write, before any work starts.
+
+Every failure here is a ``UserError``: one line naming the file (and the byte or line), exit code 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from inweights.errors import UserError
+
+# a run writes models, checkpoints and logs: refuse to start one where less than this is free
+MIN_FREE_MB = 200
+
+
+def read_bytes(path: str | Path, what: str) -> bytes:
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p}")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise UserError(f"{what} {p}: cannot be read ({e.strerror})") from None
+
+
+def decode(data: bytes, path: str | Path, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{what} {path}: not valid UTF-8 at byte {e.start} (line {line})") from None
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A text file as UTF-8; missing, a directory, unreadable or not UTF-8 is one line naming it."""
+    return decode(read_bytes(path, what), path, what)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file (a run folder's own records: status, models, tasks, summary); damage is one line naming it."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} {path}: not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from None
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    rec = read_json(path, what)
+    if not isinstance(rec, dict):
+        raise UserError(f"{what} {path}: expected a JSON object, found {type(rec).__name__}; the file is damaged")
+    return rec
+
+
+def check_out(path: str | Path, what: str = "--out", *, file: bool = False, min_free_mb: int = MIN_FREE_MB) -> Path:
+    """Where a command will write (a directory, or with ``file`` a file), checked before any work: not an existing
+    file where a directory is meant (or the reverse), under a directory we can write, with space left."""
+    p = Path(path)
+    if file and p.is_dir():
+        raise UserError(f"{what} {p} is a directory; give a file path")
+    if not file and p.exists() and not p.is_dir():
+        raise UserError(f"{what} {p} exists and is not a directory")
+    # the nearest existing ancestor decides whether we can create what is missing
+    probe = p if p.exists() else p.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{what} {p}: {probe} is a file, so nothing can be created under it")
+    try:  # really create a file there: permission bits say nothing of root, read-only mounts or pseudo-filesystems
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".inweights-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise UserError(f"{what} {p}: {probe} is not writable ({e.strerror})") from None
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    if free_mb < min_free_mb:
+        raise UserError(f"{what} {p}: only {free_mb:.0f} MB free on its disk (at least {min_free_mb} MB needed)")
+    return p
+
+
+def finite(value: float, name: str) -> float:
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+# OSErrors that mean "the place you gave us cannot take this" rather than a bug: the CLI reports them in one line
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                      errno.EISDIR, errno.ENAMETOOLONG, errno.EFBIG, errno.EMFILE, errno.ENFILE}
+
+
+def describe_os_error(e: OSError) -> str:
+    where = f": {e.filename}" if e.filename else ""
+    hint = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"{e.strerror or e}{where}{hint}"
