@@ -87,6 +87,10 @@ CASES = [
     C("validate-recipe-zero-k", ["validate", "{d}/c.yaml", "--set", "recipes=[demos_only@k0]"], {"c.yaml": SMOKE}),
     C("validate-recipe-unknown", ["validate", "{d}/c.yaml", "--set", "recipes=[nope]"], {"c.yaml": SMOKE},
       needle="unknown recipe"),
+    C("validate-recipes-empty", ["validate", "{d}/c.yaml", "--set", "recipes=[]"], {"c.yaml": SMOKE}, needle="recipes"),
+    C("validate-planning-with-pbb-recipes", ["validate", "{d}/c.yaml", "--set", "domain.name=planning",
+                                             "--set", "model.prepared_base=null", "--set", "recipes=[proactive]"],
+      {"c.yaml": SMOKE}, needle="group with_io has no units"),
     C("validate-recipe-twice", ["validate", "{d}/c.yaml", "--set", "recipes=[mixture,mixture]"], {"c.yaml": SMOKE},
       needle="twice"),
     # --- settings that leave nothing to do, or more than the machine holds

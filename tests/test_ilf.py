@@ -130,6 +130,19 @@ def _cli(*args):
                           text=True, timeout=600)
 
 
+def _cli_here(*args):
+    """The CLI in this process (no interpreter start-up and imports per call: ~7 s each on the CI machine)."""
+    import contextlib
+    import io
+
+    from inweights.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
+
+
 def test_ilf_run_end_to_end_is_deterministic(tmp_path):
     cfg = tmp_path / "ilf.yaml"
     cfg.write_text(yaml.safe_dump(SMOKE))
@@ -156,23 +169,23 @@ def test_human_feedback_round_trip(tmp_path):
                                    "ilf": {**SMOKE["ilf"], "feedback": {"provider": "file"}}}))
     run = tmp_path / "run"
     for expected_step in ("refine_pool_feedback", "ilf_r1_feedback"):
-        proc = _cli("run", str(cfg), "--out", str(run), "--resume")
+        proc = _cli_here("run", str(cfg), "--out", str(run), "--resume")
         assert proc.returncode == 3, proc.stderr[-2000:]
         assert "waiting for feedback" in proc.stdout
         assert json.loads((run / "status.json").read_text())["state"] == "waiting_for_feedback"
         todo = tmp_path / f"{expected_step}.jsonl"
-        assert _cli("feedback", "export", str(run), "--out", str(todo)).returncode == 0
+        assert _cli_here("feedback", "export", str(run), "--out", str(todo)).returncode == 0
         recs = [json.loads(ln) for ln in todo.read_text().splitlines()]
         assert recs and all(r["step"] == expected_step and r["feedback"] == "" for r in recs)
         # a record for a program the run never asked about is refused, naming it
         stray = tmp_path / "stray.jsonl"
         stray.write_text(json.dumps({**recs[0], "program": "print(1)", "feedback": "x"}) + "\n")
-        bad = _cli("feedback", "import", str(stray), "--run", str(run))
+        bad = _cli_here("feedback", "import", str(stray), "--run", str(run))
         assert bad.returncode == 2 and "is not one the run asked feedback for" in bad.stderr
         todo.write_text("".join(json.dumps({**r, "feedback": f"Person's note {i}."}) + "\n"
                                 for i, r in enumerate(recs)))
-        assert _cli("feedback", "import", str(todo), "--run", str(run)).returncode == 0
-    proc = _cli("run", str(cfg), "--out", str(run), "--resume")
+        assert _cli_here("feedback", "import", str(todo), "--run", str(run)).returncode == 0
+    proc = _cli_here("run", str(cfg), "--out", str(run), "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
     fb = json.loads((run / "steps" / "ilf_r1_feedback.json").read_text())["feedback"]
     assert fb and all(f.startswith("Person's note") for f in fb)

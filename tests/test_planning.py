@@ -306,7 +306,7 @@ def test_rejections_are_reported_once_together_and_strict_makes_them_an_error(tm
     _quirky(tmp_path)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"name: x\ndomain:\n  name: planning\n  planning: {{asynchow_dir: {tmp_path}}}\n"
-                   "model: {prepared_base: null}\n")
+                   "model: {prepared_base: null}\nrecipes: [two_stage]\n")
     assert main(["validate", str(cfg)]) == 0
     err = capsys.readouterr().err
     assert "4 record(s) rejected" in err and "fortnights" in err and "loaded with a note" in err

@@ -637,7 +637,7 @@ class ExperimentConfig(Strict):
     domain: DomainConfig = Field(default_factory=DomainConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    recipes: list[str] = Field(default_factory=lambda: ["proactive", "stage2_only", "mixture"])
+    recipes: list[str] = Field(default_factory=lambda: ["proactive", "stage2_only", "mixture"], min_length=1)
     pbb: PBBConfig = Field(default_factory=PBBConfig)
     curricula: dict[str, list[StageConfig]] = Field(default_factory=dict)  # user-defined recipes
     eval: EvalConfig = Field(default_factory=EvalConfig)

@@ -26,6 +26,7 @@ from inweights.inputs import check_out, read_json_object, read_text
 
 LOCK = ".lock"
 _HELD: dict[str, int] = {}  # run folder -> fd holding its lock (kept open for the life of the process)
+_CREATED: set[str] = set()  # run folders this process created (removed again on release if nothing was written)
 
 
 def owner() -> dict[str, Any]:
@@ -37,6 +38,8 @@ def acquire(out: Path) -> None:
     key = str(out.resolve())
     if key in _HELD:
         return
+    if not out.exists():
+        _CREATED.add(key)
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -56,9 +59,20 @@ def acquire(out: Path) -> None:
 
 
 def release(out: Path) -> None:
-    fd = _HELD.pop(str(out.resolve()), None)
+    """Give the lock back; a folder this process created and wrote nothing into (a run that stopped on bad input
+    before any work) is removed, so nothing is left that looks like a run."""
+    key = str(out.resolve())
+    fd = _HELD.pop(key, None)
     if fd is not None:
         os.close(fd)  # closing the descriptor releases the flock
+    if key in _CREATED:
+        _CREATED.discard(key)
+        try:
+            if [p.name for p in out.iterdir()] == [LOCK]:
+                (out / LOCK).unlink()
+                out.rmdir()
+        except OSError:
+            pass
 
 
 def is_held(out: Path) -> bool:
