@@ -227,7 +227,10 @@ def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path):
         killed = tmp_path / sig.name
         cmd = [sys.executable, "-m", "inweights.cli", "run", str(root / "configs/smoke.yaml"), "--out", str(killed),
                *sets]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # SIGINT as a terminal sends it, whatever disposition this test process inherited (a child whose parent
+        # ignores SIGINT starts with it ignored, and Python then installs no KeyboardInterrupt handler)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
         deadline = time.time() + 120
         while time.time() < deadline and not past_checkpoint(killed):
             time.sleep(0.01)

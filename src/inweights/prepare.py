@@ -85,12 +85,18 @@ def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
     taken = {u.pointer for u in held_out}
     bodies = {u.instruction.split("\n", 1)[1] for u in held_out}
     out: list = []
+    misses = 0
     while len(out) < p.pool_programs + p.pool_doc_only:
+        if misses >= 2000:  # bounded: the settings may allow fewer distinct programs than asked
+            raise UserError(f"prepare: only {len(out)} distinct pool programs found ({p.pool_programs + p.pool_doc_only} "
+                            f"asked); lower prepare.pool_programs / pool_doc_only or allow more statements")
         group = "with_io" if len(out) < p.pool_programs else "without_io"
         u = domain.sample_unit(rng, group, "prepare", taken, uid=f"pool{len(out):05d}")
         body = u.instruction.split("\n", 1)[1]
         if body in bodies:
+            misses += 1
             continue
+        misses = 0
         bodies.add(body)
         out.append(u)
     return out[: p.pool_programs], out[p.pool_programs :]

@@ -288,14 +288,19 @@ def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set
         raise UserError(f"at most 900 generated tasks per pool ({n} asked)")
     rng = random.Random(derive_seed(seed, "coding", pool))
     taken: set[str] = set()
-    tasks = []
+    tasks, misses = [], 0
     while len(tasks) < n:
+        misses += 1
+        if misses > 50_000:  # bounded: the family is finite (780 distinct functions)
+            raise UserError(f"domain.coding: only {len(tasks)} distinct generated {pool} tasks found ({n} asked); "
+                            f"lower n_{pool}")
         name = "".join(rng.choice(SYLLABLES) for _ in range(3))
         if name_pool(name) != pool:
             continue
         spec = generated_spec(rng)
         if name in taken or spec_key(spec) in exclude:
             continue
+        misses = 0
         taken.add(name)
         tasks.append(generated_task(spec, name, rng, n_tests))
     return tasks

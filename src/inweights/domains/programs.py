@@ -119,7 +119,7 @@ def make_name(rng: random.Random, pool: str, taken: set[str], min_distance: int 
     """A fresh name of the pool; with ``min_distance`` > 1, at least that many edits away from every taken
     name (near-duplicate names blur which program a question asks about)."""
     first = NAME_POOLS[pool]
-    while True:
+    for _ in range(20_000):  # bounded: a pool of names can run out (digits: 1,000 per pool)
         if style == "digits":
             name = DIGIT_PREFIX[pool] + "".join(rng.choice(string.digits) for _ in range(3))
         else:
@@ -133,6 +133,9 @@ def make_name(rng: random.Random, pool: str, taken: set[str], min_distance: int 
             continue
         taken.add(name)
         return name
+    raise UserError(f"no fresh {pool} name left after 20,000 draws ({len(taken)} taken, name_style {style}, "
+                    f"name_min_distance {min_distance}): ask for fewer units, lower name_min_distance, or use "
+                    f"name_style syllables")
 
 
 class ProgramsDomain:

@@ -272,7 +272,7 @@ class RulesDomain:
         """A rule from the seeded family, never a held-out one (checked by rule text and expression)."""
         taken = taken if taken is not None else set()
         banned = self._banned()
-        while True:
+        for _ in range(20_000):  # bounded: the family of rules is finite
             spec = self.random_spec(rng)
             if spec.get("expr") in banned:
                 continue
@@ -280,6 +280,7 @@ class RulesDomain:
             u = self.make_unit(rng, f"{pool}_{len(taken)}", pointer, pool, spec)
             if u.instruction not in banned:
                 return u
+        raise UserError("domain.rules: no rule outside the held-out ones found in 20,000 draws; hold out fewer rules")
 
     def _banned(self) -> set[str]:
         if not hasattr(self, "_banned_cache"):
