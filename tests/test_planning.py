@@ -119,7 +119,9 @@ def _write_asynchow(folder, answer="[datetime.timedelta(seconds=3000), datetime.
                "as follows:\n{'1': '10 minutes', '3': '40 min', '2': '1 hours'}\n\nHow long? <answer></answer>")
     # longest path: 10 + 60 = 70 minutes, unless the answer says otherwise
     for split in ("train", "test"):
-        for name, q, a in (("natural", "Step 1. Wake up (10 minutes) ...", answer), ("graph", graph_q, answer),
+        # (the test instance is not the training one: the loader notes a test question seen in training)
+        for name, q, a in (("natural", "Step 1. Wake up (10 minutes) ...", answer),
+                           ("graph", graph_q.replace("How long?", f"How long ({split})?"), answer),
                            ("python", ("```python\nadj_list = {1: [(2, 10)], 2: [(3, 60), (4, 40)], 3: [(5, 0)], "
                             "4: [(5, 0)]}\nsource = 1\ntarget = 5\n```"), 70.0)):
             (folder / f"asynchow_{name}_{split}.jsonl").write_text(json.dumps({"question": q, "answer": a}) + "\n")
@@ -337,3 +339,20 @@ def test_gold_answers_render_and_score_exactly_large_and_fractional():
             text = views.target(d, u, x, "cot")
             assert "e+" not in text and "e-" not in text, text
             assert d.score(u, x, views.extract(d, text)), (v, text)
+
+
+def test_a_repeated_question_is_rejected_and_a_test_question_seen_in_training_is_reported(tmp_path):
+    _write_asynchow(tmp_path, "[datetime.timedelta(seconds=4200), datetime.timedelta(seconds=4200)]")
+    for name in ("natural", "graph", "python"):  # every training record twice, aligned
+        p = tmp_path / f"asynchow_{name}_train.jsonl"
+        p.write_text(p.read_text() * 2)
+    g_test = tmp_path / "asynchow_graph_test.jsonl"
+    g_test.write_text((tmp_path / "asynchow_graph_train.jsonl").read_text().splitlines()[0] + "\n")
+    with rejects.collecting() as found:
+        us = load_asynchow(tmp_path, ("nl", "graph"), ("nl",))
+    assert [u.group for u in us] == ["train", "test"]
+    rejected = [i for i in found if i.action == "rejected"]
+    assert len(rejected) == 1 and rejected[0].where.endswith("asynchow_graph_train.jsonl:2")
+    assert "same graph question as" in rejected[0].reason
+    assert any(i.action == "kept" and "also trained on" in i.reason and i.where.endswith("graph_test.jsonl:1")
+               for i in found)

@@ -547,6 +547,7 @@ def load_asynchow(folder: str | Path, representations: tuple[str, ...],
 
     folder = Path(folder)
     units = []
+    first_seen: dict[tuple[str, str], str] = {}  # (split, graph question) -> where it was read first
     for split, group, inputs in (("train", "train", representations), ("test", "test", eval_representations)):
         need = sorted(set(inputs) | {"graph"})
         files = {r: folder / _FILES[r].format(split=split) for r in need}
@@ -570,6 +571,13 @@ def load_asynchow(folder: str | Path, representations: tuple[str, ...],
                     where = rows[r][i][0]
                     _record_ok(r, rec)
                 where = rows["graph"][i][0]
+                question = recs["graph"]["question"]
+                if (split, question) in first_seen:  # a repeat within a split would count twice
+                    raise ValueError(f"the same graph question as {first_seen[split, question]}")
+                first_seen[split, question] = where
+                if split == "test" and ("train", question) in first_seen:  # kept, but never silently
+                    rejects.note(where, f"the same graph question as {first_seen['train', question]}: this test "
+                                        f"instance was also trained on")
                 lows, highs, edges = graph_structure(recs["graph"]["question"])
                 lo, hi = longest_path(lows, edges), longest_path(highs, edges)
                 code = None
