@@ -197,6 +197,8 @@ CASES = [
     C("report-summary-not-utf8", ["report", "{d}/run"], run_files(summary_DOT_json=b"{\xff}"), needle="UTF-8"),
     C("report-report-missing", ["report", "{d}/run"], run_files(report_DOT_md=None), needle="report.md"),
     C("report-status-not-json", ["report", "{d}/run"], run_files(status_DOT_json="{"), needle="status.json"),
+    C("status-not-a-run", ["status", "{d}/empty"], {"empty/x": "1"}, needle="status.json"),
+    C("status-status-not-json", ["status", "{d}/run"], run_files(status_DOT_json="{"), needle="status.json"),
     C("report-not-a-run", ["report", "{d}/empty"], {"empty/x": "1"}, needle="summary.json"),
     C("export-models-not-json", ["export", "{d}/run"], run_files(models_DOT_json="[1,"), needle="models.json",
       absent=["run/export"]),

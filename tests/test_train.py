@@ -192,7 +192,7 @@ def test_tiny_model_recites_a_document_it_was_trained_on(tmp_path):
     assert not any(u.instruction in o for o in generate(fresh, tok, prompts, max_new_tokens=80, batch_size=3))
 
 
-def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path):
+def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path, capsys):
     """kill -9, and Ctrl-C, a real `inweights run` after a mid-stage checkpoint (and a few steps past it), resume
     it, compare with a clean run: the same summary, samples and weights, and a metrics log with no line twice."""
     import os
@@ -241,6 +241,10 @@ def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path):
         if sig == signal.SIGKILL:  # nobody could write "interrupted": the free run lock says it
             assert json.loads((killed / "status.json").read_text())["state"] == "running"
             assert state_of(killed) == "interrupted (process gone)"
+            assert main(["status", str(killed)]) == 0
+            assert "interrupted (process gone)" in capsys.readouterr().out
+            assert main(["report", str(killed)]) == 2
+            assert "interrupted (process gone)" in capsys.readouterr().err
         else:
             assert state_of(killed) == "interrupted"
         assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(killed), "--resume", *sets]) == 0

@@ -1,4 +1,4 @@
-"""The `inweights` command: run, validate, data, prepare, eval, report, export, sandbox.
+"""The `inweights` command: run, validate, data, prepare, eval, report, status, export, sandbox, feedback.
 
 Bad input (config, data file, model path) ends in one line on stderr and exit code 2.
 """
@@ -205,12 +205,40 @@ def cmd_report(args) -> int:
     run = Path(args.run)
     summary = run / "summary.json"
     if not summary.is_file():
+        if (run / "status.json").is_file():
+            raise UserError(f"{run}: no report yet; the run is {state_of(run)} (inweights status {run})")
         raise UserError(f"{run}: no summary.json (is it a finished run directory?)")
     read_json_object(summary, "run summary")
     state = state_of(run)  # a damaged status.json is one line; "running" with no live process is "interrupted"
     report = read_text(run / "report.md", "run report")
     print(report)
     print(f"\nstatus: {state}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    """Where a run stands: its state (``interrupted (process gone)`` when it says running but nobody holds its
+    lock), the process that wrote it, and the stages finished."""
+    import time
+
+    from inweights.inputs import read_json_object
+    from inweights.rundir import is_held, state_of
+
+    run = Path(args.run)
+    if not (run / "status.json").is_file():
+        raise UserError(f"{run}: not a run directory (no status.json)")
+    status = read_json_object(run / "status.json", "run status")
+    state = state_of(run)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["time"])) if isinstance(
+        status.get("time"), (int, float)) else "?"
+    who = f"pid {status.get('pid', '?')} on {status.get('host', '?')}"
+    print(f"{run}: {state} (written {when} by {who}; lock {'held' if is_held(run) else 'free'})")
+    if status.get("error"):
+        print(f"  error: {status['error']}")
+    stages = sorted(p.parent.name for p in run.glob("stages/*/done.json"))
+    ckpts = sorted(p.parent.parent.name for p in run.glob("stages/*/ckpt/progress.json"))
+    if stages or ckpts:
+        print(f"  stages finished: {len(stages)}; mid-stage checkpoints: {', '.join(ckpts) or 'none'}")
     return 0
 
 
@@ -403,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the report of a run directory")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("status", help="where a run stands: running, finished, failed, interrupted")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_status)
     return parser
 
 
