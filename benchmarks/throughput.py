@@ -146,8 +146,9 @@ def warm_rate(
 def setup(args):
     from inweights import views
     from inweights.config import load_config
+    from inweights.core.seeds import derive_seed
     from inweights.curriculum import corpus_texts
-    from inweights.domains.programs import ProgramsDomain, derive_seed
+    from inweights.domains.programs import ProgramsDomain
     from inweights.models import build_tiny, load_model, train_tokenizer
 
     cfg = load_config(CONFIG)
@@ -195,8 +196,8 @@ def fresh_model(cfg, tok, init_state):
 
 # --------------------------------------------------------------------------------------- training
 def bench_ours(cfg, tok, records, init_state, steps: int, skip: int, work: Path) -> dict[str, Any]:
+    from inweights.core.seeds import derive_seed
     from inweights.curriculum import TokenCache
-    from inweights.domains.programs import derive_seed
     from inweights.train.data import PackedBatches
     from inweights.train.loop import train_stage
 

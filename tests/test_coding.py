@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from inweights.core.errors import UserError
 from inweights.domains.coding import (
     extract_code,
     generated_tasks,
@@ -20,7 +21,6 @@ from inweights.domains.coding import (
     read_humaneval,
     read_mbpp,
 )
-from inweights.errors import UserError
 from inweights.eval.stats import pass_at_k
 from inweights.sandbox import Limits, Program, run_many
 

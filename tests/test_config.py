@@ -2,7 +2,7 @@ import pytest
 
 from inweights.cli import main
 from inweights.config import ExperimentConfig, apply_overrides, validate
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 
 def test_defaults_validate():
@@ -25,6 +25,13 @@ def test_bad_config_names_the_key(raw, where):
     with pytest.raises(UserError) as e:
         validate(raw)
     assert where in str(e.value)
+
+
+def test_the_configs_recipe_names_are_the_recipes():
+    from inweights.config import PBB_RECIPES
+    from inweights.recipes import RECIPES
+
+    assert sorted(PBB_RECIPES) == sorted(RECIPES)
 
 
 def test_overrides_are_typed():

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 from inweights.feedback import OpenAIFeedback, TestsFeedback, describe_verdict, read_feedback_file
 from inweights.recipes.ilf import refine_prompt
 from inweights.sandbox import run_program
@@ -54,7 +54,7 @@ def test_feedback_file_records_are_checked(tmp_path):
                  + json.dumps({"task_id": "gen/f", "program": "y"}) + "\n")
     with pytest.raises(UserError, match=r"fb.jsonl:2: field 'feedback' must be a string"):
         read_feedback_file(p)  # outside a loader policy: the first bad record is the error
-    from inweights import rejects
+    from inweights.core import rejects
 
     with rejects.collecting() as found:  # under the policy: the good record kept, the bad one reported
         assert list(read_feedback_file(p).values()) == ["Add one, not two."]

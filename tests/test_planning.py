@@ -7,9 +7,11 @@ import re
 
 import pytest
 
-from inweights import rejects, views
+from inweights import views
 from inweights.cli import main
 from inweights.config import ExperimentConfig, PlanningConfig
+from inweights.core import rejects
+from inweights.core.errors import UserError
 from inweights.domains.planning import (
     PlanningDomain,
     analogy_table,
@@ -25,7 +27,6 @@ from inweights.domains.planning import (
     wl_features,
     wl_kernel,
 )
-from inweights.errors import UserError
 from inweights.recipes.pbb import stages_for
 
 

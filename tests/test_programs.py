@@ -196,7 +196,7 @@ def test_skewed_demos_pool():
 
 
 def test_too_few_distinct_programs_is_a_clear_error():
-    from inweights.errors import UserError
+    from inweights.core.errors import UserError
 
     cfg = ProgramsConfig(n_programs=40, families=["cipher"], cipher_ops=["shift"], min_statements=1, max_statements=1)
     with pytest.raises(UserError, match="cannot draw 40 distinct programs"):

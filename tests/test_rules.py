@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from inweights.config import load_config, validate
+from inweights.core.errors import UserError
 from inweights.domains.rules import ARITH_EXPR, RulesDomain, apply_rule, eval_expression, load_alpaca_pairs
-from inweights.errors import UserError
 from inweights.train.distill import default_layers, distill_loss, make_pair_batch
 
 

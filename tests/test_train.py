@@ -201,7 +201,7 @@ def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path, capsys
     import sys
     import time
 
-    from inweights.rundir import state_of
+    from inweights.core.rundir import state_of
 
     sets = ["--set", "recipes=[proactive]", "--set", "pbb.stage1_steps=60", "--set", "train.save_every=5",
             "--set", "eval.eval_base=false"]
@@ -265,7 +265,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(root, tmp_path, c
     import time
 
     out = tmp_path / "run"
-    hold = ("import sys, time; from pathlib import Path; from inweights.rundir import acquire; "
+    hold = ("import sys, time; from pathlib import Path; from inweights.core.rundir import acquire; "
             "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:
@@ -278,7 +278,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(root, tmp_path, c
         holder.kill()
         holder.wait()
     time.sleep(0.1)
-    from inweights.rundir import is_held
+    from inweights.core.rundir import is_held
 
     assert not is_held(out)  # released with the process
 

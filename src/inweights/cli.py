@@ -12,19 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from inweights.errors import UserError
-
-
-def check_model(cfg) -> None:
-    """Model and backend problems found before any work starts (missing folder or package, a LoRA
-    target module the model does not have)."""
-    from inweights.eval.generate import choose_backend
-    from inweights.models.load import check_lora_for_source, check_source
-
-    check_source(cfg.model)
-    choose_backend(cfg.eval.backend)
-    if cfg.model.lora and cfg.model.path:
-        check_lora_for_source(cfg.model.path, cfg.model.lora)
+from inweights.core.errors import UserError
 
 
 def cmd_validate(args) -> int:
@@ -43,8 +31,8 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.kind == "prepare":
         return cmd_prepare(args)
+    from inweights.core.io import check_out
     from inweights.experiment import run_experiment
-    from inweights.inputs import check_out
     from inweights.preflight import preflight
 
     out = check_out(Path(args.out) if args.out else Path("runs") / cfg.name)
@@ -85,7 +73,7 @@ def cmd_prepare(args) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.kind != "prepare":
         raise UserError(f"{args.config}: kind must be 'prepare' for `inweights prepare`")
-    from inweights.inputs import check_out
+    from inweights.core.io import check_out
 
     out = check_out(Path(args.out) if args.out else prepared_dir(args.config, cfg.name))
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -98,16 +86,16 @@ def cmd_prepare(args) -> int:
 
 def cmd_data(args) -> int:
     from inweights.config import apply_overrides, load_raw, validate
+    from inweights.core.io import check_out
     from inweights.data import export
     from inweights.experiment import load_units
-    from inweights.inputs import check_out
 
     check_out(Path(args.out))
     raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
     raw = apply_overrides(raw, [f"domain.name={args.domain}"] + args.set)
     cfg = validate(raw)
     if cfg.domain.name == "rules":
-        from inweights.data import export_rules
+        from inweights.recipes.rule_distill import export_rules
 
         manifest = export_rules(cfg, Path(args.out))
     elif cfg.domain.name == "planning":
@@ -136,7 +124,7 @@ def cmd_eval(args) -> int:
     if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():
         raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json) "
                         f"nor a LoRA stage folder (no inweights.json)")
-    from inweights.inputs import check_out
+    from inweights.core.io import check_out
     from inweights.models.load import check_folder
 
     check_folder(model, "--model")
@@ -161,7 +149,7 @@ def cmd_export(args) -> int:
     """Each recipe's final model as a standalone folder; LoRA stages are merged with --merge."""
     import shutil
 
-    from inweights.inputs import check_out, read_json_object
+    from inweights.core.io import check_out, read_json_object
     from inweights.models.load import is_adapter_dir, load_model, save_model
 
     run = Path(args.run)
@@ -199,8 +187,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from inweights.inputs import read_json_object, read_text
-    from inweights.rundir import state_of
+    from inweights.core.io import read_json_object, read_text
+    from inweights.core.rundir import state_of
 
     run = Path(args.run)
     summary = run / "summary.json"
@@ -221,8 +209,8 @@ def cmd_status(args) -> int:
     lock), the process that wrote it, and the stages finished."""
     import time
 
-    from inweights.inputs import read_json_object
-    from inweights.rundir import is_held, state_of
+    from inweights.core.io import read_json_object
+    from inweights.core.rundir import is_held, state_of
 
     run = Path(args.run)
     if not (run / "status.json").is_file():
@@ -244,7 +232,7 @@ def cmd_status(args) -> int:
 
 def read_programs(path: Path, tasks: dict) -> list[tuple[str, str]]:
     """(task id, program) pairs from a JSONL of {"task_id": ..., "program": ...}; one line per bad record."""
-    from inweights.data import read_jsonl
+    from inweights.core.io import read_jsonl
 
     out = []
     for where, rec in read_jsonl(path, "programs file"):
@@ -264,10 +252,10 @@ def cmd_sandbox(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from inweights import rejects
+    from inweights.core import rejects
+    from inweights.core.io import check_out
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
-    from inweights.inputs import check_out
     from inweights.sandbox import Limits, Program, run_many
     from inweights.sandbox.core import bwrap
 
@@ -296,7 +284,7 @@ def cmd_sandbox(args) -> int:
     with tqdm(total=len(progs), desc="sandbox", unit="program", dynamic_ncols=True) as bar:
         verdicts = run_many(progs, limits=limits, workers=args.workers, progress=bar)
     if args.out:
-        from inweights.experiment import atomic_write
+        from inweights.core.io import atomic_write
 
         atomic_write(Path(args.out), "".join(json.dumps(v.to_dict()) + "\n" for v in verdicts))
     counts: dict[str, list[int]] = {}
@@ -320,10 +308,8 @@ def cmd_sandbox(args) -> int:
 
 def cmd_feedback(args) -> int:
     """Hand a run's failing programs to people (export) and take their feedback back (import)."""
-    from inweights.data import read_jsonl
-    from inweights.experiment import atomic_write
+    from inweights.core.io import atomic_write, check_out, read_json_object, read_jsonl
     from inweights.feedback import program_key, read_feedback_file
-    from inweights.inputs import check_out, read_json_object
 
     run = Path(args.run)
     pending = run / "feedback" / "pending.jsonl"
@@ -343,7 +329,7 @@ def cmd_feedback(args) -> int:
         return 0
     known = {str(i) for ids in pools.values() for i in ids}
     src = Path(args.file)
-    from inweights import rejects
+    from inweights.core import rejects
 
     with rejects.collecting() as found:  # the loader policy: bad records reported together, the good ones kept
         table = read_feedback_file(src, known)
@@ -446,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inweights: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        from inweights.inputs import ENVIRONMENT_ERRNOS, describe_os_error
+        from inweights.core.io import ENVIRONMENT_ERRNOS, describe_os_error
 
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 PositiveInt = Field(gt=0)
 
@@ -586,6 +586,11 @@ ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
 
 RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
 
+# the built-in curricula of ``inweights.recipes.RECIPES``, by name (the config validates names without importing
+# the recipes, which import the config; a test keeps the two equal)
+PBB_RECIPES = ("proactive", "retroactive", "retroactive_grpo", "stage1_only", "stage2_only", "mixture", "demos_only",
+               "two_stage", "reverse", "nl_only", "mixed")
+
 
 class PrepareConfig(Strict):
     """The preparation stage: in-context execution on fresh programs until a gate is passed."""
@@ -624,7 +629,7 @@ class PrepareConfig(Strict):
 
 
 class DataConfig(Strict):
-    """The loader policy for external data files (``inweights.rejects``): unreadable records are left out and
+    """The loader policy for external data files (``inweights.core.rejects``): unreadable records are left out and
     reported together (``rejected.jsonl`` beside the run); ``strict: true`` makes any of them an error."""
 
     strict: bool = False
@@ -686,8 +691,6 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _recipes(self) -> ExperimentConfig:
-        from inweights.recipes import RECIPES
-
         twice = next((r for i, r in enumerate(self.recipes) if r in self.recipes[:i]), None)
         if twice is not None:
             raise ValueError(f"recipe '{twice}' is listed twice")
@@ -714,8 +717,8 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"recipe '{r}': the suffix is the number of examples per program, e.g. demos_only@k30")
             if at and base not in ("two_stage", "reverse", "nl_only", "mixed", "demos_only"):
                 raise ValueError(f"recipe '{r}': {base} takes no '@' suffix")
-            if base not in RECIPES and r not in self.curricula:
-                known = ", ".join(sorted(set(RECIPES) | set(self.curricula)))
+            if base not in PBB_RECIPES and r not in self.curricula:
+                known = ", ".join(sorted(set(PBB_RECIPES) | set(self.curricula)))
                 raise ValueError(f"unknown recipe '{r}' (known: {known})")
         return self
 
@@ -759,7 +762,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:
-    from inweights.inputs import read_text
+    from inweights.core.io import read_text
 
     p = Path(path)
     text = read_text(p, "config file")

@@ -8,8 +8,8 @@ from typing import Any
 
 from inweights import views
 from inweights.config import MixItem, StageConfig
+from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
-from inweights.domains.programs import derive_seed
 from inweights.train.data import tokenize_record
 
 FORMATS = {"both": ("direct", "cot"), "direct": ("direct",), "cot": ("cot",)}

@@ -24,9 +24,10 @@ from typing import Any
 
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config
+from inweights.core.errors import UserError
+from inweights.core.io import read_jsonl
+from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
 from inweights.eval.probes import build_probes
 
 _V = r"[a-wx]"
@@ -102,41 +103,6 @@ def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[
     return manifest
 
 
-def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
-    """Rule tasks in the paper's released layout (Alpaca JSON lists), per task folder:
-    ``train_{full,no}_{k}shot_seed{s}.json`` (the k examples, with and without the rule),
-    ``valid_no_{k}shot_seed{s}.json`` (the k validation examples) and ``test_{id,ood}_{full,no}.json``."""
-    from inweights.experiment import load_units
-    from inweights.recipes.rule_distill import generated_tasks, split
-
-    tmp = _staging(out)
-    domain, units = load_units(cfg)
-    files: dict[str, list[dict[str, str]]] = {}
-
-    def alpaca(exs, full):
-        return [{"instruction": e.teacher.rpartition("\n")[0] if full else "", "input": e.student,
-                 "output": e.gold} for e in exs]
-
-    for task in generated_tasks(cfg, domain, units):
-        for k in cfg.distill.ks:
-            for seed in cfg.distill.seeds:
-                train, val = split(task, k, seed, cfg.seed)
-                files[f"{task.name}/train_full_{k}shot_seed{seed}.json"] = alpaca(train, True)
-                files[f"{task.name}/train_no_{k}shot_seed{seed}.json"] = alpaca(train, False)
-                files[f"{task.name}/valid_no_{k}shot_seed{seed}.json"] = alpaca(val, False)
-        for sp, exs in task.tests.items():
-            files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
-            files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
-    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": "rules", "files": {}}
-    for name, recs in files.items():
-        data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
-        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / name).write_bytes(data)
-        manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
-    _publish(cfg, tmp, out, manifest)
-    return manifest
-
-
 def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[str, Any]:
     """Planning instances in the AsyncHow release layout (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
     records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
@@ -168,35 +134,6 @@ def export_planning(cfg: ExperimentConfig, out: Path, domain, units: list[Unit])
     return manifest
 
 
-def read_jsonl(path: Path, what: str = "data file", lenient: bool = False) -> list[tuple[str, dict[str, Any] | None]]:
-    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own messages;
-    a missing file is one line naming it. A line that is not JSON or not an object is one line naming it too,
-    or with ``lenient`` a rejection (``inweights.rejects``) and ``(where, None)``, so that files aligned line by
-    line stay aligned."""
-    from inweights import rejects
-    from inweights.inputs import read_text
-
-    path = Path(path)
-    text = read_text(path, what)  # missing, a directory or not UTF-8: one line naming the file and byte
-    out: list[tuple[str, dict[str, Any] | None]] = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            rec = json.loads(line)
-            why = None if isinstance(rec, dict) else "a record must be a JSON object"
-        except json.JSONDecodeError as e:
-            rec, why = None, f"not valid JSON ({e.msg})"
-        if why is not None:
-            if not lenient:
-                raise UserError(f"{where}: {why}")
-            rejects.reject(where, why)
-            rec = None
-        out.append((where, rec))
-    return out
-
-
 def check_source(src: str) -> tuple[str, str]:
     """(name, param) if ``src`` is a program of the generator's grammar; raises ValueError otherwise.
 
@@ -220,9 +157,9 @@ def check_source(src: str) -> tuple[str, str]:
 
 def read_units(path: Path, domain) -> list[Unit]:
     """Program units from a JSONL file (``units.jsonl`` of an export, or your own), under the loader policy
-    (``inweights.rejects``): a record that is not a program of the generator's grammar, or whose inputs do not
+    (``inweights.core.rejects``): a record that is not a program of the generator's grammar, or whose inputs do not
     run, is rejected with its line; a duplicate name too."""
-    from inweights import rejects
+    from inweights.core import rejects
 
     units, names, ids = [], set(), set()
     for where, rec in read_jsonl(path, "data file", lenient=True):

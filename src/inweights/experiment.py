@@ -25,10 +25,12 @@ import torch
 
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config, load_config
+from inweights.core.errors import UserError
+from inweights.core.io import atomic_write
+from inweights.core.rundir import LOCK, MetricsLog, open_run, owner, release
+from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
 from inweights.domains import DOMAINS
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
 from inweights.eval.extraction import diagnose
 from inweights.eval.probes import evaluate
 from inweights.gates import Gate
@@ -41,19 +43,12 @@ from inweights.models.load import (
     resolve_source,
 )
 from inweights.recipes.pbb import stages_for
-from inweights.rundir import LOCK, MetricsLog, open_run, owner, release
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
 
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Run:
@@ -128,10 +123,10 @@ def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Pa
 
 
 def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False):
-    """The config's domain and units. External files follow the loader policy (``inweights.rejects``): the
+    """The config's domain and units. External files follow the loader policy (``inweights.core.rejects``): the
     rejected records are reported together on stderr (unless ``quiet``) and written to
     ``out_dir/rejected.jsonl``; ``data.strict`` makes them an error."""
-    from inweights import rejects
+    from inweights.core import rejects
 
     domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
     with rejects.collecting() as found:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inweights.config import ExperimentConfig
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 TRUNCATION_SAMPLE = 200  # training examples drawn per stage to measure the share max_len would cut
 TRUNCATION_WARN = 0.05
@@ -23,8 +23,6 @@ TRUNCATION_WARN = 0.05
 
 def preflight(cfg: ExperimentConfig, config_path: Path | None, quiet: bool = False) -> dict[str, Any]:
     """Raise ``UserError`` (one line) for anything that would fail the run; returns what was measured."""
-    from inweights.cli import check_model
-
     found: dict[str, Any] = {}
     if cfg.kind != "experiment":
         return found
@@ -50,6 +48,18 @@ def preflight(cfg: ExperimentConfig, config_path: Path | None, quiet: bool = Fal
         stages = recipe_stages(cfg, domain, units)
         found["truncated"] = check_truncation(cfg, domain, units, stages, config_path, quiet)
     return found
+
+
+def check_model(cfg) -> None:
+    """Model and backend problems found before any work starts (missing folder or package, a LoRA
+    target module the model does not have)."""
+    from inweights.eval.generate import choose_backend
+    from inweights.models.load import check_lora_for_source, check_source
+
+    check_source(cfg.model)
+    choose_backend(cfg.eval.backend)
+    if cfg.model.lora and cfg.model.path:
+        check_lora_for_source(cfg.model.path, cfg.model.lora)
 
 
 # ----------------------------------------------------------------------------------------------- recipes

@@ -22,10 +22,11 @@ import torch
 
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config
+from inweights.core.errors import UserError
+from inweights.core.io import sha256_file
+from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts
 from inweights.domains import DOMAINS
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
 from inweights.eval.generate import generate
 from inweights.gates import Gate
 from inweights.models import build_tiny, save_model, train_tokenizer
@@ -323,9 +324,3 @@ def prepared_dir(config_path: str | Path, name: str) -> Path:
     return root / "prepared" / name
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 MBPP_FIELDS = {"text": str, "code": str, "task_id": int, "test_list": list}
 
@@ -75,10 +75,10 @@ def entry_point_of(tests: list[str] | tuple[str, ...], where: str, code: str = "
 
 
 def read_mbpp(path: str | Path, task_ids: tuple[int, int] | None = None) -> list[CodingTask]:
-    """MBPP-format JSONL under the loader policy (``inweights.rejects``): a malformed record (or a duplicate
+    """MBPP-format JSONL under the loader policy (``inweights.core.rejects``): a malformed record (or a duplicate
     task_id) is rejected with the file, the line and the problem, and the others are kept."""
-    from inweights import rejects
-    from inweights.data import read_jsonl
+    from inweights.core import rejects
+    from inweights.core.io import read_jsonl
 
     p = Path(path)
     tasks, seen = [], set()
@@ -238,7 +238,7 @@ POOLS = ("prepare", "train", "test", "refine")
 
 
 def name_pool(name: str) -> str:
-    from inweights.domains.programs import derive_seed
+    from inweights.core.seeds import derive_seed
 
     return POOLS[derive_seed("coding-name", name) % len(POOLS)]
 
@@ -280,7 +280,7 @@ def spec_key(spec: dict[str, Any]) -> tuple:
 def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set[tuple] = frozenset()) -> list[CodingTask]:
     """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces; specs in
     ``exclude`` (``spec_key``) are never drawn — the prepare pool excludes every other pool's."""
-    from inweights.domains.programs import derive_seed
+    from inweights.core.seeds import derive_seed
 
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool}: one of {', '.join(POOLS)}")

@@ -28,7 +28,7 @@ from typing import Any
 from lark import Lark, Transformer, Tree
 from lark.exceptions import LarkError, UnexpectedInput
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 Symbol = tuple[str, str]  # ("t", "a") terminal, ("n", "A") nonterminal
 
@@ -373,7 +373,8 @@ class GrammarsDomain:
         return self.make_unit(rng, f"{pool}-{name}", name, "prepare", g, info)
 
     def build(self) -> list:
-        from inweights.domains.programs import derive_seed, make_name
+        from inweights.core.seeds import derive_seed
+        from inweights.domains.programs import make_name
 
         c = self.cfg
         rng = random.Random(derive_seed(self.seed, "grammars", "build"))
@@ -455,6 +456,6 @@ class GrammarsDomain:
 def _read(path: str) -> str:
     from pathlib import Path
 
-    from inweights.inputs import read_text
+    from inweights.core.io import read_text
 
     return read_text(Path(path), "domain.grammars.files:")

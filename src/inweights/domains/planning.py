@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 
 import networkx as nx
 
-from inweights import rejects
+from inweights.core import rejects
+from inweights.core.errors import UserError
+from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
 
 THEMES = {
     "bake a cake": ["Preheat the oven", "Weigh the flour", "Beat the eggs", "Melt the butter", "Mix the batter",
@@ -541,9 +541,9 @@ def load_asynchow(folder: str | Path, representations: tuple[str, ...],
     anywhere inside it). A Code question's answer is what its shown program returns on its shown input (its
     weights may be rounded), and its chain of thought uses that input's node ids.
 
-    Loader policy (``inweights.rejects``): an unreadable record is left out and reported with the others;
+    Loader policy (``inweights.core.rejects``): an unreadable record is left out and reported with the others;
     files that do not align line by line, or a split where nothing loads, are errors."""
-    from inweights.data import read_jsonl
+    from inweights.core.io import read_jsonl
 
     folder = Path(folder)
     units = []

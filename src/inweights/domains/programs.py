@@ -9,15 +9,15 @@ unique label, which ../shared/MEASURED.md found makes copying code into a trace 
 from __future__ import annotations
 
 import ast
-import hashlib
 import random
 import re
 import string
 from typing import Any
 
 from inweights.config import ProgramsConfig
+from inweights.core.errors import UserError
+from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
-from inweights.errors import UserError
 
 VARS = "abcdefghijklmnopqrstuvw"
 CONSONANTS = "bdfgklmnprstvz"
@@ -90,12 +90,6 @@ _VAR_RE = re.compile(r"\b([a-wx])\b")
 _DEF_RE = re.compile(r"^(?:```python\s*)?def ([a-z_][a-z0-9_]*)\(([a-z]+)\):$")
 _LISTING_RE = re.compile(r"^([a-z_][a-z0-9_]*), line (\d+): (.*)$")
 _ONELINE_RE = re.compile(r"^def ([a-z_][a-z0-9_]*)\([a-z]+\): (.+)$")
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 64-bit seed from any parts (Python's hash() is salted per process, so not that)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -26,10 +26,10 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
-from inweights import rejects
+from inweights.core import rejects
+from inweights.core.errors import UserError
+from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
 
 # the paper's held-out task
 ARITH_SYMBOL, ARITH_EXPR = "@@@", "a + b + 1"
@@ -306,10 +306,9 @@ class RulesDomain:
 # ------------------------------------------------------------------ the paper's released format
 def _alpaca_records(path: str | Path, what: str) -> list[tuple[str, dict[str, str] | None]]:
     """(where, record) of an Alpaca file (a JSON list, or JSONL) of ``{"instruction", "input", "output"}``
-    strings, under the loader policy (``inweights.rejects``): a bad record is reported and comes back as None,
+    strings, under the loader policy (``inweights.core.rejects``): a bad record is reported and comes back as None,
     so that files aligned record by record stay aligned."""
-    from inweights.data import read_jsonl
-    from inweights.inputs import read_text
+    from inweights.core.io import read_jsonl, read_text
 
     p = Path(path)
     text = read_text(p, what)

@@ -124,7 +124,7 @@ def lean_generate_ids(
     completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-    from inweights.eval.generate import prompt_ids
+    from inweights.train.data import prompt_ids
 
     enc = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding

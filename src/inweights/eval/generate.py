@@ -6,18 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from inweights.train.data import end_of_turn_ids, render
-
-
-def prompt_ids(tokenizer, prompt: list[dict[str, str]]) -> list[int]:
-    """Token ids of a chat prompt with the generation prompt. A prompt whose last message is the assistant's is a
-    *prefill*: the model continues that text, tokenized after the generation prompt exactly as training tokenizes
-    a completion (the two parts separately), so a forced prefix meets the model at the token boundary it learned."""
-    if prompt and prompt[-1]["role"] == "assistant":
-        head = render(tokenizer, prompt[:-1], add_generation_prompt=True)
-        return (tokenizer(head, add_special_tokens=False)["input_ids"]
-                + tokenizer(prompt[-1]["content"], add_special_tokens=False)["input_ids"])
-    return tokenizer(render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+from inweights.train.data import end_of_turn_ids, prompt_ids, render  # noqa: F401 - prompt_ids: callers import it from here
 
 
 @torch.no_grad()
@@ -101,7 +90,7 @@ def choose_backend(name: str) -> str:
     if name == "auto":
         return "vllm" if vllm_available() and torch.cuda.is_available() else "lean"
     if name == "vllm" and not vllm_available():
-        from inweights.errors import UserError
+        from inweights.core.errors import UserError
 
         raise UserError("eval.backend vllm: the vllm package is not installed (pip install vllm, on a machine "
                         "with a CUDA GPU), or set eval.backend to transformers or auto")
@@ -147,7 +136,7 @@ class VllmPolicy:
                        gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True)
 
     def _push(self, model) -> None:
-        from inweights.errors import UserError
+        from inweights.core.errors import UserError
 
         weights = list(model.state_dict().items())
         engine = self.llm.llm_engine
@@ -171,7 +160,7 @@ class VllmPolicy:
         from vllm import SamplingParams
 
         if hasattr(model, "peft_config"):
-            from inweights.errors import UserError
+            from inweights.core.errors import UserError
 
             raise UserError("grpo with eval.backend vllm needs full fine-tuning (no model.lora); use transformers")
         self._push(model)

@@ -9,8 +9,8 @@ from typing import Any
 
 from inweights import views
 from inweights.config import EvalConfig
+from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
-from inweights.domains.programs import derive_seed
 from inweights.eval.generate import generate
 from inweights.eval.stats import wilson
 

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 REQUEST_FIELDS = ("task_id", "text", "tests", "program", "verdict")
 
@@ -66,9 +66,9 @@ class TestsFeedback:
 
 def read_feedback_file(path: Path, known_tasks: set[str] | None = None) -> dict[str, str]:
     """program_key -> feedback from a JSONL of {"task_id", "program", "feedback"}, under the loader policy
-    (``inweights.rejects``): a bad record is rejected with the file, the line and the problem."""
-    from inweights import rejects
-    from inweights.data import read_jsonl
+    (``inweights.core.rejects``): a bad record is rejected with the file, the line and the problem."""
+    from inweights.core import rejects
+    from inweights.core.io import read_jsonl
 
     out: dict[str, str] = {}
     for where, rec in read_jsonl(path, "feedback file", lenient=True):

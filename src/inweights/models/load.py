@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from inweights.config import LoraConfig, ModelConfig, TinyConfig
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 CHAIN_FILE = "inweights.json"
 
@@ -44,7 +44,7 @@ def check_folder(folder: str | Path, what: str) -> None:
     """A ``save_pretrained`` folder's files checked without loading it: config.json is a JSON object and every
     ``*.safetensors`` file is whole (its header parses and the file holds every tensor the header lists), so a
     damaged folder is one line before any work, not a traceback from the loader."""
-    from inweights.inputs import read_json_object
+    from inweights.core.io import read_json_object
 
     p = Path(folder)
     if (p / "config.json").is_file():

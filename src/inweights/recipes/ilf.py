@@ -39,6 +39,8 @@ from typing import Any
 import torch
 
 from inweights.config import ExperimentConfig, dump_config
+from inweights.core.errors import UserError
+from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache
 from inweights.domains.coding import (
     CodingTask,
@@ -49,8 +51,6 @@ from inweights.domains.coding import (
     read_mbpp,
     spec_key,
 )
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
 from inweights.eval.stats import pass_at_k
 from inweights.feedback import make_provider, program_key
 from inweights.sandbox import Limits, Program, run_many
@@ -77,7 +77,7 @@ def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[Cod
         out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests, used) if c.n_prepare else []
         return out
     if c.source == "mbpp":
-        from inweights import rejects
+        from inweights.core import rejects
 
         with rejects.collecting() as found:
             out = {"prepare": [], "refine": read_mbpp(c.mbpp_path, c.refine_ids),
@@ -135,7 +135,7 @@ class ILFRun:
         return json.loads(p.read_text()) if p.is_file() else None
 
     def save_step(self, name: str, rec: dict[str, Any]) -> None:
-        from inweights.experiment import atomic_write
+        from inweights.core.io import atomic_write
 
         (self.out / "steps").mkdir(exist_ok=True)
         atomic_write(self.out / "steps" / f"{name}.json", json.dumps(rec) + "\n")
@@ -242,7 +242,7 @@ class ILFRun:
         texts = provider(requests)
         missing = [r for r, f in zip(requests, texts) if f is None]
         if missing and provider.name == "file":
-            from inweights.experiment import atomic_write
+            from inweights.core.io import atomic_write
 
             (self.out / "feedback").mkdir(exist_ok=True)
             path = self.out / "feedback" / "pending.jsonl"
@@ -352,7 +352,7 @@ class ILFRun:
     # -- everything
     def execute(self) -> dict[str, Any]:
         cfg, out = self.cfg, self.out
-        from inweights.rundir import open_run
+        from inweights.core.rundir import open_run
 
         for line in open_run(out, self.resume, dump_config(cfg)):  # checks, the run lock, leftovers
             print(f"resume: {line}")
@@ -397,7 +397,7 @@ class ILFRun:
         results["pools"] = {p: len(ts) for p, ts in tasks.items()}
         results["wall_seconds"] = round(time.time() - self.t0, 1)
         results["feedback_provider"] = cfg.ilf.feedback.provider
-        from inweights.experiment import atomic_write
+        from inweights.core.io import atomic_write
         from inweights.report.ilf import write_report
 
         atomic_write(out / "models.json", json.dumps({r: str(Path(p).relative_to(out)) if str(p).startswith(str(out))
@@ -443,6 +443,6 @@ def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, r
         run.run.failed(e)
         raise
     finally:
-        from inweights.rundir import release
+        from inweights.core.rundir import release
 
         release(out)

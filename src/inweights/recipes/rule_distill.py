@@ -21,6 +21,7 @@ epochs over k examples with a best-epoch choice, not a stream of packed rows.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import random
@@ -34,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from transformers.optimization import get_cosine_schedule_with_warmup
 
-from inweights import rejects, views
+from inweights import views
 from inweights.config import ExperimentConfig, dump_config
-from inweights.domains.programs import derive_seed
-from inweights.errors import UserError
+from inweights.core import rejects
+from inweights.core.errors import UserError
+from inweights.core.seeds import derive_seed
 from inweights.eval.generate import generate
 from inweights.train.data import tokenize_record
 from inweights.train.distill import PairBatch, distill_loss, forward, make_pair_batch
@@ -61,7 +63,7 @@ class Task:
     tests: dict[str, list[Example]] = field(default_factory=dict)  # "id", "ood"
     direct: bool = True  # answers are "Answer: x" (generated rules) or raw text (Alpaca files)
     val: list[Example] | None = None  # validation examples of their own (the paper's valid files)
-    rejected: list = field(default_factory=list)  # the loader policy's issues (inweights.rejects)
+    rejected: list = field(default_factory=list)  # the loader policy's issues (inweights.core.rejects)
 
     def read(self, output: str) -> str | None:
         """The answer the model committed to: after the first ``Answer:``, up to the end of that line (a
@@ -439,8 +441,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool = False) -> dict:
     """The run folder's life (checks, lock, status) around ``_run_rule_distill``."""
+    from inweights.core.rundir import open_run, release
     from inweights.experiment import Run
-    from inweights.rundir import open_run, release
 
     run = Run(out)
     for line in open_run(out, resume, dump_config(cfg)):
@@ -455,9 +457,9 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
 
 
 def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, run) -> dict:
+    from inweights.core.rundir import MetricsLog
     from inweights.experiment import load_units
     from inweights.models.load import load_model
-    from inweights.rundir import MetricsLog
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -537,3 +539,39 @@ def bars(cfg: ExperimentConfig, summary: dict) -> list[str]:
                          f"sft_without_rule {100 * s['acc_ood']['mean']:.1f}% ({d:+.1f} pts; bar +10): "
                          f"{'MET' if d >= 10 else 'NOT met'}")
     return lines
+
+
+# ------------------------------------------------------------------ export (`inweights data rules`)
+def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    """Rule tasks in the paper's released layout (Alpaca JSON lists), per task folder:
+    ``train_{full,no}_{k}shot_seed{s}.json`` (the k examples, with and without the rule),
+    ``valid_no_{k}shot_seed{s}.json`` (the k validation examples) and ``test_{id,ood}_{full,no}.json``."""
+    from inweights.data import _publish, _staging
+    from inweights.experiment import load_units
+
+    tmp = _staging(out)
+    domain, units = load_units(cfg)
+    files: dict[str, list[dict[str, str]]] = {}
+
+    def alpaca(exs, full):
+        return [{"instruction": e.teacher.rpartition("\n")[0] if full else "", "input": e.student,
+                 "output": e.gold} for e in exs]
+
+    for task in generated_tasks(cfg, domain, units):
+        for k in cfg.distill.ks:
+            for seed in cfg.distill.seeds:
+                train, val = split(task, k, seed, cfg.seed)
+                files[f"{task.name}/train_full_{k}shot_seed{seed}.json"] = alpaca(train, True)
+                files[f"{task.name}/train_no_{k}shot_seed{seed}.json"] = alpaca(train, False)
+                files[f"{task.name}/valid_no_{k}shot_seed{seed}.json"] = alpaca(val, False)
+        for sp, exs in task.tests.items():
+            files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
+            files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
+    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": "rules", "files": {}}
+    for name, recs in files.items():
+        data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+        manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
+    _publish(cfg, tmp, out, manifest)
+    return manifest

@@ -7,30 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
-
-
-def _pct(c: dict[str, Any] | None, ci: bool = True) -> str:
-    if c is None:
-        return "–"
-    s = f"{100 * c['acc']:.1f}"
-    if ci:
-        s += f" [{100 * c['ci95'][0]:.0f}–{100 * c['ci95'][1]:.0f}]"
-    return s
+from inweights.report.tables import _cells_order, _pct
 
 
 def near_chance(c: dict[str, Any] | None) -> bool:
     """The cell's 95% CI reaches down to chance (or below a floor of 5 points above it)."""
     return c is None or c["ci95"][0] <= c["chance"] + 0.05
-
-
-def _cells_order(rows: dict[str, dict[str, Any]]) -> list[str]:
-    order = []
-    for r in rows.values():
-        for k in r["cells"]:
-            if k not in order:
-                order.append(k)
-    rank = {"without_io": 0, "with_io": 1, "in_weights": 0, "in_context": 1, "cot": 0, "direct": 1}
-    return sorted(order, key=lambda k: tuple(rank.get(p, 9) for p in k.split("/")))
 
 
 def bars_check_grammars(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -337,7 +319,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
                         for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew}
-    from inweights.experiment import atomic_write
+    from inweights.core.io import atomic_write
 
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write(out / "report.md", "\n".join(md))

@@ -72,9 +72,9 @@ def ordering(rows: dict[str, dict[str, Any]], cell: str) -> str:
 
 
 def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
-    from inweights.experiment import atomic_write
-    from inweights.report.markdown import _cells_order, _pct
+    from inweights.core.io import atomic_write
     from inweights.report.plots import accuracy_plot, loss_plot, reward_plot
+    from inweights.report.tables import _cells_order, _pct
 
     rows: dict[str, dict[str, Any]] = {}
     if "base" in results:

@@ -165,3 +165,14 @@ class PackedBatches:
 def _as_tuple(x: Any) -> Any:
     """random.setstate needs tuples; a state that went through JSON comes back as lists."""
     return tuple(_as_tuple(i) for i in x) if isinstance(x, list) else x
+
+
+def prompt_ids(tokenizer, prompt: list[dict[str, str]]) -> list[int]:
+    """Token ids of a chat prompt with the generation prompt. A prompt whose last message is the assistant's is a
+    *prefill*: the model continues that text, tokenized after the generation prompt exactly as training tokenizes
+    a completion (the two parts separately), so a forced prefix meets the model at the token boundary it learned."""
+    if prompt and prompt[-1]["role"] == "assistant":
+        head = render(tokenizer, prompt[:-1], add_generation_prompt=True)
+        return (tokenizer(head, add_special_tokens=False)["input_ids"]
+                + tokenizer(prompt[-1]["content"], add_special_tokens=False)["input_ids"])
+    return tokenizer(render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)["input_ids"]

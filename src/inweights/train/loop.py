@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import TrainConfig
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 from inweights.train.data import IGNORE, PackedBatches
 
 _ACCELERATOR: Accelerator | None = None

@@ -1,4 +1,5 @@
-"""Reading what a user hands us, and checking where we will write, before any work starts.
+"""Files: reading what a user hands us (text, JSON, JSONL), checking where we will write before any work starts,
+and writing so that a reader never sees half a file.
 
 Every failure here is a ``UserError``: one line naming the file (and the byte or line), exit code 2.
 """
@@ -6,6 +7,7 @@ Every failure here is a ``UserError``: one line naming the file (and the byte or
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -14,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 # a run writes models, checkpoints and logs: refuse to start one where less than this is free
 MIN_FREE_MB = 200
@@ -102,3 +104,46 @@ def describe_os_error(e: OSError) -> str:
     where = f": {e.filename}" if e.filename else ""
     hint = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
     return f"{e.strerror or e}{where}{hint}"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary beside it, renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_jsonl(path: Path, what: str = "data file", lenient: bool = False) -> list[tuple[str, dict[str, Any] | None]]:
+    """(where, record) for each non-blank line, ``where`` being ``path:line`` for the caller's own messages;
+    a missing file is one line naming it. A line that is not JSON or not an object is one line naming it too,
+    or with ``lenient`` a rejection (``inweights.core.rejects``) and ``(where, None)``, so that files aligned line by
+    line stay aligned."""
+    from inweights.core import rejects
+
+    path = Path(path)
+    text = read_text(path, what)  # missing, a directory or not UTF-8: one line naming the file and byte
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            rec = json.loads(line)
+            why = None if isinstance(rec, dict) else "a record must be a JSON object"
+        except json.JSONDecodeError as e:
+            rec, why = None, f"not valid JSON ({e.msg})"
+        if why is not None:
+            if not lenient:
+                raise UserError(f"{where}: {why}")
+            rejects.reject(where, why)
+            rec = None
+        out.append((where, rec))
+    return out

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from inweights.errors import UserError
+from inweights.core.errors import UserError
 
 SHOWN = 5  # rejections printed; the rest are in rejected.jsonl
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inweights.errors import UserError
-from inweights.inputs import check_out, read_json_object, read_text
+from inweights.core.errors import UserError
+from inweights.core.io import check_out, read_json_object, read_text
 
 LOCK = ".lock"
 _HELD: dict[str, int] = {}  # run folder -> fd holding its lock (kept open for the life of the process)

@@ -1,0 +1,58 @@
+"""The package's layering (issue 19): no import cycle anywhere in src/inweights, counting the imports inside
+functions too (a function-local import only hides a cycle until someone calls it), and the bottom layer
+(``inweights.core``) imports nothing of inweights above it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def import_graph() -> nx.DiGraph:
+    mods = {}
+    for p in (SRC / "inweights").rglob("*.py"):
+        parts = list(p.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = p
+    g = nx.DiGraph()
+    for m, p in mods.items():
+        g.add_node(m)
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                while name and name not in mods:  # the module (or package) the name lives in
+                    name = name.rpartition(".")[0]
+                # a submodule importing its own package's __init__ is how packages work, not a cycle
+                if name and name != m and not m.startswith(name + "."):
+                    g.add_edge(m, name)
+    return g
+
+
+def test_no_import_cycle():
+    g = import_graph()
+    cycles = [sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1]
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_core_imports_nothing_above_it():
+    g = import_graph()
+    up = [(a, b) for a, b in g.edges if a.startswith("inweights.core") and not b.startswith("inweights.core")]
+    assert not up, up
+
+
+def test_the_graph_sees_function_local_imports(tmp_path):
+    """The check itself can fail: a cycle through a function-local import is found."""
+    g = import_graph()
+    assert g.has_edge("inweights.cli", "inweights.preflight")  # cli imports preflight inside a function
+    g.add_edge("inweights.preflight", "inweights.cli")
+    assert any(len(c) > 1 for c in nx.strongly_connected_components(g))
