@@ -171,8 +171,22 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.mark.parametrize("lora", [True, False])
-def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora):
+def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
+    from inweights.models import load as load_module
+    from inweights.recipes import rule_distill
     from inweights.recipes.rule_distill import run_rule_distill
+    from inweights.train.loop import get_accelerator
+
+    built = []  # every model the run builds: on the accelerator's device, as the stage engine places them
+    real_copy, real_load = rule_distill.trainable_copy, load_module.load_model
+    monkeypatch.setattr(rule_distill, "trainable_copy", lambda *a, **k: built.append(real_copy(*a, **k)) or built[-1])
+
+    def recording_load(*a, **k):
+        model, tok = real_load(*a, **k)
+        built.append(model)
+        return model, tok
+
+    monkeypatch.setattr(load_module, "load_model", recording_load)
 
     raw = {"name": "rd", "domain": {"name": "rules", "rules": {"n_test": 6}},
            "model": {"path": str(tiny_base), **({"lora": {"r": 4, "alpha": 8}} if lora else {})},
@@ -193,6 +207,8 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora):
     # resumable by cell, and the same seed gives the same numbers
     again = run_rule_distill(cfg, tmp_path / "again", None)
     assert again["cells"] == summary["cells"]
+    assert built and {next(m.parameters()).device for m in built} == {get_accelerator().device}
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"  # status like every run
 
 
 def test_data_rules_export_is_the_papers_layout_and_deterministic(tmp_path):

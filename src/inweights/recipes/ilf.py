@@ -143,9 +143,11 @@ class ILFRun:
     # -- models
     def load(self, source):
         from inweights.models import load_model
+        from inweights.train.loop import get_accelerator
 
         m = self.cfg.model
-        return load_model(source, m.dtype, None, m.attn_implementation)
+        model, tok = load_model(source, m.dtype, None, m.attn_implementation)
+        return model.to(get_accelerator().device), tok
 
     def train(self, name: str, start, records: list[dict[str, Any]], steps: int, lr: float | None) -> Path:
         """SFT ``start`` on ``records`` (loss on the assistant turn) -> models/<name>/model; cached."""

@@ -43,6 +43,7 @@ from inweights.core.seeds import derive_seed
 from inweights.eval.generate import generate
 from inweights.train.data import tokenize_record
 from inweights.train.distill import PairBatch, distill_loss, forward, make_pair_batch
+from inweights.train.loop import get_accelerator
 
 
 @dataclass
@@ -187,8 +188,8 @@ def with_worked_examples(examples: list[Example], n: int, seed: int, source: lis
 
 # --------------------------------------------------------------------------- tensors
 class Encoder:
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
+    def __init__(self, tokenizer, device=None):
+        self.tok, self.device = tokenizer, device  # batches go to the model's device
         self.cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
 
     def __call__(self, user: str, answer: str) -> tuple[list[int], list[int]]:
@@ -208,7 +209,8 @@ class Encoder:
         for (_, a1), (_, a2) in zip(s, t):
             if a1 != a2:
                 raise ValueError("the answer tokenizes differently after the two prompts")
-        return make_pair_batch([p for p, _ in s], [p for p, _ in t], [a for _, a in s], self.tok.pad_token_id)
+        batch = make_pair_batch([p for p, _ in s], [p for p, _ in t], [a for _, a in s], self.tok.pad_token_id)
+        return batch.to(self.device) if self.device is not None else batch
 
 
 def ce_loss(model, batch: PairBatch) -> torch.Tensor:
@@ -225,7 +227,10 @@ def trainable_copy(base, cfg: ExperimentConfig, seed: int):
     if cfg.model.lora is not None:
         from peft import LoraConfig, get_peft_model
 
+        from inweights.models.load import check_lora_targets
+
         lc = cfg.model.lora
+        check_lora_targets(model, lc)  # a target the model lacks: one line, as every other regime says it
         model = get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                                                  target_modules=lc.target_modules, task_type="CAUSAL_LM"))
     else:
@@ -341,7 +346,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
              keep_samples=None) -> list[dict[str, Any]]:
     """Every recipe at one (task, k, seed); ``keep_samples(records)`` receives every test generation."""
     dc = cfg.distill
-    enc = Encoder(tok)
+    enc = Encoder(tok, next(base.parameters()).device)
     train_ex, val_ex = split(task, k, seed, cfg.seed)
     wseed = derive_seed(cfg.seed, "worked", task.name, k, seed)
     train_t = with_worked_examples(train_ex, dc.teacher_examples, wseed, train_ex)
@@ -417,6 +422,7 @@ def _separate_teacher(cfg: ExperimentConfig, tok):
         if not (Path(path) / "config.json").is_file():
             raise UserError(f"distill.teacher_path: {path} is not a model folder (no config.json)")
         teacher, t_tok = load_model(path)
+        teacher = teacher.to(get_accelerator().device)
         if t_tok.get_vocab() != tok.get_vocab():
             raise UserError(f"distill.teacher_path: {path} has another tokenizer than the student; the KL "
                             f"term compares distributions over one vocabulary")
@@ -473,6 +479,7 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
         check_ks(task, cfg.distill.ks)
     base_path, prepared = base_model_path(cfg, config_path)
     base, tok = load_model(base_path)
+    base = base.to(get_accelerator().device)  # every copy trained or used as a teacher stays there
     base = frozen(base)
     if cfg.distill.teacher_path and "rule_distill_base" in cfg.recipes:
         _separate_teacher(cfg, tok)  # a missing folder or another tokenizer fails before any training
