@@ -17,7 +17,7 @@ from inweights.core.errors import UserError
 
 def cmd_validate(args) -> int:
     from inweights.config import load_config
-    from inweights.preflight import preflight
+    from inweights.regimes import preflight
 
     cfg = load_config(args.config, args.set)
     preflight(cfg, Path(args.config))  # exactly what `run` checks before it starts
@@ -32,30 +32,15 @@ def cmd_run(args) -> int:
     if cfg.kind == "prepare":
         return cmd_prepare(args)
     from inweights.core.io import check_out
-    from inweights.experiment import run_experiment
-    from inweights.preflight import preflight
+    from inweights.regimes import RunPaused, preflight, regime_of
 
     out = check_out(Path(args.out) if args.out else Path("runs") / cfg.name)
     preflight(cfg, Path(args.config), quiet=True)  # what `validate` checks; the run reports rejections itself
-    if cfg.domain.name == "coding":
-        from inweights.recipes.ilf import WaitingForFeedback, run_ilf
-
-        try:
-            summary = run_ilf(cfg, out, Path(args.config), resume=args.resume)
-        except WaitingForFeedback as e:
-            print(f"waiting for feedback: {e.n} failing programs are in {e.path}\n"
-                  f"  annotate them: inweights feedback export {out} --out FILE, fill in each 'feedback', then\n"
-                  f"  inweights feedback import FILE --run {out}\n"
-                  f"  and continue:  inweights run {args.config} --out {out} --resume")
-            return 3
-    elif cfg.domain.name == "rules":
-        from inweights.recipes.rule_distill import alpaca_task, run_rule_distill
-
-        if cfg.domain.rules.alpaca_train:
-            alpaca_task(cfg)
-        summary = run_rule_distill(cfg, out, Path(args.config), resume=args.resume)
-    else:
-        summary = run_experiment(cfg, out, Path(args.config), resume=args.resume)
+    try:
+        summary = regime_of(cfg).run(cfg, out, Path(args.config), args.resume)
+    except RunPaused as e:
+        print(e.message)
+        return e.exit_code
     if summary is None:  # not the main process of a multi-process run
         return 0
     for line in summary.get("bars", []):

@@ -586,6 +586,16 @@ ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
 
 RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
 
+# the regime a domain runs when the config names none (``inweights.regimes``): the rules domain is rule
+# distillation's, coding is ILF's, every other domain runs the stage engine's curricula
+DEFAULT_REGIME = {"rules": "rule_distill", "coding": "ilf"}
+FALLBACK_REGIME = "experiment"
+
+
+def regime_name(cfg: ExperimentConfig) -> str:
+    return cfg.regime or DEFAULT_REGIME.get(cfg.domain.name, FALLBACK_REGIME)
+
+
 # the built-in curricula of ``inweights.recipes.RECIPES``, by name (the config validates names without importing
 # the recipes, which import the config; a test keeps the two equal)
 PBB_RECIPES = ("proactive", "retroactive", "retroactive_grpo", "stage1_only", "stage2_only", "mixture", "demos_only",
@@ -638,6 +648,9 @@ class DataConfig(Strict):
 class ExperimentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["experiment", "prepare"] = "experiment"
+    # what the run does (``inweights.regimes``: experiment, rule_distill, ilf, or one you register); None: the
+    # domain's default (DEFAULT_REGIME)
+    regime: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
     domain: DomainConfig = Field(default_factory=DomainConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -695,12 +708,15 @@ class ExperimentConfig(Strict):
         if twice is not None:
             raise ValueError(f"recipe '{twice}' is listed twice")
 
-        if self.domain.name == "coding":
+        regime = regime_name(self)
+        if regime not in ("ilf", "rule_distill", FALLBACK_REGIME):
+            return self  # a registered regime of your own checks its recipes itself (its ``check``)
+        if regime == "ilf":
             for r in self.recipes:
                 if r not in ILF_RECIPES:
                     raise ValueError(f"unknown ILF recipe '{r}' (known: {', '.join(ILF_RECIPES)})")
             return self
-        if self.domain.name == "rules":
+        if regime == "rule_distill":
             if self.kind == "experiment":
                 for r in self.recipes:
                     if r not in RULE_RECIPES:

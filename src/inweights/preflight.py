@@ -1,5 +1,6 @@
-"""Everything ``inweights run`` checks before any work starts. ``inweights validate`` calls the same function, so
-the two cannot disagree: a config that validates does not crash later on something that could be known now.
+"""The checks ``inweights run`` makes before any work starts, which each regime's ``check`` composes
+(``inweights.regimes.preflight`` is the entry point; ``inweights validate`` calls the same, so the two cannot
+disagree: a config that validates does not crash later on something that could be known now).
 
 Checked: the data files (read under the loader policy), the model and backend, every recipe's stages (names,
 suffixes, groups that must hold units), the memory that model × batch × max_len needs against what the machine
@@ -21,32 +22,22 @@ TRUNCATION_SAMPLE = 200  # training examples drawn per stage to measure the shar
 TRUNCATION_WARN = 0.05
 
 
-def preflight(cfg: ExperimentConfig, config_path: Path | None, quiet: bool = False) -> dict[str, Any]:
-    """Raise ``UserError`` (one line) for anything that would fail the run; returns what was measured."""
-    found: dict[str, Any] = {}
-    if cfg.kind != "experiment":
-        return found
-    if cfg.domain.name == "coding":
-        from inweights.recipes.ilf import load_tasks
-
-        load_tasks(cfg, quiet=quiet)
-        check_model(cfg)
-        check_memory(cfg)
-        return found
-    if cfg.domain.name == "rules" and cfg.domain.rules.alpaca_train:
-        from inweights.recipes.rule_distill import checked_alpaca_task
-
-        checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
+def check_units_and_stages(cfg: ExperimentConfig, config_path: Path | None, quiet: bool = False,
+                           stages: bool = True) -> dict[str, Any]:
+    """The checks of a run on a domain's units: data files, model, prepared base, memory and (``stages``) every
+    recipe's stages and the share of their examples ``train.max_len`` cuts."""
     from inweights.experiment import load_units, resolve_prepared
+
+    found: dict[str, Any] = {}
 
     domain, units = load_units(cfg, quiet=quiet)
     check_model(cfg)
     if cfg.model.preset == "tiny" and cfg.model.prepared_base:
         resolve_prepared(cfg, config_path)
     check_memory(cfg)
-    if cfg.domain.name != "rules":
-        stages = recipe_stages(cfg, domain, units)
-        found["truncated"] = check_truncation(cfg, domain, units, stages, config_path, quiet)
+    if stages:
+        by_name = recipe_stages(cfg, domain, units)
+        found["truncated"] = check_truncation(cfg, domain, units, by_name, config_path, quiet)
     return found
 
 
