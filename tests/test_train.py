@@ -559,3 +559,49 @@ def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok
         losses.append([h["loss"] for h in res["history"]])
         assert _decoder_and_head(res["model"])[0]._compiled_call_impl is None
     assert losses[0] == pytest.approx(losses[1], rel=1e-3, abs=1e-4)
+
+
+def test_worker_processes_end_with_the_run(root, tmp_path):
+    """`workers: 2` trains in worker processes; when the run's process is killed (SIGKILL: nothing of its own code
+    runs), its workers end too rather than go on writing into a folder whose lock is free."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "inweights.cli", "run", str(root / "configs/smoke.yaml"), "--out", str(out),
+           "--set", "workers=2", "--set", "pbb.stage1_steps=400", "--set", "recipes=[proactive, mixture]"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        kids = []
+        for st in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = st.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == proc.pid:
+                kids.append(int(st.parent.name))
+        return kids
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").is_file():
+        time.sleep(0.1)
+    workers = children()
+    assert workers, "no worker process was started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers), "a worker outlived the run"

@@ -557,6 +557,31 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
     return job["id"]
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker process ends when the run's process ends, however it ends (SIGKILL included): otherwise it would
+    go on writing into a run folder whose lock is free, beside the resumed run. Linux: the kernel's parent-death
+    signal (``prctl(PR_SET_PDEATHSIG)``, through ctypes: no library wraps it); elsewhere a thread that watches."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg: ExperimentConfig, out: Path,
              config_path: Path | None) -> None:
     """Run jobs in dependency order; with workers > 1, independent ones run in parallel processes,
@@ -577,7 +602,8 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg: ExperimentConfig, ou
 
     threads = max(1, (cfg.train.threads or os.cpu_count() or 1) // workers)
     running: dict[Any, str] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         while pending or running:
             ready = [j for j in pending if all(d in done for d in j["deps"])]
             # training first (evaluations are short and unblock nothing)
