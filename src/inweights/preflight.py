@@ -78,6 +78,17 @@ def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ memory
+def _local_folder(m) -> Path | None:
+    """The model's folder when it is on disk already, without converting or downloading anything (``validate`` does
+    no work): a preset's converted folder, or ``model.path``; None otherwise (a hub id, a preset not yet converted)."""
+    if m.preset not in (None, "tiny"):
+        from inweights.models.presets import PRESET_FOLDERS
+
+        folder = PRESET_FOLDERS[m.preset]()
+        return folder if (folder / "config.json").is_file() else None
+    return Path(m.path) if m.path is not None else None
+
+
 def _dims(cfg: ExperimentConfig) -> dict[str, int] | None:
     """hidden, layers, intermediate, vocab, heads of the model the config trains (None: not known offline)."""
     m = cfg.model
@@ -87,12 +98,12 @@ def _dims(cfg: ExperimentConfig) -> dict[str, int] | None:
                 "vocab": t.vocab_size, "heads": t.num_heads, "kv_heads": t.num_heads}
     import json
 
-    from inweights.models.load import resolve_source
-
+    source = _local_folder(m)
+    if source is None:
+        return None
     try:
-        source = Path(resolve_source(m)[0])
         conf = json.loads((source / "config.json").read_text())
-    except (OSError, ValueError, UserError):
+    except (OSError, ValueError):
         return None
     try:
         heads = int(conf["num_attention_heads"])
@@ -170,9 +181,9 @@ def _tokenizer(cfg: ExperimentConfig, domain, units, config_path: Path | None):
 
         folder = resolve_prepared(cfg, config_path)[1]
     else:
-        from inweights.models.load import resolve_source
-
-        folder = Path(resolve_source(m)[0])
+        folder = _local_folder(m)
+    if folder is None:
+        return None
     if not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
         return None  # not built yet (a prepared base the run will train first) or a hub id
     try:

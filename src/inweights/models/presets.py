@@ -43,10 +43,15 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def smollm2_folder() -> Path:
+    """Where the converted SmolLM2 folder lives (whether or not it exists yet)."""
+    return cache_root() / "smollm2-135m-instruct"
+
+
 def smollm2_dir() -> Path:
     """A ``save_pretrained`` folder of SmolLM2-135M-Instruct in fp32, converted on first use."""
     gguf = smollm2_gguf()
-    out = cache_root() / "smollm2-135m-instruct"
+    out = smollm2_folder()
     if (out / "source.json").is_file():
         return out
     from filelock import FileLock  # a transformers dependency; several processes may ask at once
@@ -90,3 +95,5 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 PRESETS = {"smollm2-135m": smollm2_dir}
+# where each preset's converted folder lives once it exists (checks that must not convert anything read it there)
+PRESET_FOLDERS = {"smollm2-135m": smollm2_folder}
