@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -371,19 +373,26 @@ def test_the_kernel_boundary_contains_what_the_audit_hook_missed(tmp_path):
 
 
 @needs_bwrap
-def test_as_an_ordinary_user_the_boundary_still_holds(tmp_path):
+def test_as_an_ordinary_user_the_boundary_still_holds(tmp_path, request):
     """CI runs as root: drop to nobody (system python, no venv) and run hostile programs through the sandbox
     there — the parent is not killed, its environment is not read, nothing is written outside."""
     if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
         pytest.skip("needs root to switch users, and a system python3")
-    src = Path(__file__).resolve().parents[1] / "src"
     os.chmod(tmp_path, 0o777)
+    # a copy of the package that nobody can read, whatever the permissions of the checkout (mktemp -d is 0700) and
+    # of pytest's temp root (0700 too): under /tmp itself
+    pkg = Path(tempfile.mkdtemp(prefix="inweights-pkg-", dir="/tmp"))
+    os.chmod(pkg, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(pkg, ignore_errors=True))
+    shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "inweights", pkg / "inweights",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    src = str(pkg)
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     os.chmod(victim, 0o666)
     driver = textwrap.dedent(f"""
         import json, os, sys
-        sys.path.insert(0, {str(src)!r})
+        sys.path.insert(0, {src!r})
         os.environ["SECRET_OF_PARENT"] = "s3cret"
         from inweights.sandbox.core import Limits, run_program
         lim = Limits(wall_seconds=5, cpu_seconds=2)
