@@ -5,8 +5,7 @@ import pytest
 
 from inweights.cli import main
 from inweights.config import ProgramsConfig
-from inweights.data import check_source
-from inweights.domains.programs import ProgramsDomain
+from inweights.domains.programs import ProgramsDomain, check_source
 
 SMALL = ["domain.programs.n_programs=12", "domain.programs.families=[arith, cipher]"]
 

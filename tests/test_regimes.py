@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from inweights.cli import main
-from inweights.regimes import REGIMES, register
+from inweights.regimes import REGIMES, Regime, register
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class ToyRegime:
+class ToyRegime(Regime):
     """Counts the domain's units per group: the smallest regime there is, with the run folder's life (checks,
     lock, status, atomic summary) from the shared core."""
 

@@ -146,8 +146,10 @@ def test_bad_rule_dataset_is_one_line_exit_2(tmp_path):
 
 
 def test_rule_recipes_are_checked():
+    from inweights import regimes
+
     with pytest.raises(UserError, match="unknown rule-distillation recipe 'proactive'"):
-        validate({"name": "t", "domain": {"name": "rules"}, "recipes": ["proactive"]})
+        regimes.validate({"name": "t", "domain": {"name": "rules"}, "recipes": ["proactive"]})
     cfg = validate({"name": "t", "domain": {"name": "rules"}})
     assert cfg.recipes[-1] == "rule_distill_enhanced" and cfg.model.prepared_base == "configs/prepare_rules.yaml"
 

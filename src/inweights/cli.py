@@ -72,25 +72,13 @@ def cmd_prepare(args) -> int:
 def cmd_data(args) -> int:
     from inweights.config import apply_overrides, load_raw, validate
     from inweights.core.io import check_out
-    from inweights.data import export
-    from inweights.experiment import load_units
+    from inweights.regimes import regime_of
 
     check_out(Path(args.out))
     raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
     raw = apply_overrides(raw, [f"domain.name={args.domain}"] + args.set)
     cfg = validate(raw)
-    if cfg.domain.name == "rules":
-        from inweights.recipes.rule_distill import export_rules
-
-        manifest = export_rules(cfg, Path(args.out))
-    elif cfg.domain.name == "planning":
-        from inweights.data import export_planning
-
-        domain, units = load_units(cfg)
-        manifest = export_planning(cfg, Path(args.out), domain, units)
-    else:
-        domain, units = load_units(cfg)
-        manifest = export(cfg, Path(args.out), domain, units)
+    manifest = regime_of(cfg).export(cfg, Path(args.out))  # the domain's regime lays out its views
     n = sum(f["records"] for f in manifest["files"].values())
     print(f"wrote {len(manifest['files'])} files, {n} records to {args.out} (manifest.json)")
     return 0
@@ -98,26 +86,11 @@ def cmd_data(args) -> int:
 
 def cmd_eval(args) -> int:
     from inweights.config import load_config
-    from inweights.experiment import Experiment, load_units
+    from inweights.regimes import regime_of
 
     cfg = load_config(args.config, args.set)
-    if cfg.domain.name == "rules":
-        raise UserError("inweights eval probes PBB domains; a rule-distillation run evaluates its models itself "
-                        "(inweights run), its generations are in the run's samples.jsonl")
-    domain, units = load_units(cfg)
-    model = Path(args.model)
-    if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():
-        raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json) "
-                        f"nor a LoRA stage folder (no inweights.json)")
-    from inweights.core.io import check_out
-    from inweights.models.load import check_folder
-
-    check_folder(model, "--model")
-
-    out = check_out(Path(args.out) if args.out else model.parent / f"eval_{cfg.name}")
-    exp = Experiment(cfg, out, Path(args.config), resume=True)
-    out.mkdir(parents=True, exist_ok=True)
-    ev = exp.evaluate_dir(model.name, model, out, domain, units)
+    out = Path(args.out) if args.out else None
+    ev, out = regime_of(cfg).evaluate(cfg, Path(args.model), out, Path(args.config))
     for cell, c in sorted(ev["cells"].items()):
         print(f"{cell:32s} {100 * c['acc']:5.1f}%  [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]  n={c['n']}")
     if ev.get("diagnostics"):
@@ -362,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("data", help="export a domain's views as JSONL with a manifest")
-    p.add_argument("domain", choices=["programs", "grammars", "rules", "planning"])
+    p.add_argument("domain", help="the domain whose views to export (domain.name; any registered domain)")
     p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True)

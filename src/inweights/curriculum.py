@@ -137,7 +137,7 @@ def corpus_texts(domain, units: list[Unit], seed: int, n_templates: int = 3) -> 
         for _ in range(n_templates if domain.decl_templates else 0):
             out.append(_flat(views.decl(domain, u, rng)))
         # planning: every representation, so the tokenizer knows the ones preparation does not show
-        xs = getattr(domain, "all_inputs", None) or [rng.choice(u.train_inputs + u.test_inputs)]
+        xs = domain.all_inputs or [rng.choice(u.train_inputs + u.test_inputs)]
         for x in xs:
             for fmt in ("direct", "cot"):
                 out.append(_flat(views.execution(domain, u, x, fmt, rng)))

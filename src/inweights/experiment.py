@@ -30,7 +30,7 @@ from inweights.core.io import atomic_write
 from inweights.core.rundir import LOCK, MetricsLog, open_run, owner, release
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
-from inweights.domains import DOMAINS
+from inweights.domains import make_domain
 from inweights.eval.extraction import diagnose
 from inweights.eval.probes import evaluate
 from inweights.gates import Gate
@@ -42,7 +42,7 @@ from inweights.models.load import (
     is_lora,
     resolve_source,
 )
-from inweights.recipes.pbb import stages_for
+from inweights.recipes.pbb import check_recipe_names, stages_for
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
@@ -128,15 +128,10 @@ def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool =
     ``out_dir/rejected.jsonl``; ``data.strict`` makes them an error."""
     from inweights.core import rejects
 
-    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
+    domain = make_domain(cfg)
     with rejects.collecting() as found:
         if cfg.domain.data_file:
-            if cfg.domain.name != "programs":
-                raise UserError("domain.data_file: only programs units are read back; for grammars use "
-                                "domain.grammars.files (BNF)")
-            from inweights.data import read_units
-
-            units = read_units(Path(cfg.domain.data_file), domain)
+            units = domain.read_units(Path(cfg.domain.data_file))
         else:
             units = domain.build()
     rejects.settle(found, cfg.data.strict, out_dir, quiet)
@@ -193,7 +188,7 @@ class Experiment:
             save_model(model, tok, base)
         get_accelerator().wait_for_everyone()
         return base, _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed,
-                           "data": cfg.domain.model_dump()}), None
+                           "data": cfg.domain.identity()}), None
 
     def named(self, source: Path | str, ident: str, folder: str, units) -> tuple[Path, str]:
         """``model.name_tokens``: a copy of the starting model whose tokenizer spells every unit's name as one
@@ -259,17 +254,12 @@ class Experiment:
         results["wall_seconds"] = round(time.time() - t_start, 1)
         results["time"] = time_shares(results, workers)
         results["counts"] = {g: sum(u.group == g for u in units) for g in dict.fromkeys(u.group for u in units)}
-        for g in ("with_io", "without_io") if cfg.domain.name != "planning" else ():
+        for g in domain.groups:
             results["counts"].setdefault(g, 0)
         if any(m.skew is not None for stages_ in cfg.curricula.values() for st in stages_ for m in st.mixture):
             # skewed demonstrations: the report splits accuracy by each unit's first step (majority vs rest)
             results["signatures"] = {u.id: domain.signature(u) for u in units if u.group == "without_io"}
-        if cfg.domain.name == "planning":
-            from inweights.domains.planning import analogy_table
-
-            results["analogy"] = analogy_table([u for u in units if u.group == "test"],
-                                               [u for u in units if u.group == "train"],
-                                               cfg.domain.planning.related_threshold)
+        results.update(domain.summary_extras(units))
         results["processes"] = acc.num_processes
         if not acc.is_main_process:
             acc.wait_for_everyone()
@@ -294,7 +284,7 @@ class Experiment:
 
     def stage_key(self, prev: str, stage) -> str:
         c = self.cfg
-        return _sha({"prev": prev, "stage": stage.model_dump(), "seed": c.seed, "domain": c.domain.model_dump(),
+        return _sha({"prev": prev, "stage": stage.model_dump(), "seed": c.seed, "domain": c.domain.identity(),
                      "train": c.train.model_dump(exclude={"log_every", "threads", "save_every"}),
                      "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
 
@@ -618,6 +608,7 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg: ExperimentConfig, ou
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
+    check_recipe_names(cfg)  # before the run folder is touched
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     exp = Experiment(cfg, out, config_path, resume)

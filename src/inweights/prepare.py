@@ -26,7 +26,7 @@ from inweights.core.errors import UserError
 from inweights.core.io import sha256_file
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts
-from inweights.domains import DOMAINS
+from inweights.domains import make_domain
 from inweights.eval.generate import generate
 from inweights.gates import Gate
 from inweights.models import build_tiny, save_model, train_tokenizer
@@ -36,9 +36,9 @@ from inweights.train.loop import get_accelerator, train_stage
 
 def fresh_unit(domain, rng: random.Random, taken: set[str] | None = None, n_statements: int | None = None):
     """A unit from the preparation pool (names disjoint from every experiment's)."""
-    if domain.name == "programs":
-        return domain.sample_unit(rng, "prepare", "prepare", taken, n_statements=n_statements)
-    return domain.fresh_unit(rng, "prepare", taken)
+    if n_statements is None:
+        return domain.fresh_unit(rng, "prepare", taken)
+    return domain.fresh_unit(rng, "prepare", taken, n_statements=n_statements)
 
 
 def held_out_units(domain, n: int, seed: int):
@@ -80,7 +80,7 @@ def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
     """The PBB-prepared base's fixed programs (preparation names, never a held-out unit's name or body):
     ``pool_programs`` trained as documents and executions, ``pool_doc_only`` as documents only."""
     p = cfg.prepare
-    if domain.name != "programs" or not (p.pool_programs or p.pool_doc_only):
+    if not (p.pool_programs or p.pool_doc_only):
         return [], []
     rng = random.Random(derive_seed(cfg.seed, "prepare", "pbb_pool"))
     taken = {u.pointer for u in held_out}
@@ -92,7 +92,7 @@ def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
             raise UserError(f"prepare: only {len(out)} distinct pool programs found ({p.pool_programs + p.pool_doc_only} "
                             f"asked); lower prepare.pool_programs / pool_doc_only or allow more statements")
         group = "with_io" if len(out) < p.pool_programs else "without_io"
-        u = domain.sample_unit(rng, group, "prepare", taken, uid=f"pool{len(out):05d}")
+        u = domain.pool_unit(rng, group, taken, uid=f"pool{len(out):05d}")
         body = u.instruction.split("\n", 1)[1]
         if body in bodies:
             misses += 1
@@ -112,7 +112,7 @@ class PrepareSampler:
         self.cfg, self.domain, self.tokens = cfg, domain, tokens
         self.step = 0
         self.pool = None
-        if domain.name == "grammars":
+        if domain.fixed_prepare_pool:
             rng = random.Random(derive_seed(cfg.seed, "prepare", "pool"))
             exclude = {u.instruction for u in held_out}
             self.pool = [u for u in (fresh_unit(domain, rng) for _ in range(cfg.prepare.pool_units))
@@ -122,7 +122,7 @@ class PrepareSampler:
         self.reserved = {u.pointer for u in self.pool_with + self.pool_doc}
 
     def __call__(self, rng: random.Random):
-        p, pc = self.cfg.prepare, self.cfg.domain.programs
+        p = self.cfg.prepare
         if self.pool_with or self.pool_doc:
             kinds = ("in_context", "decl", "exec")
             weights = (p.in_context_weight, p.pool_decl_weight, p.pool_exec_weight if self.pool_with else 0.0)
@@ -133,20 +133,13 @@ class PrepareSampler:
                 u = rng.choice(self.pool_with)
                 fmt = "direct" if rng.random() < p.direct_frac else "cot"
                 return self.tokens(views.execution(self.domain, u, rng.choice(u.train_inputs), fmt, rng), "completion")
-        k = None
-        if self.domain.name == "programs":
-            if rng.random() < p.drill_frac:
-                k = 1
-            elif self.step < p.warmup_frac * p.max_steps:
-                k = rng.randint(1, min(p.warmup_statements, pc.max_statements))
-            else:
-                k = rng.randint(pc.min_statements, pc.max_statements)
+        k = self.domain.prepare_length(rng, self.step, p)
         taken = set(self.reserved) if self.reserved else None
         u = rng.choice(self.pool) if self.pool else fresh_unit(self.domain, rng, taken, n_statements=k)
         x = rng.choice(u.train_inputs + u.test_inputs)
         fmt = "direct" if rng.random() < p.direct_frac else "cot"
         others: tuple = ()
-        if p.distractors_max and self.domain.name == "programs":
+        if p.distractors_max and self.domain.distractors:
             taken = {u.pointer} | self.reserved
             others = tuple(fresh_unit(self.domain, rng, taken) for _ in range(rng.randint(0, p.distractors_max)))
         return self.tokens(views.in_context(self.domain, u, x, fmt, rng, others), "completion")
@@ -167,7 +160,7 @@ def in_weights_accuracy(model, tokenizer, domain, units, n: int, batch_size: int
 
 def gate_format(domain) -> str:
     """The answer format the gate measures: chain of thought, or direct where a domain has no steps."""
-    return getattr(domain, "gate_format", "cot")
+    return domain.gate_format
 
 
 def gate_accuracy(rec: dict[str, Any]) -> float:
@@ -247,7 +240,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
         with log_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
+    domain = make_domain(cfg)
     init = None
     if cfg.prepare.init_from:  # warm start: another prepared base's weights and tokenizer
         from inweights.models import load_model

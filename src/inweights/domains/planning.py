@@ -27,14 +27,51 @@ import warnings
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import networkx as nx
+from pydantic import Field, model_validator
 
 from inweights.core import rejects
 from inweights.core.errors import UserError
+from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
-from inweights.domains.base import Unit
+from inweights.domains.base import Domain, Unit, register_domain
+
+
+class PlanningConfig(Strict):
+    """Scheduling problems (PAPERS.md §3): steps with durations and precedence constraints (a DAG); the answer
+    is the least total time with unlimited parallelism (the longest START->END path, in minutes). Every
+    instance is rendered isomorphically as natural language, a graph, and code, with the same answer."""
+
+    n_train: int = Field(300, gt=0)
+    n_test: int = Field(100, gt=0)
+    min_steps: int = Field(3, ge=2)
+    max_steps: int = Field(6, ge=2)
+    edge_prob: float = Field(0.4, ge=0, le=1)  # chance of a precedence constraint between two steps i < j
+    durations: list[int] = Field(default_factory=lambda: [5, 10, 15, 20, 25, 30, 40, 45, 60, 90, 120],
+                                 min_length=2)  # minutes
+    hours_prob: float = Field(0.3, ge=0, le=1)  # NL: a whole/half-hour duration is written in hours
+    # representations the training views may use, and the ones probed on test instances
+    representations: list[Literal["nl", "graph", "code"]] = Field(
+        default_factory=lambda: ["nl", "graph", "code"], min_length=1)
+    eval_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["nl"], min_length=1)
+    # the preparation stage trains on fresh instances in these representations (not the experiment's)
+    prepare_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["code"],
+                                                                          min_length=1)
+    # AsyncHow-style released files instead of the generator: a folder holding the NL / Graph / Code JSON
+    asynchow_dir: str | None = None
+    # analogy analysis: a training instance is "related" to a test one when their similarity >= this
+    related_threshold: float = Field(0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanningConfig:
+        if self.max_steps < self.min_steps:
+            raise ValueError("max_steps must be >= min_steps")
+        if any(d <= 0 for d in self.durations):
+            raise ValueError("durations must be positive minutes")
+        return self
+
 
 THEMES = {
     "bake a cake": ["Preheat the oven", "Weigh the flour", "Beat the eggs", "Melt the butter", "Mix the batter",
@@ -155,8 +192,13 @@ def _show(m: float) -> str:
     return format(Decimal(repr(m)), "f")
 
 
-class PlanningDomain:
+@register_domain
+class PlanningDomain(Domain):
     name = "planning"
+    config_class = PlanningConfig
+    prepared_base = "configs/prepare_planning.yaml"
+    unit_noun = "instances"
+    groups = ("train", "test")
     gate_format = "cot"
     answer_template = "<answer>{}</answer>"
     inputs_are_representations = True  # probes report one cell per representation
@@ -286,6 +328,33 @@ class PlanningDomain:
         return CODE_TEXT.replace("{adj}", str(adj)).replace("{source}", str(s)).replace("{target}", str(t))
 
     # ------------------------------------------------------------------ answers
+    def release_files(self, units: list[Unit], seed: int, execution) -> dict[str, list[dict[str, Any]]]:
+        """Instances in the AsyncHow release layout (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
+        records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
+        minutes), which ``planning.asynchow_dir`` reads back, plus chat-format SFT files with the chain of thought
+        (``chat/{split}_{representation}.jsonl``)."""
+        files: dict[str, list[dict[str, Any]]] = {}
+        names = {"nl": "natural", "graph": "graph", "code": "python"}
+        for split in ("train", "test"):
+            chosen = [u for u in units if u.group == split]
+            rng = random.Random(derive_seed(seed, "export", split))
+            for x in self.all_inputs:
+                recs = [execution(self, u, x, "cot", rng) for u in chosen]
+                released = []
+                for u, r in zip(chosen, recs):
+                    lo, hi = self.gold(u, x)  # an interval for months and years
+                    answer: Any = float(lo) if x == "code" else \
+                        f"[datetime.timedelta(seconds={_show(lo * 60)}), datetime.timedelta(seconds={_show(hi * 60)})]"
+                    released.append({"question": r["prompt"][0]["content"], "answer": answer})
+                files[f"asynchow_{names[x]}_{split}.jsonl"] = released
+                files[f"chat/{split}_{x}.jsonl"] = recs
+        return files
+
+    def summary_extras(self, units: list[Unit]) -> dict[str, Any]:
+        """How near each test instance is to the training ones (the report's analogy table)."""
+        return {"analogy": analogy_table([u for u in units if u.group == "test"],
+                                         [u for u in units if u.group == "train"], self.cfg.related_threshold)}
+
     def steps(self, unit: Unit, x: str) -> list[str]:
         """Each step's finish time in topological order, then the end: ``Step 3 ends at max(10, 25) + 15 = 40``.
         The code rendering names nodes by their ids (``dist[711] = ...``)."""

@@ -12,12 +12,87 @@ import ast
 import random
 import re
 import string
-from typing import Any
+from typing import Any, Literal
 
-from inweights.config import ProgramsConfig
+from pydantic import Field, model_validator
+
+from inweights.core import rejects
 from inweights.core.errors import UserError
+from inweights.core.io import read_jsonl
+from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
-from inweights.domains.base import Unit
+from inweights.domains.base import Domain, Unit, register_domain
+
+
+class ProgramsConfig(Strict):
+    """Difficulty and size of the random-program domain."""
+
+    n_programs: int = Field(200, gt=1)
+    without_io_fraction: float = Field(0.25, gt=0, lt=1)
+    families: list[Literal["arith", "cipher"]] = Field(default_factory=lambda: ["arith"], min_length=1)
+    min_statements: int = Field(2, ge=1, le=20)
+    max_statements: int = Field(4, ge=1, le=20)
+    ops: list[Literal["+", "-", "*"]] = Field(default_factory=lambda: ["+", "-"], min_length=1)
+    modulus: int = Field(10, ge=3, le=1000)
+    const_max: int = Field(9, ge=1)
+    input_max: int = Field(9, ge=1)
+    cond_prob: float = Field(0.25, ge=0, le=1)
+    n_train_inputs: int = Field(6, ge=1)
+    n_test_inputs: int = Field(4, ge=1)
+    # validation inputs per program, disjoint from train and test (what stage gates measure on, never test)
+    n_val_inputs: int = Field(0, ge=0)
+    string_min_len: int = Field(3, ge=1)
+    string_max_len: int = Field(5, ge=1)
+    alphabet_size: int = Field(8, ge=3, le=26)
+    # ablation: the instruction shown as source code, or as an English description of the same program
+    instruction: Literal["code", "nl"] = "code"
+    cipher_ops: list[Literal["shift", "reverse", "swap", "rotate"]] = Field(
+        default_factory=lambda: ["shift", "reverse", "swap", "rotate"], min_length=1)
+    # ablation: functions defined as g(f(x)) of two without_io programs (group "composed")
+    n_compositions: int = Field(0, ge=0)
+    # chain of thought: "trace" copies each statement then evaluates it; "recite" first re-types the whole
+    # function exactly as a document shows it (``recital``: the code block, or the line-keyed listing),
+    # then traces it -- the model states what it recalls before using it (Physics of LMs 3.2)
+    # (``header``: only the ``def NAME(x):`` line, then the trace -- the name written right before the statements)
+    cot: Literal["trace", "recite", "header"] = "trace"
+    recital: Literal["code", "lines"] = "code"
+    # document augmentation (Physics of LMs 3.1): each decl occurrence draws one of these renderings of the
+    # same source -- "code" (the code block), "lines" (a line-keyed listing, the name on every line), "shuffled"
+    # (the listing in a random order), "oneline" (``def f(x): a = ...; return a``); only the groups in
+    # ``augment_groups`` are augmented, the others always read the first rendering
+    renderings: list[Literal["code", "lines", "shuffled", "oneline"]] = Field(
+        default_factory=lambda: ["code"], min_length=1)
+    augment_groups: list[Literal["with_io", "without_io", "prepare"]] = Field(
+        default_factory=lambda: ["with_io", "without_io", "prepare"])
+    # pointer sentences of more shapes (questions and requests for the source; still only the code follows)
+    more_pointer_templates: bool = False
+    # names of an experiment's programs differ pairwise by at least this many edits (1 = merely distinct)
+    name_min_distance: int = Field(1, ge=1, le=3)
+    # syllables (``godeke``) or digits (``f472``: a pool letter and three digits, which copy like numbers)
+    name_style: Literal["syllables", "digits"] = "syllables"
+
+    @model_validator(mode="after")
+    def _check(self) -> ProgramsConfig:
+        if self.min_statements > self.max_statements:
+            raise ValueError("min_statements must be <= max_statements")
+        n_in = self.n_train_inputs + self.n_test_inputs + self.n_val_inputs
+        if "arith" in self.families and n_in > self.input_max + 1:
+            raise ValueError(
+                f"n_train_inputs + n_test_inputs + n_val_inputs ({n_in}) exceeds the "
+                f"{self.input_max + 1} distinct inputs 0..input_max"
+            )
+        if self.string_min_len > self.string_max_len:
+            raise ValueError("string_min_len must be <= string_max_len")
+        n_without = round(self.n_programs * self.without_io_fraction)  # as ProgramsDomain.build splits them
+        if n_without in (0, self.n_programs):
+            raise ValueError(f"n_programs {self.n_programs} x without_io_fraction {self.without_io_fraction} leaves "
+                             f"no {'without_io' if n_without == 0 else 'with_io'} program; raise n_programs or "
+                             f"change the fraction")
+        if self.n_compositions and n_without < 2:
+            raise ValueError(f"n_compositions needs at least two without_io programs to compose (there are "
+                             f"{n_without}); raise n_programs or without_io_fraction")
+        return self
+
 
 VARS = "abcdefghijklmnopqrstuvw"
 CONSONANTS = "bdfgklmnprstvz"
@@ -132,10 +207,49 @@ def make_name(rng: random.Random, pool: str, taken: set[str], min_distance: int 
                     f"name_style syllables")
 
 
-class ProgramsDomain:
+_V = r"[a-wx]"
+_S = r"[a-ws]"
+LINE_PATTERNS = [
+    re.compile(rf"^[a-w] = \({_V} [-+*] \d+\) % \d+( if {_V} > \d+ else \({_V} [-+*] \d+\) % \d+)?$"),
+    re.compile(rf"^[a-w] = ''\.join\(chr\(\(ord\(ch\) - 97 \+ \d+\) % \d+ \+ 97\) for ch in {_S}\)$"),
+    re.compile(rf"^[a-w] = {_S}\[::-1\]$"),
+    re.compile(rf"^[a-w] = {_S}\.translate\(str\.maketrans\('[a-z]+', '[a-z]+'\)\)$"),
+    re.compile(rf"^[a-w] = {_S}\[\d:\] \+ {_S}\[:\d\]$"),
+]
+HEADER = re.compile(r"^def ([a-z_][a-z0-9_]*)\(([xs])\):$")
+
+
+def check_source(src: str) -> tuple[str, str]:
+    """(name, param) if ``src`` is a program of the generator's grammar; raises ValueError otherwise.
+
+    Only programs of that fixed, side-effect-free shape are executed in-process; anything else is
+    untrusted code, which must only ever run in the sandbox.
+    """
+    lines = src.split("\n")
+    m = HEADER.match(lines[0]) if lines else None
+    if not m or len(lines) < 3:
+        raise ValueError("not a 'def name(x):' program")
+    body = [ln[4:] if ln.startswith("    ") else None for ln in lines[1:]]
+    if any(b is None for b in body) or not body[-1].startswith("return "):
+        raise ValueError("body must be indented statements ending in return")
+    for b in body[:-1]:
+        if not any(p.match(b) for p in LINE_PATTERNS):
+            raise ValueError(f"statement outside the generator's grammar: {b!r}")
+    if not re.fullmatch(r"return [a-w]", body[-1]):
+        raise ValueError("return must name one variable")
+    return m.group(1), m.group(2)
+
+
+@register_domain
+class ProgramsDomain(Domain):
     """Seeded generator of arithmetic and cipher programs, with execution-based ground truth."""
 
     name = "programs"
+    config_class = ProgramsConfig
+    prepared_base = "configs/prepare_tiny.yaml"
+    unit_noun = "programs"
+    instruction_noun = "code"
+    distractors = True
     query_templates = QUERY_TEMPLATES
 
     def __init__(self, cfg: ProgramsConfig, seed: int):
@@ -143,6 +257,68 @@ class ProgramsDomain:
         self.seed = seed
         self._compiled: dict[str, Any] = {}
         self.decl_templates = DECL_TEMPLATES + (MORE_DECL_TEMPLATES if cfg.more_pointer_templates else [])
+
+    # ----------------------------------------------------------------- the Domain protocol
+    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None,
+                   n_statements: int | None = None) -> Unit:
+        return self.sample_unit(rng, pool, pool, taken, n_statements=n_statements)
+
+    def prepare_length(self, rng: random.Random, step: int, prepare) -> int | None:
+        """Some one-statement drills; short programs during the warm-up; then the configured range."""
+        if rng.random() < prepare.drill_frac:
+            return 1
+        if step < prepare.warmup_frac * prepare.max_steps:
+            return rng.randint(1, min(prepare.warmup_statements, self.cfg.max_statements))
+        return rng.randint(self.cfg.min_statements, self.cfg.max_statements)
+
+    def pool_unit(self, rng: random.Random, group: str, taken: set[str], uid: str) -> Unit:
+        return self.sample_unit(rng, group, "prepare", taken, uid=uid)
+
+    @classmethod
+    def has_validation_inputs(cls, section: ProgramsConfig) -> bool:
+        return section.n_val_inputs > 0
+
+    def read_units(self, path) -> list[Unit]:
+        """Program units from a JSONL file (``units.jsonl`` of an export, or your own), under the loader policy
+        (``inweights.core.rejects``): a record that is not a program of the generator's grammar, or whose inputs do not
+        run, is rejected with its line; a duplicate name too."""
+        units, names, ids = [], set(), set()
+        for where, rec in read_jsonl(path, "data file", lenient=True):
+            if rec is None:
+                continue
+            try:
+                bad = next((f"field '{k}' must be {t.__name__}" for k, t in
+                            (("source", str), ("group", str), ("train_inputs", list), ("test_inputs", list))
+                            if k in rec and not isinstance(rec[k], t)), None)
+                if bad:
+                    raise ValueError(bad)
+                name, param = check_source(rec["source"])
+                group = rec["group"]
+                if group not in ("with_io", "without_io"):
+                    raise ValueError(f"group must be with_io or without_io, not {group!r}")
+                fam = "arith" if param == "x" else "cipher"
+                u = Unit(id=str(rec.get("id", name)), family=fam, pointer=name, instruction=rec["source"], group=group,
+                         train_inputs=tuple(rec["train_inputs"]), test_inputs=tuple(rec["test_inputs"]),
+                         meta={"param": param, "n_statements": rec["source"].count("\n") - 1})
+                if not u.test_inputs:
+                    raise ValueError("test_inputs is empty")
+                for x in u.train_inputs + u.test_inputs:
+                    self.run(u, x)
+                if name in names:
+                    raise ValueError(f"a second program named {name}")
+                if u.id in ids:
+                    raise ValueError(f"a second record with id {u.id}")
+            except KeyError as e:
+                rejects.reject(where, f"missing field {e}")
+                continue
+            except (ValueError, TypeError) as e:
+                rejects.reject(where, str(e))
+                continue
+            names.add(name)
+            ids.add(u.id)
+            units.append(u)
+        rejects.check_any_loaded(len(units), f"data file {path}")
+        return units
 
     # ----------------------------------------------------------------- generation
     def build(self) -> list[Unit]:

@@ -24,12 +24,54 @@ import ast
 import json
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
 
 from inweights.core import rejects
 from inweights.core.errors import UserError
+from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
-from inweights.domains.base import Unit
+from inweights.domains.base import Domain, Unit, register_domain
+
+
+class RulesConfig(Strict):
+    """Rule-defined tasks (PAPERS.md §2): the held-out rules of a rule-distillation experiment, and the
+    family of invented rules a tiny base is prepared on (never a held-out one)."""
+
+    tasks: list[Literal["arith"]] = Field(default_factory=lambda: ["arith"])  # the paper's a @@@ b = a + b + 1
+    n_random: int = Field(0, ge=0)  # further held-out rules drawn from the family
+    kinds: list[Literal["operator", "string", "label"]] = Field(
+        default_factory=lambda: ["operator", "string", "label"], min_length=1)
+    const_max: int = Field(9, ge=0)  # operator rules: the added or subtracted constant
+    alphabet_size: int = Field(12, ge=3, le=26)  # string and label rules: letters of the words
+    n_train_pool: int = Field(64, ge=2)  # in-distribution inputs the k examples and k validation ones come from
+    n_test: int = Field(100, gt=0)  # test inputs, in and out of distribution each
+    # the paper's released format instead of generated rules: Alpaca JSON with the rule in "instruction"
+    # (train_full), optionally the same examples without it (train_no), and no-rule test records
+    alpaca_train: str | None = None
+    alpaca_train_no: str | None = None
+    alpaca_test: str | None = None  # the no-rule test records (a file whose records hold the rule is refused)
+    # the paper's validation files (valid_full / valid_no): validation examples from them instead of from the
+    # training pool, so a k-shot training file runs k
+    alpaca_valid: str | None = None
+    alpaca_valid_no: str | None = None
+    # the with-rule test file (test_*_full), aligned with alpaca_test: the teacher's prompt for each test record
+    # (without it, the training file's rule, which must then be one)
+    alpaca_test_full: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RulesConfig:
+        if (self.alpaca_train is None) != (self.alpaca_test is None):
+            raise ValueError("alpaca_train and alpaca_test go together")
+        if self.alpaca_train is None and (self.alpaca_valid or self.alpaca_valid_no or self.alpaca_test_full):
+            raise ValueError("alpaca_valid, alpaca_valid_no and alpaca_test_full need alpaca_train")
+        if self.alpaca_valid_no and not self.alpaca_valid:
+            raise ValueError("alpaca_valid_no needs alpaca_valid (its with-rule twin)")
+        if self.alpaca_train is None and not self.tasks and self.n_random == 0:
+            raise ValueError("no held-out rule: set tasks, n_random or alpaca_train")
+        return self
+
 
 # the paper's held-out task
 ARITH_SYMBOL, ARITH_EXPR = "@@@", "a + b + 1"
@@ -157,10 +199,21 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
     return f"Rule {pointer}: if {cond}, answer {yes}; otherwise answer {no}."
 
 
-class RulesDomain:
+# rule distillation's recipes (``inweights.recipes.rule_distill``), the rules domain's default
+RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
+
+
+@register_domain
+class RulesDomain(Domain):
     """The held-out rules of an experiment and the seeded family the preparation stage draws from."""
 
     name = "rules"
+    config_class = RulesConfig
+    default_regime = "rule_distill"
+    default_recipes = RULE_RECIPES
+    prepared_base = "configs/prepare_rules.yaml"
+    unit_noun = "rules"
+    instruction_noun = "rule"
     gate_format = "direct"  # answered directly, as in the paper
     decl_templates: ClassVar[list[str]] = ["{name} is a rule.", "Here is the rule {name}.", "The definition of {name}."]
     query_templates: ClassVar[list[str]] = []  # per kind: QUERY_TEMPLATES (see ``question``)

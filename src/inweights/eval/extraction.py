@@ -39,7 +39,7 @@ def _trace_statements(output: str) -> list[str]:
 
 def diagnose(domain, units, samples: list[dict[str, Any]], cells: dict[str, Any]) -> dict[str, Any] | None:
     """The diagnostics above, per group; None for domains without program listings."""
-    if not hasattr(domain, "parse_listing"):
+    if domain.parse_listing is None:
         return None
     by_id = {u.id: u for u in units}
     by_name = {u.pointer: u for u in units}

@@ -31,11 +31,11 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
                         view = "exec" if mode == "in_weights" else "in_context"
                         rec = views.execution(domain, u, x, fmt, rng, view=view)
                         cell = cell_name(group, mode, fmt)
-                        if getattr(domain, "inputs_are_representations", False):
+                        if domain.inputs_are_representations:
                             cell += f"/{x}"  # planning: one cell per representation (nl, graph, code)
                         rec.update(mode=mode, cell=cell)
                         probes.append(rec)
-    if not hasattr(domain, "parse_listing"):
+    if domain.parse_listing is None:
         return probes
     # extraction diagnostics (eval/extraction.py): training inputs of with_io units, and document recall
     # after the document's own pointer sentence
@@ -98,7 +98,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         if p["format"] == "cot" and (r := domain.recall(u, out)) is not None:
             s["code_recall"] = r
         cell_units[p["cell"]].add(u.id)
-        if ok and hasattr(domain, "productions_used"):
+        if ok and domain.productions_used is not None:
             accepted[(p["cell"], u.id)].append(pred.strip())
         samples.append(s)
         st = stats[p["cell"]]
@@ -117,7 +117,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
                 "chance": st["chance"] / st["n"], "too_long": st["too_long"]}
         if st["recalled"]:
             cell["code_recall"] = st["recall"] / st["recalled"]
-        if hasattr(domain, "productions_used"):
+        if domain.productions_used is not None:
             cell.update(variety(domain, [by_id[i] for i in sorted(cell_units[name])], name, accepted))
         cells[name] = cell
     return cells, samples

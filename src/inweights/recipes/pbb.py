@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from inweights.config import MixItem, StageConfig
+from inweights.core.errors import UserError
 from inweights.recipes import two_stage
 
 
@@ -123,3 +125,24 @@ def stages_for(name: str, cfg) -> list[StageConfig]:
     if base in two_stage.NAMES and arg:
         return two_stage.stages(base, cfg, arg)
     return RECIPES[base](cfg)
+
+
+def check_recipe_names(cfg) -> None:
+    """The experiment regime's recipes: built-in curricula (some with an ``@`` suffix), the config's own
+    ``curricula``, each optionally ``:NAME`` (start from the prepared base of configs/NAME.yaml)."""
+    def bad(msg: str) -> UserError:
+        return UserError(f"config error at recipes: {msg}")
+
+    for r in cfg.recipes:
+        r, sep, other = r.partition(":")
+        if sep and not re.fullmatch(r"[A-Za-z0-9_.-]+", other):
+            raise bad(f"recipe '{r}:{other}': after ':' comes a prepare config's name (configs/NAME.yaml)")
+        base, at, arg = r.partition("@")
+        if base in two_stage.NAMES and arg and arg not in ("sft", "grpo"):
+            raise bad(f"recipe '{r}': the suffix is the objective, sft or grpo")
+        if base == "demos_only" and at and not re.fullmatch(r"k?[1-9][0-9]*", arg):
+            raise bad(f"recipe '{r}': the suffix is the number of examples per program, e.g. demos_only@k30")
+        if at and base not in (*two_stage.NAMES, "demos_only"):
+            raise bad(f"recipe '{r}': {base} takes no '@' suffix")
+        if base not in RECIPES and r not in cfg.curricula:
+            raise bad(f"unknown recipe '{r}' (known: {', '.join(sorted(set(RECIPES) | set(cfg.curricula)))})")

@@ -574,7 +574,7 @@ def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
         for sp, exs in task.tests.items():
             files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
             files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
-    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": "rules", "files": {}}
+    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
     for name, recs in files.items():
         data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)

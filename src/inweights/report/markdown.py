@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from inweights.domains import DOMAINS
 from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
 from inweights.report.tables import _cells_order, _pct
 
@@ -217,7 +218,8 @@ def gate_text(g: dict[str, Any] | None) -> str:
 
 
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
-    if cfg.domain.name == "planning":
+    dom = DOMAINS[cfg.domain.name]
+    if dom.inputs_are_representations:  # one instance in several representations: the curriculum report
         from inweights.report.planning import write_planning_report
 
         return write_planning_report(out, cfg, results)
@@ -227,8 +229,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     rows.update(results.get("other_bases", {}))
     rows.update(results["recipes"])
     cells = _cells_order(rows)
-    grammars = cfg.domain.name == "grammars"
-    noun = "grammars" if grammars else "programs"
+    grammars = dom.scoring == "acceptance"  # generated strings judged by the unit's parser
+    noun = dom.unit_noun
     loss_plot(out, out / "metrics.jsonl")
     reward = reward_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
@@ -243,8 +245,10 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                 f"{t['other_share']:.0%}."), ""]
     prep = results.get("prepared")
     if prep:
-        pnoun = "grammars" if prep.get("domain") == "grammars" else "programs"
-        what = "rules-in-prompt acceptance" if pnoun == "grammars" else "code-in-prompt chain-of-thought accuracy"
+        pdom = DOMAINS.get(prep.get("domain"), dom)
+        pnoun = pdom.unit_noun
+        what = (f"{pdom.instruction_noun}-in-prompt acceptance" if pdom.scoring == "acceptance"
+                else f"{pdom.instruction_noun}-in-prompt chain-of-thought accuracy")
         md += [(f"Prepared base `{prep['name']}`: {what} {100 * prep['in_context_cot']:.1f}% "
                f"on {prep['eval_programs']} held-out {pnoun} (gate {100 * prep['gate']:.0f}%, "
                f"{'passed' if prep['passed'] else 'NOT passed'}), direct {100 * prep['in_context_direct']:.1f}%; "
@@ -291,7 +295,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     bars = bars_check_grammars(rows) if grammars else bars_check(rows)
     if bars:
         md += ["", "## PBB bars", ""] + bars
-    notes = meaningfulness(rows, "rules" if grammars else "code")
+    notes = meaningfulness(rows, dom.instruction_noun)
     long_cells = sorted({c for r in rows.values() for c, v in r["cells"].items() if v.get("too_long")})
     if long_cells:
         worst = max(v.get("too_long", 0) for r in rows.values() for v in r["cells"].values())

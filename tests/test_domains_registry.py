@@ -1,0 +1,182 @@
+"""A new domain is one class (issue 19): this file defines one — its config section, units, answers by execution,
+scoring — registers it, and runs it end to end through the command line with the stage engine (training, probes,
+report, export) and with a toy regime, without any edit to the package. Also: no module outside
+``inweights.domains`` branches on a domain's name, nor one outside ``inweights.regimes`` on a regime's."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from pydantic import Field
+
+from inweights.cli import main
+from inweights.core.schema import Strict
+from inweights.domains import DOMAINS, Domain, Unit, register_domain
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src" / "inweights"
+
+
+class ShiftConfig(Strict):
+    n_units: int = Field(8, gt=1)
+    modulus: int = Field(10, gt=2)
+
+
+class ShiftDomain(Domain):
+    """Each unit is a named function ``name(x) = (x + k) % m``; its document is that line of code."""
+
+    name = "toy_shift"
+    config_class = ShiftConfig
+    unit_noun = "shifts"
+    decl_templates: ClassVar[list[str]] = ["The function {name}:", "Here is {name}."]
+    query_templates: ClassVar[list[str]] = ["What is {name}({input})?", "Compute {name}({input})."]
+
+    def build(self) -> list[Unit]:
+        rng = random.Random(self.seed)
+        units, m = [], self.cfg.modulus
+        for i in range(self.cfg.n_units):
+            k = rng.randint(1, m - 1)
+            xs = list(range(m))
+            rng.shuffle(xs)
+            units.append(Unit(id=f"s{i}", family="shift", pointer=f"sh{i}", group="with_io" if i % 2 else "without_io",
+                              instruction=f"def sh{i}(x): return (x + {k}) % {m}", train_inputs=tuple(xs[:4]),
+                              test_inputs=tuple(xs[4:7]), meta={"k": k}))
+        return units
+
+    def run(self, unit: Unit, x: int) -> int:
+        return (x + unit.meta["k"]) % self.cfg.modulus
+
+    def instruction_text(self, unit: Unit) -> str:
+        return unit.instruction
+
+    def format_input(self, unit: Unit, x: int) -> str:
+        return str(x)
+
+    def answer_text(self, unit: Unit, x: int) -> str:
+        return str(self.run(unit, x))
+
+    def steps(self, unit: Unit, x: int) -> list[str]:
+        return [f"x = {x}", f"x + {unit.meta['k']} = {x + unit.meta['k']}"]
+
+    def score(self, unit: Unit, x: int, prediction: str | None) -> bool:
+        return prediction == self.answer_text(unit, x)
+
+    def chance(self, unit: Unit) -> float:
+        return 1 / self.cfg.modulus
+
+
+@pytest.fixture
+def toy_domain():
+    register_domain(ShiftDomain)
+    yield ShiftDomain
+    DOMAINS.pop("toy_shift", None)
+
+
+CONFIG = """
+name: toy
+seed: 3
+domain:
+  name: toy_shift
+  toy_shift: {n_units: 6, modulus: 7}
+model:
+  preset: tiny
+  tiny: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 320}
+train: {batch_size: 4, max_len: 128, lr: 3.0e-3, log_every: 2, threads: 1}
+pbb: {stage1_steps: 3, stage2_steps: 2}
+recipes: [proactive, stage2_only]
+eval: {batch_size: 32, max_new_tokens: 16, eval_base: false}
+"""
+
+
+def test_a_domain_from_a_test_file_runs_end_to_end(toy_domain, tmp_path, capsys):
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(CONFIG)
+    assert main(["validate", str(cfg)]) == 0
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"without_io": 3, "with_io": 3}
+    cells = summary["rows"]["proactive"]["cells"]
+    assert cells["without_io/in_weights/cot"]["n"] > 0 and abs(cells["without_io/in_weights/cot"]["chance"] - 1 / 7) < 1e-9
+    report = (out / "report.md").read_text()
+    assert "3 with_io and 3 without_io shifts" in report  # the domain's own noun
+    # its section is checked by its own class, with the key path in the message
+    cfg.write_text(CONFIG.replace("modulus: 7", "modulus: 1"))
+    assert main(["validate", str(cfg)]) == 2
+    assert "config error at domain.toy_shift.modulus" in capsys.readouterr().err
+    # `inweights data` exports its views in the PBB layout
+    cfg.write_text(CONFIG)
+    assert main(["data", "toy_shift", "--config", str(cfg), "--out", str(tmp_path / "export")]) == 0
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["domain"] == "toy_shift" and manifest["counts"] == {"with_io": 3, "without_io": 3}
+
+
+def test_a_toy_regime_runs_on_a_toy_domain(toy_domain, tmp_path, capsys):
+    from test_regimes import ToyRegime
+
+    from inweights.regimes import REGIMES, register
+
+    register(ToyRegime())
+    try:
+        cfg = tmp_path / "toy.yaml"
+        cfg.write_text(CONFIG.replace("recipes: [proactive, stage2_only]", "recipes: [count]") + "regime: toy_count\n")
+        assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["counts"] == {"with_io": 3, "without_io": 3}
+    finally:
+        REGIMES.pop("toy_count", None)
+
+
+def test_an_unknown_domain_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)  # toy_shift is not registered here: its section is an unknown key
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("inweights: error: config error at domain.toy_shift: unknown key "
+                   "(domains: coding, grammars, mbpp, planning, programs, rules)")
+    cfg.write_text(CONFIG.replace("  toy_shift: {n_units: 6, modulus: 7}\n", ""))
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown domain 'toy_shift' (known: coding, grammars, mbpp, planning, programs, rules)" in err
+
+
+def _string_compares(text: str, names: set[str], where: str) -> list[str]:
+    """``x == "name"``, ``x != "name"``, ``x in ("name", ...)`` and ``{"name": ...}[x]``-style branches on one of
+    ``names`` in a module (a name used as a label — a seed label, a recipe, a file name — is not a branch)."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
+                                                 for op in node.ops):
+            consts = [c for c in [node.left, *node.comparators] for c in ([c] if not isinstance(c, (ast.Tuple, ast.List, ast.Set)) else c.elts)]
+            hit = [c.value for c in consts if isinstance(c, ast.Constant) and c.value in names]
+            # ``x == "name"`` where x reads a domain's or regime's name
+            src = ast.unparse(node)
+            if hit and ("name" in src or "regime" in src or "domain" in src):
+                found.append(f"{where}:{node.lineno}: {src}")
+    return found
+
+
+def test_no_module_outside_domains_branches_on_a_domain_name():
+    names = set(DOMAINS)
+    hits = [h for p in SRC.rglob("*.py") if "domains" not in p.relative_to(SRC).parts
+            for h in _string_compares(p.read_text(), names, str(p.relative_to(SRC)))]
+    assert not hits, hits
+
+
+def test_no_module_outside_regimes_branches_on_a_regime_name():
+    from inweights.regimes import REGIMES
+
+    hits = [h for p in SRC.rglob("*.py") if p.name != "regimes.py"
+            for h in _string_compares(p.read_text(), set(REGIMES), str(p.relative_to(SRC)))]
+    assert not hits, hits
+
+
+def test_the_branch_finder_can_fail():
+    for text in ('def f(cfg):\n    return cfg.domain.name == "grammars"\n',
+                 'def f(cfg):\n    if regime_name(cfg) in ("ilf", "x"):\n        pass\n'):
+        assert _string_compares(text, set(DOMAINS) | {"ilf"}, "probe")
+    assert not _string_compares('seed = derive_seed(0, "programs", "build")\n', set(DOMAINS), "probe")
