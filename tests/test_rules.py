@@ -206,9 +206,20 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| rule_distill_enhanced |" in report and (out / "accuracy_vs_k_arith.png").is_file()
     assert summary["bars"] and "k=2 OOD" in summary["bars"][0]
-    # resumable by cell, and the same seed gives the same numbers
+    # the same seed gives the same numbers
     again = run_rule_distill(cfg, tmp_path / "again", None)
     assert again["cells"] == summary["cells"]
+    # resumable by cell, like a PBB run by stage: a run that stopped after half its cells ends with the same ones
+    lines = (out / "cells.jsonl").read_text().splitlines(keepends=True)
+    (out / "cells.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    with pytest.raises(UserError, match="already exists"):
+        run_rule_distill(cfg, out, None)  # never over a run without --resume
+    resumed = run_rule_distill(cfg, out, None, resume=True)
+    assert resumed["cells"] == summary["cells"]
+    def cells(text):  # each cell once, in order; its seconds aside
+        return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in text if ln.strip()]
+
+    assert cells((out / "cells.jsonl").read_text().splitlines()) == cells(lines)
     assert built and {next(m.parameters()).device for m in built} == {get_accelerator().device}
     assert json.loads((out / "status.json").read_text())["state"] == "finished"  # status like every run
 
