@@ -361,3 +361,15 @@ def test_bad_alpaca_records_are_reported_together_and_the_good_ones_kept(tmp_pat
     assert "record 3: field 'input' is not a string" in err
     assert main(["validate", str(cfg), "--strict"]) == 2
     assert "data.strict is on" in capsys.readouterr().err
+
+
+def test_rule_distillation_and_the_probes_read_answers_with_one_function():
+    """One answer extraction per domain: rule distillation's tasks read a generation as the domain's probes do."""
+    from inweights import views
+    from inweights.recipes.rule_distill import generated_tasks
+
+    cfg = validate({"name": "t", "domain": {"name": "rules", "rules": {"n_test": 2}}})
+    domain = RulesDomain(cfg.domain.rules, cfg.seed)
+    tasks = generated_tasks(cfg, domain, domain.build())
+    for text in ("Answer: 12\nAnswer: 7", "x Answer: 3Answer: 4", "none", "Answer: 5"):
+        assert {t.read(text) for t in tasks} == {views.extract(domain, text)}

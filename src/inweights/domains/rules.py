@@ -257,6 +257,15 @@ class RulesDomain(Domain):
     def instruction_text(self, unit: Unit) -> str:
         return f"Rule: {unit.instruction}"
 
+    @staticmethod
+    def extract_answer(text: str) -> str | None:
+        """The answer the model committed to: after the first ``Answer:``, up to the end of that line (a model
+        that runs on past its answer without the end-of-turn token is read by what it answered)."""
+        i = text.find("Answer:")
+        if i < 0:
+            return None
+        return text[i + len("Answer:"):].split("Answer:")[0].split("\n")[0].strip() or None
+
     def question(self, unit: Unit, x: Any, rng: random.Random) -> str:
         t = rng.choice(QUERY_TEMPLATES[unit.family])
         return t.format(name=unit.pointer, input=self.format_input(unit, x))

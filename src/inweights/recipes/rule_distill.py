@@ -27,6 +27,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from inweights.config import ExperimentConfig, dump_config
 from inweights.core import rejects
 from inweights.core.errors import UserError
 from inweights.core.seeds import derive_seed
+from inweights.domains.rules import RulesDomain
 from inweights.eval.generate import generate
 from inweights.train.data import tokenize_record
 from inweights.train.distill import PairBatch, distill_loss, forward, make_pair_batch
@@ -65,16 +67,14 @@ class Task:
     direct: bool = True  # answers are "Answer: x" (generated rules) or raw text (Alpaca files)
     val: list[Example] | None = None  # validation examples of their own (the paper's valid files)
     rejected: list = field(default_factory=list)  # the loader policy's issues (inweights.core.rejects)
+    # the domain's own answer extraction (``Domain.extract_answer``), the one its probes use too
+    answer: Callable[[str], str | None] | None = None
 
     def read(self, output: str) -> str | None:
-        """The answer the model committed to: after the first ``Answer:``, up to the end of that line (a
-        model that runs on past its answer without the end-of-turn token is read by what it answered)."""
+        """The answer in a generation: the domain's extraction, or the whole text (Alpaca files)."""
         if not self.direct:
             return output.strip()
-        i = output.find("Answer:")
-        if i < 0:
-            return None
-        return output[i + len("Answer:"):].split("Answer:")[0].split("\n")[0].strip() or None
+        return (self.answer or RulesDomain.extract_answer)(output)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -91,7 +91,8 @@ def generated_tasks(cfg: ExperimentConfig, domain, units) -> list[Task]:
 
         n = dc.n_eval or len(u.test_inputs)
         tasks.append(Task(u.id, u.instruction, [ex(x) for x in u.train_inputs],
-                          {"id": [ex(x) for x in u.test_inputs[:n]], "ood": [ex(x) for x in u.meta["ood_inputs"][:n]]}))
+                          {"id": [ex(x) for x in u.test_inputs[:n]], "ood": [ex(x) for x in u.meta["ood_inputs"][:n]]},
+                          answer=domain.extract_answer))
     return tasks
 
 
@@ -351,7 +352,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
     wseed = derive_seed(cfg.seed, "worked", task.name, k, seed)
     train_t = with_worked_examples(train_ex, dc.teacher_examples, wseed, train_ex)
     task_t = Task(task.name, task.rule, task.pool, {s: with_worked_examples(exs, dc.teacher_examples, wseed, train_ex)
-                                                    for s, exs in task.tests.items()}, task.direct)
+                                                    for s, exs in task.tests.items()}, task.direct, answer=task.answer)
     recipes = cfg.recipes
     rows = []
 
