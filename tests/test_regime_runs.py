@@ -49,3 +49,20 @@ def test_ilf_builds_its_models_on_the_accelerators_device(tmp_path, monkeypatch)
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
     assert len(built) >= 4  # the starting policy, the refiners, the fine-tuned policies
     assert {next(m.parameters()).device for m in built} == {get_accelerator().device}
+
+
+def test_a_prepared_base_being_built_is_refused_to_a_second_build(root, tmp_path, capsys):
+    out = tmp_path / "prepared" / "p"
+    hold = ("import sys, time; from pathlib import Path; from inweights.core.rundir import acquire; "
+            "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "prepared" / "p.work")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["prepare", str(root / "configs/prepare_tiny.yaml"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"in use by pid {holder.pid}" in err[0], err
+        assert not (out / "prepare.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

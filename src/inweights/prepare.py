@@ -228,11 +228,27 @@ def init_dir(cfg: ExperimentConfig, config_path: str | Path | None) -> Path:
 
 def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
                         config_path: str | Path | None = None) -> dict[str, Any]:
-    """Train the prepared base into ``out_dir`` (resumable); returns its record (prepare.json)."""
+    """Train the prepared base into ``out_dir`` (resumable); returns its record (prepare.json). The build holds
+    the run lock of its work folder (``<out>.work``, where its checkpoints are): a second `inweights prepare` of
+    the same base — or an experiment building it on first use — is refused in one line while one builds it."""
+    from inweights.core.rundir import acquire, release
+
+    work = out_dir.with_name(out_dir.name + ".work")
+    main = get_accelerator().is_main_process
+    if main:
+        acquire(work)
+    try:
+        return _build(cfg, out_dir, work, command, config_path)
+    finally:
+        if main:
+            release(work)
+
+
+def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
+           config_path: str | Path | None) -> dict[str, Any]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir.with_name(out_dir.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "metrics.jsonl"
 
