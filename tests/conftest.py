@@ -17,3 +17,26 @@ def _threads():
     import torch
 
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def lock_holder():
+    """``with lock_holder(folder) as pid``: another process holds ``folder``'s run lock for the block."""
+    import contextlib
+    import subprocess
+    import sys
+
+    hold = ("import sys, time; from pathlib import Path; from inweights.core.rundir import acquire; "
+            "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+
+    @contextlib.contextmanager
+    def held(folder: Path):
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(folder)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            yield holder.pid
+        finally:
+            holder.kill()
+            holder.wait()
+
+    return held

@@ -3,9 +3,6 @@ models a run builds sit on the accelerator's device (rule distillation's own che
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
@@ -13,20 +10,13 @@ from inweights.cli import main
 
 
 @pytest.mark.parametrize("config", ["configs/rule_distill_arith.yaml", "configs/ilf_tiny.yaml"])
-def test_every_regime_refuses_a_held_run_directory(root, tmp_path, capsys, config):
+def test_every_regime_refuses_a_held_run_directory(root, tmp_path, capsys, config, lock_holder):
     out = tmp_path / "run"
-    hold = ("import sys, time; from pathlib import Path; from inweights.core.rundir import acquire; "
-            "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(out) as pid:
         assert main(["run", str(root / config), "--out", str(out), "--resume"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"in use by pid {holder.pid}" in err[0], err
+        assert len(err) == 1 and f"in use by pid {pid}" in err[0], err
         assert not (out / "config.yaml").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_ilf_builds_its_models_on_the_accelerators_device(tmp_path, monkeypatch):
@@ -51,18 +41,10 @@ def test_ilf_builds_its_models_on_the_accelerators_device(tmp_path, monkeypatch)
     assert {next(m.parameters()).device for m in built} == {get_accelerator().device}
 
 
-def test_a_prepared_base_being_built_is_refused_to_a_second_build(root, tmp_path, capsys):
+def test_a_prepared_base_being_built_is_refused_to_a_second_build(root, tmp_path, capsys, lock_holder):
     out = tmp_path / "prepared" / "p"
-    hold = ("import sys, time; from pathlib import Path; from inweights.core.rundir import acquire; "
-            "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "prepared" / "p.work")],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(tmp_path / "prepared" / "p.work") as pid:
         assert main(["prepare", str(root / "configs/prepare_tiny.yaml"), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"in use by pid {holder.pid}" in err[0], err
+        assert len(err) == 1 and f"in use by pid {pid}" in err[0], err
         assert not (out / "prepare.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()

@@ -259,24 +259,15 @@ def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path, capsys
         assert not list(killed.rglob("*.tmp"))
 
 
-def test_a_second_process_on_the_same_run_directory_is_refused(root, tmp_path, capsys):
-    import subprocess
-    import sys
+def test_a_second_process_on_the_same_run_directory_is_refused(root, tmp_path, capsys, lock_holder):
     import time
 
     out = tmp_path / "run"
-    hold = ("import sys, time; from pathlib import Path; from inweights.core.rundir import acquire; "
-            "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(out) as pid:
         assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--resume"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"in use by pid {holder.pid}" in err[0], err
+        assert len(err) == 1 and f"in use by pid {pid}" in err[0], err
         assert not (out / "config.yaml").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     time.sleep(0.1)
     from inweights.core.rundir import is_held
 
