@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-SETS = ["--set", "pbb.stage1_steps=8", "--set", "pbb.stage2_steps=4", "--set", "recipes=[proactive]",
+SETS = ["--set", "pbb.stage1_steps=6", "--set", "pbb.stage2_steps=3", "--set", "recipes=[proactive]",
+        "--set", "train.max_len=256",
         "--set", "eval.max_units_per_group=6", "--set", "eval.formats=[cot]", "--set", "workers=1",
         "--set", "train.threads=1", "--set", "train.log_every=1", "--set", "eval.eval_base=false",
         "--set", "domain.programs.n_programs=30",
@@ -38,7 +39,7 @@ def test_two_process_gloo_matches_one_process(root, tmp_path):
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           "-m", "inweights.cli", "run", cfg, "--out", str(two), *SETS], root)
     l1, l2 = _losses(one), _losses(two)
-    assert l1.keys() == l2.keys() and len(l1) == 12
+    assert l1.keys() == l2.keys() and len(l1) == 9
     for k in l1:
         # the very first step sees the same weights and the same global batch: equal to rounding; later
         # steps drift slightly (a different reduction order, amplified by Adam on near-zero gradients)
