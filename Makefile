@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DEMO_CONFIG ?= configs/pbb_programs.yaml
 DEMO_OUT ?= runs/pbb_programs
 
-.PHONY: demo test install dev lint bench clean smollm2
+.PHONY: demo test test-fast install dev lint bench clean smollm2
 
 $(VENV)/.installed: pyproject.toml
 	@# the sandbox's kernel boundary (bubblewrap), where this machine lets us install it; never required
@@ -34,6 +34,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.dev
 	$(VENV)/bin/python -m pytest -q --durations=15
+
+# the fast tier (~1 min): everything but the end-to-end runs marked slow
+test-fast: $(VENV)/.dev
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -109,6 +109,7 @@ def test_generated_family_is_deterministic_and_its_gold_passes_and_mutants_fail(
     assert not any(v.passed for v in bad)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MBPP.is_file(), reason="needs ../shared/data/mbpp.jsonl")
 def test_mbpp_gold_solutions_pass_and_their_mutants_fail_in_the_sandbox():
     tasks = read_mbpp(MBPP)
@@ -133,6 +134,7 @@ def test_entry_point_is_never_a_builtin():
     assert entry_point_of(["assert len(sorted(pick([3, 1]))) == 2"], "t") == "pick"
 
 
+@pytest.mark.slow
 def test_every_completion_style_assembles_the_same_program_and_humaneval_passes_164_of_164():
     """Body only (HumanEval's canonical solutions), the whole function, the whole function indented, fenced,
     a body at column 0: each assembles to a program that defines the entry point after the prompt's imports;

@@ -64,6 +64,7 @@ def test_cli_missing_config(capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_shipped_configs_validate(root, capsys):
     for p in sorted((root / "configs").glob("*.yaml")):
         assert main(["validate", str(p)]) == 0, p

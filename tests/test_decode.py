@@ -61,6 +61,7 @@ def smollm2_model():
     return load_model(smollm2_dir())
 
 
+@pytest.mark.slow
 def test_lean_matches_generate_on_smollm2(smollm2_model, monkeypatch):
     from inweights.eval import decode
 

@@ -31,6 +31,7 @@ def _losses(out):
     return res
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_process_gloo_matches_one_process(root, tmp_path):
     cfg = str(root / "configs/pbb_programs.yaml")

@@ -93,6 +93,7 @@ eval: {batch_size: 32, max_new_tokens: 16, eval_base: false}
 """
 
 
+@pytest.mark.slow
 def test_a_domain_from_a_test_file_runs_end_to_end(toy_domain, tmp_path, capsys):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(CONFIG)

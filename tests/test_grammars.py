@@ -129,6 +129,7 @@ def test_fresh_grammars_for_preparation_are_outside_the_experiment(built):
     assert not {u.pointer[0] for u in fresh} & {u.pointer[0] for u in units}
 
 
+@pytest.mark.slow
 def test_prepared_base_of_another_domain_is_one_line(root, capsys):
     from inweights.config import load_config
 

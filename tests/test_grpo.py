@@ -61,6 +61,7 @@ def test_token_logps_match_a_direct_computation(tok):
         assert lp[r, : len(c)].tolist() == pytest.approx(want, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_reward_rises_on_a_learnable_task(tok):
     """Reward = share of the first 8 completion tokens that are the letter 'z' token: a random-init model
     starts near 1/vocab; GRPO must raise it well above that within 60 steps (< 60 s on a CPU)."""
@@ -102,6 +103,7 @@ def test_kl_term_and_iterations_run_and_are_deterministic(tok):
     assert a[-1][2] >= 0
 
 
+@pytest.mark.slow
 def test_retroactive_grpo_runs_in_the_programs_experiment(root, tmp_path):
     """Retroactive PBB with a GRPO stage 2: shares stage 1 with retroactive, logs rewards, reports a row."""
     import json

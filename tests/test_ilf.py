@@ -35,6 +35,7 @@ def _request(code, tests):
 
 
 # ------------------------------------------------------------------------------------------ providers
+@pytest.mark.slow
 def test_tests_feedback_says_what_was_observed():
     wrong = _request("def f(x):\n    return x + 2\n", ["assert f(1) == 2", "assert f(3) == 4"])
     assert TestsFeedback()([wrong]) == [("The code is wrong: f(1) returned 3, but it should return 2. "
@@ -143,6 +144,7 @@ def _cli_here(*args):
     return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
 
 
+@pytest.mark.slow
 def test_ilf_run_end_to_end_is_deterministic(tmp_path):
     cfg = tmp_path / "ilf.yaml"
     cfg.write_text(yaml.safe_dump(SMOKE))
@@ -191,6 +193,7 @@ def test_human_feedback_round_trip(tmp_path):
     assert fb and all(f.startswith("Person's note") for f in fb)
 
 
+@pytest.mark.slow
 def test_bad_coding_inputs_are_one_line(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text('{"text": "t", "code": "x", "task_id": 1}\n')

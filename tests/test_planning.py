@@ -175,6 +175,7 @@ def test_recipes_share_total_steps_and_take_an_objective_suffix():
         validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["two_stage@ppo"]})
 
 
+@pytest.mark.slow
 def test_two_stage_experiment_end_to_end(tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("""

@@ -43,6 +43,7 @@ def test_prepared_base_is_the_one_recorded(prepared):
     assert rec["passed"] == (gate_accuracy(rec) >= rec["gate"])
 
 
+@pytest.mark.slow
 def test_prepared_base_gate_accuracy_re_measured(prepared):
     cfg, _, rec, model, tok = prepared
     domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
@@ -54,6 +55,7 @@ def test_prepared_base_gate_accuracy_re_measured(prepared):
     assert abs(acc - gate_accuracy(rec)) <= 0.03
 
 
+@pytest.mark.slow
 def test_prepared_base_executes_the_demo_programs_in_context(prepared, root):
     """What PBB presumes: code in the prompt -> right answer, on the demo's own without_io programs."""
     pcfg, _, _, model, tok = prepared

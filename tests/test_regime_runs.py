@@ -19,6 +19,7 @@ def test_every_regime_refuses_a_held_run_directory(root, tmp_path, capsys, confi
         assert not (out / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_ilf_builds_its_models_on_the_accelerators_device(tmp_path, monkeypatch):
     from test_ilf import SMOKE
 

@@ -134,6 +134,7 @@ def test_alpaca_pairs_are_checked(tmp_path):
         load_alpaca_pairs(f, mism)
 
 
+@pytest.mark.slow
 def test_bad_rule_dataset_is_one_line_exit_2(tmp_path):
     full = _write(tmp_path / "full.json", [{"instruction": "r", "input": "q"}])
     cfg = tmp_path / "c.yaml"
@@ -172,6 +173,7 @@ def tiny_base(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [True, False])
 def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     from inweights.models import load as load_module

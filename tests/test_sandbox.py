@@ -318,6 +318,7 @@ def _bwrap_works() -> bool:
 needs_bwrap = pytest.mark.skipif(not _bwrap_works(), reason="needs bubblewrap able to create namespaces here")
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_the_kernel_boundary_contains_what_the_audit_hook_missed(tmp_path):
     """Under bubblewrap: writes through dir_fd (the *at calls) and sqlite3 outside the temporary directory fail

@@ -114,6 +114,7 @@ def test_resume_after_kill_gives_identical_result(tok, tmp_path):
 SMOKE = ["--set", "recipes=[proactive, stage1_only, stage2_only, mixture, retroactive, demos_only]"]
 
 
+@pytest.mark.slow
 def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
     out = tmp_path / "run"
     assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), *SMOKE]) == 0
@@ -144,6 +145,7 @@ def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
     assert main(["export", str(out), "--recipe", "nope"]) == 2
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(root, tmp_path):
     sums = []
     for name in ("a", "b"):
@@ -162,6 +164,7 @@ def test_run_refuses_existing_dir_without_resume(root, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tiny_model_recites_a_document_it_was_trained_on(tmp_path):
     """Learning is real: 150 steps (~10 s on 2 cores) of training on one program's document, then the pointer alone recalls it."""
     from inweights import views
@@ -192,6 +195,7 @@ def test_tiny_model_recites_a_document_it_was_trained_on(tmp_path):
     assert not any(u.instruction in o for o in generate(fresh, tok, prompts, max_new_tokens=80, batch_size=3))
 
 
+@pytest.mark.slow
 def test_run_killed_mid_stage_resumes_to_the_same_metrics(root, tmp_path, capsys):
     """kill -9, and Ctrl-C, a real `inweights run` after a mid-stage checkpoint (and a few steps past it), resume
     it, compare with a clean run: the same summary, samples and weights, and a metrics log with no line twice."""
@@ -274,6 +278,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(root, tmp_path, c
     assert not is_held(out)  # released with the process
 
 
+@pytest.mark.slow
 def test_local_model_path_with_lora(root, tmp_path):
     """model.path + model.lora: each stage saves only its adapter (chained to the model it was trained
     on); loading follows the chain; `export --merge` writes a merged model plain transformers loads;
@@ -343,6 +348,7 @@ def test_packed_examples_do_not_see_each_other(tok):
     assert torch.allclose(packed[0, 20:], alone_b[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gated_stage_records_its_curve_and_outcome(root, tmp_path):
     """A stage gate measures on validation inputs every N steps; an unreachable value runs the stage to its
     cap and says so; the gate is part of the stage's key (a changed gate is a new stage)."""
@@ -368,6 +374,7 @@ def test_gate_without_validation_inputs_is_one_line(root, tmp_path, capsys):
     assert "n_val_inputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_recipe_can_start_from_another_prepared_base(root, tmp_path):
     """`recipe:NAME` starts from the prepared base of configs/NAME.yaml (a control without PBB's stage 1), which
     is evaluated too; its stages are its own."""
@@ -530,6 +537,7 @@ def test_time_shares_count_a_shared_stage_once():
     assert (t["train_share"], t["eval_share"], t["other_share"]) == (0.375, 0.125, 0.5)
 
 
+@pytest.mark.slow
 def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok, tmp_path):
     """train.compile: same losses as the eager path (float tolerance) on a one-layer model, and the decoder
     runs eagerly again after the stage."""
@@ -552,6 +560,7 @@ def test_compiled_stage_trains_like_the_eager_one_and_leaves_the_model_eager(tok
     assert losses[0] == pytest.approx(losses[1], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_worker_processes_end_with_the_run(root, tmp_path):
     """`workers: 2` trains in worker processes; when the run's process is killed (SIGKILL: nothing of its own code
     runs), its workers end too rather than go on writing into a folder whose lock is free."""
