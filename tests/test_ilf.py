@@ -145,12 +145,26 @@ def _cli_here(*args):
 
 
 @pytest.mark.slow
-def test_ilf_run_end_to_end_is_deterministic(tmp_path):
+def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
+    from inweights import models
+    from inweights.train.loop import get_accelerator
+
+    built = []  # every model the run loads: on the accelerator's device, as the stage engine places them
+    real = models.load_model
+
+    def recording(*a, **k):
+        model, tok = real(*a, **k)
+        built.append(model)
+        return model, tok
+
+    monkeypatch.setattr(models, "load_model", recording)
     cfg = tmp_path / "ilf.yaml"
     cfg.write_text(yaml.safe_dump(SMOKE))
     for out in ("a", "b"):
-        proc = _cli("run", str(cfg), "--out", str(tmp_path / out))
+        proc = _cli_here("run", str(cfg), "--out", str(tmp_path / out))
         assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(built) >= 8  # per run: the starting policy, the refiners, the fine-tuned policies
+    assert {next(m.parameters()).device for m in built} == {get_accelerator().device}
     a, b = (json.loads((tmp_path / o / "summary.json").read_text()) for o in "ab")
     assert set(a["recipes"]) == {"zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf"}
     for r in a["recipes"]:
