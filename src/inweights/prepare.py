@@ -112,7 +112,7 @@ class PrepareSampler:
         self.cfg, self.domain, self.tokens = cfg, domain, tokens
         self.step = 0
         self.pool = None
-        if domain.fixed_prepare_pool:
+        if domain.fresh_units_slow:
             rng = random.Random(derive_seed(cfg.seed, "prepare", "pool"))
             exclude = {u.instruction for u in held_out}
             self.pool = [u for u in (fresh_unit(domain, rng) for _ in range(cfg.prepare.pool_units))
@@ -133,7 +133,15 @@ class PrepareSampler:
                 u = rng.choice(self.pool_with)
                 fmt = "direct" if rng.random() < p.direct_frac else "cot"
                 return self.tokens(views.execution(self.domain, u, rng.choice(u.train_inputs), fmt, rng), "completion")
-        k = self.domain.prepare_length(rng, self.step, p)
+        k = None
+        if (sizes := self.domain.unit_sizes()) is not None:  # some one-step drills, short ones while warming up
+            lo, hi = sizes
+            if rng.random() < p.drill_frac:
+                k = 1
+            elif self.step < p.warmup_frac * p.max_steps:
+                k = rng.randint(1, min(p.warmup_statements, hi))
+            else:
+                k = rng.randint(lo, hi)
         taken = set(self.reserved) if self.reserved else None
         u = rng.choice(self.pool) if self.pool else fresh_unit(self.domain, rng, taken, n_statements=k)
         x = rng.choice(u.train_inputs + u.test_inputs)

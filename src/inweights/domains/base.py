@@ -76,8 +76,8 @@ class Domain:
     all_inputs: ClassVar[tuple[Any, ...] | None] = None  # every input a unit has, where there are few
     # preparation: in-context prompts may show other units beside the asked one (prepare.distractors_max)
     distractors: ClassVar[bool] = False
-    # preparation draws from a fixed pool of prepare.pool_units fresh units (checking a fresh one is slow)
-    fixed_prepare_pool: ClassVar[bool] = False
+    # drawing a fresh unit is slow (grammars: hundreds of parses to check one), so callers draw a pool once
+    fresh_units_slow: ClassVar[bool] = False
     decl_templates: ClassVar[list[str]] = []
     query_templates: ClassVar[list[str]] = []
     # optional capabilities, None where absent: ``parse_listing(output) -> (name, statements)`` reads a chain of
@@ -136,9 +136,9 @@ class Domain:
         """A new unit outside the experiment's (preparation draws one per example)."""
         raise UserError(f"the {self.name} domain draws no fresh units, which preparation needs")
 
-    def prepare_length(self, rng: random.Random, step: int, prepare: Any) -> int | None:
-        """The size of the next preparation unit (programs: short ones early, some one-step drills); None:
-        the domain's own distribution."""
+    def unit_sizes(self) -> tuple[int, int] | None:
+        """The range of a unit's size (programs: statements) where ``fresh_unit(n_statements=...)`` lets a
+        caller choose it (preparation starts short); None: the domain draws its own."""
         return None
 
     def pool_unit(self, rng: random.Random, group: str, taken: set[str], uid: str) -> Unit:

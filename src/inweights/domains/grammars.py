@@ -334,7 +334,7 @@ class GrammarsDomain(Domain):
     unit_noun = "grammars"
     instruction_noun = "rules"
     scoring = "acceptance"
-    fixed_prepare_pool = True
+    fresh_units_slow = True
     decl_templates = DECL_TEMPLATES
     query_templates = QUERY_TEMPLATES
 

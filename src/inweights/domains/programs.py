@@ -263,13 +263,8 @@ class ProgramsDomain(Domain):
                    n_statements: int | None = None) -> Unit:
         return self.sample_unit(rng, pool, pool, taken, n_statements=n_statements)
 
-    def prepare_length(self, rng: random.Random, step: int, prepare) -> int | None:
-        """Some one-statement drills; short programs during the warm-up; then the configured range."""
-        if rng.random() < prepare.drill_frac:
-            return 1
-        if step < prepare.warmup_frac * prepare.max_steps:
-            return rng.randint(1, min(prepare.warmup_statements, self.cfg.max_statements))
-        return rng.randint(self.cfg.min_statements, self.cfg.max_statements)
+    def unit_sizes(self) -> tuple[int, int]:
+        return self.cfg.min_statements, self.cfg.max_statements
 
     def pool_unit(self, rng: random.Random, group: str, taken: set[str], uid: str) -> Unit:
         return self.sample_unit(rng, group, "prepare", taken, uid=uid)
