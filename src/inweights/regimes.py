@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from inweights.config import ExperimentConfig, regime_name
-from inweights.config import load_config as _load_config
 from inweights.config import validate as _validate
 from inweights.core.errors import UserError
 
@@ -76,13 +75,6 @@ def preflight(cfg, config_path: Path | None, quiet: bool = False) -> dict[str, A
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
     """``config.validate`` and the regime's own sense of the config (``Regime.check_config``)."""
     cfg = _validate(raw)
-    if cfg.kind == "experiment":
-        regime_of(cfg).check_config(cfg)
-    return cfg
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    cfg = _load_config(path, overrides)
     if cfg.kind == "experiment":
         regime_of(cfg).check_config(cfg)
     return cfg
