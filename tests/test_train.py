@@ -605,3 +605,53 @@ def test_worker_processes_end_with_the_run(root, tmp_path):
     while time.time() < deadline and any(alive(p) for p in workers):
         time.sleep(0.1)
     assert not any(alive(p) for p in workers), "a worker outlived the run"
+
+
+def _distill(tok, tmp, steps, hook=None, teacher="adapter_off"):
+    """A distill stage on the engine: a LoRA student against itself with the adapter off reading a longer prompt."""
+    from peft import LoraConfig, get_peft_model
+
+    from inweights.train.distill import PairObjective
+
+    torch.manual_seed(0)
+    model = build_tiny(TinyConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=320), tok, 0)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:3]]
+    examples = [(ids[1][: 3 + i % 4], ids[0][: 5 + i % 3] + ids[1][: 3 + i % 4], ids[2][: 1 + i % 3]) for i in range(7)]
+    obj = PairObjective(examples, 3, 5, tok.pad_token_id, teacher=teacher, beta=1.0)
+    cfg = TrainConfig(batch_size=3, grad_accum=1, lr=3e-3, bf16=False, log_every=1)
+    return obj, train_stage(model, obj, steps, cfg, tmp, save_every=4, on_step=hook, desc="d", warmup_steps=1)
+
+
+def test_a_distill_stage_resumes_after_a_kill_to_the_same_weights(tok, tmp_path):
+    """The distill objective is an ordinary stage: its epoch order is part of the checkpoint."""
+    obj, ref = _distill(tok, tmp_path / "ref", 9)
+    assert obj.steps_per_epoch == 3 and obj.epoch == 3 and obj.pos == 0  # 7 examples in batches of 3, 3 epochs
+
+    def kill(step, model):
+        if step == 6:
+            raise Boom
+
+    with pytest.raises(Boom):
+        _distill(tok, tmp_path / "killed", 9, hook=kill)
+    state = json.loads((tmp_path / "killed" / "ckpt" / "progress.json").read_text())["data"]
+    assert state == {"epoch": 1, "pos": 3}  # mid-epoch: 4 steps = one epoch of 3 batches + one batch
+    _, resumed = _distill(tok, tmp_path / "killed", 9)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in ref["history"]]
+    for p, q in zip(ref["model"].parameters(), resumed["model"].parameters()):
+        assert torch.equal(p, q)
+    assert all(h["loss"] > 0 for h in ref["history"])  # the KL of a student that does not read the longer prompt
+
+
+def test_pair_objective_visits_every_example_once_per_epoch():
+    from inweights.train.distill import PairObjective
+
+    obj = PairObjective([([1], [2], [3])] * 7, 3, 0, 0)
+    epochs = [[i for _ in range(3) for i in obj.next_batch()] for _ in range(4)]
+    assert all(sorted(e) == list(range(7)) for e in epochs) and len({tuple(e) for e in epochs}) > 1
+    again = PairObjective([([1], [2], [3])] * 7, 3, 0, 0)
+    for _ in range(4):
+        again.next_batch()
+    replayed = PairObjective([([1], [2], [3])] * 7, 3, 0, 0)
+    replayed.load_state_dict(again.state_dict())
+    assert [replayed.next_batch() for _ in range(5)] == [again.next_batch() for _ in range(5)]

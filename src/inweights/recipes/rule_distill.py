@@ -14,8 +14,9 @@ Every trained model keeps its best epoch by cross-entropy on the k validation ex
 (the paper: best epoch by the student's loss on k held-out no-rule examples), and is tested greedily
 without the rule, in distribution and out of distribution (exact match of the answer).
 
-The loop is its own (not ``train.loop``): examples are pairs of prompts on one answer, trained for
-epochs over k examples with a best-epoch choice, not a stream of packed rows.
+Every model trains as a stage of the engine (``train.loop.train_stage``, the loop PBB's stages run on) with a
+``train.distill.PairObjective``: pairs of prompts on one answer, for epochs over k examples, the best epoch
+kept by a stage hook (``EpochSelect``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers.optimization import get_cosine_schedule_with_warmup
 
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config
@@ -44,7 +44,7 @@ from inweights.core.seeds import derive_seed
 from inweights.domains.rules import RulesDomain
 from inweights.eval.generate import generate
 from inweights.train.data import tokenize_record
-from inweights.train.distill import PairBatch, distill_loss, forward, make_pair_batch
+from inweights.train.distill import PairBatch, PairObjective, forward, make_pair_batch
 from inweights.train.loop import get_accelerator
 
 
@@ -250,74 +250,81 @@ def frozen(model):
     return model
 
 
+def stage_config(cfg: ExperimentConfig):
+    """The engine's settings for a rule-distillation stage: the run's ``train`` section (precision, clipping,
+    threads) with the ``distill`` section's batch and learning rate, a cosine schedule to zero, no weight decay,
+    one forward per batch, no compilation (stages of a few dozen steps) and no mid-stage checkpoint (a cell is
+    the unit of resumption)."""
+    dc = cfg.distill
+    return cfg.train.model_copy(update={"batch_size": dc.batch_size, "grad_accum": 1, "lr": dc.lr,
+                                        "min_lr_ratio": 0.0, "weight_decay": 0.0, "compile": False,
+                                        "freeze_embeddings": False})
+
+
+class EpochSelect:
+    """A stage hook: after each epoch, the validation cross-entropy of each name in ``select`` (name -> prompt
+    side) keeps that name's best epoch's trainable weights."""
+
+    def __init__(self, objective, val_batches: dict[str, PairBatch]):
+        self.objective, self.val_batches = objective, val_batches
+        self.best = {name: (math.inf, -1, None) for name in val_batches}
+        self.history: list[dict[str, Any]] = []
+
+    def __call__(self, step: int, model) -> bool:
+        if step % self.objective.steps_per_epoch:
+            return False
+        epoch = step // self.objective.steps_per_epoch
+        rec = {"epoch": epoch, **{k: round(v, 5) for k, v in self.objective.take_parts().items()}}
+        model.eval()
+        with torch.no_grad():
+            for name, vb in self.val_batches.items():
+                v = float(ce_loss(model, vb))
+                rec[f"val_{name}"] = round(v, 5)
+                if v < self.best[name][0]:
+                    self.best[name] = (v, epoch, trainable_state(model))
+        model.train()
+        self.history.append(rec)
+        return False
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
 def train(model, enc: Encoder, train_ex: list[Example], val_ex: list[Example], cfg: ExperimentConfig, seed: int, *,
           side: str = "student", teacher=None, epochs: int | None = None,
           select: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train for ``epochs``; after each, the validation cross-entropy of each side in ``select``
-    (name -> prompt side) picks that name's best epoch, whose weights are returned in ``best``.
+    """Train for ``epochs`` as one stage of the engine (``train.loop.train_stage``) on a ``PairObjective``;
+    after each epoch, the validation cross-entropy of each side in ``select`` (name -> prompt side) picks that
+    name's best epoch, whose weights are returned in ``best``.
 
     ``teacher`` given: the distill objective (teacher reads the ``teacher`` side, the student ``side``);
     ``teacher == "adapter_off"``: the teacher is the model itself with its LoRA adapter disabled."""
+    import tempfile
+
+    from inweights.train.loop import train_stage
+
     dc = cfg.distill
     epochs = epochs or dc.epochs
     select = select or {"best": "student"}
-    rng = random.Random(derive_seed(seed, "order"))
-    steps_per_epoch = math.ceil(len(train_ex) / dc.batch_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, min(dc.warmup_steps, steps_per_epoch * epochs // 2),
-                                            steps_per_epoch * epochs)
-    val_batches = {name: enc.batch(val_ex, s, s) for name, s in select.items()} if val_ex else {}
-    best = {name: (math.inf, -1, None) for name in select}
-    history = []
-    distil = teacher is not None
-    t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = list(range(len(train_ex)))
-        rng.shuffle(order)
-        parts = {"loss": 0.0, "kl": 0.0, "hidden": 0.0, "ce": 0.0}
-        for b in range(0, len(order), dc.batch_size):
-            exs = [train_ex[i] for i in order[b: b + dc.batch_size]]
-            batch = enc.batch(exs, side, "teacher")
-            if distil:
-                need_h = dc.beta > 0
-                with torch.no_grad():
-                    if teacher == "adapter_off":
-                        with model.disable_adapter():
-                            t_out = forward(model, batch.t_ids, batch.t_mask, need_h)
-                    else:
-                        t_out = forward(teacher, batch.t_ids, batch.t_mask, need_h)
-                s_out = forward(model, batch.s_ids, batch.s_mask, need_h)
-                out = distill_loss(s_out.logits, t_out.logits, batch, tau=dc.tau, beta=dc.beta,
-                                   s_hidden=s_out.hidden_states if need_h else None,
-                                   t_hidden=t_out.hidden_states if need_h else None,
-                                   layers=dc.layers, ce_weight=dc.ce_weight)
-                loss = out["loss"]
-                for key in parts:
-                    parts[key] += float(out[key].detach()) * len(exs) / len(order)
-            else:
-                loss = ce_loss(model, batch)
-                parts["loss"] += float(loss.detach()) * len(exs) / len(order)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-        rec = {"epoch": epoch, **{k: round(v, 5) for k, v in parts.items()}}
-        model.eval()
-        with torch.no_grad():
-            for name, vb in val_batches.items():
-                v = float(ce_loss(model, vb))
-                rec[f"val_{name}"] = round(v, 5)
-                if v < best[name][0]:
-                    best[name] = (v, epoch, {k: p.detach().clone() for k, p in model.named_parameters()
-                                             if p.requires_grad})
-        history.append(rec)
-    if not val_batches:  # no validation examples: the last epoch
-        last = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-        best = {name: (math.nan, epochs, last) for name in select}
-    return {"best": best, "history": history, "seconds": time.perf_counter() - t0}
+    examples = []
+    for e in train_ex:
+        (sp, a1), (tp, a2) = enc(getattr(e, side), e.answer), enc(e.teacher, e.answer)
+        if a1 != a2:
+            raise ValueError("the answer tokenizes differently after the two prompts")
+        examples.append((sp, tp, a1))
+    objective = PairObjective(examples, dc.batch_size, derive_seed(seed, "order"), enc.tok.pad_token_id,
+                              teacher=teacher, tau=dc.tau, beta=dc.beta, layers=dc.layers, ce_weight=dc.ce_weight)
+    hook = EpochSelect(objective, {name: enc.batch(val_ex, s, s) for name, s in select.items()} if val_ex else {})
+    steps = objective.steps_per_epoch * epochs
+    with tempfile.TemporaryDirectory(prefix="inweights-stage-") as work:
+        res = train_stage(model, objective, steps, stage_config(cfg), Path(work), save_every=steps + 1,
+                          desc="distill" if teacher is not None else "sft", on_step=hook, progress=False,
+                          warmup_steps=min(dc.warmup_steps, steps // 2))
+    best = hook.best
+    if not hook.val_batches:  # no validation examples: the last epoch
+        best = {name: (math.nan, epochs, trainable_state(model)) for name in select}
+    return {"best": best, "history": hook.history, "seconds": res["seconds"]}
 
 
 def load_best(model, state: dict[str, torch.Tensor]):

@@ -17,7 +17,10 @@ averaged over answer tokens. Written by hand: the pieces are a few tensor ops, a
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +111,102 @@ def distill_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, batch: PairBatc
         hid = torch.stack(parts).mean()
     ce = F.cross_entropy(s, batch.targets) if ce_weight > 0 else zero
     return {"loss": kl + beta * hid + ce_weight * ce, "kl": kl.detach(), "hidden": hid.detach(), "ce": ce.detach()}
+
+
+class PairObjective:
+    """A stage objective (``train.loop.Objective``) over tokenized (student prompt, teacher prompt, answer)
+    examples, in epochs: each epoch visits every example once in a seeded shuffled order, ``batch_size`` at a
+    time (the last batch of an epoch may be short).
+
+    ``teacher=None``: cross-entropy of the gold answer after the student prompt (SFT on unpacked pairs).
+    Otherwise the ``distill_loss`` of the student reading the student prompt against the teacher reading the
+    teacher prompt: ``teacher`` is a frozen model, or ``"adapter_off"`` (the trained model itself with its
+    LoRA adapter disabled). ``parts`` accumulates each term's per-example mean over the current epoch.
+    """
+
+    def __init__(self, examples: list[tuple[list[int], list[int], list[int]]], batch_size: int, seed: int,
+                 pad_id: int, *, teacher=None, tau: float = 1.0, beta: float = 0.0,
+                 layers: list[int] | None = None, ce_weight: float = 0.0):
+        if not examples:
+            raise ValueError("no training examples")
+        self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        self.teacher, self.tau, self.beta, self.layers, self.ce_weight = teacher, tau, beta, layers, ce_weight
+        self.steps_per_epoch = math.ceil(len(examples) / batch_size)
+        self._reset(0, 0)
+
+    def _reset(self, epoch: int, pos: int) -> None:
+        # one generator over the whole stage (epoch e's order is its e-th shuffle): a resume replays the shuffles
+        self.rng = random.Random(self.seed)
+        self.epoch, self.pos, self.order = 0, 0, []
+        for _ in range(epoch + (1 if pos else 0)):
+            self._shuffle()
+        self.epoch, self.pos = epoch, pos
+        self.parts = {"loss": 0.0, "kl": 0.0, "hidden": 0.0, "ce": 0.0}
+
+    def _shuffle(self) -> None:
+        self.order = list(range(len(self.examples)))
+        self.rng.shuffle(self.order)
+
+    def next_batch(self) -> list[int]:
+        if self.pos == 0:
+            self._shuffle()
+        batch = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += len(batch)
+        if self.pos >= len(self.order):
+            self.epoch, self.pos = self.epoch + 1, 0
+        return batch
+
+    def rows(self, batch) -> int:
+        return len(batch)
+
+    def targets(self, batch) -> torch.Tensor:
+        return torch.tensor(sum(len(self.examples[i][2]) for i in batch))
+
+    def tokens(self, batch) -> int:
+        return sum(len(s) + len(t) + 2 * len(a) if self.teacher is not None else len(s) + len(a)
+                   for s, t, a in (self.examples[i] for i in batch))
+
+    def slice(self, batch, start, n, device) -> PairBatch:
+        exs = [self.examples[i] for i in batch[start : start + n]]
+        return make_pair_batch([s for s, _, _ in exs], [t for _, t, _ in exs], [a for _, _, a in exs],
+                               self.pad_id).to(device)
+
+    def loss(self, model, mb: PairBatch) -> torch.Tensor:
+        n = mb.targets.numel()
+        share = mb.s_ids.shape[0] / len(self.examples)  # of the epoch's examples: parts are per-example means
+        if self.teacher is None:
+            logits = forward(model, mb.s_ids, mb.s_mask, hidden=False).logits
+            s = logits.reshape(-1, logits.shape[-1]).index_select(0, mb.s_pos).float()
+            ce = F.cross_entropy(s, mb.targets, reduction="sum")
+            self.parts["loss"] += float(ce.detach()) / n * share
+            return ce
+        need_h = self.beta > 0
+        with torch.no_grad():
+            if self.teacher == "adapter_off":
+                inner = getattr(model, "module", model)  # under DDP the PEFT model is wrapped
+                with inner.disable_adapter():
+                    t_out = forward(inner, mb.t_ids, mb.t_mask, need_h)
+            else:
+                t_out = forward(self.teacher, mb.t_ids, mb.t_mask, need_h)
+        s_out = forward(model, mb.s_ids, mb.s_mask, need_h)
+        out = distill_loss(s_out.logits, t_out.logits, mb, tau=self.tau, beta=self.beta,
+                           s_hidden=s_out.hidden_states if need_h else None,
+                           t_hidden=t_out.hidden_states if need_h else None,
+                           layers=self.layers, ce_weight=self.ce_weight)
+        for key in self.parts:
+            self.parts[key] += float(out[key].detach()) * share
+        return out["loss"] * n
+
+    def take_parts(self) -> dict[str, float]:
+        """The epoch's loss terms so far, reset for the next epoch."""
+        parts, self.parts = self.parts, dict.fromkeys(self.parts, 0.0)
+        return parts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reset(state["epoch"], state["pos"])
+
+    def stats(self) -> dict[str, Any]:
+        return {"truncated_examples": 0, "padding_fraction": 0.0}

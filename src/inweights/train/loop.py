@@ -1,5 +1,9 @@
-"""The training loop: one stage of SFT on a stream of packed batches, on `accelerate`.
+"""The training loop: one stage of optimiser steps on an objective, on `accelerate`.
 
+An objective (``Objective``) says where a stage's batches come from and what a slice of one costs: the
+default is SFT on a stream of packed rows (``PackedCE``); ``train.distill.PairObjective`` distils a teacher
+that reads another prompt (rule distillation), or trains on unpacked prompt/answer pairs. The loop owns
+everything else — device placement, optimiser, schedule, clipping, accumulation, checkpoints, logging.
 The same code runs on a CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``).
 A stage checkpoints its full state (model, optimiser, scheduler, RNG, data stream) every
 ``save_every`` steps, so a run killed mid-stage and resumed ends with the same weights.
@@ -15,7 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -141,9 +145,59 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class Objective(Protocol):
+    """What a stage minimises. A batch is this process's rows of one optimiser step; the loop slices it into
+    micro-batches and averages the summed loss over the step's ``targets`` (all processes together)."""
+
+    def next_batch(self) -> Any: ...
+    def rows(self, batch) -> int: ...
+    def targets(self, batch) -> torch.Tensor: ...  # the count the loss is averaged over (a 0-d tensor)
+    def tokens(self, batch) -> int: ...  # tokens processed, for throughput
+    def slice(self, batch, start: int, n: int, device) -> Any: ...
+    def loss(self, model, micro) -> torch.Tensor: ...  # summed over the micro-batch's targets
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class PackedCE:
+    """SFT: next-token cross-entropy on the target tokens of packed rows (``train.data.PackedBatches``)."""
+
+    def __init__(self, batches: PackedBatches):
+        self.batches = batches
+
+    def next_batch(self):
+        return next(self.batches)
+
+    def rows(self, batch) -> int:
+        return batch["input_ids"].shape[0]
+
+    def targets(self, batch) -> torch.Tensor:
+        return (batch["labels"][:, 1:] != IGNORE).sum()
+
+    def tokens(self, batch) -> int:
+        return int(batch["input_ids"].numel())
+
+    def slice(self, batch, start, n, device):
+        return {k: v[start : start + n].to(device) for k, v in batch.items()}
+
+    def loss(self, model, mb) -> torch.Tensor:
+        return step_loss(model, mb["input_ids"], mb["position_ids"], mb["labels"])
+
+    def state_dict(self):
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state):
+        self.batches.load_state_dict(state)
+
+    def stats(self):
+        return {"truncated_examples": self.batches.truncated,
+                "padding_fraction": self.batches.padding / max(self.batches.slots, 1)}
+
+
 def train_stage(
     model,
-    batches: PackedBatches,
+    batches: PackedBatches | Objective,
     steps: int,
     cfg: TrainConfig,
     out_dir: Path,
@@ -154,12 +208,17 @@ def train_stage(
     on_step: Callable[[int, Any], bool] | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
     trainable_rows: list[int] | None = None,
+    warmup_steps: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``steps`` optimiser steps; resume from ``out_dir/ckpt`` when it exists.
+    """Train ``steps`` optimiser steps on ``batches`` (packed rows: SFT) or an ``Objective``; resume from
+    ``out_dir/ckpt`` when it exists.
 
     ``on_step(step, model)`` runs after each step; returning True stops the stage early (gates).
-    Returns a summary: losses per logged step, tokens, seconds, whether stopped early.
+    ``warmup_steps`` overrides ``cfg.warmup_frac``. Returns a summary: losses per logged step, tokens,
+    seconds, whether stopped early.
     """
+    objective = batches if hasattr(batches, "next_batch") else PackedCE(batches)
     acc = get_accelerator()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.train()
@@ -189,7 +248,7 @@ def train_stage(
     )
     sched = get_cosine_with_min_lr_schedule_with_warmup(
         opt,
-        num_warmup_steps=int(cfg.warmup_frac * steps),
+        num_warmup_steps=int(cfg.warmup_frac * steps) if warmup_steps is None else warmup_steps,
         num_training_steps=steps,
         min_lr_rate=cfg.min_lr_ratio,
     )
@@ -207,7 +266,7 @@ def train_stage(
         acc.load_state(str(ckpt))
         prog = json.loads((ckpt / "progress.json").read_text())
         step, history, tokens, elapsed = prog["step"], prog["history"], prog["tokens"], prog["elapsed"]
-        batches.load_state_dict(prog["data"])
+        objective.load_state_dict(prog["data"])
         if on_step is not None and prog.get("hook") is not None and hasattr(on_step, "load_state_dict"):
             on_step.load_state_dict(prog["hook"])
     if log is not None and hasattr(log, "rewind"):  # what the interrupted run logged after its checkpoint comes again
@@ -221,26 +280,27 @@ def train_stage(
     if acc.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum != 1:
         # DeepSpeed steps its optimiser inside backward on its own accumulation count
         raise UserError("train.grad_accum must be 1 under DeepSpeed (raise batch_size or use more GPUs)")
-    bar = tqdm(total=steps, initial=step, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not (acc.is_main_process and progress),
+               dynamic_ncols=True)
     stopped_early = False
     t0 = time.perf_counter()
     run_tokens = 0
     while step < steps:
-        batch = next(batches)  # rows for this process: batch_size / world
+        batch = objective.next_batch()  # rows for this process: batch_size / world
         # token-level mean over the whole global step (all micro-batches, all processes), in fp32:
         # DDP averages gradients over processes, so each process scales its sum by world / global count
-        n_target = (batch["labels"][:, 1:] != IGNORE).sum().to(acc.device)
+        n_target = objective.targets(batch).to(acc.device)
         if world > 1:
             n_target = acc.reduce(n_target, reduction="sum")
         loss_sum = torch.zeros((), device=acc.device)
-        starts = range(0, batch["input_ids"].shape[0], micro)
+        starts = range(0, objective.rows(batch), micro)
         for i in starts:
-            mb = {k: v[i : i + micro].to(acc.device) for k, v in batch.items()}
+            mb = objective.slice(batch, i, micro, acc.device)
             # gradients are synchronised once per step, on the last micro-batch
             sync = contextlib.nullcontext() if i == starts[-1] else acc.no_sync(model)
             with sync:
                 with autocast(acc, cfg.bf16):
-                    loss = step_loss(model, mb["input_ids"], mb["position_ids"], mb["labels"])
+                    loss = objective.loss(model, mb)
                 loss = loss * world / n_target.clamp(min=1)
                 acc.backward(loss)
             loss_sum += loss.detach()
@@ -250,7 +310,7 @@ def train_stage(
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        ntok = int(batch["input_ids"].numel()) * world
+        ntok = objective.tokens(batch) * world
         tokens += ntok
         run_tokens += ntok
         loss_val = acc.reduce(loss_sum, reduction="mean").item()
@@ -268,7 +328,7 @@ def train_stage(
         if stop:
             stopped_early = True
         if step % save_every == 0 and step < steps and not stop:
-            save_checkpoint(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, batches, on_step)
+            save_checkpoint(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, objective, on_step)
         if stop:
             break
     bar.close()
@@ -290,8 +350,7 @@ def train_stage(
         "history": history,
         "stopped_early": stopped_early,
         "engine": f"{acc.distributed_type.value} x{world}",
-        "truncated_examples": batches.truncated,
-        "padding_fraction": batches.padding / max(batches.slots, 1),
+        **objective.stats(),
         "model": acc.unwrap_model(model),
         "state_dict": state_dict,
     }
@@ -308,7 +367,7 @@ def recover_checkpoint(ckpt: Path) -> None:
         shutil.rmtree(stray, ignore_errors=True)
 
 
-def save_checkpoint(acc, ckpt: Path, step, history, tokens, elapsed, batches, hook) -> None:
+def save_checkpoint(acc, ckpt: Path, step, history, tokens, elapsed, objective, hook) -> None:
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
@@ -320,7 +379,7 @@ def save_checkpoint(acc, ckpt: Path, step, history, tokens, elapsed, batches, ho
             "history": history,
             "tokens": tokens,
             "elapsed": elapsed,
-            "data": batches.state_dict(),
+            "data": objective.state_dict(),
             "hook": hook.state_dict() if hasattr(hook, "state_dict") else None,
         }
         _atomic_json(tmp / "progress.json", prog)  # written last: a tmp with it is complete
