@@ -207,7 +207,7 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     assert all(r["final_kl"] >= 0 for r in rows if r["recipe"].startswith("rule_distill"))
     report = (out / "report.md").read_text()
     assert "| rule_distill_enhanced |" in report and (out / "accuracy_vs_k_arith.png").is_file()
-    assert summary["bars"] and "k=2 OOD" in summary["bars"][0]
+    assert summary["bars"] and "k=2 rule_distill_enhanced vs sft_without_rule" in summary["bars"][0]
     # the same seed gives the same numbers
     again = run_rule_distill(cfg, tmp_path / "again", None)
     assert again["cells"] == summary["cells"]
@@ -375,3 +375,59 @@ def test_rule_distillation_and_the_probes_read_answers_with_one_function():
     tasks = generated_tasks(cfg, domain, domain.build())
     for text in ("Answer: 12\nAnswer: 7", "x Answer: 3Answer: 4", "none", "Answer: 5"):
         assert {t.read(text) for t in tasks} == {views.extract(domain, text)}
+
+
+def test_map_rules_apply_real_semantics_and_never_share_a_table_with_preparation():
+    import itertools
+
+    from inweights.domains.rules import RulesConfig, RulesDomain, permutation_parity
+
+    d = RulesDomain(RulesConfig(tasks=[], n_random=4, kinds=["map"]), 7)
+    held = d.build()
+    rng = random.Random(0)
+    prep = [d.fresh_unit(rng) for _ in range(200)]
+    assert all(permutation_parity(u.meta["spec"]["table"]) == 1 for u in held)
+    assert all(permutation_parity(u.meta["spec"]["table"]) == 0 for u in prep)
+    assert all(sorted(u.meta["spec"]["table"]) == list("0123456789") for u in held + prep)
+    u = held[0]
+    table = u.meta["spec"]["table"]
+    x = u.test_inputs[0]
+    assert 3 <= len(x) <= 4 and len(set(x)) == len(x) and all(6 <= len(o) <= 8 for o in u.meta["ood_inputs"])
+    assert d.answer_text(u, x) == " ".join(f"{c}>{table[int(c)]}" for c in x)
+    # hypotheses: the digit tables of the family (bijections) that give the k examples' answers, counted by brute force
+    for k in (1, 2, 3):
+        xs = u.train_inputs[:k]
+        seen = sorted({c for x in xs for c in x})
+        free = [c for c in "0123456789" if c not in seen]
+        images = [c for c in "0123456789" if c not in {table[int(s)] for s in seen}]
+        fits = sum(len(set(p)) == len(p) and set(p) <= set(images) for p in itertools.product("0123456789", repeat=len(free)))
+        assert d.hypotheses(u, xs) == fits > 1
+        covered = sum(set(t) <= set(seen) for t in u.test_inputs) / len(u.test_inputs)
+        assert d.covered(u, u.test_inputs, xs) == covered
+
+
+@pytest.mark.slow
+def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
+    from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
+    from inweights.experiment import load_units
+
+    raw = {"name": "rd", "domain": {"name": "rules", "rules": {"tasks": [], "n_random": 1, "kinds": ["map"],
+                                                               "n_test": 6}},
+           "model": {"path": str(tiny_base), "lora": {"r": 4, "alpha": 8}},
+           "recipes": ["in_context", "sft_without_rule", "rule_distill_transfer"],
+           "distill": {"ks": [2], "seeds": [0, 1], "epochs": 2, "batch_size": 2, "lr": 1e-3, "transfer_inputs": 8},
+           "eval": {"batch_size": 16}}
+    cfg = validate(raw)
+    task = generated_tasks(cfg, *load_units(cfg))[0]
+    fresh = {e.x for e in task.transfer}
+    assert len(fresh) == 8 and not fresh & {e.x for e in task.pool + task.tests["id"] + task.tests["ood"]}
+    summary = run_rule_distill(cfg, tmp_path / "run", None)
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "cells.jsonl").read_text().splitlines()]
+    tr = [r for r in rows if r["recipe"] == "rule_distill_transfer"]
+    assert len(tr) == 2 and all(0 <= r["transfer_kept"] <= 8 and 0 <= r["transfer_teacher_acc"] <= 1 for r in tr)
+    assert all(r["hypotheses"] >= 1 and 0 <= r["covered_id"] <= 1 for r in rows)
+    assert any("rule_distill_transfer vs sft_without_rule" in b for b in summary["bars"])
+    from inweights.regimes import validate as validate_run
+
+    with pytest.raises(UserError, match="transfer_inputs"):
+        validate_run({**raw, "distill": {**raw["distill"], "transfer_inputs": 0}})

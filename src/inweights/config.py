@@ -372,6 +372,10 @@ class DistillConfig(Strict):
     teacher_epochs: int | None = Field(None, gt=0)  # enhanced teacher's SFT with the rule; default: epochs
     teacher_path: str | None = None  # a separate teacher model folder instead of the base (or its adapter-off self)
     n_eval: int | None = Field(None, gt=0)  # test inputs per split (default: all of the domain's)
+    # the transfer set (recipe rule_distill_transfer): this many fresh unlabelled in-distribution inputs (never a
+    # test input nor one of the k examples' pool), answered by the base reading the rule; the student is distilled
+    # on the teacher's own answers to them beside the k gold examples (context distillation, Snell et al. 2022)
+    transfer_inputs: int = Field(0, ge=0)
     max_new_tokens: int = Field(16, gt=0)
 
     @model_validator(mode="after")

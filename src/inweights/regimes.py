@@ -141,6 +141,13 @@ class _RuleDistill(Regime):
         from inweights.domains.rules import RULE_RECIPES
 
         _known(cfg, RULE_RECIPES, "rule-distillation recipe")
+        if "rule_distill_transfer" in cfg.recipes:
+            if not cfg.distill.transfer_inputs:
+                raise UserError("recipe rule_distill_transfer needs distill.transfer_inputs > 0 (the fresh inputs "
+                                "the teacher answers)")
+            if cfg.domain.rules.alpaca_train:
+                raise UserError("recipe rule_distill_transfer needs generated rules (fresh inputs are drawn from the "
+                                "rule's input distribution); the Alpaca files hold no such distribution")
 
     def export(self, cfg, out):
         from inweights.recipes.rule_distill import export_rules

@@ -10,7 +10,11 @@ of invented rules of three kinds lets a tiny model be *prepared* to follow rules
   ``a``, ``b``, ``+ - *`` and ``max``/``min`` are accepted, so a rule text cannot run code);
 - ``string``: a named word transformation (reverse, double every letter, rotate, swap the ends, sort,
   capitalise, append or replace a letter);
-- ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two).
+- ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two);
+- ``map``: a digit substitution table (a permutation of 0-9) applied to each digit of a string of distinct
+  digits, answered digit by digit (``4>1 8>6 2>2``): in context a lookup the tiny model can learn, out of
+  context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
+  tables are odd permutations and the preparation's even ones, so they never coincide, whatever the seeds.
 
 Every answer comes from applying the rule to the input; nothing is looked up. Units carry the rule
 statement as ``instruction``, a pointer (the operator symbol or the rule's name), a pool of
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -41,7 +46,7 @@ class RulesConfig(Strict):
 
     tasks: list[Literal["arith"]] = Field(default_factory=lambda: ["arith"])  # the paper's a @@@ b = a + b + 1
     n_random: int = Field(0, ge=0)  # further held-out rules drawn from the family
-    kinds: list[Literal["operator", "string", "label"]] = Field(
+    kinds: list[Literal["operator", "string", "label", "map"]] = Field(
         default_factory=lambda: ["operator", "string", "label"], min_length=1)
     const_max: int = Field(9, ge=0)  # operator rules: the added or subtracted constant
     alphabet_size: int = Field(12, ge=3, le=26)  # string and label rules: letters of the words
@@ -102,7 +107,26 @@ QUERY_TEMPLATES = {
                "Transform {input} with {name}."],
     "label": ["Label {input} by {name}.", "What does {name} say for {input}?", "Apply {name} to {input}.",
               "Classify {input} with {name}."],
+    "map": ["Apply {name} to {input}.", "Map {input} with {name}.", "What does {name} give for {input}?",
+            "Use {name} on the digits {input}."],
 }
+MAP_ID_LEN, MAP_OOD_LEN = (3, 4), (6, 8)  # map rules: distinct digits per input, in and out of distribution
+
+
+def permutation_parity(table: str) -> int:
+    """0 for an even permutation of the digits, 1 for an odd one (by counting inversions)."""
+    return sum(a > b for i, a in enumerate(table) for b in table[i + 1:]) % 2
+
+
+def with_parity(spec: dict[str, Any], odd: bool) -> dict[str, Any]:
+    """A map rule's table made odd (held-out rules) or even (the preparation's) by swapping two entries, so
+    no preparation rule ever behaves like a held-out one whatever the seeds. Other kinds pass unchanged."""
+    if spec["kind"] != "map" or permutation_parity(spec["table"]) == int(odd):
+        return spec
+    t = list(spec["table"])
+    i, j = (0, 1) if t[2:] != sorted(t[2:]) or t[:2] != ["1", "0"] else (2, 3)  # the swap never gives the identity
+    t[i], t[j] = t[j], t[i]
+    return {**spec, "table": "".join(t)}
 
 
 # ------------------------------------------------------------------ safe evaluation of operator rules
@@ -164,6 +188,8 @@ def apply_rule(spec: dict[str, Any], x: Any) -> str:
         return str(eval_expression(spec["expr"], x[0], x[1]))
     if kind == "string":
         return apply_string(spec["op"], x, spec.get("x", ""), spec.get("y", ""))
+    if kind == "map":
+        return " ".join(f"{d}>{spec['table'][int(d)]}" for d in x)
     if kind == "label":
         yes, no = spec["labels"]
         lk = spec["label"]
@@ -188,6 +214,8 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
     if kind == "string":
         what = STRING_OPS[spec["op"]].format(x=spec.get("x", ""), y=spec.get("y", ""))
         return f"To apply {pointer} to a word, {what}."
+    if kind == "map":
+        return f"{pointer} replaces each digit: " + " ".join(f"{d}>{t}" for d, t in enumerate(spec["table"])) + "."
     yes, no = spec["labels"]
     lk = spec["label"]
     cond = {
@@ -200,7 +228,8 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
 
 
 # rule distillation's recipes (``inweights.recipes.rule_distill``), the rules domain's default
-RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
+PAPER_RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
+RULE_RECIPES = (*PAPER_RULE_RECIPES, "rule_distill_transfer")  # + the transfer set (distill.transfer_inputs)
 
 
 @register_domain
@@ -210,7 +239,7 @@ class RulesDomain(Domain):
     name = "rules"
     config_class = RulesConfig
     default_regime = "rule_distill"
-    default_recipes = RULE_RECIPES
+    default_recipes = PAPER_RULE_RECIPES
     prepared_base = "configs/prepare_rules.yaml"
     unit_noun = "rules"
     instruction_noun = "rule"
@@ -229,6 +258,8 @@ class RulesDomain(Domain):
             return (rng.randint(lo, hi), rng.randint(lo, hi))
         if kind == "label" and spec["label"] in ("threshold", "parity"):
             return rng.randint(lo, hi)
+        if kind == "map":
+            return "".join(rng.sample("0123456789", rng.randint(*(MAP_OOD_LEN if ood else MAP_ID_LEN))))
         n = rng.randint(7, 9) if ood else rng.randint(3, 6)  # words: longer out of distribution
         letters = LETTERS[: self.cfg.alphabet_size]
         word = "".join(rng.choice(letters) for _ in range(n))
@@ -241,6 +272,8 @@ class RulesDomain(Domain):
         spec = unit.meta["spec"]
         if spec["kind"] == "operator":
             return f"{x[0]} {unit.pointer} {x[1]}"
+        if spec["kind"] == "map":
+            return " ".join(x)
         if isinstance(x, (tuple, list)):
             return f"{x[0]} and {x[1]}"
         return str(x)
@@ -276,6 +309,23 @@ class RulesDomain(Domain):
     def chance(self, unit: Unit) -> float:
         return 0.5 if unit.family == "label" else 0.0
 
+    def hypotheses(self, unit: Unit, inputs) -> int | None:
+        """How many rules of the unit's family give the same answers as the rule on ``inputs`` (computed by
+        counting: a map rule's table is fixed on the digits the inputs show, any permutation of the rest
+        fits); None for kinds where the family is not counted."""
+        if unit.family != "map":
+            return None
+        seen = {d for x in inputs for d in x}
+        return math.factorial(10 - len(seen))
+
+    def covered(self, unit: Unit, inputs, by) -> float | None:
+        """Share of ``inputs`` that the inputs ``by`` fully reveal (every digit seen): the test items a
+        student who only memorised the k examples' digit pairs could get right. None for other kinds."""
+        if unit.family != "map" or not inputs:
+            return None
+        seen = {d for x in by for d in x}
+        return sum(set(x) <= seen for x in inputs) / len(inputs)
+
     # ---------------------------------------------------------------- rules
     def random_spec(self, rng: random.Random) -> dict[str, Any]:
         kinds = self.cfg.kinds
@@ -295,6 +345,11 @@ class RulesDomain(Domain):
             if op == "replace":
                 spec["y"] = y
             return spec
+        if kind == "map":
+            table = list("0123456789")
+            while table == sorted(table):  # never the identity
+                rng.shuffle(table)
+            return {"kind": "map", "table": "".join(table)}
         lk = rng.choice(LABEL_KINDS)
         spec = {"kind": "label", "label": lk, "labels": rng.sample(LABEL_WORDS, 2)}
         if lk == "threshold":
@@ -316,7 +371,10 @@ class RulesDomain(Domain):
 
     def make_unit(self, rng: random.Random, uid: str, pointer: str, group: str, spec: dict[str, Any]) -> Unit:
         if group == "prepare":  # preparation: a few inputs, from both ranges (a base applies rules at any size)
-            train = tuple(self.draw_input(spec, rng, rng.random() < 0.5) for _ in range(8))
+            if spec["kind"] == "map":  # and digit maps from one digit (a lookup alone) up to the longest
+                train = tuple("".join(rng.sample("0123456789", rng.randint(1, MAP_OOD_LEN[1]))) for _ in range(8))
+            else:
+                train = tuple(self.draw_input(spec, rng, rng.random() < 0.5) for _ in range(8))
             return Unit(id=uid, family=spec["kind"], pointer=pointer, instruction=statement(spec, pointer),
                         group=group, train_inputs=train, test_inputs=train[:1],
                         meta={"spec": spec, "ood_inputs": ()})
@@ -328,15 +386,17 @@ class RulesDomain(Domain):
 
     def held_out_statements(self) -> set[str]:
         """Rule texts no preparation example may use (the experiment's, and the paper's arithmetic)."""
-        return {u.instruction for u in self.build()} | {ARITH_EXPR}
+        held = self.build()
+        return ({u.instruction for u in held} | {ARITH_EXPR}
+                | {u.meta["spec"]["table"] for u in held if u.family == "map"})  # a map rule by its table too
 
     def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None) -> Unit:
         """A rule from the seeded family, never a held-out one (checked by rule text and expression)."""
         taken = taken if taken is not None else set()
         banned = self._banned()
         for _ in range(20_000):  # bounded: the family of rules is finite
-            spec = self.random_spec(rng)
-            if spec.get("expr") in banned:
+            spec = with_parity(self.random_spec(rng), odd=False)
+            if spec.get("expr") in banned or spec.get("table") in banned:
                 continue
             pointer = self.make_pointer(rng, spec["kind"], taken)
             u = self.make_unit(rng, f"{pool}_{len(taken)}", pointer, pool, spec)
@@ -359,7 +419,7 @@ class RulesDomain(Domain):
             units.append(self.make_unit(rng, "arith", ARITH_SYMBOL, "held_out", {"kind": "operator",
                                                                                   "expr": ARITH_EXPR}))
         for i in range(self.cfg.n_random):
-            spec = self.random_spec(rng)
+            spec = with_parity(self.random_spec(rng), odd=True)
             pointer = self.make_pointer(rng, spec["kind"], taken)
             units.append(self.make_unit(rng, f"rule{i}", pointer, "held_out", spec))
         return units
