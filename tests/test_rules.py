@@ -408,8 +408,8 @@ def test_map_rules_apply_real_semantics_and_never_share_a_table_with_preparation
 
 @pytest.mark.slow
 def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
-    from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
     from inweights.experiment import load_units
+    from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
 
     raw = {"name": "rd", "domain": {"name": "rules", "rules": {"tasks": [], "n_random": 1, "kinds": ["map"],
                                                                "n_test": 6}},
@@ -431,3 +431,36 @@ def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
 
     with pytest.raises(UserError, match="transfer_inputs"):
         validate_run({**raw, "distill": {**raw["distill"], "transfer_inputs": 0}})
+
+
+@pytest.mark.slow
+def test_rule_distillation_runs_on_programs_the_rule_being_the_source(tmp_path):
+    """Any domain's units are rules: a program's source is the teacher's rule, its chain of thought the answer."""
+    from inweights.curriculum import corpus_texts
+    from inweights.experiment import load_units
+    from inweights.models import build_tiny, save_model, train_tokenizer
+    from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
+    from inweights.regimes import validate as validate_run
+
+    raw = {"name": "rdp", "regime": "rule_distill",
+           "domain": {"name": "programs", "programs": {"n_programs": 4, "without_io_fraction": 0.5, "cond_prob": 0.0}},
+           "model": {"path": str(tmp_path / "base"), "lora": {"r": 4, "alpha": 8}},
+           "recipes": ["in_context", "sft_without_rule", "rule_distill_base"],
+           "distill": {"ks": [2], "seeds": [0], "epochs": 2, "batch_size": 2, "lr": 1e-3, "max_new_tokens": 8},
+           "eval": {"batch_size": 8}}
+    cfg = validate_run(raw)
+    domain, units = load_units(cfg)
+    tok = train_tokenizer(corpus_texts(domain, units, 0), 320)
+    save_model(build_tiny(cfg.model.tiny.model_copy(update={"hidden_size": 64, "intermediate_size": 128,
+                                                            "num_layers": 2, "vocab_size": 320}), tok, 0),
+               tok, tmp_path / "base")
+    tasks = generated_tasks(cfg, domain, units)
+    e = tasks[0].pool[0]
+    assert "def " in e.teacher and "def " not in e.student and " -> " in e.answer and e.answer.endswith(e.gold)
+    assert set(tasks[0].tests) == {"id"}  # programs have no out-of-distribution inputs
+    summary = run_rule_distill(cfg, tmp_path / "run", None)
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "cells.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * len(units) and all("acc_id" in r and "acc_ood" not in r for r in rows)
+    assert summary["cells"]
+    with pytest.raises(UserError, match="draws none"):
+        validate_run({**raw, "recipes": ["rule_distill_transfer"], "distill": {**raw["distill"], "transfer_inputs": 4}})

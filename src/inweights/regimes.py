@@ -145,7 +145,12 @@ class _RuleDistill(Regime):
             if not cfg.distill.transfer_inputs:
                 raise UserError("recipe rule_distill_transfer needs distill.transfer_inputs > 0 (the fresh inputs "
                                 "the teacher answers)")
-            if cfg.domain.rules.alpaca_train:
+            from inweights.domains.base import domain_class
+
+            if not hasattr(domain_class(cfg.domain.name), "draw_input"):
+                raise UserError(f"recipe rule_distill_transfer needs fresh inputs of the rule; the {cfg.domain.name} "
+                                "domain draws none (domain.draw_input)")
+            if getattr(cfg.domain.section(), "alpaca_train", None):
                 raise UserError("recipe rule_distill_transfer needs generated rules (fresh inputs are drawn from the "
                                 "rule's input distribution); the Alpaca files hold no such distribution")
 
