@@ -464,3 +464,16 @@ def test_rule_distillation_runs_on_programs_the_rule_being_the_source(tmp_path):
     assert summary["cells"]
     with pytest.raises(UserError, match="draws none"):
         validate_run({**raw, "recipes": ["rule_distill_transfer"], "distill": {**raw["distill"], "transfer_inputs": 4}})
+
+
+def test_map_preparation_can_start_with_single_digit_lookups():
+    """Map rules let the preparation choose the longest input (drills and warm-up: one-digit lookups); the other
+    kinds draw their own, so their preparation streams are unchanged."""
+    from inweights.domains.rules import RulesConfig
+
+    d = RulesDomain(RulesConfig(tasks=[], n_random=1, kinds=["map"]), 0)
+    assert d.unit_sizes() == (8, 8)
+    rng = random.Random(0)
+    assert all(len(x) == 1 for x in d.fresh_unit(rng, n_statements=1).train_inputs)
+    assert max(len(x) for _ in range(20) for x in d.fresh_unit(rng).train_inputs) > 2
+    assert RulesDomain(RulesConfig(kinds=["map", "label"]), 0).unit_sizes() is None

@@ -369,10 +369,12 @@ class RulesDomain(Domain):
                 return p
         raise RuntimeError("rule names exhausted")
 
-    def make_unit(self, rng: random.Random, uid: str, pointer: str, group: str, spec: dict[str, Any]) -> Unit:
+    def make_unit(self, rng: random.Random, uid: str, pointer: str, group: str, spec: dict[str, Any],
+                  size: int | None = None) -> Unit:
         if group == "prepare":  # preparation: a few inputs, from both ranges (a base applies rules at any size)
-            if spec["kind"] == "map":  # and digit maps from one digit (a lookup alone) up to the longest
-                train = tuple("".join(rng.sample("0123456789", rng.randint(1, MAP_OOD_LEN[1]))) for _ in range(8))
+            if spec["kind"] == "map":  # and digit maps from one digit (a lookup alone) up to ``size`` (the longest)
+                top = size or MAP_OOD_LEN[1]
+                train = tuple("".join(rng.sample("0123456789", rng.randint(1, top))) for _ in range(8))
             else:
                 train = tuple(self.draw_input(spec, rng, rng.random() < 0.5) for _ in range(8))
             return Unit(id=uid, family=spec["kind"], pointer=pointer, instruction=statement(spec, pointer),
@@ -390,8 +392,15 @@ class RulesDomain(Domain):
         return ({u.instruction for u in held} | {ARITH_EXPR}
                 | {u.meta["spec"]["table"] for u in held if u.family == "map"})  # a map rule by its table too
 
-    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None) -> Unit:
-        """A rule from the seeded family, never a held-out one (checked by rule text and expression)."""
+    def unit_sizes(self) -> tuple[int, int] | None:
+        """Map rules only: the preparation may choose the longest input (``fresh_unit(n_statements=...)``), so its
+        drills and warm-up are single-digit lookups before strings; the other kinds draw their own."""
+        return (MAP_OOD_LEN[1], MAP_OOD_LEN[1]) if set(self.cfg.kinds) == {"map"} else None
+
+    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None,
+                   n_statements: int | None = None) -> Unit:
+        """A rule from the seeded family, never a held-out one (checked by rule text and expression);
+        ``n_statements``: map rules' longest input (see ``unit_sizes``)."""
         taken = taken if taken is not None else set()
         banned = self._banned()
         for _ in range(20_000):  # bounded: the family of rules is finite
@@ -399,7 +408,7 @@ class RulesDomain(Domain):
             if spec.get("expr") in banned or spec.get("table") in banned:
                 continue
             pointer = self.make_pointer(rng, spec["kind"], taken)
-            u = self.make_unit(rng, f"{pool}_{len(taken)}", pointer, pool, spec)
+            u = self.make_unit(rng, f"{pool}_{len(taken)}", pointer, pool, spec, size=n_statements)
             if u.instruction not in banned:
                 return u
         raise UserError("domain.rules: no rule outside the held-out ones found in 20,000 draws; hold out fewer rules")
