@@ -207,6 +207,7 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     assert all(r["final_kl"] >= 0 for r in rows if r["recipe"].startswith("rule_distill"))
     report = (out / "report.md").read_text()
     assert "| rule_distill_enhanced |" in report and (out / "accuracy_vs_k_arith.png").is_file()
+    assert "Rung 1 (in-context skill" in report and "FAILED" in report  # a random-init base follows no rule
     assert summary["bars"] and "k=2 rule_distill_enhanced vs sft_without_rule" in summary["bars"][0]
     # the same seed gives the same numbers
     again = run_rule_distill(cfg, tmp_path / "again", None)

@@ -12,8 +12,8 @@ of invented rules of three kinds lets a tiny model be *prepared* to follow rules
   capitalise, append or replace a letter);
 - ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two);
 - ``map``: a digit substitution table (a permutation of 0-9) applied to each digit of a string of distinct
-  digits, answered digit by digit (``4>1 8>6 2>2``): in context a lookup the tiny model can learn, out of
-  context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
+  digits, answered digit by digit (``4>1 8>6 2>2``): in context a lookup (which the tiny preset had not
+  learned after 3,300 preparation steps: README), out of context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
   tables are odd permutations and the preparation's even ones, so they never coincide, whatever the seeds.
 
 Every answer comes from applying the rule to the input; nothing is looked up. Units carry the rule

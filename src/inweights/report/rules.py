@@ -67,6 +67,12 @@ def write_report(cfg, out: Path, summary: dict[str, Any]) -> Path:
         splits = sorted({key[4:] for c in cells for key in c if key.startswith("acc_")})
         md += [f"## {task}", "", f"Rule: `{t['rule']}`; tests: "
                + ", ".join(f"{n} {SPLIT_NAMES.get(s, s)}" for s, n in t["tests"].items()) + ".", ""]
+        ic = [c["acc_id"]["mean"] for c in cells if c["recipe"] == "in_context" and "acc_id" in c]
+        if ic:  # the ladder's first rung: a teacher must follow the rule before distilling it means anything
+            acc, gate = sum(ic) / len(ic), (prep or {}).get("gate", 0.8)
+            md += [f"Rung 1 (in-context skill: the base reading the rule): {100 * acc:.1f}% in distribution — "
+                   + ("held." if acc >= gate else f"FAILED (below {100 * gate:.0f}%): no teacher follows the rule, so "
+                      "no comparison below can show what distillation adds."), ""]
         for sp in splits:
             md += [f"**{SPLIT_NAMES.get(sp, sp)}**", "",
                    "| recipe | " + " | ".join(f"k={k}" for k in ks) + " |",
