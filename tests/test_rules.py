@@ -1,6 +1,7 @@
 """Rule distillation: the rules domain, the distill loss, the Alpaca reader, and a whole run end to end."""
 
 import json
+import math
 import random
 import re
 import subprocess
@@ -478,3 +479,109 @@ def test_map_preparation_can_start_with_single_digit_lookups():
     assert all(len(x) == 1 for x in d.fresh_unit(rng, n_statements=1).train_inputs)
     assert max(len(x) for _ in range(20) for x in d.fresh_unit(rng).train_inputs) > 2
     assert RulesDomain(RulesConfig(kinds=["map", "label"]), 0).unit_sizes() is None
+
+
+def test_map_rules_with_letter_values_write_each_digit_as_its_letter():
+    """``map_values: letters``: the table maps digits to the letters a-j (a bijection, odd for held-out rules, even
+    for the preparation's), stated and answered with each letter right after its digit; digit tables unchanged."""
+    from inweights.domains.rules import MAP_LETTERS, RulesConfig, permutation_parity
+
+    d = RulesDomain(RulesConfig(tasks=[], n_random=4, kinds=["map"], map_values="letters"), 7)
+    held = d.build()
+    prep = [d.fresh_unit(random.Random(i)) for i in range(100)]
+    assert all(sorted(u.meta["spec"]["table"]) == list(MAP_LETTERS) for u in held + prep)
+    assert {permutation_parity(u.meta["spec"]["table"]) for u in held} == {1}
+    assert {permutation_parity(u.meta["spec"]["table"]) for u in prep} == {0}
+    u = held[0]
+    table = u.meta["spec"]["table"]
+    assert u.instruction.endswith(": " + " ".join(f"{i}{c}" for i, c in enumerate(table)) + ".")
+    x = u.test_inputs[0]
+    assert d.answer_text(u, x) == " ".join(f"{c}{table[int(c)]}" for c in x)
+    assert d.score(u, x, d.answer_text(u, x)) and not d.score(u, x, d.answer_text(u, x[::-1]))
+    assert d.hypotheses(u, u.train_inputs[:1]) == math.factorial(10 - len(set(u.train_inputs[0])))
+    digits = RulesDomain(RulesConfig(tasks=[], n_random=4, kinds=["map"]), 7).build()
+    assert all("values" not in v.meta["spec"] and ">" in v.instruction for v in digits)
+
+
+def test_map_preparation_tables_can_state_only_some_entries():
+    """``map_prepare_entries``: the preparation's training tables state lo..hi entries and ask only about those
+    digits; the gate's units (no size) and every held-out rule state all ten."""
+    from inweights.domains.rules import RulesConfig
+
+    d = RulesDomain(RulesConfig(tasks=[], n_random=2, kinds=["map"], map_values="letters",
+                                map_prepare_entries=(2, 4)), 0)
+    rng = random.Random(0)
+    for _ in range(50):
+        u = d.fresh_unit(rng, n_statements=8)
+        keys = u.meta["spec"]["keys"]
+        assert 2 <= len(keys) <= 4 and u.instruction.count(" ") - u.instruction.split(":")[0].count(" ") == len(keys)
+        assert all(set(x) <= set(keys) for x in u.train_inputs)
+        assert d.answer_text(u, u.train_inputs[0]) == " ".join(f"{c}{u.meta['spec']['table'][int(c)]}"
+                                                               for c in u.train_inputs[0])
+    assert "keys" not in d.fresh_unit(rng).meta["spec"]
+    assert all("keys" not in u.meta["spec"] for u in d.build())
+    with pytest.raises(ValueError, match="map_prepare_entries"):
+        RulesConfig(map_prepare_entries=(0, 4))
+
+
+def test_map_tables_can_state_the_letter_before_its_digit():
+    from inweights.domains.rules import RulesConfig
+
+    d = RulesDomain(RulesConfig(tasks=[], n_random=1, kinds=["map"], map_values="letters",
+                                map_order="value_first"), 0)
+    u = d.build()[0]
+    table = u.meta["spec"]["table"]
+    assert u.instruction.endswith(": " + ",".join(f"{c}{i}" for i, c in enumerate(table)) + ".")
+    assert d.answer_text(u, "80") == f"8{table[8]} 0{table[0]}"  # answers keep the digit first
+    with pytest.raises(ValueError):
+        RulesConfig(map_order="sideways")
+
+
+def test_copy_drills_repeat_a_fresh_string_and_leave_the_stream_unchanged_when_off():
+    """``prepare.copy_frac``: that share of the preparation's examples asks to repeat 4-16 distinct random
+    characters (loss on the answer only); at 0 (the default) the sampler's examples are the ones it gave before."""
+    from transformers import AutoTokenizer
+
+    from inweights.config import load_config
+    from inweights.curriculum import TokenCache
+    from inweights.domains import make_domain
+    from inweights.prepare import PrepareSampler, copy_drill
+
+    tok = AutoTokenizer.from_pretrained("prepared/prepare_tiny")
+    r = copy_drill(random.Random(3))
+    s = r["messages"][1]["content"]
+    assert r["messages"][0]["content"] == "Repeat exactly:\n" + s and 4 <= len(s) <= 16 and len(set(s)) == len(s)
+
+    def stream(**prep):
+        cfg = load_config("configs/prepare_rules_map.yaml",
+                          [f"prepare.{k}={v}" for k, v in prep.items()] + ["domain.rules.map_values=letters"])
+        d = make_domain(cfg)
+        sampler = PrepareSampler(cfg, d, TokenCache(tok))
+        rng = random.Random(0)
+        return [sampler(rng) for _ in range(40)]
+
+    off, default = stream(copy_frac=0.0), stream()
+    assert off == default
+    on = stream(copy_frac=0.5)
+    copies = [tok.decode(ids) for ids, _ in on if "Repeat exactly" in tok.decode(ids)]
+    assert 8 <= len(copies) <= 32
+    ids, labels = on[[i for i, (x, _) in enumerate(on) if "Repeat exactly" in tok.decode(x)][0]]
+    answer = tok.decode([t for t in labels if t != -100], skip_special_tokens=True)
+    assert answer.strip() == tok.decode(ids).split("Repeat exactly:\n")[1].split("<")[0].strip()
+
+
+def test_copy_accuracy_scores_exact_repeats_of_held_out_drills(monkeypatch):
+    from inweights import prepare
+
+    seen = []
+
+    def fake(model, tok, prompts, **kw):
+        seen.extend(p[0]["content"] for p in prompts)
+        return [" " + p[0]["content"].split("\n")[1] + "\n" if i % 2 else p[0]["content"][::-1]
+                for i, p in enumerate(prompts)]
+
+    monkeypatch.setattr(prepare, "generate", fake)
+    assert prepare.copy_accuracy(None, None, 10, 4, seed=1) == 0.5
+    first = list(seen)
+    prepare.copy_accuracy(None, None, 10, 4, seed=1)
+    assert seen[10:] == first and all(s.startswith("Repeat exactly:\n") for s in first)

@@ -449,6 +449,11 @@ class PrepareConfig(Strict):
     warmup_statements: int = Field(2, gt=0)  # programs have 1..warmup_statements early on
     warmup_frac: float = Field(0.15, ge=0, lt=1)
     drill_frac: float = Field(0.15, ge=0, lt=1)  # single-statement programs
+    # copy drills: "Repeat exactly:" a string of 4-16 distinct random characters, a share of every batch.
+    # Copying an unseen string token by token is what an induction head does (find the current token earlier,
+    # write what followed it: Olsson et al. 2022), the mechanism an in-context lookup needs; 0 leaves the
+    # preparation's data stream as it was
+    copy_frac: float = Field(0.0, ge=0, lt=1)
     direct_frac: float = Field(0.3, ge=0, le=1)
     corpus_programs: int = Field(2000, gt=0)  # for training the tokenizer
     # grammars: checking a random grammar takes ~30 ms (hundreds of Earley parses), too slow per example,

@@ -30,7 +30,7 @@ from inweights.domains import make_domain
 from inweights.eval.generate import generate
 from inweights.gates import Gate
 from inweights.models import build_tiny, save_model, train_tokenizer
-from inweights.train.data import PackedBatches
+from inweights.train.data import PackedBatches, tokenize_record
 from inweights.train.loop import get_accelerator, train_stage
 
 
@@ -103,6 +103,25 @@ def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
     return out[: p.pool_programs], out[p.pool_programs :]
 
 
+COPY_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def copy_drill(rng: random.Random) -> dict[str, Any]:
+    """A record asking to repeat 4-16 distinct random characters (``prepare.copy_frac``); on its own line, so the
+    first character is tokenised as in the answer."""
+    s = "".join(rng.sample(COPY_CHARS, rng.randint(4, 16)))
+    msgs = [{"role": "user", "content": f"Repeat exactly:\n{s}"}, {"role": "assistant", "content": s}]
+    return {"view": "copy", "messages": msgs, "prompt": msgs[:1], "completion": msgs[1:]}
+
+
+def copy_accuracy(model, tokenizer, n: int, batch_size: int, seed: int) -> float:
+    """Share of ``n`` held-out copy drills (their own seed stream) repeated exactly, greedy."""
+    rng = random.Random(derive_seed(seed, "prepare", "copy_eval"))
+    recs = [copy_drill(rng) for _ in range(n)]
+    outs = generate(model, tokenizer, [r["prompt"] for r in recs], max_new_tokens=24, batch_size=batch_size)
+    return sum(o.strip() == r["messages"][1]["content"] for r, o in zip(recs, outs)) / n
+
+
 class PrepareSampler:
     """A fresh unit every example. Programs: short ones first, then the full range, some 1-step drills,
     optionally other functions shown beside it; grammars: the experiment's grammar distribution throughout.
@@ -123,6 +142,8 @@ class PrepareSampler:
 
     def __call__(self, rng: random.Random):
         p = self.cfg.prepare
+        if p.copy_frac and rng.random() < p.copy_frac:  # unique strings: tokenised directly, never cached
+            return tokenize_record(self.tokens.tokenizer, copy_drill(rng), "completion")
         if self.pool_with or self.pool_doc:
             kinds = ("in_context", "decl", "exec")
             weights = (p.in_context_weight, p.pool_decl_weight, p.pool_exec_weight if self.pool_with else 0.0)
@@ -206,6 +227,8 @@ class PrepareGate(Gate):
             if units:
                 out[f"{label}_cot"] = in_weights_accuracy(model, self.tok, self.domain, units, p.pool_eval_probes,
                                                           c.eval.batch_size, c.eval.max_new_tokens, c.seed, label)
+        if p.copy_frac:  # the rung under an in-context lookup: copying an unseen string (an induction head)
+            out["copy_exact"] = copy_accuracy(model, self.tok, 100, c.eval.batch_size, c.seed)
         return out
 
     def __call__(self, step: int, model) -> bool:

@@ -12,7 +12,7 @@ of invented rules of three kinds lets a tiny model be *prepared* to follow rules
   capitalise, append or replace a letter);
 - ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two);
 - ``map``: a digit substitution table (a permutation of 0-9) applied to each digit of a string of distinct
-  digits, answered digit by digit (``4>1 8>6 2>2``): in context a lookup (which the tiny preset had not
+  digits, answered digit by digit (``4>1 8>6 2>2``; or, ``map_values: letters``, each digit written as a letter, ``4b 8g 2c``): in context a lookup (which the tiny preset had not
   learned after 3,300 preparation steps: README), out of context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
   tables are odd permutations and the preparation's even ones, so they never coincide, whatever the seeds.
 
@@ -48,6 +48,17 @@ class RulesConfig(Strict):
     n_random: int = Field(0, ge=0)  # further held-out rules drawn from the family
     kinds: list[Literal["operator", "string", "label", "map"]] = Field(
         default_factory=lambda: ["operator", "string", "label"], min_length=1)
+    # map rules' values: "digits" ("0>8 1>9 ...", answer "8>0 7>4") or "letters" ("0h 1c ...", answer "8i 7d"):
+    # a letter written right after its digit key makes the lookup one ordinary induction step (the key's
+    # token, then the token that followed it in the table), which the programs base already does when it copies
+    map_values: Literal["digits", "letters"] = "digits"
+    # letter tables' entries as "0h" (key first) or "h0" (value first: the key's position can hold the letter
+    # before it, so a head that finds the question's digit in the table reads the letter from there)
+    map_order: Literal["key_first", "value_first"] = "key_first"
+    # the preparation's map tables state between lo and hi of their ten entries (inputs use only those digits):
+    # short tables make the key the model must find in its prompt one of a few, a curriculum for the lookup;
+    # held-out rules always state all ten
+    map_prepare_entries: tuple[int, int] = (10, 10)
     const_max: int = Field(9, ge=0)  # operator rules: the added or subtracted constant
     alphabet_size: int = Field(12, ge=3, le=26)  # string and label rules: letters of the words
     n_train_pool: int = Field(64, ge=2)  # in-distribution inputs the k examples and k validation ones come from
@@ -73,6 +84,9 @@ class RulesConfig(Strict):
             raise ValueError("alpaca_valid, alpaca_valid_no and alpaca_test_full need alpaca_train")
         if self.alpaca_valid_no and not self.alpaca_valid:
             raise ValueError("alpaca_valid_no needs alpaca_valid (its with-rule twin)")
+        lo, hi = self.map_prepare_entries
+        if not 1 <= lo <= hi <= 10:
+            raise ValueError("map_prepare_entries: [lo, hi] with 1 <= lo <= hi <= 10")
         if self.alpaca_train is None and not self.tasks and self.n_random == 0:
             raise ValueError("no held-out rule: set tasks, n_random or alpaca_train")
         return self
@@ -110,6 +124,7 @@ QUERY_TEMPLATES = {
     "map": ["Apply {name} to {input}.", "Map {input} with {name}.", "What does {name} give for {input}?",
             "Use {name} on the digits {input}."],
 }
+MAP_LETTERS = "abcdefghij"  # map rules' values when ``map_values: letters``
 MAP_ID_LEN, MAP_OOD_LEN = (3, 4), (6, 8)  # map rules: distinct digits per input, in and out of distribution
 
 
@@ -124,7 +139,8 @@ def with_parity(spec: dict[str, Any], odd: bool) -> dict[str, Any]:
     if spec["kind"] != "map" or permutation_parity(spec["table"]) == int(odd):
         return spec
     t = list(spec["table"])
-    i, j = (0, 1) if t[2:] != sorted(t[2:]) or t[:2] != ["1", "0"] else (2, 3)  # the swap never gives the identity
+    low = sorted(t)[:2]
+    i, j = (0, 1) if t[2:] != sorted(t[2:]) or t[:2] != low[::-1] else (2, 3)  # the swap never gives the identity
     t[i], t[j] = t[j], t[i]
     return {**spec, "table": "".join(t)}
 
@@ -189,7 +205,8 @@ def apply_rule(spec: dict[str, Any], x: Any) -> str:
     if kind == "string":
         return apply_string(spec["op"], x, spec.get("x", ""), spec.get("y", ""))
     if kind == "map":
-        return " ".join(f"{d}>{spec['table'][int(d)]}" for d in x)
+        sep = "" if spec.get("values") == "letters" else ">"
+        return " ".join(f"{d}{sep}{spec['table'][int(d)]}" for d in x)
     if kind == "label":
         yes, no = spec["labels"]
         lk = spec["label"]
@@ -215,7 +232,15 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
         what = STRING_OPS[spec["op"]].format(x=spec.get("x", ""), y=spec.get("y", ""))
         return f"To apply {pointer} to a word, {what}."
     if kind == "map":
-        return f"{pointer} replaces each digit: " + " ".join(f"{d}>{t}" for d, t in enumerate(spec["table"])) + "."
+        keys = spec.get("keys", "0123456789")  # a preparation table may state only some entries
+        if spec.get("values") == "letters":
+            if spec.get("order") == "value_first":
+                # commas, not spaces: the tokenizer would merge " b" into one token the answer never uses
+                return f"{pointer} writes each digit as a letter (the letter, then its digit): " + ",".join(
+                    f"{spec['table'][int(d)]}{d}" for d in keys) + "."
+            return f"{pointer} writes each digit as a letter: " + " ".join(
+                f"{d}{spec['table'][int(d)]}" for d in keys) + "."
+        return f"{pointer} replaces each digit: " + " ".join(f"{d}>{spec['table'][int(d)]}" for d in keys) + "."
     yes, no = spec["labels"]
     lk = spec["label"]
     cond = {
@@ -346,10 +371,14 @@ class RulesDomain(Domain):
                 spec["y"] = y
             return spec
         if kind == "map":
-            table = list("0123456789")
+            letters = self.cfg.map_values == "letters"
+            table = list(MAP_LETTERS if letters else "0123456789")
             while table == sorted(table):  # never the identity
                 rng.shuffle(table)
-            return {"kind": "map", "table": "".join(table)}
+            extra = {"values": "letters"} if letters else {}
+            if letters and self.cfg.map_order == "value_first":
+                extra["order"] = "value_first"
+            return {"kind": "map", "table": "".join(table), **extra}
         lk = rng.choice(LABEL_KINDS)
         spec = {"kind": "label", "label": lk, "labels": rng.sample(LABEL_WORDS, 2)}
         if lk == "threshold":
@@ -374,7 +403,12 @@ class RulesDomain(Domain):
         if group == "prepare":  # preparation: a few inputs, from both ranges (a base applies rules at any size)
             if spec["kind"] == "map":  # and digit maps from one digit (a lookup alone) up to ``size`` (the longest)
                 top = size or MAP_OOD_LEN[1]
-                train = tuple("".join(rng.sample("0123456789", rng.randint(1, top))) for _ in range(8))
+                lo, hi = self.cfg.map_prepare_entries
+                if size is not None and lo < 10:  # a training table stating only some entries, inputs from those
+                    # digits (the gate's units, drawn without a size, state all ten like the held-out rules)
+                    spec = {**spec, "keys": "".join(sorted(rng.sample("0123456789", rng.randint(lo, hi))))}
+                keys = spec.get("keys", "0123456789")
+                train = tuple("".join(rng.sample(keys, rng.randint(1, min(top, len(keys))))) for _ in range(8))
             else:
                 train = tuple(self.draw_input(spec, rng, rng.random() < 0.5) for _ in range(8))
             return Unit(id=uid, family=spec["kind"], pointer=pointer, instruction=statement(spec, pointer),
