@@ -21,7 +21,7 @@ from inweights.prepare import (
 )
 
 
-@pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning"])
+@pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning", "prepare_rules_map"])
 def prepared(root, request):
     cfg_path = root / "configs" / f"{request.param}.yaml"
     cfg = load_config(cfg_path)
