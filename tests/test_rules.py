@@ -542,7 +542,7 @@ def test_copy_drills_repeat_a_fresh_string_and_leave_the_stream_unchanged_when_o
     characters (loss on the answer only); at 0 (the default) the sampler's examples are the ones it gave before."""
     from transformers import AutoTokenizer
 
-    from inweights.config import load_config
+    from inweights.config import load_raw
     from inweights.curriculum import TokenCache
     from inweights.domains import make_domain
     from inweights.prepare import PrepareSampler, copy_drill
@@ -552,16 +552,18 @@ def test_copy_drills_repeat_a_fresh_string_and_leave_the_stream_unchanged_when_o
     s = r["messages"][1]["content"]
     assert r["messages"][0]["content"] == "Repeat exactly:\n" + s and 4 <= len(s) <= 16 and len(set(s)) == len(s)
 
-    def stream(**prep):
-        cfg = load_config("configs/prepare_rules_map.yaml",
-                          [f"prepare.{k}={v}" for k, v in prep.items()] + ["domain.rules.map_values=letters"])
-        d = make_domain(cfg)
-        sampler = PrepareSampler(cfg, d, TokenCache(tok))
+    def stream(drop_key=False, **prep):
+        raw = load_raw("configs/prepare_rules_map.yaml")
+        if drop_key:
+            raw["prepare"].pop("copy_frac")  # the field's default
+        raw["prepare"].update(prep)
+        cfg = validate(raw)
+        sampler = PrepareSampler(cfg, make_domain(cfg), TokenCache(tok))
         rng = random.Random(0)
         return [sampler(rng) for _ in range(40)]
 
-    off, default = stream(copy_frac=0.0), stream()
-    assert off == default
+    off, default = stream(copy_frac=0.0), stream(drop_key=True)
+    assert off == default and not any("Repeat exactly" in tok.decode(ids) for ids, _ in off)
     on = stream(copy_frac=0.5)
     copies = [tok.decode(ids) for ids, _ in on if "Repeat exactly" in tok.decode(ids)]
     assert 8 <= len(copies) <= 32
