@@ -501,6 +501,11 @@ def test_map_rules_with_letter_values_write_each_digit_as_its_letter():
     assert d.hypotheses(u, u.train_inputs[:1]) == math.factorial(10 - len(set(u.train_inputs[0])))
     digits = RulesDomain(RulesConfig(tasks=[], n_random=4, kinds=["map"]), 7).build()
     assert all("values" not in v.meta["spec"] and ">" in v.instruction for v in digits)
+    # digit tables are the ones the code drew before letters existed (values computed with that code, d156345)
+    assert [v.meta["spec"]["table"] for v in digits] == ["4820971365", "3751092648", "3765829140", "1492780536"]
+    dd = RulesDomain(RulesConfig(tasks=[], n_random=4, kinds=["map"]), 7)
+    assert [dd.fresh_unit(random.Random(i)).meta["spec"]["table"] for i in range(3)] == [
+        "8912537406", "8627530419", "0734286591"]
 
 
 def test_map_preparation_tables_can_state_only_some_entries():
@@ -535,6 +540,8 @@ def test_map_tables_can_state_the_letter_before_its_digit():
     assert d.answer_text(u, "80") == f"8{table[8]} 0{table[0]}"  # answers keep the digit first
     with pytest.raises(ValueError):
         RulesConfig(map_order="sideways")
+    with pytest.raises(ValueError, match="value_first needs map_values: letters"):
+        RulesConfig(map_order="value_first")
 
 
 def test_copy_drills_repeat_a_fresh_string_and_leave_the_stream_unchanged_when_off():

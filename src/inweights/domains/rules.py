@@ -12,8 +12,9 @@ of invented rules of three kinds lets a tiny model be *prepared* to follow rules
   capitalise, append or replace a letter);
 - ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two);
 - ``map``: a digit substitution table (a permutation of 0-9) applied to each digit of a string of distinct
-  digits, answered digit by digit (``4>1 8>6 2>2``; or, ``map_values: letters``, each digit written as a letter, ``4b 8g 2c``): in context a lookup (which the tiny preset had not
-  learned after 3,300 preparation steps: README), out of context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
+  digits, answered digit by digit (``4>1 8>6 2>2``; or, ``map_values: letters``, each digit written as a letter,
+  ``4b 8g 2c``): in context a lookup (which the tiny preset had not learned after 5,000 preparation steps: README),
+  out of context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
   tables are odd permutations and the preparation's even ones, so they never coincide, whatever the seeds.
 
 Every answer comes from applying the rule to the input; nothing is looked up. Units carry the rule
@@ -84,6 +85,8 @@ class RulesConfig(Strict):
             raise ValueError("alpaca_valid, alpaca_valid_no and alpaca_test_full need alpaca_train")
         if self.alpaca_valid_no and not self.alpaca_valid:
             raise ValueError("alpaca_valid_no needs alpaca_valid (its with-rule twin)")
+        if self.map_order == "value_first" and self.map_values != "letters":
+            raise ValueError("map_order: value_first needs map_values: letters")
         lo, hi = self.map_prepare_entries
         if not 1 <= lo <= hi <= 10:
             raise ValueError("map_prepare_entries: [lo, hi] with 1 <= lo <= hi <= 10")
