@@ -152,3 +152,38 @@ def test_a_killed_grpo_stage_resumes_to_the_same_weights(tok, tmp_path):
     for p, q in zip(ref["model"].parameters(), resumed["model"].parameters()):
         assert torch.equal(p, q)
     assert not (tmp_path / "killed" / "ckpt").exists()
+
+
+def test_dynamic_sampling_drops_groups_that_agree_and_logs_their_share(tok):
+    """Half the prompts give every completion the same reward (no signal). Without dynamic sampling those groups are
+    trained on (their advantages are zero) and logged as zero-std; with it they are replaced by fresh draws."""
+    from inweights.train.grpo import _draw_groups
+
+    flat = [{"role": "user", "content": "Say something."}]
+    mixed = [{"role": "user", "content": "Say it again."}]
+
+    def sample(rng):
+        if rng.random() < 0.5:
+            return flat, lambda t: 1.0
+        return mixed, lambda t: float(len(t) % 2)  # completions of both parities: a group that disagrees
+
+    def gen(model, prompts, seed):
+        return [([1, 2], [5 + (i % 3)] * (1 + i % 2)) for i in range(len(prompts))]
+
+    def draw(cfg, seed):
+        return _draw_groups(sample, random.Random(seed), gen, None, tok, cfg, 0, 0, 1)
+
+    plain = GRPOConfig(group_size=4, prompts_per_step=4)
+    rows, grouped, every, n, zero, draws = draw(plain, 3)
+    assert draws == 1 and n == 4 and len(rows) == 16 and grouped.shape == (4, 4)
+    assert zero == sum(bool((g == g[0]).all()) for g in grouped) > 0
+
+    dyn = GRPOConfig(group_size=4, prompts_per_step=4, dynamic_sampling=True, max_draws=5)
+    rows, grouped, every, n, zero, draws = draw(dyn, 3)
+    assert grouped.shape == (4, 4) and len(rows) == 16 and draws > 1
+    assert all(not bool((g == g[0]).all()) for g in grouped)  # every kept group carries signal
+    assert n == 4 * draws and len(every) == 16 * draws and zero > 0
+    # capped: with one draw allowed, whatever carries signal is kept and nothing more
+    one = GRPOConfig(group_size=4, prompts_per_step=4, dynamic_sampling=True, max_draws=1)
+    rows, grouped, _, n, zero, draws = draw(one, 3)
+    assert draws == 1 and grouped.shape[0] == n - zero

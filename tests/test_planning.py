@@ -88,6 +88,46 @@ def test_chain_of_thought_ends_in_the_answer(domain, units):
             assert domain.score(u, x, views.extract(domain, target))
 
 
+def test_rewrite_trace_reads_every_rendering_into_one_graph_form():
+    """trace: rewrite. NL, templated English and the graph give the same chain of thought: the durations in minutes
+    (hours converted), each step with exactly the steps it waits for, finish times from networkx's graph; the code
+    rendering keeps its own node ids."""
+    d = PlanningDomain(PlanningConfig(n_train=60, n_test=30, trace="rewrite", hours_prob=1.0), 0)
+    from inweights.domains.planning import dag
+
+    for u in d.build()[:40]:
+        m = u.meta
+        cots = {x: views.execution(d, u, x, "cot", random.Random(1))["messages"][1]["content"]
+                for x in ("nl", "template", "graph", "code")}
+        assert cots["nl"] == cots["template"] == cots["graph"] != cots["code"]
+        assert cots["code"].startswith("dist[")
+        lines = cots["graph"].splitlines()
+        assert lines[0] == "Durations: " + " ".join(f"{i}={v}" for i, v in enumerate(m["durations"], 1))
+        g = dag(m["durations"], m["edges"])
+        for line in lines[1:-2]:
+            node, preds = re.match(r"Step (\d+) after ([\w ]+):", line).groups()
+            assert preds.split() == [str(p) for p in sorted(g.predecessors(int(node)), key=lambda p: (p == "START", str(p)))]
+        assert re.match(r"END after [\d ]+: ", lines[-2]) and lines[-2].endswith(str(m["answer"]))
+        assert d.score(u, "nl", views.extract(d, cots["nl"]))
+        template = views.execution(d, u, "template", "cot", random.Random(1))["prompt"][0]["content"]
+        took = [int(v) for v in re.findall(r"^Step \d+ takes (\d+) minutes\.$", template, re.MULTILINE)]
+        pairs = [tuple(map(int, p)) for p in re.findall(r"^Step (\d+) comes before step (\d+)\.$", template, re.MULTILINE)]
+        assert took == m["durations"] and pairs == [tuple(e) for e in m["edges"]]
+
+
+def test_ladder_recipe_and_a_representation_the_instances_lack(tmp_path, capsys):
+    c = ExperimentConfig.model_validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["ladder"],
+                                         "two_stage": {"stage1_steps": 30, "stage2_steps": 50}})
+    st = stages_for("ladder", c)
+    assert [m.representation for s in st for m in s.mixture] == ["graph", "template", "nl"]
+    assert [s.steps for s in st] == [15, 15, 50]
+    cfg = tmp_path / "l.yaml"
+    cfg.write_text("name: l\ndomain:\n  name: planning\n  planning: {n_train: 10, n_test: 5, representations: [nl, graph]}\n"
+                   "model: {preset: tiny, prepared_base: null}\nrecipes: [ladder@sft]\n")
+    assert main(["validate", str(cfg)]) == 2
+    assert "template representation" in capsys.readouterr().err
+
+
 def test_answer_extraction_and_units():
     d = PlanningDomain(PlanningConfig(), 0)
     assert d.extract_answer("a <answer>3</answer> then <answer> 45 </answer>") == "45"
@@ -183,7 +223,8 @@ name: planning_e2e
 seed: 0
 domain:
   name: planning
-  planning: {n_train: 12, n_test: 5, min_steps: 2, max_steps: 3, eval_representations: [nl, graph]}
+  planning: {n_train: 12, n_test: 5, min_steps: 2, max_steps: 3, eval_representations: [nl, graph],
+             representations: [nl, graph, template], trace: rewrite}
 model:
   preset: tiny
   prepared_base: null
@@ -191,21 +232,27 @@ model:
          max_position_embeddings: 768}
 train: {batch_size: 4, max_len: 768, lr: 1.0e-3, threads: 1}
 two_stage: {stage1_steps: 2, stage2_steps: 2}
-grpo: {group_size: 2, prompts_per_step: 2, max_completion_length: 12, beta: 0.01}
-recipes: [two_stage@sft, two_stage@grpo, nl_only, mixed, reverse]
+# dynamic sampling and an SFT warm-up that must run (a floor of 1.0 is above any starting reward)
+grpo: {group_size: 2, prompts_per_step: 2, max_completion_length: 12, beta: 0.01, dynamic_sampling: true,
+       max_draws: 2, sft_warmup_steps: 1, warmup_floor: 1.0, floor_probes: 4}
+recipes: [two_stage@sft, two_stage@grpo, nl_only, mixed, reverse, ladder@sft]
 eval: {groups: [test], modes: [in_weights], formats: [cot], max_new_tokens: 16}
 """)
     out = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["rows"]) == {"base", "two_stage@sft", "two_stage@grpo", "nl_only", "mixed", "reverse"}
+    assert set(summary["rows"]) == {"base", "two_stage@sft", "two_stage@grpo", "nl_only", "mixed", "reverse",
+                                    "ladder@sft"}
     assert {"test/in_weights/cot/nl", "test/in_weights/cot/graph"} <= set(summary["rows"]["mixed"]["cells"])
     assert summary["ordering_cell"] == "test/in_weights/cot/nl"
     report = (out / "report.md").read_text()
     assert "## Analogy analysis" in report and "Measured ordering" in report and (out / "reward.png").is_file()
     grpo_logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                  if '"objective": "grpo"' in line]
-    assert grpo_logs and all({"reward_mean", "reward_std", "kl", "completion_len"} <= set(r) for r in grpo_logs)
+    assert grpo_logs and all({"reward_mean", "reward_std", "kl", "completion_len", "zero_std_groups", "draws",
+                              "groups_trained"} <= set(r) for r in grpo_logs)
+    floors = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "grpo_floor" in line]
+    assert floors and all(f["ran"] and f["steps"] == 1 and f["reward_greedy"] < 1.0 for f in floors)
 
 
 def test_export_in_the_release_layout_reads_back(tmp_path):

@@ -203,7 +203,7 @@ class MixItem(Strict):
     # (e.g. one cipher shift), the rest from the others (ablation (c): skewed demonstrations)
     skew: float | None = Field(None, ge=0, le=1)
     # planning: the representation the instances are shown in (nl, graph, code); None = any of the unit's
-    representation: Literal["nl", "graph", "code"] | None = None
+    representation: Literal["nl", "template", "graph", "code"] | None = None
 
 
 class GateConfig(Strict):
@@ -266,6 +266,16 @@ class GRPOConfig(Strict):
     loss_type: Literal["grpo", "dapo"] = "grpo"
     micro_batch: int = Field(16, gt=0)  # completions per forward pass
     lr: float | None = Field(None, gt=0)  # default: the stage's lr, else train.lr
+    # DAPO's dynamic sampling: groups whose rewards all agree (no signal) are dropped and more prompts drawn, up to
+    # ``max_draws`` draws of ``prompts_per_step`` per step; the step trains on the groups that carry signal
+    dynamic_sampling: bool = False
+    max_draws: int = Field(3, gt=0)
+    # an SFT warm-up where the starting policy is below a floor: its greedy reward on ``floor_probes`` of the
+    # stage's (training) prompts is measured first, and under ``warmup_floor`` the stage begins with
+    # ``sft_warmup_steps`` SFT steps on the same mixture (0 = never)
+    sft_warmup_steps: int = Field(0, ge=0)
+    warmup_floor: float = Field(0.1, ge=0, le=1)
+    floor_probes: int = Field(32, gt=0)
 
 
 class TwoStageConfig(Strict):

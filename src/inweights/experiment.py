@@ -356,7 +356,12 @@ class Experiment:
         model, tok = self.load(prev_dir, cfg.model.lora)
         log = self.run.stage_log(recipe=recipe, stage_key=key)
         if stage.objective == "grpo":
+            warm = None
+            if cfg.grpo.sft_warmup_steps:
+                model, warm = self.grpo_warmup(recipe, stage, key, prev_dir, sdir, model, tok, domain, units, log)
             res = self.train_grpo_stage(recipe, stage, key, prev_dir, sdir, model, tok, domain, units, log)
+            if warm is not None:
+                res["sft_warmup"] = warm
         else:
             sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
             # one global stream (the same on every process; each takes its share of the rows), so N processes
@@ -410,6 +415,52 @@ class Experiment:
             return {key: sum(domain.score(u, x, views.extract(domain, o)) for (u, x), o in zip(pairs, outs)) / len(pairs)}
 
         return Gate(measure, key, g.value, g.every, stage.steps, log)
+
+    def grpo_warmup(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
+        """``grpo.sft_warmup_steps`` SFT steps on the stage's mixture before its GRPO steps, when the starting
+        policy's greedy reward on ``floor_probes`` of the stage's training prompts is under ``warmup_floor`` (GRPO
+        learns nothing from groups that all fail). Returns (model, record); the record says what was measured and
+        whether the warm-up ran. A finished warm-up is kept in ``<stage>/warmup`` and reused on a rerun."""
+        from inweights.curriculum import stage_prompts
+        from inweights.eval.generate import generate
+
+        cfg, g = self.cfg, self.cfg.grpo
+        wdir = sdir / "warmup"
+        if (wdir / "warmup.json").is_file():
+            rec = json.loads((wdir / "warmup.json").read_text())
+            if rec["ran"]:
+                model, _ = self.load(wdir / "model", None)
+            return model, rec
+        rng = random.Random(derive_seed(cfg.seed, key, "floor"))
+        try:
+            sample = stage_prompts(stage, domain, units)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        probes = [sample(rng) for _ in range(g.floor_probes)]
+        model.to(get_accelerator().device)
+        outs = generate(model, tok, [p for p, _ in probes], max_new_tokens=g.max_completion_length,
+                        batch_size=cfg.eval.batch_size)
+        reward = sum(r(o) for (_, r), o in zip(probes, outs)) / len(probes)
+        rec = {"event": "grpo_floor", "stage": f"{recipe}:{stage.name}", "reward_greedy": reward,
+               "floor": g.warmup_floor, "probes": len(probes), "ran": reward < g.warmup_floor,
+               "steps": g.sft_warmup_steps if reward < g.warmup_floor else 0}
+        if rec["ran"]:
+            acc = get_accelerator()
+            sft = stage.model_copy(update={"objective": "sft", "name": f"{stage.name}_warmup"})
+            batches = PackedBatches(stage_sampler(sft, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos")),
+                                    derive_seed(cfg.seed, key, "warmup", 0), cfg.train.batch_size, cfg.train.max_len,
+                                    tok.pad_token_id, shard=(acc.process_index, acc.num_processes))
+            out = train_stage(model, batches, g.sft_warmup_steps, cfg.train, wdir, lr=stage.lr,
+                              desc=f"{recipe}:{stage.name}:sft_warmup", save_every=cfg.train.save_every, log=log)
+            model = out["model"]
+            if acc.is_main_process:
+                save_model(model, tok, wdir / "model", base=str(prev_dir) if is_lora(model) else None,
+                           state_dict=out["state_dict"])
+        if get_accelerator().is_main_process:
+            log(rec)
+            wdir.mkdir(parents=True, exist_ok=True)
+            atomic_write(wdir / "warmup.json", json.dumps(rec) + "\n")
+        return model, rec
 
     def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
         """A grpo stage: prompts from the stage's mixture, rewards from the domain's scorer, samples from the

@@ -73,6 +73,13 @@ def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
                 if not select(units, item.group):
                     raise UserError(f"recipe '{recipe}', stage {st.name}: group {item.group} has no units with "
                                     f"these domain settings")
+                if item.representation is not None:  # planning: the instances must be shown in it
+                    missing = next((u for u in select(units, item.group)
+                                    if u.train_inputs and item.representation not in u.train_inputs), None)
+                    if missing is not None:
+                        raise UserError(f"recipe '{recipe}', stage {st.name}: trains on the {item.representation} "
+                                        f"representation, which the {item.group} instances are not shown in "
+                                        f"({', '.join(missing.train_inputs)}); add it to domain.planning.representations")
             out[st.name] = st
     return out
 

@@ -76,6 +76,18 @@ def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch
     return sum(s["correct"] for s in samples) / len(samples), samples
 
 
+def by_representation(domain, samples: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """Accuracy per representation (``<prefix>_<rep>``) where a domain's inputs are representations (planning),
+    when more than one was probed; else nothing."""
+    if not domain.inputs_are_representations:
+        return {}
+    reps = sorted({s["input"] for s in samples})
+    if len(reps) < 2:
+        return {}
+    return {f"{prefix}_{r}": sum(s["correct"] for s in samples if s["input"] == r) /
+            sum(s["input"] == r for s in samples) for r in reps}
+
+
 def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
     """The PBB-prepared base's fixed programs (preparation names, never a held-out unit's name or body):
     ``pool_programs`` trained as documents and executions, ``pool_doc_only`` as documents only."""
@@ -215,9 +227,10 @@ class PrepareGate(Gate):
 
     def measure_all(self, model) -> dict[str, float]:
         c, p = self.cfg, self.cfg.prepare
-        acc, _ = in_context_accuracy(model, self.tok, self.domain, self.units, self.inputs, gate_format(self.domain),
-                                     c.eval.batch_size, c.eval.max_new_tokens, c.seed)
+        acc, samples = in_context_accuracy(model, self.tok, self.domain, self.units, self.inputs,
+                                           gate_format(self.domain), c.eval.batch_size, c.eval.max_new_tokens, c.seed)
         out = {f"in_context_{gate_format(self.domain)}": acc}
+        out.update(by_representation(self.domain, samples, f"in_context_{gate_format(self.domain)}"))
         if p.distractors_max:
             n = len(self.units) // 2
             out[f"in_context_{p.distractors_max}_others_{gate_format(self.domain)}"] = in_context_accuracy(
@@ -320,8 +333,11 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
                       save_every=cfg.prepare.eval_every, desc="prepare", on_step=gate, log=log)
     model = res["model"]
     fmts = ("direct",) if gate_format(domain) == "direct" else ("cot", "direct")
-    accs = {f"in_context_{f}": in_context_accuracy(model, tok, domain, units, inputs, f, cfg.eval.batch_size,
-                                                    cfg.eval.max_new_tokens, cfg.seed)[0] for f in fmts}
+    accs = {}
+    for f in fmts:
+        accs[f"in_context_{f}"], samples = in_context_accuracy(model, tok, domain, units, inputs, f,
+                                                               cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.seed)
+        accs.update(by_representation(domain, samples, f"in_context_{f}"))
     pool = {}
     if sampler.pool_with or sampler.pool_doc:
         pool = {k: v for k, v in gate.measure_all(model).items() if k.startswith("pool_")}

@@ -38,6 +38,8 @@ from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Domain, Unit, register_domain
 
+Rep = Literal["nl", "template", "graph", "code"]
+
 
 class PlanningConfig(Strict):
     """Scheduling problems (PAPERS.md §3): steps with durations and precedence constraints (a DAG); the answer
@@ -53,12 +55,18 @@ class PlanningConfig(Strict):
                                  min_length=2)  # minutes
     hours_prob: float = Field(0.3, ge=0, le=1)  # NL: a whole/half-hour duration is written in hours
     # representations the training views may use, and the ones probed on test instances
-    representations: list[Literal["nl", "graph", "code"]] = Field(
-        default_factory=lambda: ["nl", "graph", "code"], min_length=1)
-    eval_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["nl"], min_length=1)
+    # ``template``: templated English in graph order (one fixed phrasing, minutes only, no activity names), the
+    # middle rung of the representation ladder graph -> template -> nl
+    representations: list[Rep] = Field(default_factory=lambda: ["nl", "graph", "code"], min_length=1)
+    eval_representations: list[Rep] = Field(default_factory=lambda: ["nl"], min_length=1)
     # the preparation stage trains on fresh instances in these representations (not the experiment's)
-    prepare_representations: list[Literal["nl", "graph", "code"]] = Field(default_factory=lambda: ["code"],
-                                                                          min_length=1)
+    prepare_representations: list[Rep] = Field(default_factory=lambda: ["code"], min_length=1)
+    # the chain of thought: ``finish`` gives each step's finish time in topological order ("Step 3 ends at
+    # max(10, 25) + 15 = 40"); ``rewrite`` first rewrites the problem in one graph form whatever it was shown in
+    # (a "Durations:" line, then each step with the steps it waits for) and solves from that: "Step 3 after 1 2:
+    # max(10, 25) + 15 = 40". Reading the problem and solving it are then separate, visible parts of the trace.
+    # The code rendering always traces its own node ids.
+    trace: Literal["finish", "rewrite"] = "finish"
     # AsyncHow-style released files instead of the generator: a folder holding the NL / Graph / Code JSON
     asynchow_dir: str | None = None
     # analogy analysis: a training instance is "related" to a test one when their similarity >= this
@@ -115,6 +123,8 @@ NL_QUESTIONS = [
     "minutes to {goal}?"),
 ]
 ANSWER_HINT = "Encode your final answer in <answer></answer> (e.g. <answer>15</answer>)."
+TEMPLATE_QUESTION = ("Question: If steps run in parallel whenever the order allows, what is the least total time in "
+                     "minutes? " + ANSWER_HINT)
 GRAPH_TEXT = (
     "You have a graph whose adjacency list representation is as follows:\n{adj}\n\n"
     "The graph is a directed graph, and the nodes are labelled as follows (START and END are special nodes "
@@ -192,6 +202,28 @@ def _show(m: float) -> str:
     return format(Decimal(repr(m)), "f")
 
 
+def rewrite_steps(durations: list[float], g: nx.DiGraph) -> list[str]:
+    """The ``rewrite`` chain of thought: the problem in one graph form (durations, then each step with the steps it
+    waits for, in topological order, ties by number), each line closing with that step's finish time."""
+    out = ["Durations: " + " ".join(f"{i}={_show(d)}" for i, d in enumerate(durations, 1))]
+    finish: dict[Any, float] = {"START": 0}
+    order = [v for v in nx.lexicographical_topological_sort(g, key=lambda v: (v == "END", str(v).zfill(6)))
+             if v != "START"]
+    for v in order:
+        preds = sorted(g.predecessors(v), key=lambda p: (p == "START", str(p).zfill(6)))
+        before = [finish[p] for p in preds]
+        start = "max(" + ", ".join(_show(b) for b in before) + ")" if len(before) > 1 else _show(before[0])
+        names = " ".join(str(p) for p in preds)
+        if v == "END":
+            finish[v] = max(before)
+            out.append(f"END after {names}: {start}" + (f" = {_show(finish[v])}" if len(before) > 1 else ""))
+        else:
+            dur = durations[v - 1]
+            finish[v] = max(before) + dur
+            out.append(f"Step {v} after {names}: {start} + {_show(dur)} = {_show(finish[v])}")
+    return out
+
+
 @register_domain
 class PlanningDomain(Domain):
     name = "planning"
@@ -203,7 +235,7 @@ class PlanningDomain(Domain):
     answer_template = "<answer>{}</answer>"
     inputs_are_representations = True  # probes report one cell per representation
     decl_templates: ClassVar[list[str]] = []  # no declarative view: the instance is the whole prompt
-    all_inputs = ("nl", "graph", "code")
+    all_inputs = ("nl", "template", "graph", "code")
 
     def __init__(self, cfg, seed: int):
         self.cfg, self.seed = cfg, seed
@@ -284,11 +316,20 @@ class PlanningDomain(Domain):
             return m["texts"][x]
         if x == "nl":
             return self.render_nl(m, rng)
+        if x == "template":
+            return self.render_template(m)
         if x == "graph":
             return self.render_graph(m)
         if x == "code":
             return self.render_code(m)
-        raise UserError(f"planning: unknown representation '{x}' (nl, graph, code)")
+        raise UserError(f"planning: unknown representation '{x}' (nl, template, graph, code)")
+
+    @staticmethod
+    def render_template(m: dict[str, Any]) -> str:
+        """Templated English in graph order: one phrasing, durations in minutes, steps by number only."""
+        lines = [f"Step {i} takes {_show(d)} minutes." for i, d in enumerate(m["durations"], 1)]
+        lines += [f"Step {a} comes before step {b}." for a, b in m["edges"]]
+        return "\n".join([*lines, "", TEMPLATE_QUESTION])
 
     def render_nl(self, m: dict[str, Any], rng: random.Random) -> str:
         lines = [rng.choice(NL_HEADERS).format(goal=m["goal"])]
@@ -338,7 +379,7 @@ class PlanningDomain(Domain):
         for split in ("train", "test"):
             chosen = [u for u in units if u.group == split]
             rng = random.Random(derive_seed(seed, "export", split))
-            for x in self.all_inputs:
+            for x, fname in names.items():  # the released layout has no templated rendering
                 recs = [execution(self, u, x, "cot", rng) for u in chosen]
                 released = []
                 for u, r in zip(chosen, recs):
@@ -346,7 +387,7 @@ class PlanningDomain(Domain):
                     answer: Any = float(lo) if x == "code" else \
                         f"[datetime.timedelta(seconds={_show(lo * 60)}), datetime.timedelta(seconds={_show(hi * 60)})]"
                     released.append({"question": r["prompt"][0]["content"], "answer": answer})
-                files[f"asynchow_{names[x]}_{split}.jsonl"] = released
+                files[f"asynchow_{fname}_{split}.jsonl"] = released
                 files[f"chat/{split}_{x}.jsonl"] = recs
         return files
 
@@ -362,6 +403,8 @@ class PlanningDomain(Domain):
         if x == "code" and "code" in m:  # a released Code question: trace the program's own input, its own ids
             return code_steps(m["code"]["adj"], m["code"]["source"], m["code"]["target"])
         g = dag(m["durations"], m["edges"])
+        if x != "code" and self.cfg.trace == "rewrite":
+            return rewrite_steps(m["durations"], g)
         n = len(m["durations"])
         ids = None
         if x == "code":

@@ -1,7 +1,9 @@
 """Symbolic-to-natural-language curricula (PAPERS.md §3), written down once as data.
 
-All four spend the same total steps on training instances: ``two_stage`` (the symbolic representation,
-then NL), ``reverse`` (NL, then symbolic), ``nl_only`` and ``mixed`` (symbolic and NL in one mixture).
+All spend the same total steps on training instances: ``two_stage`` (the symbolic representation,
+then NL), ``reverse`` (NL, then symbolic), ``nl_only``, ``mixed`` (symbolic and NL in one mixture), and ``ladder``
+(the representation ladder: the symbolic form, then templated English in graph order, then NL, so each stage is a
+small shift; stage 1's steps are split between the first two rungs).
 The objective is the config's ``two_stage.objective`` or the recipe's suffix (``two_stage@sft``).
 """
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from inweights.config import MixItem, StageConfig
 
-NAMES = ("two_stage", "reverse", "nl_only", "mixed")
+NAMES = ("two_stage", "reverse", "nl_only", "mixed", "ladder")
 
 
 def _stage(name: str, steps: int, reps: list[str], objective: str, fmt: str) -> StageConfig:
@@ -29,6 +31,12 @@ def stages(name: str, cfg, objective: str | None = None) -> list[StageConfig]:
         return [_stage("nl", t.stage1_steps, ["nl"], obj, t.format), _stage(sym, t.stage2_steps, [sym], obj, t.format)]
     if name == "nl_only":
         return [_stage("nl", total, ["nl"], obj, t.format)]
+    if name == "ladder":
+        first = max(t.stage1_steps // 2, 1)
+        if first >= t.stage1_steps:
+            raise ValueError("the ladder recipe splits stage1_steps between two rungs: set two_stage.stage1_steps >= 2")
+        return [_stage(sym, first, [sym], obj, t.format), _stage("template", t.stage1_steps - first, ["template"], obj,
+                t.format), _stage("nl", t.stage2_steps, ["nl"], obj, t.format)]
     if name == "mixed":
         return [_stage(f"mixed_{sym}_nl", total, [sym, "nl"], obj, t.format)]
     raise KeyError(name)

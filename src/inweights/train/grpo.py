@@ -11,7 +11,10 @@ rewards within each group, A = (r - mean) / (std + eps); then ``iterations`` opt
     L = -min(rho A, clip(rho, 1 - eps, 1 + eps_high) A) + beta * k3,   rho = pi / pi_old,
     k3 = exp(ref - logp) - (ref - logp) - 1   (an unbiased, non-negative estimate of KL(pi || ref)),
 
-averaged per completion then over completions (``grpo``) or over all tokens (``dapo``).
+averaged per completion then over completions (``grpo``) or over all tokens (``dapo``). With ``dynamic_sampling``
+(DAPO), groups whose rewards all agree are replaced by fresh draws before the update. Each step logs the share of
+all-equal groups (``zero_std_groups``): the part of the batch GRPO cannot learn from. The loss, gradients and
+updates agree with TRL's GRPOTrainer on the same batches (tests/test_grpo_trl_parity.py).
 """
 
 from __future__ import annotations
@@ -99,6 +102,42 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, cfg: GRPOConfig, n_rows: int,
     return loss, stats
 
 
+def _draw_groups(sample: Sample, rng: random.Random, generate_fn: GenerateFn, model, tokenizer, cfg: GRPOConfig,
+                 gen_seed: int, rank: int, world: int):
+    """This step's groups: ``prompts_per_step`` prompts (the same draws on every process, each process sampling its
+    share), ``group_size`` completions each, rewarded. With ``dynamic_sampling`` (DAPO), groups whose rewards all
+    agree are dropped and more prompts drawn, at most ``max_draws`` times, until ``prompts_per_step`` groups carry
+    signal (a process keeps at most its share). Returns (rows, rewards [groups, G] of the kept groups, every reward
+    sampled, groups drawn, of them all-equal, draws made)."""
+    g = cfg.group_size
+    rows: list[tuple[list[int], list[int]]] = []
+    kept: list[torch.Tensor] = []
+    every: list[torch.Tensor] = []
+    n_groups = n_zero = draws = 0
+    need = len(range(cfg.prompts_per_step)[rank::world])  # this process's share of the groups
+    for d in range(cfg.max_draws if cfg.dynamic_sampling else 1):
+        drawn = [sample(rng) for _ in range(cfg.prompts_per_step)]
+        mine = drawn[rank::world]
+        draws += 1
+        prompts = [p for p, _ in mine for _ in range(g)]
+        got = generate_fn(model, prompts, (gen_seed + d * 7_919) % 2**63) if prompts else []
+        texts = [tokenizer.decode(c, skip_special_tokens=True) for _, c in got]
+        r = torch.tensor([float(mine[i // g][1](t)) for i, t in enumerate(texts)])
+        every.append(r)
+        for j, grp in enumerate(r.view(-1, g) if len(got) else torch.zeros(0, g)):
+            n_groups += 1
+            flat = bool((grp == grp[0]).all())
+            n_zero += flat
+            if (cfg.dynamic_sampling and flat) or len(kept) >= need:
+                continue
+            kept.append(grp)
+            rows += got[j * g : (j + 1) * g]
+        if len(kept) >= need:
+            break
+    grouped = torch.stack(kept) if kept else torch.zeros(0, g)
+    return rows, grouped, torch.cat(every) if every else torch.zeros(0), n_groups, n_zero, draws
+
+
 class _Stream:
     """The prompt stream's position (its RNG state), saved and restored with a checkpoint."""
 
@@ -180,15 +219,10 @@ def train_grpo(
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
     for step in range(start + 1, steps + 1):
-        drawn = [sample(rng) for _ in range(cfg.prompts_per_step)]  # the same draws on every process
-        mine = drawn[rank::world]
-        prompts = [p for p, _ in mine for _ in range(cfg.group_size)]
         t_gen = time.perf_counter()
-        rows = generate_fn(raw, prompts, (seed * 1_000_003 + step * 101 + rank) % 2**63) if prompts else []
+        rows, grouped, all_rewards, n_groups, n_zero, draws = _draw_groups(
+            sample, rng, generate_fn, raw, tokenizer, cfg, (seed * 1_000_003 + step * 101 + rank) % 2**63, rank, world)
         gen_s = time.perf_counter() - t_gen
-        texts = [tokenizer.decode(c, skip_special_tokens=True) for _, c in rows]
-        rewards = torch.tensor([float(mine[i // cfg.group_size][1](t)) for i, t in enumerate(texts)])
-        grouped = rewards.view(-1, cfg.group_size) if len(rows) else torch.zeros(0, cfg.group_size)
         adv = group_advantages(grouped, cfg.scale_rewards).reshape(-1).to(acc.device)
         n_rows = len(rows)
         n_tok = float(sum(len(c) for _, c in rows))
@@ -237,19 +271,21 @@ def train_grpo(
             opt.zero_grad(set_to_none=True)
         tokens += int(sum(len(p) + len(c) for p, c in rows)) * world
         lens = [len(c) for _, c in rows]
-        stats = torch.tensor([rewards.sum().item(), (rewards ** 2).sum().item(), float(n_rows), float(sum(lens)),
-                              agg["kl"], agg["clipped"], agg["tokens"],
-                              float((grouped.std(dim=1) == 0).sum()) if len(rows) else 0.0,
-                              float(grouped.shape[0])], device=acc.device)
+        stats = torch.tensor([all_rewards.sum().item(), (all_rewards ** 2).sum().item(), float(len(all_rewards)),
+                              float(sum(lens)), agg["kl"], agg["clipped"], agg["tokens"], float(n_zero), float(n_groups),
+                              float(n_rows), float(grouped.shape[0]), float(draws)], device=acc.device)
         if world > 1:
             stats = acc.reduce(stats, reduction="sum")
         s = stats.tolist()
         n = max(s[2], 1.0)
         mean = s[0] / n
+        # reward: over every completion sampled this step (what the policy does), kept or not; completion_len: the
+        # trained ones; zero_std_groups: the share of all drawn groups whose rewards agreed (no signal)
         rec = {"stage": desc, "step": step, "objective": "grpo", "reward_mean": mean,
-               "reward_std": math.sqrt(max(s[1] / n - mean * mean, 0.0)), "completion_len": s[3] / n,
+               "reward_std": math.sqrt(max(s[1] / n - mean * mean, 0.0)), "completion_len": s[3] / max(s[9], 1.0),
                "kl": s[4] / max(s[6], 1.0), "clip_frac": s[5] / max(s[6], 1.0),
-               "zero_std_groups": s[7] / max(s[8], 1.0), "loss": agg["loss"] / cfg.iterations,
+               "zero_std_groups": s[7] / max(s[8], 1.0), "groups_trained": int(s[10]), "draws": s[11] / world,
+               "loss": agg["loss"] / cfg.iterations,
                "lr": sched.get_last_lr()[0], "gen_s": round(gen_s, 3),
                "tok_s": tokens / max(time.perf_counter() - t0, 1e-9)}
         history.append(rec)
