@@ -60,6 +60,14 @@ def test_same_seed_same_bytes_and_splits_disjoint(domain, units):
     assert not {domain.signature(u) for u in prep} & set(sigs)
 
 
+def test_validation_instances_are_new_and_leave_train_and_test_as_they_were(domain, units):
+    with_val = PlanningDomain(PlanningConfig(n_train=60, n_test=30, n_val=20), 0).build()
+    assert [u.meta for u in with_val if u.group != "val"] == [u.meta for u in units]
+    val = [u for u in with_val if u.group == "val"]
+    assert len(val) == 20 and all(u.test_inputs == ("nl",) and not u.train_inputs for u in val)
+    assert not {domain.signature(u) for u in val} & {domain.signature(u) for u in units}
+
+
 def test_three_renderings_are_isomorphic_with_one_answer(domain, units):
     for u in units[:40]:
         rng = random.Random(u.id)
@@ -103,8 +111,9 @@ def test_rewrite_trace_reads_every_rendering_into_one_graph_form():
         assert cots["code"].startswith("dist[")
         lines = cots["graph"].splitlines()
         assert lines[0] == "Durations: " + " ".join(f"{i}={v}" for i, v in enumerate(m["durations"], 1))
+        assert lines[1] == "Edges: " + (" ".join(f"{a}>{b}" for a, b in m["edges"]) or "none")
         g = dag(m["durations"], m["edges"])
-        for line in lines[1:-2]:
+        for line in lines[2:-2]:
             node, preds = re.match(r"Step (\d+) after ([\w ]+):", line).groups()
             assert preds.split() == [str(p) for p in sorted(g.predecessors(int(node)), key=lambda p: (p == "START", str(p)))]
         assert re.match(r"END after [\d ]+: ", lines[-2]) and lines[-2].endswith(str(m["answer"]))
@@ -247,6 +256,7 @@ eval: {groups: [test], modes: [in_weights], formats: [cot], max_new_tokens: 16}
     assert summary["ordering_cell"] == "test/in_weights/cot/nl"
     report = (out / "report.md").read_text()
     assert "## Analogy analysis" in report and "Measured ordering" in report and (out / "reward.png").is_file()
+    assert "## GRPO stages" in report and "SFT steps" in report and summary["grpo"]
     grpo_logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                  if '"objective": "grpo"' in line]
     assert grpo_logs and all({"reward_mean", "reward_std", "kl", "completion_len", "zero_std_groups", "draws",

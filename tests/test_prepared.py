@@ -21,7 +21,8 @@ from inweights.prepare import (
 )
 
 
-@pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning", "prepare_rules_map"])
+@pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning",
+                                        "prepare_rules_map", "prepare_planning_rewrite"])
 def prepared(root, request):
     cfg_path = root / "configs" / f"{request.param}.yaml"
     cfg = load_config(cfg_path)

@@ -328,7 +328,7 @@ class PBBConfig(Strict):
 class EvalConfig(Strict):
     batch_size: int = Field(128, gt=0)
     max_new_tokens: int = Field(160, gt=0)
-    groups: list[Literal["with_io", "without_io", "composed", "test"]] = Field(
+    groups: list[Literal["with_io", "without_io", "composed", "test", "val"]] = Field(
         default_factory=lambda: ["with_io", "without_io"])
     modes: list[Literal["in_weights", "in_context"]] = Field(
         default_factory=lambda: ["in_weights", "in_context"]

@@ -48,6 +48,9 @@ class PlanningConfig(Strict):
 
     n_train: int = Field(300, gt=0)
     n_test: int = Field(100, gt=0)
+    # validation instances (group ``val``, probed like test ones, in eval_representations): for choosing settings
+    # (learning rates, KL weights) without looking at test numbers; drawn after train and test, never repeating them
+    n_val: int = Field(0, ge=0)
     min_steps: int = Field(3, ge=2)
     max_steps: int = Field(6, ge=2)
     edge_prob: float = Field(0.4, ge=0, le=1)  # chance of a precedence constraint between two steps i < j
@@ -63,8 +66,9 @@ class PlanningConfig(Strict):
     prepare_representations: list[Rep] = Field(default_factory=lambda: ["code"], min_length=1)
     # the chain of thought: ``finish`` gives each step's finish time in topological order ("Step 3 ends at
     # max(10, 25) + 15 = 40"); ``rewrite`` first rewrites the problem in one graph form whatever it was shown in
-    # (a "Durations:" line, then each step with the steps it waits for) and solves from that: "Step 3 after 1 2:
-    # max(10, 25) + 15 = 40". Reading the problem and solving it are then separate, visible parts of the trace.
+    # ("Durations: 1=10 2=25 3=15", "Edges: 1>3 2>3") and solves from that, each step with the steps it waits for:
+    # "Step 3 after 1 2: max(10, 25) + 15 = 40". Reading the problem and solving it are then separate, visible parts
+    # of the trace.
     # The code rendering always traces its own node ids.
     trace: Literal["finish", "rewrite"] = "finish"
     # AsyncHow-style released files instead of the generator: a folder holding the NL / Graph / Code JSON
@@ -203,9 +207,12 @@ def _show(m: float) -> str:
 
 
 def rewrite_steps(durations: list[float], g: nx.DiGraph) -> list[str]:
-    """The ``rewrite`` chain of thought: the problem in one graph form (durations, then each step with the steps it
-    waits for, in topological order, ties by number), each line closing with that step's finish time."""
-    out = ["Durations: " + " ".join(f"{i}={_show(d)}" for i, d in enumerate(durations, 1))]
+    """The ``rewrite`` chain of thought: the problem in one graph form — the durations, the precedence edges in the
+    order both NL and the graph list them (by first step, then second) — then each step with the steps it waits for
+    (read off the edge line), in topological order (ties by number), each line closing with its finish time."""
+    out = ["Durations: " + " ".join(f"{i}={_show(d)}" for i, d in enumerate(durations, 1)),
+           "Edges: " + (" ".join(f"{a}>{b}" for a, b in sorted((a, b) for a, b in g.edges
+                                                             if a != "START" and b != "END")) or "none")]
     finish: dict[Any, float] = {"START": 0}
     order = [v for v in nx.lexicographical_topological_sort(g, key=lambda v: (v == "END", str(v).zfill(6)))
              if v != "START"]
@@ -230,7 +237,7 @@ class PlanningDomain(Domain):
     config_class = PlanningConfig
     prepared_base = "configs/prepare_planning.yaml"
     unit_noun = "instances"
-    groups = ("train", "test")
+    groups = ("train", "test", "val")
     gate_format = "cot"
     answer_template = "<answer>{}</answer>"
     inputs_are_representations = True  # probes report one cell per representation
@@ -274,7 +281,8 @@ class PlanningDomain(Domain):
         seen: set[str] = set()
         units = []
         for group, n, inputs in (("train", c.n_train, tuple(c.representations)),
-                                 ("test", c.n_test, tuple(c.eval_representations))):
+                                 ("test", c.n_test, tuple(c.eval_representations)),
+                                 ("val", c.n_val, tuple(c.eval_representations))):
             made, misses = 0, 0
             while made < n:
                 if misses >= MAX_MISSES:

@@ -71,6 +71,46 @@ def ordering(rows: dict[str, dict[str, Any]], cell: str) -> str:
     return text
 
 
+def grpo_section(metrics_path: Path) -> tuple[list[str], dict[str, Any]]:
+    """Per GRPO stage, from the run's metrics: mean reward over its first and last 10% of steps, the share of groups
+    whose rewards all agreed (no signal), draws per step (dynamic sampling), the last KL, and an SFT warm-up's floor
+    measurement where one was configured."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    floors: dict[str, dict[str, Any]] = {}
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("objective") == "grpo":
+                steps.setdefault(r["stage"], []).append(r)
+            elif r.get("event") == "grpo_floor":
+                floors[r["stage"]] = r
+    if not steps:
+        return [], {}
+    md = ["", "## GRPO stages", "",
+          ("Reward: mean over every sampled completion, first / last 10% of the stage's steps. Zero-variance: the share "
+           "of drawn groups whose rewards all agreed (GRPO learns nothing from them; with dynamic sampling they are "
+           "replaced by fresh draws). Warm-up: the starting policy's greedy reward on the stage's training prompts "
+           "and whether it was under the floor (then SFT steps came first)."), "",
+           "| stage | steps | reward first → last | zero-variance groups | draws/step | KL (last) | warm-up |",
+           "|---|---|---|---|---|---|---|"]
+    out: dict[str, Any] = {}
+    for name, rs in sorted(steps.items()):
+        rs = sorted({r["step"]: r for r in rs}.values(), key=lambda r: r["step"])
+        k = max(1, len(rs) // 10)
+        first = statistics.mean(r["reward_mean"] for r in rs[:k])
+        last = statistics.mean(r["reward_mean"] for r in rs[-k:])
+        zero = statistics.mean(r.get("zero_std_groups", 0.0) for r in rs)
+        draws = statistics.mean(r.get("draws", 1) for r in rs)
+        f = floors.get(name)
+        warm = "–" if f is None else (f"{100 * f['reward_greedy']:.0f}% < {100 * f['floor']:.0f}%: {f['steps']} SFT steps"
+                                      if f["ran"] else f"{100 * f['reward_greedy']:.0f}% ≥ {100 * f['floor']:.0f}%: none")
+        out[name] = {"steps": len(rs), "reward_first": first, "reward_last": last, "zero_std_groups": zero,
+                     "draws": draws, "kl_last": rs[-1]["kl"], "warmup": f}
+        md.append(f"| {name} | {len(rs)} | {100 * first:.0f}% → {100 * last:.0f}% | {100 * zero:.0f}% | {draws:.2f} | "
+                  f"{rs[-1]['kl']:.3f} | {warm} |")
+    return md, out
+
+
 def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     from inweights.core.io import atomic_write
     from inweights.report.plots import accuracy_plot, loss_plot, reward_plot
@@ -108,6 +148,8 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
         md += ["", f"Measured ordering on `{nl}`: {ordering(rows, nl)}."]
     analogy_md, analogy = analogy_section(out / "samples.jsonl", results.get("analogy", {}), nl or "")
     md += analogy_md
+    grpo_md, grpo = grpo_section(out / "metrics.jsonl")
+    md += grpo_md
     md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s |", "|---|---|---|---|---|---|"]
     for name, r in results["recipes"].items():
         for s in r["stages"]:
@@ -119,7 +161,7 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
     md += ["![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"], "counts": counts,
                "prepared": prep, "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
-               "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy}
+               "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy, "grpo": grpo}
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write(out / "report.md", "\n".join(md))
     return summary
