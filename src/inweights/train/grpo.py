@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import GRPOConfig, TrainConfig
+from inweights.core.errors import UserError
 from inweights.train.loop import autocast, get_accelerator, recover_checkpoint, save_checkpoint
 
 Prompt = list[dict[str, str]]
@@ -203,6 +204,9 @@ def train_grpo(
     rng = random.Random(seed)
     stream = _Stream(rng)
     world, rank = acc.num_processes, acc.process_index
+    if cfg.dynamic_sampling and world > 1:  # each process would redraw on its own groups: the shared stream would split
+        raise UserError("grpo.dynamic_sampling runs in one process only (the processes' prompt streams would diverge); "
+                        "set it false for multi-process runs")
     history: list[dict[str, Any]] = []
     tokens, start, elapsed = 0, 0, 0.0
     ckpt = out_dir / "ckpt" if out_dir is not None else None
