@@ -68,3 +68,13 @@ def test_cli_missing_config(capsys):
 def test_shipped_configs_validate(root, capsys):
     for p in sorted((root / "configs").glob("*.yaml")):
         assert main(["validate", str(p)]) == 0, p
+
+
+def test_gpu_configs_parse(root):
+    """The GPU configs need the hub to load their models, so only their schema is checked here."""
+    from inweights.config import load_config
+
+    paths = sorted((root / "configs" / "gpu").glob("*.yaml"))
+    assert any(p.name.startswith("ilf_") for p in paths)
+    for p in paths:
+        assert load_config(p).name, p

@@ -19,12 +19,13 @@ from inweights.sandbox import run_program
 
 SMOKE = {
     "name": "ilf_smoke", "seed": 0,
-    "domain": {"name": "coding", "coding": {"n_prepare": 40, "n_refine": 6, "n_train": 6, "n_test": 4, "n_tests": 2}},
+    "domain": {"name": "coding", "coding": {"n_prepare": 40, "n_refine": 8, "n_train": 8, "n_test": 4, "n_tests": 2}},
     "model": {"preset": "tiny", "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
                                          "intermediate_size": 64, "vocab_size": 320}},
     "train": {"batch_size": 4, "max_len": 256, "lr": 3.0e-3, "log_every": 2, "threads": 1},
     "ilf": {"n_samples": 2, "refine_samples": 2, "pretrain_steps": 3, "refiner_steps": 2, "policy_steps": 2,
-            "eval_samples": 2, "ks": [1, 2], "max_new_tokens": 24, "workers": 2},
+            "eval_samples": 2, "ks": [1, 2], "max_new_tokens": 24, "workers": 2, "val_tasks": 2,
+            "check_tasks": 2},
     "eval": {"batch_size": 64},
 }
 
@@ -226,3 +227,104 @@ def test_bad_coding_inputs_are_one_line(tmp_path):
     (tmp_path / "norun").mkdir()
     proc = _cli("feedback", "export", str(tmp_path / "norun"), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "not an ILF run directory" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ the edge family
+def test_edge_family_hides_its_edge_case_and_the_feedback_reveals_it():
+    from inweights.domains.coding import EDGE_ANSWERS, generated_tasks, prompt
+
+    tasks = generated_tasks(30, 0, "train", 3, family="edge")
+    assert {t.meta["spec"]["edge"] for t in tasks} == set(EDGE_ANSWERS)  # each task its own answer
+    for t in tasks[:8]:
+        (hidden,) = t.hidden_tests
+        assert hidden not in prompt(t) and all(x in prompt(t) for x in t.tests)
+        answer = t.meta["spec"]["edge"]
+        assert hidden.endswith(f"== {answer!r}")
+        assert run_program(t.gold, list(t.judged_tests)).status == "passed"
+        # what a policy that never saw the convention writes: right on every shown test
+        naive = t.gold.replace(f"    if not ys:\n        return {answer!r}\n", "")
+        naive = naive.replace("max(ys)", "max(ys, default=0)").replace("min(ys)", "min(ys, default=0)")
+        assert run_program(naive, list(t.tests)).status == "passed"
+        v = run_program(naive, list(t.judged_tests)).to_dict()
+        call = hidden.removeprefix("assert ").rsplit(" == ", 1)[0]
+        if answer != 0:  # 0 is what the naive program returns for sum, count and the defaults
+            assert v["status"] == "failed"
+            assert describe_verdict(v) == (f"The code is wrong: {call} returned 0, but it should return {answer!r}. "
+                                           "3 of 4 tests passed.")
+    # the lists family is what it was: every test shown, nothing hidden, the same bytes for the same seed
+    lists = generated_tasks(30, 0, "train", 3)
+    assert all(t.hidden_tests == () and "edge" not in t.meta["spec"] for t in lists)
+    assert lists == generated_tasks(30, 0, "train", 3)
+
+
+def test_fresh_generated_tasks_draw_new_names_from_the_pool():
+    import random
+
+    from inweights.domains.coding import fresh_generated_task, generated_tasks, name_pool
+
+    specs = [t.meta["spec"] for t in generated_tasks(20, 0, "prepare", 2)]
+    rng = random.Random(0)
+    drawn = [fresh_generated_task(rng, specs, "prepare", 2) for _ in range(200)]
+    assert all(name_pool(t.entry_point) == "prepare" for t in drawn)
+    assert len({t.entry_point for t in drawn}) > 150  # a name rarely comes back with the same function
+    assert all(t.meta["spec"] in specs for t in drawn)
+    assert all(run_program(t.gold, list(t.tests)).status == "passed" for t in drawn[:5])
+
+
+# ------------------------------------------------------------------------------------------ early stopping
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
+    import torch
+
+    from inweights.recipes.ilf import _EarlyStop
+
+    class FakeRun:
+        def __init__(self, scores):
+            self.scores, self.logged = iter(scores), []
+
+        def val_pass(self, model, tok, tasks):
+            return next(self.scores)
+
+        def log(self, rec):
+            self.logged.append(rec)
+
+    model = torch.nn.Linear(2, 1)
+    run = FakeRun([0.1, 0.2, 0.5, 0.4, 0.5, 0.3, 0.9])
+    hook = _EarlyStop(run, None, ["t"], every=2, steps=20, patience=3, best_path=tmp_path / "best.pt", name="m")
+    hook.start(model)
+    stops = []
+    for step in range(1, 21):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        stops.append(hook(step, model))
+        if stops[-1]:
+            break
+    # measured at 2, 4, 6, 8, 10: best 0.5 at step 4; 0.4 and 0.5 (no gain) and 0.3 -> three without improvement
+    assert [c["step"] for c in hook.curve] == [0, 2, 4, 6, 8, 10] and step == 10
+    assert hook.best_step == 4 and hook.best == 0.5 and hook.curve[0]["val_pass"] == 0.1
+    hook.restore_best(model)
+    assert model.weight.flatten().tolist() == [4.0, 4.0]
+    again = _EarlyStop(run, None, ["t"], 2, 20, 3, tmp_path / "best.pt", "m")
+    again.load_state_dict(hook.state_dict())  # resumable: the state rides in the training checkpoint
+    assert again.summary() == hook.summary()
+
+
+@pytest.mark.slow
+def test_policy_budget_is_epochs_with_replay(tmp_path):
+    from inweights.config import load_config
+    from inweights.recipes.ilf import ILFRun, load_tasks, policy_record
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**SMOKE, "ilf": {**{k: v for k, v in SMOKE["ilf"].items() if k != "policy_steps"},
+                                                     "policy_epochs": 3.0, "replay": 0.5, "val_tasks": 0}}))
+    cfg = load_config(path)
+    run = ILFRun(cfg, tmp_path / "run", path, resume=False)
+    tasks = load_tasks(cfg, quiet=True)
+    (tmp_path / "run").mkdir()
+    base = run.base_policy(tasks)
+    recs = [policy_record(t, t.gold) for t in tasks["train"]] * 20
+    run.train("p", base, recs, None, None, replay=[policy_record(t, t.gold) for t in tasks["prepare"]])
+    done = json.loads((tmp_path / "run" / "models" / "p" / "done.json").read_text())
+    assert done["replay"] == 0.5 and done["records"] == len(recs)
+    # steps = ceil(3 epochs x the records' tokens / the half of each step's tokens they get)
+    assert done["planned_steps"] == done["steps"] > 1
+    assert 0 <= done["steps"] - 3.0 * done["steps_per_epoch"] < 1.01 and "curve" not in done

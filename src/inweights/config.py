@@ -428,9 +428,29 @@ class ILFConfig(Strict):
     refine_per_task: int = Field(2, gt=0)  # failing programs per refine-pool task the refiner learns from
     pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
     pretrain_lr: float | None = Field(None, gt=0)
+    # tiny: every pretraining example is a prepare-pool function under a fresh name (from the prepare pool's
+    # name space) with fresh test inputs, so the name can only be copied from the prompt, never recalled with
+    # the function it was seen with (the fixed pool's names are memorised: the base then mis-copies new ones)
+    pretrain_fresh_names: bool = True
     refiner_steps: int = Field(200, gt=0)
-    policy_steps: int = Field(100, gt=0)  # SFT steps on the kept refinements (and for the SFT baselines)
+    # fine-tuning the policy (ILF and the SFT baselines): a budget of epochs over the records (the paper: 2),
+    # or a fixed number of steps when ``policy_steps`` is set
+    policy_epochs: float = Field(2.0, gt=0)
+    policy_steps: int | None = Field(None, gt=0)
     policy_lr: float | None = Field(None, gt=0)
+    # share of each fine-tuning stream drawn from the starting policy's own training tasks (the prepare pool's
+    # gold solutions; nothing when there is no prepare pool), so fine-tuning does not unlearn what it knew
+    replay: float = Field(0.5, ge=0, lt=1)
+    # early stopping: ``val_tasks`` train-pool tasks are held out (never refined, never trained on, never the
+    # test pool); every ``val_every`` epochs the policy's greedy pass rate on them is measured, training stops
+    # after ``patience`` measurements without improvement, and the best checkpoint is kept. 0 tasks: off
+    val_tasks: int = Field(40, ge=0)
+    val_every: float = Field(0.5, gt=0)
+    patience: int = Field(3, gt=0)
+    # the feedback-information check: ``check_tasks`` refine-pool tasks are held out from the refiners'
+    # training; their failing programs are refined with real feedback, with another task's (shuffled) and
+    # without; 0: no check
+    check_tasks: int = Field(40, ge=0)
     eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
     ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
     timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)

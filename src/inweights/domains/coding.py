@@ -51,6 +51,11 @@ class CodingConfig(Strict):
     n_train: int = Field(200, gt=0, le=900)
     n_test: int = Field(100, gt=0, le=900)
     n_tests: int = Field(3, gt=0)  # asserts per generated task
+    # generated tasks of the refine, train and test pools: ``lists`` (every test in the prompt), or ``edge``: the
+    # statement leaves implicit what to return when no element qualifies — each task has its own answer (-1,
+    # None or 0), checked by a hidden test the prompt never shows, so only the test feedback reveals it (the
+    # prepare pool, the starting policy's, stays ``lists``)
+    family: Literal["lists", "edge"] = "lists"
 
     @model_validator(mode="after")
     def _check(self) -> CodingConfig:
@@ -77,6 +82,12 @@ class CodingTask:
     prefix: str = ""  # code the completion continues (HumanEval: signature and docstring)
     source: str = "mbpp"
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    hidden_tests: tuple[str, ...] = ()  # judged, never shown in the prompt (the ``edge`` family's edge case)
+
+    @property
+    def judged_tests(self) -> tuple[str, ...]:
+        """Every test a program is judged by: the prompt's, then the hidden ones."""
+        return self.tests + self.hidden_tests
 
 
 def entry_point_of(tests: list[str] | tuple[str, ...], where: str, code: str = "") -> str:
@@ -289,31 +300,79 @@ def generated_spec(rng: random.Random) -> dict[str, Any]:
     return spec
 
 
-def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests: int = 3) -> CodingTask:
+EDGE_ANSWERS = (-1, None, 0)  # the ``edge`` family: what a task returns when no element qualifies
+
+
+def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests: int = 3,
+                   family: str = "lists") -> CodingTask:
     agg_text, agg_code = AGGREGATES[spec["agg"]]
     tr_text, tr_code = (s.format(k=spec["k1"]) for s in TRANSFORMS[spec["tr"]])
     flt_text, flt_code = (s.format(k=spec["k2"]) for s in FILTERS[spec["flt"]])
     gen = f"{tr_code} for x in xs{flt_code}"
-    code = f"def {name}(xs):\n    return {agg_code.format(gen=gen)}\n"
     text = f"Write a function {name}(xs) that returns {agg_text} {tr_text} for every x in xs{flt_text}."
+    edge = family == "edge"
+    if edge:  # the answer for an empty selection is the task's own, and the statement does not say it
+        answer = rng.choice(EDGE_ANSWERS)
+        agg = {"sum": "sum(ys)", "max": "max(ys)", "min": "min(ys)", "count": "len(ys)"}[spec["agg"]]
+        code = (f"def {name}(xs):\n    ys = [{gen}]\n    if not ys:\n        return {answer!r}\n"
+                f"    return {agg}\n")
+        spec = {**spec, "edge": answer}
+    else:
+        code = f"def {name}(xs):\n    return {agg_code.format(gen=gen)}\n"
     namespace: dict[str, Any] = {}
     exec(compile(code, f"<{name}>", "exec"), namespace)  # noqa: S102 - our own generated code, see above
+    fn = namespace[name]
     tests = []
     for _ in range(n_tests):
         xs = [rng.randint(0, 9) for _ in range(rng.randint(3, 6))]
-        tests.append(f"assert {name}({xs}) == {namespace[name](xs)!r}")
+        while edge and not _selects(spec, xs):  # the prompt's tests never show the edge case
+            xs = [rng.randint(0, 9) for _ in range(rng.randint(3, 6))]
+        tests.append(f"assert {name}({xs}) == {fn(xs)!r}")
+    hidden = ()
+    if edge:
+        xs = _empty_selection(spec, rng)
+        hidden = (f"assert {name}({xs}) == {fn(xs)!r}",)
     return CodingTask(id=f"gen/{name}", text=text, tests=tuple(tests), entry_point=name, gold=code,
-                      source="generated", meta={"spec": spec})
+                      source="generated", meta={"spec": spec}, hidden_tests=hidden)
+
+
+def _keeps(spec: dict[str, Any], x: int) -> bool:
+    flt, k = spec["flt"], spec["k2"]
+    return {"none": True, "gt": x > (k or 0), "lt": x < (k or 0), "even": x % 2 == 0, "odd": x % 2 == 1}[flt]
+
+
+def _selects(spec: dict[str, Any], xs: list[int]) -> bool:
+    return any(_keeps(spec, x) for x in xs)
+
+
+def _empty_selection(spec: dict[str, Any], rng: random.Random) -> list[int]:
+    """An input none of whose elements the filter keeps (the empty list when it keeps everything)."""
+    if spec["flt"] == "none":
+        return []
+    pool = [x for x in range(10) if not _keeps(spec, x)]
+    return [rng.choice(pool) for _ in range(rng.randint(2, 4))]
+
+
+def fresh_generated_task(rng: random.Random, specs: list[dict[str, Any]], pool: str, n_tests: int = 3) -> CodingTask:
+    """One of ``specs`` under a random name from ``pool``'s name space, with fresh test inputs: a stream of these
+    teaches a function's shape and copying its name from the prompt, never a name's association with a
+    function (tasks from a fixed pool let a small model recall names instead of copying them)."""
+    while True:
+        name = "".join(rng.choice(SYLLABLES) for _ in range(3))
+        if name_pool(name) == pool:
+            return generated_task(rng.choice(specs), name, rng, n_tests)
 
 
 def spec_key(spec: dict[str, Any]) -> tuple:
-    """What a generated task computes (its name and test inputs aside)."""
-    return tuple(sorted(spec.items()))
+    """What a generated task computes (its name, test inputs and the ``edge`` family's answer aside)."""
+    return tuple(sorted((k, v) for k, v in spec.items() if k != "edge"))
 
 
-def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set[tuple] = frozenset()) -> list[CodingTask]:
+def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set[tuple] = frozenset(),
+                    family: str = "lists") -> list[CodingTask]:
     """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces; specs in
-    ``exclude`` (``spec_key``) are never drawn — the prepare pool excludes every other pool's."""
+    ``exclude`` (``spec_key``) are never drawn — the prepare pool excludes every other pool's (``family``:
+    ``CodingConfig.family``)."""
     from inweights.core.seeds import derive_seed
 
     if pool not in POOLS:
@@ -336,7 +395,7 @@ def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set
             continue
         misses = 0
         taken.add(name)
-        tasks.append(generated_task(spec, name, rng, n_tests))
+        tasks.append(generated_task(spec, name, rng, n_tests, family))
     return tasks
 
 

@@ -29,6 +29,7 @@ writes the programs to annotate (``inweights feedback export`` / ``import``, the
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -44,6 +45,7 @@ from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache
 from inweights.domains.coding import (
     CodingTask,
+    fresh_generated_task,
     generated_tasks,
     program_of,
     prompt,
@@ -71,7 +73,7 @@ def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[Cod
     c = cfg.domain.coding
     if c.source == "generated":
         # what the experiment's tasks compute never appears among the starting policy's training tasks
-        out = {p: generated_tasks(n, cfg.seed, p, c.n_tests)
+        out = {p: generated_tasks(n, cfg.seed, p, c.n_tests, family=c.family)
                for p, n in (("refine", c.n_refine), ("train", c.n_train), ("test", c.n_test))}
         used = {spec_key(t.meta["spec"]) for ts in out.values() for t in ts}
         out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests, used) if c.n_prepare else []
@@ -149,8 +151,14 @@ class ILFRun:
         model, tok = load_model(source, m.dtype, None, m.attn_implementation)
         return model.to(get_accelerator().device), tok
 
-    def train(self, name: str, start, records: list[dict[str, Any]], steps: int, lr: float | None) -> Path:
-        """SFT ``start`` on ``records`` (loss on the assistant turn) -> models/<name>/model; cached."""
+    def train(self, name: str, start, records: list[dict[str, Any]], steps: int | None, lr: float | None, *,
+              replay: list[dict[str, Any]] = (), draw=None, val: list[CodingTask] = ()) -> Path:
+        """SFT ``start`` (loss on the assistant turn) -> models/<name>/model; cached.
+
+        Examples come from ``records`` (or ``draw(rng)``, a record per call), a ``ilf.replay`` share of them from
+        ``replay``. ``steps=None``: a budget of ``ilf.policy_epochs`` epochs over ``records``; with ``val`` tasks,
+        the greedy pass rate on them is measured every ``ilf.val_every`` epochs, training stops after
+        ``ilf.patience`` measurements without improvement and the best checkpoint is what is saved."""
         from inweights.models import load_model, save_model
         from inweights.models.load import is_lora
         from inweights.train.data import PackedBatches
@@ -159,17 +167,42 @@ class ILFRun:
         d = self.out / "models" / name
         if (d / "done.json").is_file():
             return d / "model"
-        if not records:
+        if not records and draw is None:
             raise UserError(f"ILF step {name}: nothing to train on (no records)")
-        m = self.cfg.model
+        m, t = self.cfg.model, self.cfg.train
         model, tok = load_model(start, m.dtype, m.lora, m.attn_implementation)
         tokens = TokenCache(tok)
-        batches = PackedBatches(lambda rng: tokens(rng.choice(records), "completion"),
-                                derive_seed(self.cfg.seed, "ilf", name, "stream"), self.cfg.train.batch_size,
-                                self.cfg.train.max_len, tok.pad_token_id)
+        share = self.ilf.replay if replay else 0.0
+        budget: dict[str, Any] = {"replay": share, "replay_records": len(replay)}
+        # an epoch over ``records``: their tokens over the tokens a step gives them
+        own = sum(len(tokens(r, "completion")[0]) for r in records)
+        per_epoch = own / ((1 - share) * t.batch_size * t.max_len) if draw is None else None
+        if steps is None:
+            steps = max(1, math.ceil(self.ilf.policy_epochs * per_epoch))
+        if per_epoch:
+            budget.update(epochs=round(steps / per_epoch, 2), steps_per_epoch=round(per_epoch, 3))
+
+        def sample(rng):
+            if share and rng.random() < share:
+                return tokens(rng.choice(replay), "completion")
+            return tokens(draw(rng) if draw is not None else rng.choice(records), "completion")
+
+        batches = PackedBatches(sample, derive_seed(self.cfg.seed, "ilf", name, "stream"), t.batch_size,
+                                t.max_len, tok.pad_token_id)
+        hook = None
+        if val and per_epoch:
+            every = max(1, round(self.ilf.val_every * per_epoch))
+            hook = _EarlyStop(self, tok, list(val), every, steps, self.ilf.patience, d / "best.pt", name)
+            from inweights.train.loop import get_accelerator
+
+            hook.start(model.to(get_accelerator().device))
         log = self.run.stage_log(model=name)
-        res = train_stage(model, batches, steps, self.cfg.train, d, lr=lr, desc=f"ilf:{name}",
-                          save_every=self.cfg.train.save_every, log=log)
+        res = train_stage(model, batches, steps, t, d, lr=lr, desc=f"ilf:{name}",
+                          save_every=t.save_every, log=log, on_step=hook)
+        if hook is not None:
+            hook.restore_best(res["model"])
+            budget.update(hook.summary())
+            self.log({"event": "early_stopping", "model": name, **hook.summary()})
         tmp = d / "model.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -179,8 +212,19 @@ class ILFRun:
             shutil.rmtree(d / "model")
         os.replace(tmp, d / "model")
         info = {k: v for k, v in res.items() if k not in ("model", "state_dict", "losses")}
-        (d / "done.json").write_text(json.dumps({**info, "records": len(records)}) + "\n")
+        (d / "done.json").write_text(json.dumps({**info, **budget, "planned_steps": steps,
+                                                 "records": len(records)}) + "\n")
+        (d / "best.pt").unlink(missing_ok=True)
         return d / "model"
+
+    def val_pass(self, model, tok, tasks: list[CodingTask]) -> float:
+        """Greedy pass rate of ``model`` on ``tasks`` (early stopping's measure)."""
+        from inweights.eval.generate import generate
+
+        chat = [[{"role": "user", "content": prompt(task)}] for task in tasks]
+        outs = generate(model, tok, chat, max_new_tokens=self.ilf.max_new_tokens, batch_size=self.cfg.eval.batch_size)
+        verdicts = self.judge(tasks, [[program_of(task, x)] for task, x in zip(tasks, outs)])
+        return sum(v[0]["status"] == "passed" for v in verdicts) / len(tasks)
 
     def base_policy(self, tasks) -> Path | str:
         cfg = self.cfg
@@ -205,7 +249,15 @@ class ILFRun:
         if not tasks["prepare"]:
             raise UserError("ilf.pretrain_steps needs the generated prepare pool (domain.coding.n_prepare > 0)")
         recs = [policy_record(t, t.gold) for t in tasks["prepare"]]
-        return self.train("policy_base", init, recs, self.ilf.pretrain_steps, self.ilf.pretrain_lr)
+        draw = None
+        if self.ilf.pretrain_fresh_names and cfg.domain.coding.source == "generated":
+            specs = [t.meta["spec"] for t in tasks["prepare"]]
+            n_tests = cfg.domain.coding.n_tests
+
+            def draw(rng):
+                t = fresh_generated_task(rng, specs, "prepare", n_tests)
+                return policy_record(t, t.gold)
+        return self.train("policy_base", init, recs, self.ilf.pretrain_steps, self.ilf.pretrain_lr, draw=draw)
 
     # -- sampling and judging
     def sample(self, model_dir, prompts: list[str], n: int, name: str) -> list[list[str]]:
@@ -219,7 +271,7 @@ class ILFRun:
         return [outs[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def judge(self, tasks: list[CodingTask], programs: list[list[str]]) -> list[list[dict[str, Any]]]:
-        progs = [Program(code, t.tests, t.setup, t.id) for t, codes in zip(tasks, programs) for code in codes]
+        progs = [Program(code, t.judged_tests, t.setup, t.id) for t, codes in zip(tasks, programs) for code in codes]
         verdicts = iter(run_many(progs, limits=self.limits, workers=self.ilf.workers))
         return [[next(verdicts).to_dict() for _ in codes] for codes in programs]
 
@@ -274,12 +326,13 @@ class ILFRun:
             step = {"requests": [_slim_request(r) for r in requests], "feedback": fb}
             self.save_step("refine_pool_feedback", step)
         by_id = {t.id: t for t in pool}
-        with_fb = [refine_record(by_id[r["task_id"]], r["program"], f, g)
-                   for r, f, g in zip(step["requests"], step["feedback"], golds) if f is not None]
-        without = [refine_record(by_id[r["task_id"]], r["program"], None, g)
-                   for r, f, g in zip(step["requests"], step["feedback"], golds) if f is not None]
-        self.log({"event": "refiner_data", "pairs": len(with_fb), "tasks": len(pool),
-                  "tasks_with_a_failure": len({r["task_id"] for r in step["requests"]})})
+        held = {t.id for t in self.check_pool(tasks)}  # the feedback check's tasks: never trained on
+        use = [(r, f, g) for r, f, g in zip(step["requests"], step["feedback"], golds)
+               if f is not None and r["task_id"] not in held]
+        with_fb = [refine_record(by_id[r["task_id"]], r["program"], f, g) for r, f, g in use]
+        without = [refine_record(by_id[r["task_id"]], r["program"], None, g) for r, f, g in use]
+        self.log({"event": "refiner_data", "pairs": len(with_fb), "tasks": len(pool) - len(held),
+                  "tasks_with_a_failure": len({r["task_id"] for r, _, _ in use}), "check_tasks": len(held)})
         out = {}
         if "ilf" in methods:
             out["ilf"] = self.train("refiner_feedback", base, with_fb, self.ilf.refiner_steps, None)
@@ -288,9 +341,67 @@ class ILFRun:
                                                             self.ilf.refiner_steps, None)
         return out
 
+    def check_pool(self, tasks) -> list[CodingTask]:
+        """The refine-pool tasks the feedback check holds out (the last ``ilf.check_tasks``)."""
+        n = self.ilf.check_tasks
+        return tasks["refine"][-n:] if n else []
+
+    def feedback_check(self, refiners: dict[str, Path], tasks) -> dict[str, Any] | None:
+        """Does the feedback carry information the refiner uses? The held-out refine tasks' failing programs,
+        refined by the feedback refiner with their own feedback (``real``) and with another task's
+        (``shuffled``, a seeded derangement across tasks), and by the no-feedback refiner (``none``);
+        ``refine_samples`` each. Rates are the share of refinements that pass, with bootstrap 95% intervals
+        over programs, and paired differences."""
+        check = self.check_pool(tasks)
+        if not check or not {"ilf", "sft_refinements_no_feedback"} <= set(refiners):
+            return None
+        hit = self.cached("feedback_check")
+        if hit is None:
+            ids = {t.id for t in check}
+            by_id = {t.id: t for t in check}
+            step = self.cached("refine_pool_feedback")
+            items = [(by_id[r["task_id"]], r["program"], f) for r, f in zip(step["requests"], step["feedback"])
+                     if r["task_id"] in ids and f is not None]
+            if len({t.id for t, _, _ in items}) < 2:
+                return None
+            rng = random.Random(derive_seed(self.cfg.seed, "ilf", "feedback_check", "shuffle"))
+            shuffled = []
+            for t, _, _ in items:
+                others = [f for u, _, f in items if u.id != t.id]
+                shuffled.append(rng.choice(others))
+            conds = {"real": ("ilf", [refine_prompt(t, p, f) for t, p, f in items]),
+                     "shuffled": ("ilf", [refine_prompt(t, p, g) for (t, p, _), g in zip(items, shuffled)]),
+                     "none": ("sft_refinements_no_feedback", [refine_prompt(t, p, None) for t, p, _ in items])}
+            hit = {"programs": len(items), "tasks": len({t.id for t, _, _ in items}), "conditions": {}}
+            t0 = time.time()
+            for cond, (which, prompts) in conds.items():
+                texts = self.sample(refiners[which], prompts, self.ilf.refine_samples, f"check_{cond}")
+                cand = [[program_of(t, x) for x in xs] for (t, _, _), xs in zip(items, texts)]
+                verdicts = self.judge([t for t, _, _ in items], cand)
+                hit["conditions"][cond] = [sum(v["status"] == "passed" for v in vs) / len(vs) for vs in verdicts]
+            hit["shuffled_feedback"] = shuffled
+            hit["seconds"] = round(time.time() - t0, 1)
+            self.save_step("feedback_check", hit)
+        per = hit["conditions"]
+        seed = derive_seed(self.cfg.seed, "bootstrap", "feedback_check")
+        out = {"programs": hit["programs"], "tasks": hit["tasks"]}
+        for cond, vals in per.items():
+            out[cond] = {"rate": sum(vals) / len(vals), "ci": bootstrap_ci(vals, seed)}
+        for other in ("shuffled", "none"):
+            diff = [a - b for a, b in zip(per["real"], per[other])]
+            out[f"real_minus_{other}"] = {"diff": sum(diff) / len(diff), "ci": bootstrap_ci(diff, seed)}
+        out["informative"] = all(out[f"real_minus_{o}"]["ci"][0] > 0 for o in ("shuffled", "none"))
+        self.log({"event": "feedback_check", **{k: v for k, v in out.items()}})
+        if not out["informative"]:
+            r, sh, no = (100 * out[c]["rate"] for c in ("real", "shuffled", "none"))
+            print(f"warning: feedback check: refinements with real feedback pass {r:.1f}% against {sh:.1f}% with "
+                  f"shuffled feedback and {no:.1f}% without — real feedback is not clearly better (95% CIs of the "
+                  f"paired differences reach 0; steps/feedback_check.json)")
+        return out
+
     def round(self, method: str, r: int, policy, refiner, tasks) -> tuple[Path, dict[str, Any]]:
         """One ILF round with this refiner: sample, keep failed tasks, feedback, refine, filter, fine-tune."""
-        pool = tasks["train"]
+        pool = self.train_pool(tasks)
         name = f"{method}_r{r}"
         # round 1 samples pi_0 for both methods: one sampling, shared
         s = self.sample_and_judge(f"policy_r{r}" if r == 1 else f"{name}_policy", policy, pool, self.ilf.n_samples)
@@ -333,7 +444,20 @@ class ILFRun:
         self.log({"event": "round", "method": method, "round": r, **summary})
         if not records:
             return Path(policy), {**summary, "trained": False}
-        return self.train(name, policy, records, self.ilf.policy_steps, self.ilf.policy_lr), {**summary, "trained": True}
+        return self.finetune(name, policy, records, tasks), {**summary, "trained": True}
+
+    def train_pool(self, tasks) -> list[CodingTask]:
+        """The train pool less the validation tasks (the last ``ilf.val_tasks``)."""
+        n = self.ilf.val_tasks
+        return tasks["train"][:-n] if n else tasks["train"]
+
+    def finetune(self, name: str, start, records: list[dict[str, Any]], tasks) -> Path:
+        """A policy fine-tune (ILF's and the SFT baselines'): epochs (or ``policy_steps``), replay of the
+        starting policy's training tasks, early stopping on the validation tasks."""
+        n = self.ilf.val_tasks
+        replay = [policy_record(t, t.gold) for t in tasks["prepare"]]
+        return self.train(name, start, records, self.ilf.policy_steps, self.ilf.policy_lr, replay=replay,
+                          val=tasks["train"][-n:] if n else [])
 
     def evaluate(self, label: str, model_dir, tasks) -> dict[str, Any]:
         s = self.sample_and_judge(f"eval_{label}", model_dir, tasks["test"], self.ilf.eval_samples)
@@ -365,6 +489,12 @@ class ILFRun:
         for p in ("refine", "train", "test"):
             if not tasks[p]:
                 raise UserError(f"domain.coding: the {p} pool is empty")
+        if self.ilf.val_tasks >= len(tasks["train"]):
+            raise UserError(f"ilf.val_tasks ({self.ilf.val_tasks}) must be fewer than the train pool's "
+                            f"{len(tasks['train'])} tasks")
+        if self.ilf.check_tasks >= len(tasks["refine"]):
+            raise UserError(f"ilf.check_tasks ({self.ilf.check_tasks}) must be fewer than the refine pool's "
+                            f"{len(tasks['refine'])} tasks")
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
         (out / "tasks.json").write_text(json.dumps({p: [t.id for t in ts] for p, ts in tasks.items()}) + "\n")
@@ -374,7 +504,12 @@ class ILFRun:
         finals: dict[str, Path | str] = {"zero_shot": base}
         want = set(cfg.recipes)
         methods = want & {"ilf", "sft_refinements_no_feedback"} | ({"ilf"} if "sft_gold" in want else set())
+        if methods and self.ilf.check_tasks:  # the check compares both refiners
+            methods |= {"ilf", "sft_refinements_no_feedback"}
         refiners = self.refiners(base, tasks, methods) if methods else {}
+        check = self.feedback_check(refiners, tasks) if refiners else None
+        if check is not None:
+            results["feedback_check"] = check
         first_round: dict[str, dict] = {}
         for method in ("ilf", "sft_refinements_no_feedback"):
             if method not in methods:
@@ -387,13 +522,17 @@ class ILFRun:
                     first_round[method] = self.cached(f"{method}_r1_refinements")
             finals[method] = policy
         if "sft_gold" in want:
-            kept_ids = [k["task_id"] for k in first_round["ilf"]["items"] if k["kept"] is not None]
-            by_id = {t.id: t for t in tasks["train"]}
+            # the gold solutions of every task ILF kept, over all its rounds
+            kept_ids = [k["task_id"] for r in range(1, self.ilf.rounds + 1)
+                        for k in (self.cached(f"ilf_r{r}_refinements") or {"items": []})["items"] if k["kept"] is not None]
+            by_id = {t.id: t for t in self.train_pool(tasks)}
             failed_ids = [k["task_id"] for k in first_round["ilf"]["items"]] or list(by_id)
-            ids = kept_ids or failed_ids
+            ids = list(dict.fromkeys(kept_ids)) or failed_ids
             recs = [policy_record(by_id[i], completion_of(by_id[i], by_id[i].gold)) for i in ids]
-            finals["sft_gold"] = self.train("sft_gold", base, recs, self.ilf.policy_steps, self.ilf.policy_lr)
+            finals["sft_gold"] = self.finetune("sft_gold", base, recs, tasks)
             results["sft_gold_tasks"] = len(recs)
+        results["finetunes"] = {d.name: json.loads((d / "done.json").read_text())
+                                for d in sorted((out / "models").glob("*")) if (d / "done.json").is_file()}
         for recipe in cfg.recipes:
             results["recipes"][recipe] = self.evaluate(recipe, finals[recipe], tasks)
         results["pools"] = {p: len(ts) for p, ts in tasks.items()}
@@ -409,6 +548,53 @@ class ILFRun:
         return summary
 
 
+class _EarlyStop:
+    """``train_stage``'s step hook: the greedy pass rate on the validation tasks every ``every`` steps (and at the
+    last), the best checkpoint's trainable weights in ``best_path``, a stop after ``patience`` measurements
+    without improvement. Resumable (its state rides in the training checkpoint)."""
+
+    def __init__(self, run: ILFRun, tok, tasks: list[CodingTask], every: int, steps: int, patience: int,
+                 best_path: Path, name: str):
+        self.run, self.tok, self.tasks, self.every, self.steps = run, tok, tasks, every, steps
+        self.patience, self.best_path, self.name = patience, best_path, name
+        self.curve: list[dict[str, Any]] = []
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad = 0
+
+    def start(self, model) -> None:
+        if not self.curve:  # the starting point, for the curve (never chosen: the stage is meant to train)
+            self.curve.append({"step": 0, "val_pass": self.run.val_pass(model, self.tok, self.tasks)})
+
+    def __call__(self, step: int, model) -> bool:
+        if step % self.every and step != self.steps:
+            return False
+        score = self.run.val_pass(model, self.tok, self.tasks)
+        self.curve.append({"step": step, "val_pass": score})
+        self.run.log({"event": "val", "model": self.name, "step": step, "val_pass": score})
+        if self.best is None or score > self.best:
+            self.best, self.best_step, self.bad = score, step, 0
+            torch.save({n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+                       self.best_path)
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+    def restore_best(self, model) -> None:
+        if self.best_step is not None and self.best_step != self.curve[-1]["step"]:
+            model.load_state_dict(torch.load(self.best_path, weights_only=True), strict=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {"val_tasks": len(self.tasks), "val_every_steps": self.every, "best_step": self.best_step,
+                "best_val_pass": self.best, "curve": self.curve}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve, "best": self.best, "best_step": self.best_step, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve, self.best, self.best_step, self.bad = state["curve"], state["best"], state["best_step"], state["bad"]
+
+
 def _slim(v: dict[str, Any]) -> dict[str, Any]:
     """What a step file keeps of a verdict (enough for feedback and for the report)."""
     keep = ("status", "reason", "error_type", "message", "tests_passed", "tests_total")
@@ -417,7 +603,7 @@ def _slim(v: dict[str, Any]) -> dict[str, Any]:
 
 
 def _request(task: CodingTask, program: str, verdict: dict[str, Any]) -> dict[str, Any]:
-    return {"task_id": task.id, "text": task.text, "tests": list(task.tests), "program": program,
+    return {"task_id": task.id, "text": task.text, "tests": list(task.judged_tests), "program": program,
             "verdict": verdict, "key": program_key(task.id, program)}
 
 

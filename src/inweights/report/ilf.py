@@ -45,6 +45,47 @@ def pass_at_k_plot(out: Path, results: dict[str, Any], ks: list[int]) -> Path:
     return path
 
 
+def _ci(v: dict[str, Any], key: str = "rate") -> str:
+    return f"{_pct(v[key])} [{_pct(v['ci'][0])}–{_pct(v['ci'][1])}]"
+
+
+def feedback_check_section(check: dict[str, Any] | None) -> list[str]:
+    """Does the feedback carry information the refiner uses (``ILFRun.feedback_check``)?"""
+    if not check:
+        return []
+    md = ["## Does the feedback carry information?", "",
+          (f"{check['programs']} failing programs of {check['tasks']} refine-pool tasks the refiners never trained "
+           "on, each refined by the feedback refiner with its own feedback (real), with another task's (shuffled), "
+           "and by the refiner trained without feedback (none). % of refinements that pass [bootstrap 95% CI over "
+           "programs]:"), "",
+          "| real | shuffled | none | real − shuffled | real − none |", "|---|---|---|---|---|",
+          (f"| {_ci(check['real'])} | {_ci(check['shuffled'])} | {_ci(check['none'])} | "
+           f"{_ci(check['real_minus_shuffled'], 'diff')} | {_ci(check['real_minus_none'], 'diff')} |"), ""]
+    md.append("Real feedback is clearly better than both (both intervals above 0)." if check["informative"] else
+              "**Real feedback is not clearly better** than shuffled or no feedback (an interval reaches 0): "
+              "whatever ILF gains here is not from what the feedback says.")
+    return md + [""]
+
+
+def finetune_section(finetunes: dict[str, Any]) -> list[str]:
+    """Each fine-tuned model's budget and, with early stopping, its validation curve."""
+    rows = [(n, f) for n, f in finetunes.items() if n != "init"]
+    if not rows:
+        return []
+    md = ["## Fine-tuning", "",
+          ("| model | records | steps trained / planned | epochs | replay share | stopped early | best step | "
+           "val greedy pass: start → best | val curve (step: %) |"),
+          "|---|---|---|---|---|---|---|---|---|"]
+    for n, f in rows:
+        curve = f.get("curve") or []
+        start = f"{_pct(curve[0]['val_pass'])} → {_pct(f['best_val_pass'])}" if curve and f.get("best_val_pass") is not None else ""
+        pts = ", ".join(f"{c['step']}: {_pct(c['val_pass'])}" for c in curve)
+        md.append(f"| {n} | {f.get('records', '')} | {f.get('steps', '')} / {f.get('planned_steps', '')} | "
+                  f"{f.get('epochs', '')} | {f.get('replay', 0)} | {'yes' if f.get('stopped_early') else 'no'} | "
+                  f"{f.get('best_step', '') if f.get('best_step') is not None else ''} | {start} | {pts} |")
+    return md + [""]
+
+
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     ilf, ks = cfg.ilf, cfg.ilf.ks
     recipes = results["recipes"]
@@ -80,6 +121,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
         if "sft_gold_tasks" in results:
             md += ["", f"`sft_gold` trained on the gold solutions of {results['sft_gold_tasks']} tasks."]
         md.append("")
+    md += feedback_check_section(results.get("feedback_check"))
+    md += finetune_section(results.get("finetunes", {}))
     plot = pass_at_k_plot(out, results, ks)
     md += [f"![pass@k]({plot.name})", "",
            ("Every program ran in the sandbox; every sample, verdict, feedback text and kept refinement is in "
