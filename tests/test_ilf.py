@@ -177,6 +177,27 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
         assert sa == sb, step
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| ilf | 1 | 6 |" in report and "pass@2" in report
+    # the feedback check: held-out refine tasks, three conditions, the shuffled feedback always another task's
+    check = a["feedback_check"]
+    assert set(check) >= {"real", "shuffled", "none", "real_minus_shuffled", "real_minus_none", "informative"}
+    held = json.loads((tmp_path / "a" / "tasks.json").read_text())["refine"][-2:]
+    fb = json.loads((tmp_path / "a" / "steps" / "refine_pool_feedback.json").read_text())
+    own = {}
+    for r, f in zip(fb["requests"], fb["feedback"]):
+        own.setdefault(r["task_id"], set()).add(f)
+    step = json.loads((tmp_path / "a" / "steps" / "feedback_check.json").read_text())
+    items = [(r["task_id"], f) for r, f in zip(fb["requests"], fb["feedback"]) if r["task_id"] in held]
+    assert step["programs"] == len(items) and len(step["conditions"]["real"]) == len(items)
+    assert all(g in set().union(*(own[t] for t in held if t != tid)) for (tid, _), g in zip(items, step["shuffled_feedback"]))
+    assert "Does the feedback carry information?" in report and "## Fine-tuning" in report
+    # every policy fine-tune measured the validation tasks from its start; none trained on them or on check tasks
+    tunes = a["finetunes"]
+    policies = [n for n in tunes if n not in ("policy_base", "refiner_feedback", "refiner_no_feedback")]
+    assert "sft_gold" in policies and all(tunes[n]["curve"][0]["step"] == 0 for n in policies)
+    assert "curve" not in tunes["refiner_feedback"] and "curve" not in tunes["policy_base"]
+    val = json.loads((tmp_path / "a" / "tasks.json").read_text())["train"][-2:]
+    sampled = {t["task_id"] for t in json.loads((tmp_path / "a" / "steps" / "policy_r1.json").read_text())["tasks"]}
+    assert sampled and not sampled & set(val)
     assert json.loads((tmp_path / "a" / "status.json").read_text())["state"] == "finished"
 
 
