@@ -245,6 +245,12 @@ def test_bad_coding_inputs_are_one_line(tmp_path):
     proc = _cli("validate", str(bad))
     assert proc.returncode == 2 and "every k in ks must be <= eval_samples" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({**SMOKE, "ilf": {**SMOKE["ilf"], "val_tasks": 8}}))
+    proc = _cli("run", str(big), "--out", str(tmp_path / "r2"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "inweights: error: ilf.val_tasks (8) must be fewer than the train pool's 8 tasks")
+    assert not (tmp_path / "r2").exists()
     (tmp_path / "norun").mkdir()
     proc = _cli("feedback", "export", str(tmp_path / "norun"), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "not an ILF run directory" in proc.stderr

@@ -188,9 +188,9 @@ class _ILF(Regime):
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_memory, check_model
-        from inweights.recipes.ilf import load_tasks
+        from inweights.recipes.ilf import check_pools, load_tasks
 
-        load_tasks(cfg, quiet=quiet)
+        check_pools(cfg, load_tasks(cfg, quiet=quiet))
         check_model(cfg)
         check_memory(cfg)
         return {}

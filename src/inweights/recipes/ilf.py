@@ -91,6 +91,16 @@ def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[Cod
     return {"prepare": [], "refine": rest[: len(rest) // 2], "train": rest[len(rest) // 2:], "test": test}
 
 
+def check_pools(cfg: ExperimentConfig, tasks: dict[str, list[CodingTask]]) -> None:
+    """The held-out shares must leave tasks to work on (checked before a run writes anything)."""
+    ilf = cfg.ilf
+    if ilf.val_tasks >= len(tasks["train"]):
+        raise UserError(f"ilf.val_tasks ({ilf.val_tasks}) must be fewer than the train pool's {len(tasks['train'])} tasks")
+    if ilf.check_tasks >= len(tasks["refine"]):
+        raise UserError(f"ilf.check_tasks ({ilf.check_tasks}) must be fewer than the refine pool's "
+                        f"{len(tasks['refine'])} tasks")
+
+
 def policy_record(task: CodingTask, code: str) -> dict[str, Any]:
     msgs = [{"role": "user", "content": prompt(task)}, {"role": "assistant", "content": code}]
     return {"messages": msgs, "prompt": msgs[:1], "completion": msgs[1:], "task": task.id}
@@ -489,12 +499,7 @@ class ILFRun:
         for p in ("refine", "train", "test"):
             if not tasks[p]:
                 raise UserError(f"domain.coding: the {p} pool is empty")
-        if self.ilf.val_tasks >= len(tasks["train"]):
-            raise UserError(f"ilf.val_tasks ({self.ilf.val_tasks}) must be fewer than the train pool's "
-                            f"{len(tasks['train'])} tasks")
-        if self.ilf.check_tasks >= len(tasks["refine"]):
-            raise UserError(f"ilf.check_tasks ({self.ilf.check_tasks}) must be fewer than the refine pool's "
-                            f"{len(tasks['refine'])} tasks")
+        check_pools(cfg, tasks)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
         (out / "tasks.json").write_text(json.dumps({p: [t.id for t in ts] for p, ts in tasks.items()}) + "\n")
