@@ -13,9 +13,9 @@ One run (``domain.name: coding``):
 2. Each round r: pi_r samples ``n_samples`` programs per ``train``-pool task; tasks with no passing sample
    are kept; one failing program per kept task gets feedback; the refiner samples ``refine_samples``
    refinements; the first that passes the tests is kept (one per task); pi_{r+1} = pi_r fine-tuned on the
-   kept refinements (``policy_steps``).
-3. Baselines: ``zero_shot`` (pi_0), ``sft_gold`` (pi_0 fine-tuned on the gold solutions of the tasks ILF's
-   first round kept — the same tasks, the same steps), ``sft_refinements_no_feedback`` (steps 1-2 with the
+   kept refinements (``policy_epochs`` with replay and early stopping on held-out train tasks: ``finetune``).
+3. Baselines: ``zero_shot`` (pi_0), ``sft_gold`` (pi_0 fine-tuned on the gold solutions of the tasks ILF
+   kept in any round — the same tasks, the same budget rule), ``sft_refinements_no_feedback`` (steps 1-2 with the
    refiner that never saw feedback).
 4. Every model is scored on the ``test`` pool with ``eval_samples`` samples per task: pass@k with the
    unbiased estimator, with a bootstrap 95% interval over tasks.
@@ -359,7 +359,7 @@ class ILFRun:
     def feedback_check(self, refiners: dict[str, Path], tasks) -> dict[str, Any] | None:
         """Does the feedback carry information the refiner uses? The held-out refine tasks' failing programs,
         refined by the feedback refiner with their own feedback (``real``) and with another task's
-        (``shuffled``, a seeded derangement across tasks), and by the no-feedback refiner (``none``);
+        (``shuffled``, drawn, seeded, from another task's), and by the no-feedback refiner (``none``);
         ``refine_samples`` each. Rates are the share of refinements that pass, with bootstrap 95% intervals
         over programs, and paired differences."""
         check = self.check_pool(tasks)
@@ -405,8 +405,8 @@ class ILFRun:
         if not out["informative"]:
             r, sh, no = (100 * out[c]["rate"] for c in ("real", "shuffled", "none"))
             print(f"warning: feedback check: refinements with real feedback pass {r:.1f}% against {sh:.1f}% with "
-                  f"shuffled feedback and {no:.1f}% without — real feedback is not clearly better (95% CIs of the "
-                  f"paired differences reach 0; steps/feedback_check.json)")
+                  f"shuffled feedback and {no:.1f}% without — real feedback is not clearly better (a 95% CI of the "
+                  f"paired differences reaches 0 or below; steps/feedback_check.json)")
         return out
 
     def round(self, method: str, r: int, policy, refiner, tasks) -> tuple[Path, dict[str, Any]]:
