@@ -574,7 +574,7 @@ def test_copy_drills_repeat_a_fresh_string_and_leave_the_stream_unchanged_when_o
     on = stream(copy_frac=0.5)
     copies = [tok.decode(ids) for ids, _ in on if "Repeat exactly" in tok.decode(ids)]
     assert 8 <= len(copies) <= 32
-    ids, labels = on[[i for i, (x, _) in enumerate(on) if "Repeat exactly" in tok.decode(x)][0]]
+    ids, labels = on[next(i for i, (x, _) in enumerate(on) if "Repeat exactly" in tok.decode(x))]
     answer = tok.decode([t for t in labels if t != -100], skip_special_tokens=True)
     assert answer.strip() == tok.decode(ids).split("Repeat exactly:\n")[1].split("<")[0].strip()
 

@@ -124,6 +124,9 @@ def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
         assert (out / f).is_file(), f
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["rows"]
+    prov = summary["provenance"]  # what the numbers depend on besides the config
+    assert prov["packages"]["torch"] and prov["packages"]["inweights"] and prov["cpu"]["cores"] >= 1
+    assert prov["torch"]["threads"] >= 1 and isinstance(prov["torch"]["bf16_autocast"], bool)
     assert set(rows) == {"base", "proactive", "stage1_only", "stage2_only", "mixture", "retroactive", "demos_only"}
     assert rows["proactive"]["stages"][0]["dir"] == rows["stage1_only"]["stages"][0]["dir"]  # trained once
     stage_dirs = list((out / "stages").iterdir())

@@ -147,3 +147,13 @@ def read_jsonl(path: Path, what: str = "data file", lenient: bool = False) -> li
             rec = None
         out.append((where, rec))
     return out
+
+
+def write_summary(path: Path, summary: dict) -> dict:
+    """A run's ``summary.json``, written whole, with the software and machine that produced it
+    (``provenance``: same seed gives the same metrics on the same machine, not across machines)."""
+    from inweights.core.provenance import provenance
+
+    summary = {**summary, "provenance": provenance()}
+    atomic_write(path, json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -40,6 +40,7 @@ from inweights import views
 from inweights.config import ExperimentConfig, dump_config
 from inweights.core import rejects
 from inweights.core.errors import UserError
+from inweights.core.io import write_summary
 from inweights.core.seeds import derive_seed
 from inweights.domains.rules import RulesDomain
 from inweights.eval.generate import generate
@@ -591,7 +592,7 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
                                  "tasks": [{"name": t.name, "rule": t.rule, "pool": len(t.pool),
                                             "tests": {s: len(v) for s, v in t.tests.items()}} for t in tasks]}
     summary["bars"] = bars(cfg, summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = write_summary(out / "summary.json", summary)
     from inweights.report.rules import write_report
 
     write_report(cfg, out, summary)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from inweights.core.io import write_summary
 
 DESCRIPTIONS = {
     "zero_shot": "the starting policy, no further training",
@@ -93,7 +94,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     ordering = sorted(recipes, key=lambda r: -recipes[r][order_key])
     summary = {**results, "ordering": " > ".join(f"{r} ({_pct(recipes[r][order_key])})" for r in ordering),
                "ordering_cell": f"test {order_key}"}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = write_summary(out / "summary.json", summary)
     c = cfg.domain.coding
     md = [f"# {cfg.name}", "",
           (f"ILF on {c.source} coding tasks (pools: " + ", ".join(f"{p} {n}" for p, n in results["pools"].items() if n)

@@ -323,8 +323,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
                         for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew}
-    from inweights.core.io import atomic_write
+    from inweights.core.io import atomic_write, write_summary
 
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = write_summary(out / "summary.json", summary)
     atomic_write(out / "report.md", "\n".join(md))
     return summary

@@ -112,7 +112,7 @@ def grpo_section(metrics_path: Path) -> tuple[list[str], dict[str, Any]]:
 
 
 def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
-    from inweights.core.io import atomic_write
+    from inweights.core.io import atomic_write, write_summary
     from inweights.report.plots import accuracy_plot, loss_plot, reward_plot
     from inweights.report.tables import _cells_order, _pct
 
@@ -162,6 +162,6 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"], "counts": counts,
                "prepared": prep, "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
                "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy, "grpo": grpo}
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = write_summary(out / "summary.json", summary)
     atomic_write(out / "report.md", "\n".join(md))
     return summary
