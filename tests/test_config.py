@@ -87,3 +87,84 @@ def test_gpu_configs_parse(root):
     assert any(p.name.startswith("ilf_") for p in paths)
     for p in paths:
         assert load_config(p).name, p
+
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path):
+    from inweights.config import load_config, load_raw
+
+    (tmp_path / "base.yaml").write_text("name: base\nseed: 3\ntrain: {lr: 1.0e-3, batch_size: 8}\n"
+                                        "recipes: [proactive, stage2_only, mixture]\nsweep: {demos_k: [1, 3]}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mid.yaml").write_text("extends: ../base.yaml\nname: mid\ntrain: {lr: 5.0e-4}\n")
+    (tmp_path / "sub" / "leaf.yaml").write_text("extends: mid.yaml\nname: leaf\nrecipes: [mixture]\nsweep: null\n")
+    raw = load_raw(tmp_path / "sub" / "leaf.yaml")
+    assert "extends" not in raw
+    cfg = load_config(tmp_path / "sub" / "leaf.yaml", ["train.batch_size=4"])
+    assert (cfg.name, cfg.seed) == ("leaf", 3)
+    assert (cfg.train.lr, cfg.train.batch_size) == (5.0e-4, 4)  # merged key by key through the chain, then --set
+    assert cfg.recipes == ["mixture"] and cfg.sweep is None  # a list, or null, replaces what the parent had
+
+
+@pytest.mark.parametrize("files,needle", [
+    ({"a.yaml": "extends: b.yaml\nname: a\n", "b.yaml": "extends: a.yaml\nname: b\n"}, "extends back to itself"),
+    ({"a.yaml": "extends: a.yaml\nname: a\n"}, "extends back to itself"),
+    ({"a.yaml": "extends: missing.yaml\nname: a\n"}, "extends: missing.yaml not found"),
+    ({"a.yaml": "extends: [x.yaml, y.yaml]\nname: a\n"}, "extends must be the path or name of one config"),
+    ({"a.yaml": "extends: b.yaml\nname: a\n", "b.yaml": "name: b\ntrain: {lrr: 1}\n"}, "train.lrr: unknown key"),
+])
+def test_extends_bad_input_is_one_line(tmp_path, capsys, files, needle):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(["validate", str(tmp_path / "a.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err, err
+
+
+def test_ablation_configs_are_deltas_of_the_demo(root):
+    """The ablations say only what differs from the demo; everything else follows it."""
+    from inweights.config import load_config
+
+    demo = load_config(root / "configs/pbb_programs.yaml")
+    for name in ("ablation_nl", "ablation_composition", "pbb_programs_long"):
+        assert (root / "configs" / f"{name}.yaml").read_text().count("\n") < 25, name
+        cfg = load_config(root / "configs" / f"{name}.yaml")
+        assert cfg.domain.programs.n_programs == demo.domain.programs.n_programs
+        assert cfg.model.prepared_base == demo.model.prepared_base and cfg.pbb.stage1_steps == demo.pbb.stage1_steps
+    assert load_config(root / "configs/ablation_nl.yaml").domain.programs.instruction == "nl"
+
+
+def test_shipped_config_by_name_from_anywhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert main(["validate", "smoke"]) == 0
+    assert "ok (experiment 'smoke')" in capsys.readouterr().out
+    assert main(["configs"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    names = [ln.split()[0] for ln in listing]
+    assert "smoke" in names and "pbb_programs" in names and "gpu/ilf_mbpp_qwen2.5-0.5b_lora" in names
+    assert not any(n.startswith("accelerate/") for n in names)
+    # a user's own config outside the checkout that extends a shipped one and keeps its prepared base
+    (tmp_path / "mine.yaml").write_text("extends: pbb_programs\nname: mine\npbb: {stage2_steps: 10}\n")
+    from inweights.config import load_config
+    from inweights.experiment import resolve_prepared
+
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert cfg.pbb.stage2_steps == 10 and cfg.pbb.stage1_steps == 500
+    conf, pdir = resolve_prepared(cfg, tmp_path / "mine.yaml")
+    assert conf.name == "prepare_tiny.yaml" and (pdir / "prepare.json").is_file()
+
+
+def test_prepared_bases_of_an_installed_package_go_to_the_cache(tmp_path, monkeypatch):
+    from inweights.prepare import prepared_dir
+
+    site = tmp_path / "lib" / "site-packages" / "inweights" / "configs"
+    site.mkdir(parents=True)
+    (site / "prepare_x.yaml").write_text("name: prepare_x\nkind: prepare\n")
+    monkeypatch.setenv("INWEIGHTS_PREPARED", str(tmp_path / "cache"))
+    assert prepared_dir(site / "prepare_x.yaml", "prepare_x") == tmp_path / "cache" / "prepare_x"
+    checkout = tmp_path / "repo" / "configs"
+    checkout.mkdir(parents=True)
+    (checkout / "prepare_x.yaml").write_text("name: prepare_x\nkind: prepare\n")
+    assert prepared_dir(checkout / "prepare_x.yaml", "prepare_x") == tmp_path / "repo" / "prepared" / "prepare_x"
+    (tmp_path / "cache" / "prepare_x").mkdir(parents=True)
+    (tmp_path / "cache" / "prepare_x" / "prepare.json").write_text("{}")  # built there earlier: found there
+    assert prepared_dir(checkout / "prepare_x.yaml", "prepare_x") == tmp_path / "cache" / "prepare_x"

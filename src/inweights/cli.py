@@ -311,12 +311,25 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+def cmd_configs(args) -> int:
+    """The shipped configs (``inweights run NAME`` runs one), each with the first line of its header comment."""
+    from inweights.config import shipped_configs
+
+    root = shipped_configs()
+    for p in sorted(root.rglob("*.yaml")):
+        if p.parent.name == "accelerate":
+            continue  # accelerate launch files, not experiment configs
+        first = next((ln.lstrip("# ").strip() for ln in p.read_text().splitlines() if ln.startswith("#")), "")
+        print(f"{p.relative_to(root).with_suffix('')!s:42s} {first[:100]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inweights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, with_out=True):
-        p.add_argument("config", help="experiment YAML")
+        p.add_argument("config", help="experiment YAML, or a shipped config's name (`inweights configs`)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
         p.add_argument("--strict", action="append_const", const="data.strict=true", dest="set",
@@ -372,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--run", required=True)
     q.set_defaults(func=cmd_feedback)
+    p = sub.add_parser("configs", help="list the shipped configs (run one by name: inweights run smoke)")
+    p.set_defaults(func=cmd_configs)
     p = sub.add_parser("report", help="print the report of a run directory")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)
@@ -385,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            from inweights.config import resolve_config_path
+
+            args.config = str(resolve_config_path(args.config))
         return args.func(args)
     except UserError as e:
         print(f"inweights: error: {e}", file=sys.stderr)

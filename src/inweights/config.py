@@ -620,10 +620,32 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_raw(path: str | Path) -> dict[str, Any]:
+def shipped_configs() -> Path:
+    """The configs that ship with the package (``inweights/configs``; in a checkout, the repository's configs/)."""
+    from importlib.resources import files
+
+    return Path(str(files("inweights") / "configs"))
+
+
+def resolve_config_path(ref: str | Path) -> Path:
+    """A config named on the command line: a file path, or the name of a shipped config (``smoke``,
+    ``pbb_programs``, ``gpu/ilf_mbpp_qwen2.5-0.5b_lora``), with or without ``.yaml``."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    name = str(ref) if str(ref).endswith((".yaml", ".yml")) else f"{ref}.yaml"
+    for cand in (shipped_configs() / name, shipped_configs() / Path(name).name):
+        if cand.is_file():
+            return cand.resolve()  # in a checkout: configs/, where prepared/ sits beside it
+    if p.exists():
+        return p  # a folder: read_text names the problem
+    raise UserError(f"config file not found: {ref} (neither a file nor a shipped config; `inweights configs` "
+                    "lists those)")
+
+
+def _read_yaml_mapping(p: Path) -> dict[str, Any]:
     from inweights.core.io import read_text
 
-    p = Path(path)
     text = read_text(p, "config file")
     try:
         raw = yaml.safe_load(text)
@@ -636,6 +658,44 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"config {p}: top level must be a mapping")
     return raw
+
+
+def merge_configs(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """``delta`` over ``base``: mappings merge key by key, recursively; anything else in ``delta`` — a list, a
+    number, ``null`` — replaces what ``base`` had whole (lists are never concatenated: a delta's ``recipes:
+    [a, b]`` is the recipe list)."""
+    out = copy.deepcopy(base)
+    for k, v in delta.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_configs(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_raw(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping, with ``extends:`` applied: ``extends: other.yaml`` (a path relative to this
+    file's folder, or a shipped config's name) is read first and this file's keys are merged over it
+    (``merge_configs``). Chains work; a cycle is an error."""
+    p = Path(path)
+    raw = _read_yaml_mapping(p)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent.strip():
+        raise UserError(f"config {p}: extends must be the path or name of one config")
+    here = p.resolve()
+    beside = here.parent / parent
+    target = beside if beside.is_file() else None
+    if target is None:
+        try:
+            target = resolve_config_path(parent)
+        except UserError:
+            raise UserError(f"config {p}: extends: {parent} not found (relative to {here.parent}, or a shipped "
+                            "config's name)") from None
+    if target.resolve() in (*_chain, here):
+        raise UserError(f"config {p}: extends: {parent} extends back to itself")
+    return merge_configs(load_raw(target, (*_chain, here)), raw)
 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:

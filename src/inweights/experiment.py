@@ -117,7 +117,8 @@ def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Pa
     if not (pdir / "prepare.json").is_file():
         from inweights.prepare import build_prepared_base
 
-        print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes)")
+        print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes on a CPU; "
+              f"`inweights prepare {pconf}` builds it ahead)")
         build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
     return pdir, json.loads((pdir / "prepare.json").read_text())
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -250,14 +251,19 @@ class PrepareGate(Gate):
 
 
 def find_config(ref: str, config_path: str | Path | None) -> Path | None:
-    """A config another config names: as given, from the working directory, or beside the naming config
-    (its folder and the folder above)."""
+    """A config another config names: as given, from the working directory, beside the naming config (its
+    folder and the folder above), or among the shipped configs."""
     r = Path(ref)
     candidates = [r] if r.is_absolute() else [Path.cwd() / r]
     if config_path is not None and not r.is_absolute():
         here = Path(config_path).resolve().parent
         candidates += [here.parent / r, here / r]
-    return next((c for c in candidates if c.is_file()), None)
+    if not r.is_absolute():  # a shipped config ("configs/prepare_tiny.yaml" or "prepare_tiny.yaml")
+        from inweights.config import shipped_configs
+
+        rel = Path(*r.parts[1:]) if r.parts[:1] == ("configs",) and len(r.parts) > 1 else r
+        candidates.append(shipped_configs() / rel)
+    return next((c.resolve() for c in candidates if c.is_file()), None)
 
 
 def init_dir(cfg: ExperimentConfig, config_path: str | Path | None) -> Path:
@@ -373,10 +379,30 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
     return record
 
 
+def prepared_cache() -> Path:
+    """Where prepared bases go when no checkout holds them (an installed package): $INWEIGHTS_PREPARED, else
+    $XDG_CACHE_HOME/inweights/prepared (~/.cache/inweights/prepared)."""
+    if os.environ.get("INWEIGHTS_PREPARED"):
+        return Path(os.environ["INWEIGHTS_PREPARED"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inweights" / "prepared"
+
+
 def prepared_dir(config_path: str | Path, name: str) -> Path:
-    """prepared/<name>/ beside the configs/ folder that holds the prepare config."""
+    """Where the prepared base of a prepare config lives: prepared/<name>/ beside the configs/ folder that holds
+    the config (a checkout ships its bases there), else the cache (``prepared_cache``), where an installed
+    package builds them on first use."""
     p = Path(config_path).resolve()
     root = p.parent.parent if p.parent.name == "configs" else p.parent
-    return root / "prepared" / name
+    beside, cached = root / "prepared" / name, prepared_cache() / name
+    if (beside / "prepare.json").is_file():
+        return beside
+    if (cached / "prepare.json").is_file() or _installed(p):
+        return cached
+    return beside
+
+
+def _installed(p: Path) -> bool:
+    """A config inside an installed package (site-packages), whose folder is no place to build into."""
+    return any(part in ("site-packages", "dist-packages") for part in p.parts)
 
 
