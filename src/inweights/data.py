@@ -95,3 +95,67 @@ def pbb_files(cfg: ExperimentConfig, domain, units: list[Unit]) -> dict[str, lis
     for p in build_probes(domain, units, cfg.eval, cfg.seed):
         files.setdefault(f"probes/{p['cell'].replace('/', '_')}.jsonl", []).append(p)
     return files
+
+
+# ---------------------------------------------------------------------------- TRL layout
+TRL_COLUMNS = ("prompt", "completion", "unit", "view", "group", "format", "answer")
+# views trained with the loss on the whole document (``curriculum``: decl is read as a document, not answered)
+WHOLE_DOCUMENT_VIEWS = ("decl",)
+
+
+def _is_chat(x: Any) -> bool:
+    return isinstance(x, list) and bool(x) and all(isinstance(m, dict) and "role" in m and "content" in m for m in x)
+
+
+def trl_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """One record in TRL's conversational prompt-completion layout, with the same string columns in every file
+    (``TRL_COLUMNS``): no ``messages`` beside ``prompt``/``completion`` (TRL's chat-template helpers would pick
+    one layout and fail on the other), no column that some records lack or type differently."""
+    def s(v: Any) -> str:
+        return "" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+    return {"prompt": rec["prompt"], "completion": rec["completion"], "unit": s(rec.get("unit", rec.get("task"))),
+            "view": s(rec.get("view")), "group": s(rec.get("group")), "format": s(rec.get("format")),
+            "answer": s(rec.get("answer"))}
+
+
+def trl_note(views_in_file: set[str]) -> dict[str, Any]:
+    whole = views_in_file & set(WHOLE_DOCUMENT_VIEWS)
+    if whole and whole != views_in_file:
+        raise ValueError(f"a file mixes whole-document views {sorted(whole)} with others {sorted(views_in_file - whole)}")
+    if whole:
+        return {"layout": "conversational prompt-completion", "completion_only_loss": False,
+                "note": "inweights trains these documents with the loss on every token: set "
+                        "SFTConfig(completion_only_loss=False) (TRL's default for this layout is True)"}
+    return {"layout": "conversational prompt-completion", "completion_only_loss": True,
+            "note": "loss on the completion only (TRL's default). TRL also trains what the chat template writes "
+                    "after the assistant turn's end-of-turn token (a newline); inweights does not"}
+
+
+def export_trl(cfg: ExperimentConfig, out: Path, write_native) -> dict[str, Any]:
+    """``inweights data --format trl``: the native export (``write_native(folder)``) converted file by file to
+    ``trl_record``s, with a ``trl`` note per file in the manifest (layout, the ``completion_only_loss`` that matches
+    our training). Files without chat records (units.jsonl, a release layout's question/answer files) are listed
+    under ``skipped``. Written like every export: staged, the manifest last, renamed into place."""
+    import tempfile
+
+    tmp = _staging(out)
+    with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{out.name}.native-") as nat:
+        native_dir = Path(nat) / "native"
+        native = write_native(native_dir)
+        manifest: dict[str, Any] = {"seed": native.get("seed"), "domain": native.get("domain"), "format": "trl",
+                                    "files": {}, "skipped": {}}
+        for name in sorted(native["files"]):
+            recs = [json.loads(ln) for ln in (native_dir / name).read_text().splitlines() if ln.strip()]
+            if not recs or not all(_is_chat(r.get("prompt")) and _is_chat(r.get("completion")) for r in recs):
+                manifest["skipped"][name] = "no chat prompt/completion records (not training data for TRL)"
+                continue
+            try:
+                note = trl_note({str(r.get("view")) for r in recs})
+            except ValueError as e:
+                raise UserError(f"inweights data --format trl: {name}: {e}") from None
+            sha = _write_jsonl(tmp / name, [trl_record(r) for r in recs])
+            manifest["files"][name] = {"records": len(recs), "sha256": sha, "trl": note}
+        manifest["counts"] = native.get("counts")
+    _publish(cfg, tmp, out, manifest)
+    return manifest

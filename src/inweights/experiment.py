@@ -54,9 +54,18 @@ def _sha(obj: Any) -> str:
 class Run:
     """The run directory: status marker, metrics log."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, cfg: ExperimentConfig | None = None):
+        from inweights.core.trackers import Trackers
+
         self.out = out
         self.metrics = MetricsLog(out / "metrics.jsonl")
+        names = cfg.train.report_to if cfg is not None else []
+        self.trackers = Trackers(names, out, cfg.name, cfg.model_dump(mode="json")) if names else None
+
+    def close(self) -> None:
+        """Flush and close the trackers (the run's end, however it ends)."""
+        if self.trackers is not None:
+            self.trackers.finish()
 
     def status(self, state: str, **extra: Any) -> None:
         if not get_accelerator().is_main_process:
@@ -78,6 +87,8 @@ class Run:
         if not get_accelerator().is_main_process:
             return
         self.metrics.append(rec)
+        if self.trackers is not None:
+            self.trackers.log(rec)
 
     def stage_log(self, **fields: Any) -> StageLog:
         return StageLog(self, fields)
@@ -160,7 +171,7 @@ def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
         self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
-        self.run = Run(out)
+        self.run = Run(out, cfg)
 
     # ------------------------------------------------------------------ set-up
     def check_out_dir(self) -> None:
@@ -501,8 +512,7 @@ class Experiment:
             if ev.get("probe_key") == probe_key:
                 self._link_samples(label, cache_dir)
                 return ev
-        from tqdm.auto import tqdm
-
+        from inweights.core.progress import progress
         from inweights.eval.generate import choose_backend, generate, generate_vllm
 
         acc = get_accelerator()
@@ -535,8 +545,8 @@ class Experiment:
         def sharded(prompts):
             """Each process generates every N-th probe; the outputs are gathered back in order."""
             mine = list(range(acc.process_index, len(prompts), acc.num_processes))
-            with tqdm(total=len(mine), desc=f"eval {label}", unit="probe", dynamic_ncols=True,
-                      disable=not acc.is_main_process) as bar:
+            with progress(total=len(mine), desc=f"eval {label}", unit="probe",
+                          disable=not acc.is_main_process) as bar:
                 outs = local([prompts[i] for i in mine], bar)
             if acc.num_processes == 1:
                 return outs
@@ -670,4 +680,5 @@ def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = 
         exp.run.failed(e)
         raise
     finally:
+        exp.run.close()
         release(out)

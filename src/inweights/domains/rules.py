@@ -1,4 +1,4 @@
-"""Rule-defined tasks (PAPERS.md §2): a rule statement, inputs, and the function that applies the rule.
+"""Rule-defined tasks (docs/papers.md §2): a rule statement, inputs, and the function that applies the rule.
 
 The paper's task is a new operator, ``a @@@ b = a + b + 1``, learned from k examples with operands
 1-99 and tested in distribution (1-99) and out of distribution (121-1996). Around it, a seeded family
@@ -13,7 +13,7 @@ of invented rules of three kinds lets a tiny model be *prepared* to follow rules
 - ``label``: a conditional labelling rule (threshold, parity, a letter in the word, the larger of two);
 - ``map``: a digit substitution table (a permutation of 0-9) applied to each digit of a string of distinct
   digits, answered digit by digit (``4>1 8>6 2>2``; or, ``map_values: letters``, each digit written as a letter,
-  ``4b 8g 2c``): in context a lookup (which the tiny preset had not learned after 5,000 preparation steps: README),
+  ``4b 8g 2c``): in context a lookup (which the tiny preset had not learned after 5,000 preparation steps: docs/results.md),
   out of context a table k examples only partly reveal (``hypotheses`` counts the tables that fit them). Held-out
   tables are odd permutations and the preparation's even ones, so they never coincide, whatever the seeds.
 
@@ -42,7 +42,7 @@ from inweights.domains.base import Domain, Unit, register_domain
 
 
 class RulesConfig(Strict):
-    """Rule-defined tasks (PAPERS.md §2): the held-out rules of a rule-distillation experiment, and the
+    """Rule-defined tasks (docs/papers.md §2): the held-out rules of a rule-distillation experiment, and the
     family of invented rules a tiny base is prepared on (never a held-out one)."""
 
     tasks: list[Literal["arith"]] = Field(default_factory=lambda: ["arith"])  # the paper's a @@@ b = a + b + 1

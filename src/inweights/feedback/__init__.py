@@ -1,4 +1,4 @@
-"""Natural-language feedback on failing programs (PAPERS.md §4: a person, or an LLM, writes it).
+"""Natural-language feedback on failing programs (docs/papers.md §4: a person, or an LLM, writes it).
 
 Three providers, one interface — ``provider(requests) -> list[str | None]``, one feedback text per
 request (``None``: none available for it):

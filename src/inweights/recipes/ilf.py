@@ -1,4 +1,4 @@
-"""Imitation learning from language feedback on code generation (PAPERS.md §4), and its baselines.
+"""Imitation learning from language feedback on code generation (docs/papers.md §4), and its baselines.
 
 One run (``domain.name: coding``):
 
@@ -133,7 +133,7 @@ class ILFRun:
         self.t0 = time.time()
         from inweights.experiment import Run
 
-        self.run = Run(out)
+        self.run = Run(out, cfg)
 
     # -- bookkeeping (the run folder's status and metrics log, as every regime keeps them)
     def log(self, rec: dict[str, Any]) -> None:
@@ -638,4 +638,5 @@ def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, r
     finally:
         from inweights.core.rundir import release
 
+        run.run.close()
         release(out)

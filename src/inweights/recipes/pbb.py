@@ -1,4 +1,4 @@
-"""Programming by Backprop curricula (PAPERS.md §1), written down once as data."""
+"""Programming by Backprop curricula (docs/papers.md §1), written down once as data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rule distillation (PAPERS.md §2): learn a rule in weights from k examples and a teacher that reads it.
+"""Rule distillation (docs/papers.md §2): learn a rule in weights from k examples and a teacher that reads it.
 
 For every held-out rule, k in ``distill.ks`` and seed in ``distill.seeds``, the k training examples and
 k validation examples (in distribution, no rule) are drawn from the rule's pool, then:
@@ -531,7 +531,7 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     from inweights.core.rundir import open_run, release
     from inweights.experiment import Run
 
-    run = Run(out)
+    run = Run(out, cfg)
     for line in open_run(out, resume, dump_config(cfg)):
         print(f"resume: {line}")
     try:
@@ -540,6 +540,7 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
         run.failed(e)
         raise
     finally:
+        run.close()
         release(out)
 
 

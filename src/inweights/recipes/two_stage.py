@@ -1,4 +1,4 @@
-"""Symbolic-to-natural-language curricula (PAPERS.md §3), written down once as data.
+"""Symbolic-to-natural-language curricula (docs/papers.md §3), written down once as data.
 
 All spend the same total steps on training instances: ``two_stage`` (the symbolic representation,
 then NL), ``reverse`` (NL, then symbolic), ``nl_only``, ``mixed`` (symbolic and NL in one mixture), and ``ladder``

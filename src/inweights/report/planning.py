@@ -1,5 +1,5 @@
 """The planning report's own sections: NL accuracy per recipe (ordering), reward curves per GRPO stage, and
-the analogy analysis (PAPERS.md §3): does a test instance's similarity to its closest training instance
+the analogy analysis (docs/papers.md §3): does a test instance's similarity to its closest training instance
 predict correctness better than the number of related training instances?"""
 
 from __future__ import annotations

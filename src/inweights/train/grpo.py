@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import GRPOConfig, TrainConfig
 from inweights.core.errors import UserError
+from inweights.core.progress import progress
 from inweights.train.loop import autocast, get_accelerator, recover_checkpoint, save_checkpoint
 
 Prompt = list[dict[str, str]]
@@ -221,7 +221,7 @@ def train_grpo(
     if log is not None and hasattr(log, "rewind"):  # what the interrupted run logged after its checkpoint comes again
         log.rewind(start)
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, initial=start, desc=desc, disable=not acc.is_main_process, dynamic_ncols=True)
+    bar = progress(total=steps, initial=start, desc=desc, unit="step", disable=not acc.is_main_process)
     for step in range(start + 1, steps + 1):
         t_gen = time.perf_counter()
         rows, grouped, all_rewards, n_groups, n_zero, draws = _draw_groups(

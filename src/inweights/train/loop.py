@@ -24,11 +24,11 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import TrainConfig
 from inweights.core.errors import UserError
+from inweights.core.progress import progress as progress_bar
 from inweights.train.data import IGNORE, PackedBatches
 
 _ACCELERATOR: Accelerator | None = None
@@ -280,8 +280,8 @@ def train_stage(
     if acc.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum != 1:
         # DeepSpeed steps its optimiser inside backward on its own accumulation count
         raise UserError("train.grad_accum must be 1 under DeepSpeed (raise batch_size or use more GPUs)")
-    bar = tqdm(total=steps, initial=step, desc=desc, disable=not (acc.is_main_process and progress),
-               dynamic_ncols=True)
+    bar = progress_bar(total=steps, initial=step, desc=desc, unit="step",
+                       disable=not (acc.is_main_process and progress))
     stopped_early = False
     t0 = time.perf_counter()
     run_tokens = 0
