@@ -75,11 +75,16 @@ class _Stub(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Stub.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        if body["model"] == "broken":
-            self.send_response(500)
+        flaky = body["model"] == "flaky" and sum(s["body"]["model"] == "flaky" for s in _Stub.seen) == 1
+        if body["model"] == "broken" or flaky:  # broken: always 500; flaky: one rate limit, then answers
+            self.send_response(429 if flaky else 500)
+            self.send_header("retry-after-ms", "1")  # the client's backoff honours it: a fast test
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        reply = {"choices": [{"message": {"role": "assistant", "content": " Add one instead of two. "}}]}
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": " Add one instead of two. "}}]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -112,9 +117,24 @@ def test_openai_compatible_endpoint(stub_server, monkeypatch):
     assert call["body"]["model"] == "stub-model" and call["body"]["messages"][0]["role"] == "system"
     assert "f(1) returned 3" in call["body"]["messages"][1]["content"]
     with pytest.raises(UserError, match="HTTP 500"):
-        OpenAIFeedback(stub_server, "broken", timeout=5)([req])
+        OpenAIFeedback(stub_server, "broken", timeout=5, max_retries=2)([req])
+    assert sum(s["body"]["model"] == "broken" for s in _Stub.seen) == 3  # the first try and two retries
     with pytest.raises(UserError, match="unreachable"):
-        OpenAIFeedback("http://127.0.0.1:9/v1", "m", timeout=2)([req])
+        OpenAIFeedback("http://127.0.0.1:9/v1", "m", timeout=2, max_retries=0)([req])
+
+
+def test_feedback_endpoint_retries_and_caches(stub_server, tmp_path):
+    """A rate limit is retried, not fatal; every answer is cached in the run folder as it arrives, so a resumed
+    run (a new provider on the same cache) asks for nothing twice."""
+    req = _request("def f(x):\n    return x + 2\n", ["assert f(1) == 2"])
+    other = _request("def f(x):\n    return x * 2\n", ["assert f(1) == 2"])
+    cache = tmp_path / "feedback" / "openai_cache.jsonl"
+    assert OpenAIFeedback(stub_server, "flaky", timeout=5, cache=cache)([req]) == ["Add one instead of two."]
+    assert [s["body"]["model"] for s in _Stub.seen] == ["flaky", "flaky"]  # 429, then the answer
+    again = OpenAIFeedback(stub_server, "flaky", timeout=5, cache=cache)
+    assert again([req, other]) == ["Add one instead of two."] * 2
+    assert len(_Stub.seen) == 3  # only the new program was asked
+    assert len(cache.read_text().splitlines()) == 2
 
 
 def test_refine_prompt_layout():

@@ -156,11 +156,21 @@ def cmd_report(args) -> int:
 
     run = Path(args.run)
     summary = run / "summary.json"
+    if args.markdown_table and run.is_file():
+        run, summary = run.parent, run
     if not summary.is_file():
         if (run / "status.json").is_file():
             raise UserError(f"{run}: no report yet; the run is {state_of(run)} (inweights status {run})")
         raise UserError(f"{run}: no summary.json (is it a finished run directory?)")
-    read_json_object(summary, "run summary")
+    data = read_json_object(summary, "run summary")
+    if args.markdown_table:
+        from inweights.report.tables import markdown_table
+
+        try:
+            print(markdown_table(data, args.cells.split(",") if args.cells else None))
+        except (KeyError, ValueError, TypeError) as e:
+            raise UserError(f"{summary}: no results table can be made from it ({type(e).__name__}: {e})") from None
+        return 0
     state = state_of(run)  # a damaged status.json is one line; "running" with no live process is "interrupted"
     report = read_text(run / "report.md", "run report")
     print(report)
@@ -402,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("configs", help="list the shipped configs (run one by name: inweights run smoke)")
     p.set_defaults(func=cmd_configs)
     p = sub.add_parser("report", help="print the report of a run directory")
-    p.add_argument("run")
+    p.add_argument("run", help="a run directory (or, with --markdown-table, a summary.json file)")
+    p.add_argument("--markdown-table", action="store_true",
+                   help="print only the main results table, generated from summary.json (docs paste it between "
+                        "<!-- table: FILE --> markers; tests/test_docs.py checks them)")
+    p.add_argument("--cells", help="with --markdown-table: only these cells, comma-separated")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("status", help="where a run stands: running, finished, failed, interrupted")
     p.add_argument("run")

@@ -411,6 +411,7 @@ class FeedbackConfig(Strict):
     timeout: float = Field(60.0, gt=0)
     max_tokens: int = Field(256, gt=0)
     temperature: float = Field(0.0, ge=0)
+    max_retries: int = Field(5, ge=0)  # openai: retries with exponential backoff (rate limits, 5xx, dropped links)
 
     @model_validator(mode="after")
     def _check(self) -> FeedbackConfig:

@@ -297,7 +297,7 @@ class Experiment:
     def stage_key(self, prev: str, stage) -> str:
         c = self.cfg
         return _sha({"prev": prev, "stage": stage.model_dump(), "seed": c.seed, "domain": c.domain.identity(),
-                     "train": c.train.model_dump(exclude={"log_every", "threads", "save_every"}),
+                     "train": c.train.model_dump(exclude={"log_every", "threads", "save_every", "report_to"}),
                      "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
 
     def other_bases(self) -> dict[str, tuple[Path, str, dict[str, Any]]]:

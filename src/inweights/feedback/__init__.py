@@ -8,7 +8,7 @@ request (``None``: none available for it):
 - ``FileFeedback``: what people wrote, read from JSONL files (``inweights feedback export`` writes the
   failing programs to annotate, ``inweights feedback import`` checks and installs the answers).
 - ``OpenAIFeedback``: any OpenAI-compatible ``/chat/completions`` endpoint (a local vLLM server, a hosted
-  API), called with the standard library's HTTP client (one POST per request; nothing else is needed).
+  API), through the ``openai`` client (retries with backoff, timeouts), answers cached in the run folder.
 
 A request is a dict: ``task_id``, ``text`` (the problem statement), ``tests``, ``program`` and ``verdict``
 (the sandbox's ``Verdict.to_dict()``).
@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +103,31 @@ SYSTEM_PROMPT = ("You review Python code. Given a programming task, a program th
 
 
 class OpenAIFeedback:
-    """POST {url}/chat/completions, one request per failing program, temperature as configured."""
+    """Chat completions from any OpenAI-compatible endpoint, one request per failing program, through the
+    ``openai`` client: timeouts, and retries with exponential backoff (honouring ``Retry-After``) on rate
+    limits, server errors and dropped connections. With ``cache`` (the run's ``feedback/openai_cache.jsonl``)
+    every answer is appended as it arrives, so a resumed run — or one that failed half-way through a step —
+    never asks for the same feedback twice."""
 
     name = "openai"
 
     def __init__(self, url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_tokens: int = 256, temperature: float = 0.0):
-        self.url = url.rstrip("/") + "/chat/completions"
-        self.model, self.timeout, self.max_tokens, self.temperature = model, timeout, max_tokens, temperature
-        self.key = os.environ.get(api_key_env)
+                 max_tokens: int = 256, temperature: float = 0.0, max_retries: int = 5, cache: Path | None = None):
+        from openai import OpenAI
+
+        self.url = url.rstrip("/")
+        self.model, self.max_tokens, self.temperature, self.cache = model, max_tokens, temperature, cache
+        # a local server (vLLM) needs no key; the client insists on one, so an unset key sends a placeholder
+        self.client = OpenAI(base_url=self.url, api_key=os.environ.get(api_key_env) or "no-key", timeout=timeout,
+                             max_retries=max_retries)
+        self.cached: dict[str, str] = {}
+        if cache is not None and cache.is_file():
+            for line in cache.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.cached[rec["key"]] = rec["text"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill: asked again
 
     def message(self, r: dict[str, Any]) -> str:
         tests = "\n".join(r["tests"])
@@ -121,27 +135,34 @@ class OpenAIFeedback:
                 f"Test results: {describe_verdict(r['verdict'])}")
 
     def one(self, r: dict[str, Any]) -> str | None:
-        body = json.dumps({"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                                        {"role": "user", "content": self.message(r)}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        import openai
+
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": self.message(r)}]
+        key = hashlib.sha256(json.dumps([self.url, self.model, self.temperature, self.max_tokens, messages],
+                                        sort_keys=True).encode()).hexdigest()
+        if key in self.cached:
+            return self.cached[key] or None
+        where = f"feedback endpoint {self.url}/chat/completions"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            raise UserError(f"feedback endpoint {self.url}: HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as e:
-            raise UserError(f"feedback endpoint {self.url}: unreachable ({getattr(e, 'reason', e)})") from None
-        except ValueError:
-            raise UserError(f"feedback endpoint {self.url}: the reply is not JSON") from None
+            reply = self.client.chat.completions.create(model=self.model, messages=messages,
+                                                        temperature=self.temperature, max_tokens=self.max_tokens)
+        except openai.APIStatusError as e:
+            raise UserError(f"{where}: HTTP {e.status_code} (after retries)") from None
+        except openai.APIConnectionError as e:  # includes timeouts
+            raise UserError(f"{where}: unreachable ({type(e).__name__}, after retries)") from None
+        except openai.OpenAIError as e:
+            raise UserError(f"{where}: {type(e).__name__}: {e}") from None
         try:
-            text = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise UserError(f"feedback endpoint {self.url}: the reply has no choices[0].message.content") from None
-        return text.strip() if isinstance(text, str) and text.strip() else None
+            text = reply.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
+            raise UserError(f"{where}: the reply has no choices[0].message.content") from None
+        text = text.strip() if isinstance(text, str) else ""
+        self.cached[key] = text
+        if self.cache is not None:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            with self.cache.open("a") as f:
+                f.write(json.dumps({"key": key, "text": text}) + "\n")
+        return text or None
 
     def __call__(self, requests: list[dict[str, Any]]) -> list[str | None]:
         return [self.one(r) for r in requests]
@@ -153,7 +174,8 @@ def make_provider(cfg, run_dir: Path | None = None, known_tasks: set[str] | None
     if f.provider == "tests":
         return TestsFeedback()
     if f.provider == "openai":
-        return OpenAIFeedback(f.url, f.model, f.api_key_env, f.timeout, f.max_tokens, f.temperature)
+        return OpenAIFeedback(f.url, f.model, f.api_key_env, f.timeout, f.max_tokens, f.temperature, f.max_retries,
+                              cache=run_dir / "feedback" / "openai_cache.jsonl" if run_dir is not None else None)
     paths = [Path(f.file)] if f.file else []
     if run_dir is not None and (run_dir / "feedback" / "imported.jsonl").is_file():
         paths.append(run_dir / "feedback" / "imported.jsonl")

@@ -87,13 +87,34 @@ def finetune_section(finetunes: dict[str, Any]) -> list[str]:
     return md + [""]
 
 
+def verdict_lines(results: dict[str, Any], k: int) -> list[str]:
+    """The comparisons ILF is about, one line each: ILF against each baseline on test pass@k, and whether the
+    refiner uses what the feedback says."""
+    from inweights.report.verdict import compare
+
+    rec, key = results["recipes"], f"pass@{k}"
+    lines = []
+    if "ilf" in rec:
+        for other in ("sft_gold", "zero_shot", "sft_refinements_no_feedback"):
+            if other in rec:
+                lines.append(compare(f"ilf vs {other} (test {key})", "ilf", rec["ilf"][key], rec["ilf"][f"{key}_ci"],
+                                     other, rec[other][key], rec[other][f"{key}_ci"]))
+    chk = results.get("feedback_check")
+    if chk:
+        for other, diff in (("shuffled", "real_minus_shuffled"), ("none", "real_minus_none")):
+            lines.append(compare(f"refiner: real feedback vs {other}", "real", chk["real"]["rate"], chk["real"]["ci"],
+                                 other, chk[other]["rate"], chk[other]["ci"], diff_ci=chk[diff]["ci"]))
+    return lines
+
+
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     ilf, ks = cfg.ilf, cfg.ilf.ks
     recipes = results["recipes"]
     order_key = f"pass@{ks[0]}"
     ordering = sorted(recipes, key=lambda r: -recipes[r][order_key])
+    verdicts = verdict_lines(results, ks[0])
     summary = {**results, "ordering": " > ".join(f"{r} ({_pct(recipes[r][order_key])})" for r in ordering),
-               "ordering_cell": f"test {order_key}"}
+               "ordering_cell": f"test {order_key}", "verdicts": verdicts}
     summary = write_summary(out / "summary.json", summary)
     c = cfg.domain.coding
     md = [f"# {cfg.name}", "",
@@ -102,6 +123,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
            f"task at temperature {ilf.temperature}, {ilf.refine_samples} refinements per failing program; "
            f"pass@k from {ilf.eval_samples} samples per test task (unbiased estimator, bootstrap 95% interval "
            f"over tasks); wall time {results['wall_seconds'] / 60:.1f} min."), "",
+          *(["## Verdict", "", *verdicts, ""] if verdicts else []),
+          "## pass@k on the test tasks", "",
           "| method | what | " + " | ".join(f"pass@{k} [95% CI]" for k in ks) + " | test verdicts |",
           "|---|---|" + "---|" * len(ks) + "---|"]
     for r, v in recipes.items():

@@ -49,13 +49,15 @@ def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
         o = rows.get(other, {}).get("cells", {}).get(cell)
         if o is None:
             continue
-        if o["acc"] > 0:
+        if near_chance(pro):  # a ratio of two numbers at chance is noise: say so, never "meets"
+            verdict = "no ratio read: proactive is near chance on this cell"
+        elif o["acc"] > 0:
             ratio = pro["acc"] / o["acc"]
             verdict = f"ratio {ratio:.1f}x, {'meets' if ratio >= 3 else 'below'} the 3x bar"
+            if near_chance(o):
+                verdict += f" ({other} is near chance)"
         else:
             verdict = "meets the 3x bar (other is 0%)" if pro["acc"] > 0 else "both 0%: no ratio"
-        if near_chance(pro) or near_chance(o):
-            verdict += " — but a cell is near chance, so the ratio means nothing"
         lines.append(f"- vs {other} ({_pct(o)}%): {verdict}")
     return lines
 
@@ -217,6 +219,37 @@ def gate_text(g: dict[str, Any] | None) -> str:
     return f"{verdict}; curve {curve}"
 
 
+def verdict_lines(rows: dict[str, dict[str, Any]], cell: str, noun: str = "programs") -> list[str]:
+    """The report's opening: what the run shows on ``cell``, one line per comparison PBB is about."""
+    from inweights.report.verdict import against_chance, compare
+
+    def c(name):
+        return rows.get(name, {}).get("cells", {}).get(cell)
+
+    lines = []
+    main = next((r for r in ("proactive", "retroactive") if c(r)), None)
+    if main is None:
+        return lines
+    m = c(main)
+    lines.append(against_chance(f"{main} on `{cell}`", main, m["acc"], m["ci95"], m["chance"]))
+    pairs = [(main, o) for o in ("stage2_only", "mixture", "stage1_only", "demos_only") if c(o)]
+    if main == "proactive" and c("retroactive"):
+        pairs.append(("retroactive", "mixture") if c("mixture") else ("retroactive", "proactive"))
+    for a, b in pairs:
+        lines.append(compare(f"{a} vs {b}", a, c(a)["acc"], c(a)["ci95"], b, c(b)["acc"], c(b)["ci95"],
+                             chance=c(a)["chance"]))
+    bound = rows.get(main, {}).get("cells", {}).get(cell.replace("/in_weights/", "/in_context/"))
+    if bound:
+        lines.append(f"- **in-context bound**: {main} answers {100 * bound['acc']:.1f}% with the source in the prompt "
+                     f"(the most in-weights execution could reach with this skill).")
+    d = rows.get(main, {}).get("diagnostics")
+    if d and d.get("rung"):
+        r = d["rung"]
+        lines.append(f"- **ladder**: first failed rung for {main}: **{r['failed']}**" +
+                     (f" — {r['why']}." if r["failed"] != "none" else " (every rung holds)."))
+    return lines
+
+
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     dom = DOMAINS[cfg.domain.name]
     if dom.inputs_are_representations:  # one instance in several representations: the curriculum report
@@ -237,6 +270,10 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md = [f"# {cfg.name}", "",
           (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
           f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
+    verdicts = verdict_lines(rows, "without_io/in_weights/cot" if "without_io/in_weights/cot" in cells
+                             else next((c for c in cells if c.startswith("without_io/in_weights/")), ""), noun)
+    if verdicts:
+        md += ["## Verdict", ""] + verdicts + [""]
     if results.get("time"):
         t = results["time"]
         md += [(f"Time ({t['workers']} worker{'s' * (t['workers'] > 1)}, wall time x workers = 100%): training "
@@ -322,7 +359,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                "time": results.get("time"), "counts": results["counts"], "prepared": prep,
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
                         for n, r in rows.items()},
-               "bars": bars, "notes": notes, "sweep": sweep, "skew": skew}
+               "bars": bars, "notes": notes, "sweep": sweep, "skew": skew, "verdicts": verdicts}
     from inweights.core.io import atomic_write, write_summary
 
     summary = write_summary(out / "summary.json", summary)
