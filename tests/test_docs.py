@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from inweights.report.tables import marked_tables, markdown_table, table_options
+from inweights.report.tables import markdown_table, marked_tables, table_options
 
 DOCS = ["README.md", *[f"docs/{p}" for p in ("api.md", "architecture.md", "commands.md", "data.md", "domains.md",
                                              "gpus.md", "models.md", "papers.md", "performance.md", "regimes.md",
