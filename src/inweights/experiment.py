@@ -51,6 +51,17 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def loss_kind(stage) -> str:
+    """What a stage's training loss is averaged over, so plots never put different losses on one axis:
+    ``documents`` (whole-text loss on decl), ``answers`` (completion loss), both mixed, or ``grpo``."""
+    if getattr(stage, "objective", "sft") == "grpo":
+        return "grpo"
+    views = {m.view for m in stage.mixture}
+    if views == {"decl"}:
+        return "documents"
+    return "answers" if "decl" not in views else "documents + answers"
+
+
 class Run:
     """The run directory: status marker, metrics log."""
 
@@ -256,7 +267,8 @@ class Experiment:
             stages_out = []
             for key in chain:
                 info = json.loads((stages[key]["dir"] / "done.json").read_text())
-                stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name,
+                stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name, "key": key,
+                                   "loss_kind": loss_kind(stages[key]["stage"]),
                                    **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")},
                                    **({"gate": info["gate"]} if info.get("gate") else {})})
             final_dir = stages[chain[-1]]["dir"]

@@ -264,7 +264,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     cells = _cells_order(rows)
     grammars = dom.scoring == "acceptance"  # generated strings judged by the unit's parser
     noun = dom.unit_noun
-    loss_plot(out, out / "metrics.jsonl")
+    loss_plot(out, out / "metrics.jsonl", results.get("recipes"))
     reward = reward_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
     md = [f"# {cfg.name}", "",

@@ -121,7 +121,7 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
         rows["base"] = results["base"]
     rows.update(results["recipes"])
     cells = _cells_order(rows)
-    loss_plot(out, out / "metrics.jsonl")
+    loss_plot(out, out / "metrics.jsonl", results.get("recipes"))
     reward = reward_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, cells)
     counts = results["counts"]

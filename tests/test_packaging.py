@@ -1,0 +1,58 @@
+"""The package as a user installs it: a wheel with its configs, py.typed and LICENSE, installed into a fresh
+virtual environment outside the checkout, runs a shipped config by name."""
+
+import json
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+def _run(cmd, **kw):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, **kw)
+    assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-3000:])
+    return proc
+
+
+@pytest.mark.slow
+def test_wheel_installed_outside_the_checkout_runs_smoke(root, tmp_path):
+    _run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
+          "-w", str(tmp_path / "dist")], cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("inweights-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "inweights/py.typed" in names and "inweights/configs/smoke.yaml" in names
+    assert "inweights/configs/gpu/pbb_programs_qwen2.5-0.5b_lora.yaml" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
+    # a fresh environment: the wheel itself, its dependencies taken from this environment's site-packages
+    # (a path in a .pth file: its own .pth files, among them this checkout's editable finder, are not run)
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    site = Path(_run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+                     ).stdout.strip())
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q",
+          str(wheel)])
+    where = _run([str(venv / "bin" / "python"), "-c", "import inweights; print(inweights.__file__)"], cwd=tmp_path)
+    assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
+    listing = _run([str(venv / "bin" / "inweights"), "configs"], cwd=tmp_path).stdout
+    assert "smoke" in listing and "pbb_programs" in listing
+    _run([str(venv / "bin" / "inweights"), "run", "smoke", "--out", str(tmp_path / "run"), "--quiet",
+          "--set", "recipes=[proactive]"], cwd=tmp_path)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["provenance"]["git"] is None  # an installed wheel is no checkout
+    assert "proactive" in summary["rows"]
+
+
+def test_gpu_check_dry_run(root, tmp_path):
+    """benchmarks/gpu_check.py, the script a GPU session runs first, works (on the CPU, its cheap parts)."""
+    out = tmp_path / "gpu_check.json"
+    proc = _run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--allow-cpu", "--steps", "3",
+                 "--only", "environment", "train_bf16_lora", "vllm_generate", "--out", str(out)], cwd=root)
+    rec = json.loads(out.read_text())
+    assert rec["parts"]["environment"]["ok"] and rec["parts"]["train_bf16_lora"]["ok"], rec
+    assert rec["parts"]["train_bf16_lora"]["trainable_params"] < 100_000  # LoRA: the adapters only
+    assert rec["parts"]["vllm_generate"]["ok"] is None  # skipped here, and says why
+    assert "| train_bf16_lora | pass |" in proc.stdout
