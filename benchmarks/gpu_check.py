@@ -60,7 +60,11 @@ def _train(cuda: bool, lora: bool, steps: int) -> dict:
 
         model = add_lora(model, LoraConfig(r=8, alpha=16))
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    batches = PackedBatches(lambda rng: (lambda x: (x, list(x)))(rng.choice(ids)), 0, rows=8, max_len=256,
+    def sample(rng):
+        x = rng.choice(ids)
+        return x, list(x)
+
+    batches = PackedBatches(sample, 0, rows=8, max_len=256,
                             pad_id=tok.pad_token_id or 0)
     cfg = TrainConfig(batch_size=8, max_len=256, lr=1e-3, bf16=cuda, log_every=5)
     with tempfile.TemporaryDirectory() as d:

@@ -25,7 +25,7 @@ def test_wheel_installed_outside_the_checkout_runs_smoke(root, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "inweights/py.typed" in names and "inweights/configs/smoke.yaml" in names
     assert "inweights/configs/gpu/pbb_programs_qwen2.5-0.5b_lora.yaml" in names
-    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
+    assert any(n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE")) for n in names)
     # a fresh environment: the wheel itself, its dependencies taken from this environment's site-packages
     # (a path in a .pth file: its own .pth files, among them this checkout's editable finder, are not run)
     venv = tmp_path / "venv"
