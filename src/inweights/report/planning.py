@@ -137,6 +137,19 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
                 f"{100 * prep['gate']:.0f}%, {'passed' if prep['passed'] else 'NOT passed'}); {prep['steps']} steps, "
                 f"{prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min."), ""]
     nl = next((c for c in cells if c.endswith("/nl") and "/cot/" in c), next((c for c in cells if c.endswith("/nl")), None))
+    verdicts = []
+    if nl:  # the paper's comparison: the symbolic-first curriculum against NL alone, and the base
+        from inweights.report.verdict import compare
+
+        def c(n):
+            return rows.get(n, {}).get("cells", {}).get(nl)
+
+        for a, b in (("two_stage", "nl_only"), ("two_stage", "base"), ("two_stage@sft", "nl_only@sft")):
+            if c(a) and c(b):
+                verdicts.append(compare(f"{a} vs {b} on `{nl}`", a, c(a)["acc"], c(a)["ci95"], b, c(b)["acc"],
+                                        c(b)["ci95"]))
+        if verdicts:
+            md += ["## Verdict", "", *verdicts, ""]
     md += ["## Accuracy on held-out test instances (%, exact minutes, [95% CI])", "",
            ("Columns are group / mode / format / representation; every test instance is probed once per "
             "representation listed in planning.eval_representations. `base`: the starting model."), ""]
@@ -161,7 +174,7 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
     md += ["![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"], "counts": counts,
                "prepared": prep, "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
-               "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy, "grpo": grpo}
+               "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy, "grpo": grpo, "verdicts": verdicts}
     summary = write_summary(out / "summary.json", summary)
     atomic_write(out / "report.md", "\n".join(md))
     return summary

@@ -45,6 +45,38 @@ def accuracy_vs_k_plot(out: Path, summary: dict[str, Any], task: str) -> Path:
     return path
 
 
+def verdict_lines(cfg, summary: dict[str, Any]) -> list[str]:
+    """Per task: is rung 1 (the base follows the rule in context) there, and does a distilled student beat SFT on
+    the examples at the bar's k (≤ 8), split by split, by its mean and 95% CI over seeds."""
+    from inweights.report.verdict import compare
+
+    cells = {(c["task"], c["recipe"], c["k"]): c for c in summary["cells"]}
+    gate = (summary.get("prepared") or {}).get("gate", 0.8)
+    lines = []
+    ks = [k for k in cfg.distill.ks if k <= 8] or [min(cfg.distill.ks)]
+    for task in sorted({c["task"] for c in summary["cells"]}):
+        ic = [c["acc_id"]["mean"] for c in summary["cells"] if c["task"] == task and c["recipe"] == "in_context"
+              and "acc_id" in c]
+        if ic:
+            acc = sum(ic) / len(ic)
+            lines.append(f"- **{task}, rung 1** (the base follows the rule in its prompt): {100 * acc:.1f}% — "
+                         + ("holds." if acc >= gate else f"**fails** (gate {100 * gate:.0f}%): no comparison below "
+                                                         "can show what distillation adds."))
+        k = max(ks)
+        s = cells.get((task, "sft_without_rule", k))
+        for recipe in ("rule_distill_enhanced", "rule_distill_base", "rule_distill_transfer"):
+            e = cells.get((task, recipe, k))
+            if not (e and s):
+                continue
+            for sp in ("ood", "id"):
+                if f"acc_{sp}" in e and f"acc_{sp}" in s:
+                    a, b = e[f"acc_{sp}"], s[f"acc_{sp}"]
+                    lines.append(compare(f"{task} k={k} {sp.upper()}: {recipe} vs sft_without_rule", recipe,
+                                         a["mean"], a["ci95"], "sft_without_rule", b["mean"], b["ci95"]))
+            break
+    return lines
+
+
 def write_report(cfg, out: Path, summary: dict[str, Any]) -> Path:
     dc = cfg.distill
     md = [f"# {cfg.name}", "",
@@ -52,6 +84,9 @@ def write_report(cfg, out: Path, summary: dict[str, Any]) -> Path:
           f"lr {dc.lr}, tau {dc.tau}, beta {dc.beta}, ce_weight {dc.ce_weight}, "
           f"{'LoRA r=' + str(cfg.model.lora.r) if cfg.model.lora else 'all weights'}; "
           f"wall time {summary['wall_seconds'] / 60:.1f} min."), ""]
+    verdicts = verdict_lines(cfg, summary)
+    if verdicts:
+        md += ["## Verdict", "", *verdicts, ""]
     prep = summary.get("prepared")
     if prep:
         acc = prep.get("in_context", prep.get("in_context_cot"))
