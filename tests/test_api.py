@@ -29,17 +29,20 @@ def test_example_script_runs(root, tmp_path):
     assert "state: finished" in proc.stdout and "proactive" in proc.stdout
     res = inweights.load_run(tmp_path / "run")
     assert res.config.name == "smoke" and res.config.train.lr == 3e-3 and res.config.pbb.stage2_steps == 2
+    assert set(res.summary["rows"]) == {"base", "proactive", "mixture"}
     assert res.summary["provenance"]["packages"]["inweights"] == inweights.__version__
     assert res.files["report.md"].is_file() and res.report.startswith("# ")
 
 
-def test_config_as_mapping(tmp_path):
-    """A mapping is a config; the run directory records it."""
-    res = inweights.run({"name": "api_map", "model": {"prepared_base": None, "tiny": {
-        "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 320}},
-        "domain": {"programs": {"n_programs": 6, "min_statements": 1, "max_statements": 1}},
-        "train": {"batch_size": 2, "max_len": 128, "threads": 1}, "pbb": {"stage1_steps": 1, "stage2_steps": 1},
-        "recipes": ["proactive"], "eval": {"batch_size": 32, "max_new_tokens": 8, "eval_base": False}},
-        out=tmp_path / "run")
-    assert res.state == "finished" and set(res.summary["rows"]) == {"proactive"}
-    assert res.metrics() and inweights.load_run(tmp_path / "run").config.name == "api_map"
+def test_config_as_mapping_or_object():
+    """A mapping or an ExperimentConfig is a config; keyword sections merge over it, --set strings apply last."""
+    from inweights.api import _config
+    from inweights.config import ExperimentConfig
+
+    cfg, path = _config({"name": "m", "train": {"lr": 1e-3, "batch_size": 4}}, {"train": {"lr": 5e-4}},
+                        ["train.batch_size=2"])
+    assert path is None and (cfg.train.lr, cfg.train.batch_size) == (5e-4, 2)
+    cfg2, _ = _config(ExperimentConfig(name="o"), {"recipes": ["mixture"]}, None)
+    assert cfg2.recipes == ["mixture"]
+    with pytest.raises(inweights.UserError, match="config must be"):
+        _config(42, {}, None)

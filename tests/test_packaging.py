@@ -39,8 +39,9 @@ def test_wheel_installed_outside_the_checkout_runs_smoke(root, tmp_path):
     assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
     listing = _run([str(venv / "bin" / "inweights"), "configs"], cwd=tmp_path).stdout
     assert "smoke" in listing and "pbb_programs" in listing
-    _run([str(venv / "bin" / "inweights"), "run", "smoke", "--out", str(tmp_path / "run"), "--quiet",
-          "--set", "recipes=[proactive]"], cwd=tmp_path)
+    quiet = _run([str(venv / "bin" / "inweights"), "run", "smoke", "--out", str(tmp_path / "run"), "--quiet",
+                  "--set", "recipes=[proactive]"], cwd=tmp_path)
+    assert "(done)" not in quiet.stderr and "\r" not in quiet.stderr and "report:" in quiet.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["provenance"]["git"] is None  # an installed wheel is no checkout
     assert "proactive" in summary["rows"]

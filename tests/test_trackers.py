@@ -29,29 +29,6 @@ def test_missing_tracker_package_is_one_line(tmp_path, capsys, monkeypatch):
     assert "train.report_to" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_tensorboard_events_match_metrics(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out = tmp_path / "run"
-    assert main(["run", "smoke", "--out", str(out), "--set", "train.report_to=[tensorboard]",
-                 "--set", "recipes=[proactive]"]) == 0
-    logs = list((out / "tracking" / "tensorboard").glob("smoke*"))
-    assert len(logs) == 1, logs
-    ea = EventAccumulator(str(logs[0]))
-    ea.Reload()
-    tags = set(ea.Tags()["scalars"])
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in lines if "loss" in r and "stage" in r]
-    assert losses
-    for r in losses:  # every logged training loss is in TensorBoard at its step, with its value
-        tag = f"{r['stage']}/loss"
-        assert tag in tags, (tag, sorted(tags)[:10])
-        got = {e.step: e.value for e in ea.Scalars(tag)}
-        assert got[r["step"]] == pytest.approx(r["loss"], rel=1e-6)
-    assert any(t.startswith("eval/") for t in tags)  # evaluations too
-
-
 def test_line_progress_prints_plain_lines(capsys):
     from inweights.core.progress import LineProgress
 
@@ -69,15 +46,32 @@ def test_line_progress_prints_plain_lines(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag,expect_lines", [([], True), (["--quiet"], False)])
-def test_run_output_off_a_terminal(tmp_path, flag, expect_lines):
-    """Off a terminal a run's progress is plain lines (no carriage returns); --quiet leaves only the results."""
+def test_run_off_a_terminal_logs_lines_and_tensorboard(tmp_path):
+    """One run, as a log file sees it: progress as plain lines (no carriage returns), and with
+    train.report_to: [tensorboard] every logged training loss in TensorBoard's event files at its step."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "inweights.cli", "run", "smoke", "--out", str(tmp_path / "r"),
-                           "--set", "recipes=[proactive]", *flag], capture_output=True, text=True, timeout=600,
-                          check=False, env={k: v for k, v in os.environ.items() if k != "INWEIGHTS_PROGRESS"})
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "inweights.cli", "run", "smoke", "--out", str(out),
+                           "--set", "recipes=[proactive]", "--set", "train.report_to=[tensorboard]"],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={k: v for k, v in os.environ.items() if k != "INWEIGHTS_PROGRESS"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "\r" not in proc.stderr and "report:" in proc.stdout
-    assert ("(done)" in proc.stderr) == expect_lines, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr and "(done)" in proc.stderr and "report:" in proc.stdout
+    logs = list((out / "tracking" / "tensorboard").glob("smoke*"))
+    assert len(logs) == 1, logs
+    ea = EventAccumulator(str(logs[0]))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in lines if "loss" in r and "stage" in r]
+    assert losses
+    for r in losses:  # every logged training loss is in TensorBoard at its step, with its value
+        tag = f"{r['stage']}/loss"
+        assert tag in tags, (tag, sorted(tags)[:10])
+        got = {e.step: e.value for e in ea.Scalars(tag)}
+        assert got[r["step"]] == pytest.approx(r["loss"], rel=1e-6)
+    assert any(t.startswith("eval/") for t in tags)  # evaluations too
