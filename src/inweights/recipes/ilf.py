@@ -542,6 +542,7 @@ class ILFRun:
             results["recipes"][recipe] = self.evaluate(recipe, finals[recipe], tasks)
         results["pools"] = {p: len(ts) for p, ts in tasks.items()}
         results["wall_seconds"] = round(time.time() - self.t0, 1)
+        results["resumed"] = self.resume  # then wall_seconds is this session's only
         results["feedback_provider"] = cfg.ilf.feedback.provider
         from inweights.core.io import atomic_write
         from inweights.report.ilf import write_report

@@ -122,7 +122,9 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
            + f"); feedback from `{results['feedback_provider']}`; {ilf.rounds} round(s); {ilf.n_samples} samples per "
            f"task at temperature {ilf.temperature}, {ilf.refine_samples} refinements per failing program; "
            f"pass@k from {ilf.eval_samples} samples per test task (unbiased estimator, bootstrap 95% interval "
-           f"over tasks); wall time {results['wall_seconds'] / 60:.1f} min."), "",
+           f"over tasks); wall time {results['wall_seconds'] / 60:.1f} min"
+           + (" (this session's: the run was resumed, earlier sessions are not counted)." if results.get("resumed")
+              else ".")), "",
           *(["## Verdict", "", *verdicts, ""] if verdicts else []),
           "## pass@k on the test tasks", "",
           "| method | what | " + " | ".join(f"pass@{k} [95% CI]" for k in ks) + " | test verdicts |",
