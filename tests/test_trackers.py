@@ -10,9 +10,11 @@ from inweights.core.trackers import scalars
 
 
 def test_scalars_name_lines_by_stage_and_event():
-    prefix, step, vals = scalars({"stage": "proactive:stage2", "step": 25, "loss": 1.5, "lr": 1e-3, "tok_s": 900})
+    prefix, step, vals = scalars({"recipe": "proactive", "stage_key": "ab12", "stage": "proactive:stage2", "step": 25,
+                                  "loss": 1.5, "lr": 1e-3, "tok_s": 900})
     assert (prefix, step) == ("proactive:stage2", 25)
     assert vals == {"proactive:stage2/loss": 1.5, "proactive:stage2/lr": 1e-3, "proactive:stage2/tok_s": 900.0}
+    assert not any("stage_key" in k for k in vals)  # strings are never sent
     prefix, step, vals = scalars({"event": "eval", "recipe": "mixture", "cells": {"a.weights": 0.25}, "note": "x"})
     assert (prefix, step, vals) == ("eval/mixture", None, {"eval/mixture/cells/a.weights": 0.25})
 

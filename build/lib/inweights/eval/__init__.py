@@ -1,0 +1,1 @@
+"""Evaluation: probes, batched generation, scoring, confidence intervals."""

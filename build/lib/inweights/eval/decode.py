@@ -1,0 +1,198 @@
+"""A lean decode loop for evaluation and GRPO sampling (``eval.backend: lean``), for Llama-family models.
+
+transformers' ``generate`` is the reference (``eval.backend: transformers``) and the outputs here are the same
+token for token (tested on the tiny preset and SmolLM2); what changes is the work around the model, which on a
+CPU and a small model is most of the time:
+
+- a **preallocated KV cache** written in place (``generate``'s dynamic cache concatenates every layer's keys and
+  values at every step: a copy of the whole cache per token);
+- **batched prefill** of left-padded prompts, logits for the last position only;
+- **early exit**: rows that emitted an end-of-turn token leave the batch (the cache is compacted when a quarter
+  of the rows are done, so its copies stay a small multiple of one), instead of decoding padding until the
+  longest row ends;
+- no logits processors, stopping criteria or per-step input preparation.
+
+The decoder layers themselves are transformers' own modules, called with this cache and the same masks and
+position ids ``generate`` builds, so the arithmetic is the library's. Sampling (``temperature > 0``) uses
+transformers' temperature and top-p warpers and draws from the same random stream as ``generate``; to keep that
+stream identical, rows are not compacted while sampling.
+
+Written by hand because no maintained library offers this for CPU inference of a transformers model in
+process: vLLM needs a GPU, transformers' static cache keeps finished rows and builds its masks per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from inweights.train.data import end_of_turn_ids
+
+SUPPORTED = ("llama",)
+PREFILL_ROWS = 32  # rows per prefill chunk
+
+
+def supports(model) -> bool:
+    """Whether the lean loop can drive this model: a Llama-family decoder with sdpa or eager attention, no adapter."""
+    cfg = getattr(model, "config", None)
+    return (cfg is not None and getattr(cfg, "model_type", None) in SUPPORTED and not hasattr(model, "peft_config")
+            and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager"))
+
+
+class _StaticCache:
+    """Per-layer key/value buffers of a fixed length, written in place; what attention sees is the filled prefix.
+    Duck-types the one method the decoder layers call (``update``)."""
+
+    def __init__(self, layers: int, batch: int, heads: int, length: int, dim: int, dtype, device):
+        # zeros, not empty: columns a chunked prefill skips (padding) are masked, but masked garbage can be NaN,
+        # and NaN times a zero attention weight is NaN
+        self.k = [torch.zeros(batch, heads, length, dim, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(batch, heads, length, dim, dtype=dtype, device=device) for _ in range(layers)]
+        self.filled = 0  # positions written by the forward in progress start here
+
+    def update(self, key, value, layer_idx: int, *args, **kwargs):
+        end = self.filled + key.shape[2]
+        self.k[layer_idx][:, :, self.filled:end] = key
+        self.v[layer_idx][:, :, self.filled:end] = value
+        return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
+
+    def window(self, rows: slice, start: int) -> _Window:
+        return _Window(self, rows, start)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
+
+
+class _Window:
+    """Some rows of a ``_StaticCache`` from column ``start`` on: a prefill of those rows writes there, and its
+    attention sees only those columns (every row's real tokens are in them; the columns before are padding)."""
+
+    def __init__(self, cache: _StaticCache, rows: slice, start: int):
+        self.cache, self.rows, self.start, self.filled = cache, rows, start, start
+
+    def update(self, key, value, layer_idx: int, *args, **kwargs):
+        end = self.start + key.shape[2]
+        k, v = self.cache.k[layer_idx], self.cache.v[layer_idx]
+        k[self.rows, :, self.start:end] = key
+        v[self.rows, :, self.start:end] = value
+        return k[self.rows, :, self.start:end], v[self.rows, :, self.start:end]
+
+
+def _mask(valid: torch.Tensor, q_len: int, eager: bool, dtype):
+    """The mask ``generate`` hands the layers: None without padding in a single-token step (full attention),
+    else [B, 1, q, L] (bool for sdpa, additive for eager), causal over the last ``q_len`` positions."""
+    b, length = valid.shape
+    if q_len == 1 and bool(valid.all()):
+        return None
+    m = valid[:, None, None, :].expand(b, 1, q_len, length)
+    if q_len > 1:
+        causal = torch.ones(q_len, length, dtype=torch.bool, device=valid.device).tril(length - q_len)
+        m = m & causal
+    if not eager:
+        return m
+    return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, torch.finfo(dtype).min)
+
+
+def _forward(model, ids, pos, valid, cache: _StaticCache, eager: bool):
+    """Logits of the last position after running ``ids`` (B x q) through the decoder into the cache."""
+    inner = model.model
+    h = inner.embed_tokens(ids)
+    pe = inner.rotary_emb(h, position_ids=pos)
+    mask = _mask(valid, ids.shape[1], eager, h.dtype)
+    for layer in inner.layers[: model.config.num_hidden_layers]:
+        h = layer(h, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, position_embeddings=pe)
+    cache.filled += ids.shape[1]
+    return model.lm_head(inner.norm(h[:, -1:, :]))[:, -1, :].float()
+
+
+@torch.no_grad()
+def lean_generate_ids(
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict[str, str]]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress=None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[tuple[list[int], list[int]]]:
+    """Same contract as ``generate.generate_ids``: (prompt ids, completion ids) per chat prompt, in order; a
+    completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    from inweights.train.data import prompt_ids
+
+    enc = [prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(enc)
+    was_training = model.training
+    model.eval()
+    conf = model.config
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    eager = conf._attn_implementation == "eager"
+    heads = conf.num_key_value_heads
+    dim = getattr(conf, "head_dim", None) or conf.hidden_size // conf.num_attention_heads
+    pad = tokenizer.pad_token_id
+    stops = torch.tensor(sorted(end_of_turn_ids(tokenizer)), device=device)
+    sampling = temperature > 0
+    warp = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]) if sampling else None
+    if sampling:
+        torch.manual_seed(seed)
+    for b in range(0, len(order), batch_size):
+        idx = order[b: b + batch_size]
+        width = max(len(enc[i]) for i in idx)
+        n = len(idx)
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        valid = torch.zeros((n, width + max_new_tokens), dtype=torch.bool)
+        for r, i in enumerate(idx):  # left padding, so every row continues from its last column
+            ids[r, width - len(enc[i]):] = torch.tensor(enc[i])
+            valid[r, width - len(enc[i]): width] = True
+        ids, valid = ids.to(device), valid.to(device)
+        pos = (valid[:, :width].long().cumsum(-1) - 1).masked_fill(~valid[:, :width], 0)
+        cache = _StaticCache(conf.num_hidden_layers, n, heads, width + max_new_tokens, dim, dtype, device)
+        # prefill in chunks of rows of similar length (the batch is sorted by length), each over its own width
+        # only: the padding a long prompt forces on short ones is never computed
+        parts = []
+        for c in range(0, n, PREFILL_ROWS):
+            rows = slice(c, min(c + PREFILL_ROWS, n))
+            w = max(len(enc[i]) for i in idx[rows])
+            start = width - w
+            parts.append(_forward(model, ids[rows, start:], pos[rows, start:], valid[rows, start:width],
+                                  cache.window(rows, start), eager))
+        logits = torch.cat(parts)
+        cache.filled = width
+        last = pos[:, -1:]
+        # physical rows of the cache: which batch row each holds, and whether it is still decoding
+        row_of = torch.arange(n, device=device)
+        live = torch.ones(n, dtype=torch.bool, device=device)
+        gen: list[list[int]] = [[] for _ in range(n)]
+        for step in range(max_new_tokens):
+            if sampling:
+                nxt = torch.multinomial(torch.softmax(warp(None, logits), dim=-1), num_samples=1).squeeze(1)
+            else:
+                nxt = logits.argmax(dim=-1)
+            nxt = torch.where(live, nxt, pad)  # as generate does: finished rows are fed padding
+            for r, t in zip(row_of[live].tolist(), nxt[live].tolist()):
+                gen[r].append(t)
+            live = live & ~torch.isin(nxt, stops)
+            if step == max_new_tokens - 1 or not bool(live.any()):
+                break
+            if not sampling and int(live.sum()) <= 0.75 * live.numel():  # compact: finished rows leave the cache
+                sel = live.nonzero().flatten()
+                cache.keep(sel)
+                row_of, live, valid, last, nxt = row_of[sel], live[sel], valid[sel], last[sel], nxt[sel]
+            col = width + step
+            valid[:, col] = True
+            last = last + 1
+            logits = _forward(model, nxt[:, None], last, valid[:, : col + 1], cache, eager)
+        for r, i in enumerate(idx):
+            out[i] = (enc[i], gen[r])
+        if progress is not None:
+            progress.update(n)
+    model.train(was_training)
+    return out

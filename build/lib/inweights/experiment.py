@@ -1,0 +1,696 @@
+"""One experiment: units -> recipes (curricula of stages) -> trained models -> probes -> report.
+
+Run directory layout::
+
+    config.yaml  status.json  metrics.jsonl  samples.jsonl  summary.json  report.md  *.png
+    base/                      the starting model (tiny preset without a prepared base)
+    stages/<i>_<name>_<key>/   model/ (save_pretrained), done.json, eval.json, samples.jsonl
+
+A stage's key hashes everything that determines its weights (starting point, stage spec, seed, data
+and training config), so recipes that share a prefix of stages train it once and reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inweights import views
+from inweights.config import ExperimentConfig, dump_config, load_config
+from inweights.core.errors import UserError
+from inweights.core.io import atomic_write
+from inweights.core.rundir import LOCK, MetricsLog, open_run, owner, release
+from inweights.core.seeds import derive_seed
+from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
+from inweights.domains import make_domain
+from inweights.eval.extraction import diagnose
+from inweights.eval.probes import evaluate
+from inweights.gates import Gate
+from inweights.models import build_tiny, load_model, save_model, train_tokenizer
+from inweights.models.load import (
+    add_name_tokens,
+    check_lora_for_source,
+    is_adapter_dir,
+    is_lora,
+    resolve_source,
+)
+from inweights.recipes.pbb import check_recipe_names, stages_for
+from inweights.train.data import PackedBatches
+from inweights.train.loop import get_accelerator, train_stage
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def loss_kind(stage) -> str:
+    """What a stage's training loss is averaged over, so plots never put different losses on one axis:
+    ``documents`` (whole-text loss on decl), ``answers`` (completion loss), both mixed, or ``grpo``."""
+    if getattr(stage, "objective", "sft") == "grpo":
+        return "grpo"
+    views = {m.view for m in stage.mixture}
+    if views == {"decl"}:
+        return "documents"
+    return "answers" if "decl" not in views else "documents + answers"
+
+
+class Run:
+    """The run directory: status marker, metrics log."""
+
+    def __init__(self, out: Path, cfg: ExperimentConfig | None = None):
+        from inweights.core.trackers import Trackers
+
+        self.out = out
+        self.metrics = MetricsLog(out / "metrics.jsonl")
+        names = cfg.train.report_to if cfg is not None else []
+        self.trackers = Trackers(names, out, cfg.name, cfg.model_dump(mode="json")) if names else None
+
+    def close(self) -> None:
+        """Flush and close the trackers (the run's end, however it ends)."""
+        if self.trackers is not None:
+            self.trackers.finish()
+
+    def status(self, state: str, **extra: Any) -> None:
+        if not get_accelerator().is_main_process:
+            return
+        atomic_write(self.out / "status.json",
+                     json.dumps({"state": state, "time": time.time(), **owner(), **extra}) + "\n")
+
+    def failed(self, e: BaseException) -> None:
+        """Record how the run ended, if its folder has a status; never raises (a full disk may be why it failed)."""
+        if not (self.out / "status.json").exists():
+            return
+        try:
+            self.status("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
+                        error=f"{type(e).__name__}: {e}"[:500])
+        except OSError:
+            pass
+
+    def log(self, rec: dict[str, Any]) -> None:
+        if not get_accelerator().is_main_process:
+            return
+        self.metrics.append(rec)
+        if self.trackers is not None:
+            self.trackers.log(rec)
+
+    def stage_log(self, **fields: Any) -> StageLog:
+        return StageLog(self, fields)
+
+
+class StageLog:
+    """A stage's metrics lines (``fields`` added to each), rewound to its checkpoint when the stage resumes."""
+
+    def __init__(self, run: Run, fields: dict[str, Any]):
+        self.run, self.fields = run, fields
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        self.run.log({**self.fields, **rec})
+
+    def rewind(self, step: int) -> None:
+        if get_accelerator().is_main_process:
+            self.run.metrics.rewind(self.fields, step)
+
+
+def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, Path]:
+    """(prepare config path, prepared base folder) for model.prepared_base."""
+    from inweights.prepare import find_config, prepared_dir
+
+    c = find_config(cfg.model.prepared_base, config_path)
+    if c is not None:
+        pcfg = load_config(c)
+        if pcfg.domain.name != cfg.domain.name:
+            raise UserError(f"model.prepared_base: {c} prepares the {pcfg.domain.name} domain, this experiment "
+                            f"is {cfg.domain.name}; use a prepare config of the same domain")
+        return c, prepared_dir(c, pcfg.name)
+    raise UserError(f"model.prepared_base: prepare config not found: {cfg.model.prepared_base}")
+
+
+def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, dict[str, Any]]:
+    """The prepared base folder and its record, built once when it is missing."""
+    pconf, pdir = resolve_prepared(cfg, config_path)
+    if not (pdir / "prepare.json").is_file():
+        from inweights.prepare import build_prepared_base
+
+        print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes on a CPU; "
+              f"`inweights prepare {pconf}` builds it ahead)")
+        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
+    return pdir, json.loads((pdir / "prepare.json").read_text())
+
+
+def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False):
+    """The config's domain and units. External files follow the loader policy (``inweights.core.rejects``): the
+    rejected records are reported together on stderr (unless ``quiet``) and written to
+    ``out_dir/rejected.jsonl``; ``data.strict`` makes them an error."""
+    from inweights.core import rejects
+
+    domain = make_domain(cfg)
+    with rejects.collecting() as found:
+        if cfg.domain.data_file:
+            units = domain.read_units(Path(cfg.domain.data_file))
+        else:
+            units = domain.build()
+    rejects.settle(found, cfg.data.strict, out_dir, quiet)
+    return domain, units
+
+
+def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Where a run's time went: training (every stage once, shared stages counted once), evaluation (every
+    evaluated model) and the rest (set-up, data, loading, idle workers), as worker-seconds and as shares of
+    wall time x workers. Stages or evaluations reused from an earlier run count the seconds they took then."""
+    stages: dict[str, float] = {}
+    for rec in results["recipes"].values():
+        for st in rec.get("stages", []):
+            stages[st["dir"]] = st["seconds"]
+    evals = [r.get("eval_seconds", 0.0) for r in
+             [results.get("base") or {}, *results.get("other_bases", {}).values(), *results["recipes"].values()]]
+    capacity = max(results["wall_seconds"] * max(workers, 1), 1e-9)
+    train, ev = sum(stages.values()), sum(evals)
+    out = {"workers": workers, "wall_seconds": results["wall_seconds"], "train_seconds": round(train, 1),
+           "eval_seconds": round(ev, 1), "other_seconds": round(max(capacity - train - ev, 0.0), 1)}
+    out |= {f"{k}_share": round(out[f"{k}_seconds"] / capacity, 3) for k in ("train", "eval", "other")}
+    return out
+
+
+class Experiment:
+    def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
+        self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
+        self.run = Run(out, cfg)
+
+    # ------------------------------------------------------------------ set-up
+    def check_out_dir(self) -> None:
+        """``--out`` checked, the run lock taken (main process), leftovers of an interrupted run cleaned."""
+        if get_accelerator().is_main_process:
+            for line in open_run(self.out, self.resume, dump_config(self.cfg)):
+                print(f"resume: {line}")
+        elif self.out.exists() and any(p.name != LOCK for p in self.out.iterdir()) and not self.resume:
+            raise UserError(f"run directory {self.out} already exists: pass --resume to continue it, or --out")
+
+    def base_model(self, domain, units) -> tuple[Path | str, str, dict[str, Any] | None]:
+        """(folder or hub id, identity, prepared record) of the model every recipe starts from."""
+        cfg = self.cfg
+        if cfg.model.preset != "tiny":
+            source, ident = resolve_source(cfg.model)
+            if cfg.model.lora and not cfg.model.path:  # (a path was checked before the run started)
+                check_lora_for_source(source, cfg.model.lora, cfg.model.revision)
+            return source, _sha(ident), None
+        if cfg.model.prepared_base:
+            pdir, rec = ensure_prepared(cfg, self.config_path)
+            return pdir, rec["weights_sha256"], rec
+        base = self.out / "base"
+        if not (base / "config.json").is_file() and get_accelerator().is_main_process:
+            tok = train_tokenizer(corpus_texts(domain, units, cfg.seed), cfg.model.tiny.vocab_size)
+            model = build_tiny(cfg.model.tiny, tok, cfg.seed)
+            save_model(model, tok, base)
+        get_accelerator().wait_for_everyone()
+        return base, _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed,
+                           "data": cfg.domain.identity()}), None
+
+    def named(self, source: Path | str, ident: str, folder: str, units) -> tuple[Path, str]:
+        """``model.name_tokens``: a copy of the starting model whose tokenizer spells every unit's name as one
+        token (written once per run; the stage keys change with it)."""
+        names = [u.pointer for u in units]
+        out = self.out / folder
+        if not (out / "config.json").is_file() and get_accelerator().is_main_process:
+            m = self.cfg.model
+            tmp = self.out / f".{folder}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            add_name_tokens(source, names, tmp, m.dtype, m.attn_implementation,
+                            m.revision if str(source) == m.name else None)
+            tmp.rename(out)
+        get_accelerator().wait_for_everyone()
+        return out, _sha({"from": ident, "name_tokens": names})
+
+    # ------------------------------------------------------------------ the run
+    def execute(self) -> dict[str, Any]:
+        cfg = self.cfg
+        acc = get_accelerator()
+        self.check_out_dir()
+        acc.wait_for_everyone()  # every process checked the directory before the first one writes
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.run.status("running")
+            atomic_write(self.out / "config.yaml", dump_config(cfg))
+        acc.wait_for_everyone()
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        t_start = time.time()
+        domain, units = load_units(cfg, self.out if acc.is_main_process else None, quiet=not acc.is_main_process)
+        base_dir, base_id, prepared = self.base_model(domain, units)
+        others = self.other_bases()
+        if cfg.model.name_tokens:
+            base_dir, base_id = self.named(base_dir, base_id, "base_named", units)
+            others = {n: (*self.named(d, i, f"base_named_{n}", units), rec) for n, (d, i, rec) in others.items()}
+        stages, finals = self.plan(base_dir, base_id, others)
+        jobs = self.jobs(stages, finals, base_dir, others)
+        workers = self.cfg.workers
+        if acc.num_processes > 1 and workers > 1:
+            if acc.is_main_process:
+                print(f"{acc.num_processes} processes: jobs run one after another (workers {workers} ignored)")
+            workers = 1
+        run_jobs(jobs, workers, self.cfg, self.out, self.config_path)
+        results: dict[str, Any] = {"recipes": {}}
+        if cfg.eval.eval_base:
+            results["base"] = self.evaluate_dir("base", base_dir, self.out / "base_eval", domain, units)
+            results["other_bases"] = {}
+            for name, (odir, _, orec) in others.items():
+                ev = self.evaluate_dir(f"base:{name}", odir, self.out / f"base_eval_{name}", domain, units)
+                results["other_bases"][f"base:{name}"] = {**ev, "prepared": orec}
+        for recipe, chain in finals.items():
+            stages_out = []
+            for key in chain:
+                info = json.loads((stages[key]["dir"] / "done.json").read_text())
+                stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name, "key": key,
+                                   "loss_kind": loss_kind(stages[key]["stage"]),
+                                   **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")},
+                                   **({"gate": info["gate"]} if info.get("gate") else {})})
+            final_dir = stages[chain[-1]]["dir"]
+            ev = self.evaluate_dir(recipe, final_dir / "model", final_dir, domain, units)
+            results["recipes"][recipe] = {"stages": stages_out, **ev}
+        results["prepared"] = prepared
+        results["wall_seconds"] = round(time.time() - t_start, 1)
+        results["time"] = time_shares(results, workers)
+        results["counts"] = {g: sum(u.group == g for u in units) for g in dict.fromkeys(u.group for u in units)}
+        for g in domain.groups:
+            results["counts"].setdefault(g, 0)
+        if any(m.skew is not None for stages_ in cfg.curricula.values() for st in stages_ for m in st.mixture):
+            # skewed demonstrations: the report splits accuracy by each unit's first step (majority vs rest)
+            results["signatures"] = {u.id: domain.signature(u) for u in units if u.group == "without_io"}
+        results.update(domain.summary_extras(units))
+        results["processes"] = acc.num_processes
+        if not acc.is_main_process:
+            acc.wait_for_everyone()
+            return None
+        self.collect_samples()
+        models = {r: str((stages[c[-1]]["dir"] / "model").relative_to(self.out)) for r, c in finals.items()}
+        atomic_write(self.out / "models.json", json.dumps(models, indent=1) + "\n")
+        from inweights.report import write_report
+
+        summary = write_report(self.out, cfg, results)
+        self.run.status("finished", wall_seconds=results["wall_seconds"])
+        acc.wait_for_everyone()
+        return summary
+
+    def recipe_list(self) -> list[str]:
+        names = list(self.cfg.recipes)
+        if self.cfg.sweep:
+            if self.cfg.sweep.reference not in names:
+                names.insert(0, self.cfg.sweep.reference)
+            names += [f"demos_only@k{k}" for k in self.cfg.sweep.demos_k if f"demos_only@k{k}" not in names]
+        return names
+
+    def stage_key(self, prev: str, stage) -> str:
+        c = self.cfg
+        return _sha({"prev": prev, "stage": stage.model_dump(), "seed": c.seed, "domain": c.domain.identity(),
+                     "train": c.train.model_dump(exclude={"log_every", "threads", "save_every", "report_to"}),
+                     "lora": c.model.lora.model_dump() if c.model.lora else None})[:12]
+
+    def other_bases(self) -> dict[str, tuple[Path, str, dict[str, Any]]]:
+        """Prepared bases that recipes written ``recipe:NAME`` start from (configs/NAME.yaml), e.g. a control
+        that starts from a base which never saw PBB's stage 1."""
+        out = {}
+        for recipe in self.recipe_list():
+            _, sep, name = recipe.partition(":")
+            if sep and name not in out:
+                if self.cfg.model.preset != "tiny":
+                    raise UserError(f"recipe {recipe}: another prepared base applies to the tiny preset only")
+                cfg = self.cfg.model_copy(deep=True)
+                cfg.model.prepared_base = f"configs/{name}.yaml"
+                pdir, rec = ensure_prepared(cfg, self.config_path)
+                out[name] = (pdir, rec["weights_sha256"], rec)
+        return out
+
+    def plan(self, base_dir: Path, base_id: str, others=None):
+        """Unique stages (by key) with their parents, and each recipe's chain of stage keys."""
+        stages: dict[str, dict[str, Any]] = {}
+        finals: dict[str, list[str]] = {}
+        others = others or {}
+        for recipe in self.recipe_list():
+            plain, _, other = recipe.partition(":")
+            start_dir, start_id = (others[other][0], others[other][1]) if other else (base_dir, base_id)
+            prev_key, prev_dir, chain = start_id, start_dir, []
+            for i, stage in enumerate(stages_for(plain, self.cfg)):
+                key = self.stage_key(prev_key, stage)
+                sdir = self.out / "stages" / f"{i + 1}_{stage.name}_{key}"
+                stages.setdefault(key, {"stage": stage, "dir": sdir, "parent": chain[-1] if chain else None,
+                                        "start": prev_dir, "recipe": recipe})
+                chain.append(key)
+                prev_key, prev_dir = key, sdir / "model"
+            finals[recipe] = chain
+        return stages, finals
+
+    def jobs(self, stages, finals, base_dir: Path, others=None) -> list[dict[str, Any]]:
+        """Training jobs (with their dependencies) and evaluation jobs, for the scheduler."""
+        out = []
+        for key, st in stages.items():
+            if not (st["dir"] / "done.json").is_file():
+                out.append({"kind": "train", "id": key, "deps": [st["parent"]] if st["parent"] else [],
+                            "recipe": st["recipe"], "stage": st["stage"].model_dump(), "start": str(st["start"]),
+                            "dir": str(st["dir"]), "key": key})
+        if self.cfg.eval.eval_base:
+            out.append({"kind": "eval", "id": "eval:base", "deps": [], "label": "base", "model": str(base_dir),
+                        "cache": str(self.out / "base_eval")})
+            for name, (odir, _, _) in (others or {}).items():
+                out.append({"kind": "eval", "id": f"eval:base:{name}", "deps": [], "label": f"base:{name}",
+                            "model": str(odir), "cache": str(self.out / f"base_eval_{name}")})
+        for recipe, chain in finals.items():
+            d = stages[chain[-1]]["dir"]
+            out.append({"kind": "eval", "id": f"eval:{recipe}", "deps": [chain[-1]], "label": recipe,
+                        "model": str(d / "model"), "cache": str(d)})
+        return out
+
+    def load(self, source, lora=None):
+        m = self.cfg.model
+        revision = m.revision if str(source) == m.name else None
+        return load_model(source, m.dtype, lora, m.attn_implementation, revision)
+
+    def train_one(self, recipe, stage, key, prev_dir: Path, sdir: Path, domain, units) -> None:
+        cfg = self.cfg
+        acc = get_accelerator()
+        if acc.is_main_process:
+            sdir.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        model, tok = self.load(prev_dir, cfg.model.lora)
+        log = self.run.stage_log(recipe=recipe, stage_key=key)
+        if stage.objective == "grpo":
+            warm = None
+            if cfg.grpo.sft_warmup_steps:
+                model, warm = self.grpo_warmup(recipe, stage, key, prev_dir, sdir, model, tok, domain, units, log)
+            res = self.train_grpo_stage(recipe, stage, key, prev_dir, sdir, model, tok, domain, units, log)
+            if warm is not None:
+                res["sft_warmup"] = warm
+        else:
+            sample = stage_sampler(stage, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos"))
+            # one global stream (the same on every process; each takes its share of the rows), so N processes
+            # train on exactly the batches one process would
+            batches = PackedBatches(sample, derive_seed(cfg.seed, key, "stream", 0), cfg.train.batch_size,
+                                    cfg.train.max_len, tok.pad_token_id,
+                                    shard=(acc.process_index, acc.num_processes))
+            gate = self.stage_gate(stage, tok, domain, units, log) if stage.gate else None
+            rows = None
+            if stage.trainable == "names":
+                rows = sorted({tok.convert_tokens_to_ids(u.pointer) for u in units})
+            res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr,
+                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log, on_step=gate,
+                              trainable_rows=rows)
+            if gate is not None:
+                res["gate"] = gate.record()
+        if acc.is_main_process:
+            tmp = sdir / "model.tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            lora_base = str(prev_dir) if is_lora(res["model"]) else None
+            save_model(res["model"], tok, tmp, base=lora_base, state_dict=res["state_dict"],
+                       revision=cfg.model.revision if str(prev_dir) == cfg.model.name else None)
+            if (sdir / "model").exists():
+                shutil.rmtree(sdir / "model")
+            os.replace(tmp, sdir / "model")
+            info = {k: v for k, v in res.items() if k not in ("model", "state_dict")}
+            info["stage"] = stage.model_dump()
+            atomic_write(sdir / "done.json", json.dumps(info) + "\n")
+        acc.wait_for_everyone()
+
+    def stage_gate(self, stage, tok, domain, units, log) -> Gate:
+        """A stage's gate: accuracy on validation inputs (never test inputs) of the gate's group, every N steps."""
+        g, cfg = stage.gate, self.cfg
+        pairs = [(u, x) for u in units if u.group == g.group for x in u.meta.get("val_inputs", ())]
+        if not pairs:
+            raise UserError(f"stage {stage.name}: its gate measures on validation inputs, and the {g.group} units have "
+                            "none; set domain.programs.n_val_inputs (> 0)")
+        rng = random.Random(derive_seed(cfg.seed, "gate", stage.name))
+        if len(pairs) > g.max_probes:
+            pairs = rng.sample(pairs, g.max_probes)
+        view = "exec" if g.mode == "in_weights" else "in_context"
+        recs = [views.execution(domain, u, x, g.format, rng, view=view) for u, x in pairs]
+        key = f"{g.group}/{g.mode}/{g.format}@val"
+
+        def measure(model) -> dict[str, float]:
+            from inweights.eval.generate import generate
+
+            outs = generate(model, tok, [r["prompt"] for r in recs], max_new_tokens=cfg.eval.max_new_tokens,
+                            batch_size=cfg.eval.batch_size)
+            return {key: sum(domain.score(u, x, views.extract(domain, o)) for (u, x), o in zip(pairs, outs)) / len(pairs)}
+
+        return Gate(measure, key, g.value, g.every, stage.steps, log)
+
+    def grpo_warmup(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
+        """``grpo.sft_warmup_steps`` SFT steps on the stage's mixture before its GRPO steps, when the starting
+        policy's greedy reward on ``floor_probes`` of the stage's training prompts is under ``warmup_floor`` (GRPO
+        learns nothing from groups that all fail). Returns (model, record); the record says what was measured and
+        whether the warm-up ran. A finished warm-up is kept in ``<stage>/warmup`` and reused on a rerun."""
+        from inweights.curriculum import stage_prompts
+        from inweights.eval.generate import generate
+
+        cfg, g = self.cfg, self.cfg.grpo
+        wdir = sdir / "warmup"
+        if (wdir / "warmup.json").is_file():
+            rec = json.loads((wdir / "warmup.json").read_text())
+            if rec["ran"]:
+                model, _ = self.load(wdir / "model", None)
+            return model, rec
+        rng = random.Random(derive_seed(cfg.seed, key, "floor"))
+        try:
+            sample = stage_prompts(stage, domain, units)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        probes = [sample(rng) for _ in range(g.floor_probes)]
+        model.to(get_accelerator().device)
+        outs = generate(model, tok, [p for p, _ in probes], max_new_tokens=g.max_completion_length,
+                        batch_size=cfg.eval.batch_size)
+        reward = sum(r(o) for (_, r), o in zip(probes, outs)) / len(probes)
+        rec = {"event": "grpo_floor", "stage": f"{recipe}:{stage.name}", "reward_greedy": reward,
+               "floor": g.warmup_floor, "probes": len(probes), "ran": reward < g.warmup_floor,
+               "steps": g.sft_warmup_steps if reward < g.warmup_floor else 0}
+        if rec["ran"]:
+            acc = get_accelerator()
+            sft = stage.model_copy(update={"objective": "sft", "name": f"{stage.name}_warmup"})
+            batches = PackedBatches(stage_sampler(sft, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos")),
+                                    derive_seed(cfg.seed, key, "warmup", 0), cfg.train.batch_size, cfg.train.max_len,
+                                    tok.pad_token_id, shard=(acc.process_index, acc.num_processes))
+            out = train_stage(model, batches, g.sft_warmup_steps, cfg.train, wdir, lr=stage.lr,
+                              desc=f"{recipe}:{stage.name}:sft_warmup", save_every=cfg.train.save_every, log=log)
+            model = out["model"]
+            if acc.is_main_process:
+                save_model(model, tok, wdir / "model", base=str(prev_dir) if is_lora(model) else None,
+                           state_dict=out["state_dict"])
+        if get_accelerator().is_main_process:
+            log(rec)
+            wdir.mkdir(parents=True, exist_ok=True)
+            atomic_write(wdir / "warmup.json", json.dumps(rec) + "\n")
+        return model, rec
+
+    def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
+        """A grpo stage: prompts from the stage's mixture, rewards from the domain's scorer, samples from the
+        evaluation backend (transformers, or vllm with the policy's weights pushed each step)."""
+        from inweights.curriculum import stage_prompts
+        from inweights.eval.generate import VllmPolicy, choose_backend
+        from inweights.train.grpo import train_grpo
+
+        cfg, g = self.cfg, self.cfg.grpo
+        model.to(get_accelerator().device)
+        gen = None
+        backend = choose_backend(cfg.eval.backend)
+        if backend == "vllm":
+            gen = VllmPolicy(str(prev_dir), tok, max_new_tokens=g.max_completion_length, temperature=g.temperature,
+                             top_p=g.top_p, dtype=cfg.model.dtype, seed=cfg.seed)
+        elif backend == "lean":
+            from inweights.eval.generate import generate_ids
+
+            def gen(m, prompts, s):
+                return generate_ids(m, tok, prompts, max_new_tokens=g.max_completion_length, batch_size=len(prompts),
+                                    temperature=g.temperature, top_p=g.top_p, seed=s, backend="lean")
+        try:
+            sample = stage_prompts(stage, domain, units)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        return train_grpo(model, tok, sample, stage.steps, g, cfg.train, lr=g.lr or stage.lr or cfg.train.lr,
+                          seed=derive_seed(cfg.seed, key, "grpo"), desc=f"{recipe}:{stage.name}", log=log,
+                          generate_fn=gen, out_dir=sdir, save_every=cfg.train.save_every)
+
+    def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
+        """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ev_path = cache_dir / "eval.json"
+        probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": str(model_dir)})
+        if ev_path.is_file():
+            ev = json.loads(ev_path.read_text())
+            if ev.get("probe_key") == probe_key:
+                self._link_samples(label, cache_dir)
+                return ev
+        from inweights.core.progress import progress
+        from inweights.eval.generate import choose_backend, generate, generate_vllm
+
+        acc = get_accelerator()
+        ecfg = self.cfg.eval
+        backend = choose_backend(ecfg.backend)
+        model, tok = self.load(model_dir)
+        model.to(acc.device)
+        if backend == "lean":
+            from inweights.eval.decode import supports
+
+            backend = "lean" if supports(model) else "transformers"
+        vllm_dir = str(model_dir)
+        if backend == "vllm" and is_adapter_dir(model_dir):  # vllm wants plain weights: merge once
+            vllm_dir = str(cache_dir / "merged")
+            if acc.is_main_process and not (cache_dir / "merged" / "config.json").is_file():
+                save_model(model, tok, cache_dir / "merged")
+            acc.wait_for_everyone()
+
+        def local(prompts, bar):
+            if backend == "vllm":
+                outs = generate_vllm(vllm_dir, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
+                                     dtype=self.cfg.model.dtype, seed=self.cfg.seed,
+                                     temperature=ecfg.temperature, top_p=ecfg.top_p)
+                bar.update(len(prompts))
+                return outs
+            return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
+                            progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
+                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend)
+
+        def sharded(prompts):
+            """Each process generates every N-th probe; the outputs are gathered back in order."""
+            mine = list(range(acc.process_index, len(prompts), acc.num_processes))
+            with progress(total=len(mine), desc=f"eval {label}", unit="probe",
+                          disable=not acc.is_main_process) as bar:
+                outs = local([prompts[i] for i in mine], bar)
+            if acc.num_processes == 1:
+                return outs
+            from accelerate.utils import gather_object
+
+            full: list[str | None] = [None] * len(prompts)
+            for i, o in gather_object(list(zip(mine, outs))):
+                full[i] = o
+            return full
+
+        t0 = time.time()
+        cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
+        ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
+              "eval_seconds": round(time.time() - t0, 1),
+              "backend": backend, "processes": acc.num_processes,
+              "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
+        if acc.is_main_process:
+            with (cache_dir / "samples.jsonl.tmp").open("w") as f:
+                for s in samples:
+                    f.write(json.dumps(s) + "\n")
+            os.replace(cache_dir / "samples.jsonl.tmp", cache_dir / "samples.jsonl")
+            atomic_write(ev_path, json.dumps(ev) + "\n")
+        acc.wait_for_everyone()
+        self.run.log({"event": "eval", "recipe": label, "cells": {k: v["acc"] for k, v in cells.items()},
+                      "eval_seconds": ev["eval_seconds"]})
+        self._link_samples(label, cache_dir)
+        return ev
+
+    def _link_samples(self, label: str, cache_dir: Path) -> None:
+        self._samples = getattr(self, "_samples", [])
+        self._samples.append((label, cache_dir / "samples.jsonl"))
+
+    def collect_samples(self) -> None:
+        """samples.jsonl of the run: every sample of every evaluated model, tagged with its recipe."""
+        tmp = self.out / "samples.jsonl.tmp"
+        with tmp.open("w") as f:
+            for label, path in getattr(self, "_samples", []):
+                with path.open() as src:
+                    for line in src:
+                        f.write(json.dumps({"recipe": label, **json.loads(line)}) + "\n")
+        os.replace(tmp, self.out / "samples.jsonl")
+
+
+def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | None, threads: int | None) -> str:
+    """One job, in this process or a worker process (spawned: it rebuilds everything it needs)."""
+    from inweights.config import ExperimentConfig, StageConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    exp = Experiment(cfg, Path(out), Path(config_path) if config_path else None, resume=True)
+    domain, units = load_units(cfg, quiet=True)
+    if job["kind"] == "train":
+        if not (Path(job["dir"]) / "done.json").is_file():
+            exp.train_one(job["recipe"], StageConfig.model_validate(job["stage"]), job["key"], Path(job["start"]),
+                          Path(job["dir"]), domain, units)
+    else:
+        # every process generates its share of the probes; the main one scores and writes
+        exp.evaluate_dir(job["label"], job["model"], Path(job["cache"]), domain, units)
+    return job["id"]
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker process ends when the run's process ends, however it ends (SIGKILL included): otherwise it would
+    go on writing into a run folder whose lock is free, beside the resumed run. Linux: the kernel's parent-death
+    signal (``prctl(PR_SET_PDEATHSIG)``, through ctypes: no library wraps it); elsewhere a thread that watches."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg: ExperimentConfig, out: Path,
+             config_path: Path | None) -> None:
+    """Run jobs in dependency order; with workers > 1, independent ones run in parallel processes,
+    each with cores/workers threads (two 1-thread jobs beat one 2-thread job on a 2-core CPU)."""
+    cfg_json = cfg.model_dump_json()
+    cp = str(config_path) if config_path else None
+    ids = {j["id"] for j in jobs}
+    done: set[str] = {d for j in jobs for d in j["deps"] if d not in ids}  # finished in an earlier run
+    pending = list(jobs)
+    if workers == 1:
+        while pending:
+            job = next(j for j in pending if all(d in done for d in j["deps"]))
+            pending.remove(job)
+            done.add(_do_job(job, cfg_json, str(out), cp, None))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (cfg.train.threads or os.cpu_count() or 1) // workers)
+    running: dict[Any, str] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        while pending or running:
+            ready = [j for j in pending if all(d in done for d in j["deps"])]
+            # training first (evaluations are short and unblock nothing)
+            ready.sort(key=lambda j: j["kind"] != "train")
+            for job in ready[: workers - len(running)]:
+                pending.remove(job)
+                running[pool.submit(_do_job, job, cfg_json, str(out), cp, threads)] = job["id"]
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in finished:
+                running.pop(f)
+                done.add(f.result())
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
+    check_recipe_names(cfg)  # before the run folder is touched
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    exp = Experiment(cfg, out, config_path, resume)
+    try:
+        return exp.execute()
+    except BaseException as e:
+        exp.run.failed(e)
+        raise
+    finally:
+        exp.run.close()
+        release(out)

@@ -1,0 +1,690 @@
+"""Rule distillation (docs/papers.md §2): learn a rule in weights from k examples and a teacher that reads it.
+
+For every held-out rule, k in ``distill.ks`` and seed in ``distill.seeds``, the k training examples and
+k validation examples (in distribution, no rule) are drawn from the rule's pool, then:
+
+- ``in_context``: the base model with the rule in its prompt (no training; the teacher of *base*);
+- ``sft_without_rule``: the student fine-tuned on the k examples, no rule anywhere;
+- ``sft_with_rule``: fine-tuned on the k examples with the rule in the prompt, tested without it;
+- ``rule_distill_base``: the student distilled from the base model reading the rule;
+- ``rule_distill_enhanced``: distilled from a teacher first fine-tuned on the k examples with the rule in
+  its prompt (the ``sft_with_rule`` run, its epoch chosen on rule-in-prompt validation loss).
+
+Every trained model keeps its best epoch by cross-entropy on the k validation examples without the rule
+(the paper: best epoch by the student's loss on k held-out no-rule examples), and is tested greedily
+without the rule, in distribution and out of distribution (exact match of the answer).
+
+Every model trains as a stage of the engine (``train.loop.train_stage``, the loop PBB's stages run on) with a
+``train.distill.PairObjective``: pairs of prompts on one answer, for epochs over k examples, the best epoch
+kept by a stage hook (``EpochSelect``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from inweights import views
+from inweights.config import ExperimentConfig, dump_config
+from inweights.core import rejects
+from inweights.core.errors import UserError
+from inweights.core.io import write_summary
+from inweights.core.seeds import derive_seed
+from inweights.domains.rules import RulesDomain
+from inweights.eval.generate import generate
+from inweights.eval.stats import mean_ci
+from inweights.train.data import tokenize_record
+from inweights.train.distill import PairBatch, PairObjective, forward, make_pair_batch
+from inweights.train.loop import get_accelerator
+
+
+@dataclass
+class Example:
+    student: str  # the user turn without the rule
+    teacher: str  # the user turn with the rule (and worked examples, if any)
+    answer: str  # the assistant turn (gold)
+    gold: str  # the answer the scorer compares with
+    x: Any = None  # the input (generated rules), for the diagnostics that count what k examples reveal
+
+
+@dataclass
+class Task:
+    """One held-out rule: its example pool, its tests, and how answers are read back."""
+
+    name: str
+    rule: str
+    pool: list[Example]  # in-distribution examples: k for training and k for validation are drawn here
+    tests: dict[str, list[Example]] = field(default_factory=dict)  # "id", "ood"
+    direct: bool = True  # answers are "Answer: x" (generated rules) or raw text (Alpaca files)
+    val: list[Example] | None = None  # validation examples of their own (the paper's valid files)
+    rejected: list = field(default_factory=list)  # the loader policy's issues (inweights.core.rejects)
+    # the domain's own answer extraction (``Domain.extract_answer``), the one its probes use too
+    answer: Callable[[str], str | None] | None = None
+    transfer: list[Example] = field(default_factory=list)  # fresh unlabelled inputs (their gold only to report)
+    domain: Any = None  # generated rules: the domain and unit, for hypotheses / coverage diagnostics
+    unit: Any = None
+
+    def read(self, output: str) -> str | None:
+        """The answer in a generation: the domain's extraction, or the whole text (Alpaca files)."""
+        if not self.direct:
+            return output.strip()
+        return (self.answer or RulesDomain.extract_answer)(output)
+
+
+# --------------------------------------------------------------------------- tasks
+def generated_tasks(cfg: ExperimentConfig, domain, units) -> list[Task]:
+    """One task per unit of any domain: the rule is the unit's instruction (a rule statement, a program's source,
+    a grammar's productions), the teacher reads it before the question, the student reads the question alone.
+    Answers in the domain's gate format (rules: direct, as in the paper; programs: a chain of thought then the
+    answer); out-of-distribution tests where the domain has them (``meta["ood_inputs"]``)."""
+    dc = cfg.distill
+    fmt = domain.gate_format
+    tasks = []
+    for u in units:
+        rng = random.Random(derive_seed(cfg.seed, "rules", "prompts", u.id))
+
+        def ex(x, u=u, rng=rng):
+            q = views.question(domain, u, x, fmt, rng)
+            return Example(student=q, teacher=f"{domain.instruction_text(u)}\n{q}", answer=views.target(domain, u, x, fmt),
+                           gold=domain.answer_text(u, x), x=x)
+
+        n = dc.n_eval or len(u.test_inputs)
+        tests = {"id": [ex(x) for x in u.test_inputs[:n]]}
+        if u.meta.get("ood_inputs"):
+            tests["ood"] = [ex(x) for x in u.meta["ood_inputs"][:n]]
+        tasks.append(Task(u.id, u.instruction, [ex(x) for x in u.train_inputs], tests,
+                          answer=domain.extract_answer, domain=domain, unit=u,
+                          transfer=[ex(x) for x in transfer_inputs(cfg, domain, u)]))
+    return tasks
+
+
+def transfer_inputs(cfg: ExperimentConfig, domain, u) -> list[Any]:
+    """``distill.transfer_inputs`` fresh in-distribution inputs of a rule, distinct, never a test input nor one
+    of the pool the k training and validation examples come from (seeded by the run seed and the rule)."""
+    n = cfg.distill.transfer_inputs
+    if not n:
+        return []
+    rng = random.Random(derive_seed(cfg.seed, "rules", "transfer", u.id))
+    used = {repr(x) for x in (*u.train_inputs, *u.test_inputs, *u.meta.get("ood_inputs", ()))}
+    out: list[Any] = []
+    for _ in range(200 * n):  # bounded: a small input space runs out
+        x = domain.draw_input(u.meta["spec"], rng, False)
+        if repr(x) not in used:
+            used.add(repr(x))
+            out.append(x)
+            if len(out) == n:
+                return out
+    raise UserError(f"distill.transfer_inputs: rule {u.id} has only {len(out)} in-distribution inputs besides its "
+                    f"pool and tests; ask for fewer")
+
+
+def alpaca_task(cfg: ExperimentConfig) -> Task:
+    """The rule task of the paper's released Alpaca files. Validation examples come from ``alpaca_valid`` when
+    given (else from the training pool). The student is tested on ``alpaca_test`` (refused if its records hold
+    the rule); the teacher's test prompt is the aligned ``alpaca_test_full`` record, or the training file's rule
+    when there is exactly one."""
+    from inweights.domains.rules import load_alpaca, load_alpaca_pairs
+
+    rc = cfg.domain.rules
+    pairs = load_alpaca_pairs(rc.alpaca_train, rc.alpaca_train_no)
+    test = load_alpaca(rc.alpaca_test)
+    rules = sorted({p["rule"] for p in pairs})
+
+    def user(instr, inp):
+        return f"{instr}\n{inp}" if instr and inp else (instr or inp)
+
+    def examples(ps):
+        return [Example(user(p["student_instruction"], p["input"]), user(p["rule"], p["input"]), p["output"],
+                        p["output"]) for p in ps]
+
+    for i, t in enumerate(test):
+        if any(r and r in f"{t['instruction']}\n{t['input']}" for r in rules):
+            raise UserError(f"domain.rules.alpaca_test: {rc.alpaca_test} record {i} holds the rule in its prompt; the "
+                            "student must be tested without it (give the test_*_no file; the with-rule one is "
+                            "alpaca_test_full)")
+    if rc.alpaca_test_full:
+        teacher_test = load_alpaca_pairs(rc.alpaca_test_full, rc.alpaca_test)
+        if len(teacher_test) != len(test):
+            raise UserError(f"domain.rules.alpaca_test_full: {len(teacher_test)} usable pairs with alpaca_test's "
+                            f"{len(test)} records; the two files must align record by record")
+        teacher_prompts = [user(p["rule"], p["input"]) for p in teacher_test]
+    elif len(rules) == 1:
+        teacher_prompts = [user(rules[0], t["input"]) for t in test]
+    else:
+        raise UserError(f"domain.rules.alpaca_train: {len(rules)} different rules in {rc.alpaca_train}; give "
+                        "alpaca_test_full (the with-rule test file) so each test record's teacher prompt is its own")
+    tests = [Example(user(t["instruction"], t["input"]), tp, t["output"], t["output"])
+             for t, tp in zip(test, teacher_prompts)]
+    val = examples(load_alpaca_pairs(rc.alpaca_valid, rc.alpaca_valid_no)) if rc.alpaca_valid else None
+    return Task(Path(rc.alpaca_train).stem, rules[0], examples(pairs), {"test": tests}, direct=False, val=val)
+
+
+def checked_alpaca_task(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False) -> Task:
+    """``alpaca_task`` under the loader policy: rejected records reported together (and written to
+    ``out_dir/rejected.jsonl``), ``data.strict`` makes them an error; every k of ``distill.ks`` checked."""
+    with rejects.collecting() as found:
+        task = alpaca_task(cfg)
+    rejects.settle(found, cfg.data.strict, out_dir, quiet)
+    check_ks(task, cfg.distill.ks)
+    task.rejected = found
+    return task
+
+
+def check_ks(task: Task, ks: list[int]) -> None:
+    """Every k the experiment asks for can be served by the task's files (what ``split`` needs)."""
+    for k in ks:
+        split(task, k, 0, 0)
+
+
+def split(task: Task, k: int, seed: int, run_seed: int) -> tuple[list[Example], list[Example]]:
+    """k training and k validation examples (fewer validation ones when the pool is short); with validation
+    files, the k from the training pool (all of it for a k-shot file) and every validation example."""
+    need = k if task.val is not None else k + 1
+    if len(task.pool) < need:
+        what = "" if task.val is not None else " (the rest are validation examples; give alpaca_valid to use all)"
+        raise UserError(f"distill.ks: k = {k} needs at least {need} training examples, task {task.name} has "
+                        f"{len(task.pool)}{what}")
+    order = list(range(len(task.pool)))
+    random.Random(derive_seed(run_seed, "split", task.name, k, seed)).shuffle(order)
+    train = [task.pool[i] for i in order[:k]]
+    if task.val is not None:
+        return train, list(task.val)
+    val = [task.pool[i] for i in order[k: 2 * k]]
+    return train, val
+
+
+def with_worked_examples(examples: list[Example], n: int, seed: int, source: list[Example]) -> list[Example]:
+    """The teacher's prompt also shows ``n`` training examples (from ``source``, never the example itself)
+    worked out, between the rule and the question (the paper shows 3 for arithmetic)."""
+    if n == 0:
+        return examples
+    rng = random.Random(seed)
+    out = []
+    for e in examples:
+        others = [o for o in source if o is not e]
+        shown = rng.sample(others, min(n, len(others)))
+        worked = "\n".join(f"{o.student} {o.answer}" for o in shown)
+        rule, _, q = e.teacher.rpartition("\n")
+        out.append(Example(e.student, f"{rule}\nExamples:\n{worked}\n{q}", e.answer, e.gold))
+    return out
+
+
+# --------------------------------------------------------------------------- tensors
+class Encoder:
+    def __init__(self, tokenizer, device=None):
+        self.tok, self.device = tokenizer, device  # batches go to the model's device
+        self.cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def __call__(self, user: str, answer: str) -> tuple[list[int], list[int]]:
+        key = (user, answer)
+        if key not in self.cache:
+            rec = {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                   "prompt": [{"role": "user", "content": user}]}
+            ids, labels = tokenize_record(self.tok, rec, "completion")
+            p = next(i for i, lab in enumerate(labels) if lab != -100)
+            n = sum(lab != -100 for lab in labels)
+            self.cache[key] = (ids[:p], ids[p: p + n])
+        return self.cache[key]
+
+    def batch(self, examples: list[Example], student_side: str = "student", teacher_side: str = "teacher") -> PairBatch:
+        s = [self(getattr(e, student_side), e.answer) for e in examples]
+        t = [self(getattr(e, teacher_side), e.answer) for e in examples]
+        for (_, a1), (_, a2) in zip(s, t):
+            if a1 != a2:
+                raise ValueError("the answer tokenizes differently after the two prompts")
+        batch = make_pair_batch([p for p, _ in s], [p for p, _ in t], [a for _, a in s], self.tok.pad_token_id)
+        return batch.to(self.device) if self.device is not None else batch
+
+
+def ce_loss(model, batch: PairBatch) -> torch.Tensor:
+    logits = forward(model, batch.s_ids, batch.s_mask, hidden=False).logits
+    s = logits.reshape(-1, logits.shape[-1]).index_select(0, batch.s_pos).float()
+    return F.cross_entropy(s, batch.targets)
+
+
+# --------------------------------------------------------------------------- models
+def trainable_copy(base, cfg: ExperimentConfig, seed: int):
+    """A copy of the base to train: a fresh LoRA adapter on it (``model.lora``), or all its weights."""
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base)
+    if cfg.model.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        from inweights.models.load import check_lora_targets
+
+        lc = cfg.model.lora
+        check_lora_targets(model, lc)  # a target the model lacks: one line, as every other regime says it
+        model = get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                                 target_modules=lc.target_modules, task_type="CAUSAL_LM"))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def frozen(model):
+    """A teacher: merged (when it carries an adapter), in eval mode, without gradients."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def stage_config(cfg: ExperimentConfig):
+    """The engine's settings for a rule-distillation stage: the run's ``train`` section (precision, clipping,
+    threads) with the ``distill`` section's batch and learning rate, a cosine schedule to zero, no weight decay,
+    one forward per batch, no compilation (stages of a few dozen steps) and no mid-stage checkpoint (a cell is
+    the unit of resumption)."""
+    dc = cfg.distill
+    return cfg.train.model_copy(update={"batch_size": dc.batch_size, "grad_accum": 1, "lr": dc.lr,
+                                        "min_lr_ratio": 0.0, "weight_decay": 0.0, "compile": False,
+                                        "freeze_embeddings": False})
+
+
+class EpochSelect:
+    """A stage hook: after each epoch, the validation cross-entropy of each name in ``select`` (name -> prompt
+    side) keeps that name's best epoch's trainable weights."""
+
+    def __init__(self, objective, val_batches: dict[str, PairBatch]):
+        self.objective, self.val_batches = objective, val_batches
+        self.best = {name: (math.inf, -1, None) for name in val_batches}
+        self.history: list[dict[str, Any]] = []
+
+    def __call__(self, step: int, model) -> bool:
+        if step % self.objective.steps_per_epoch:
+            return False
+        epoch = step // self.objective.steps_per_epoch
+        rec = {"epoch": epoch, **{k: round(v, 5) for k, v in self.objective.take_parts().items()}}
+        model.eval()
+        with torch.no_grad():
+            for name, vb in self.val_batches.items():
+                v = float(ce_loss(model, vb))
+                rec[f"val_{name}"] = round(v, 5)
+                if v < self.best[name][0]:
+                    self.best[name] = (v, epoch, trainable_state(model))
+        model.train()
+        self.history.append(rec)
+        return False
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def train(model, enc: Encoder, train_ex: list[Example], val_ex: list[Example], cfg: ExperimentConfig, seed: int, *,
+          side: str = "student", teacher=None, epochs: int | None = None,
+          select: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train for ``epochs`` as one stage of the engine (``train.loop.train_stage``) on a ``PairObjective``;
+    after each epoch, the validation cross-entropy of each side in ``select`` (name -> prompt side) picks that
+    name's best epoch, whose weights are returned in ``best``.
+
+    ``teacher`` given: the distill objective (teacher reads the ``teacher`` side, the student ``side``);
+    ``teacher == "adapter_off"``: the teacher is the model itself with its LoRA adapter disabled."""
+    import tempfile
+
+    from inweights.train.loop import train_stage
+
+    dc = cfg.distill
+    epochs = epochs or dc.epochs
+    select = select or {"best": "student"}
+    examples = []
+    for e in train_ex:
+        (sp, a1), (tp, a2) = enc(getattr(e, side), e.answer), enc(e.teacher, e.answer)
+        if a1 != a2:
+            raise ValueError("the answer tokenizes differently after the two prompts")
+        examples.append((sp, tp, a1))
+    objective = PairObjective(examples, dc.batch_size, derive_seed(seed, "order"), enc.tok.pad_token_id,
+                              teacher=teacher, tau=dc.tau, beta=dc.beta, layers=dc.layers, ce_weight=dc.ce_weight)
+    hook = EpochSelect(objective, {name: enc.batch(val_ex, s, s) for name, s in select.items()} if val_ex else {})
+    steps = objective.steps_per_epoch * epochs
+    with tempfile.TemporaryDirectory(prefix="inweights-stage-") as work:
+        res = train_stage(model, objective, steps, stage_config(cfg), Path(work), save_every=steps + 1,
+                          desc="distill" if teacher is not None else "sft", on_step=hook, progress=False,
+                          warmup_steps=min(dc.warmup_steps, steps // 2))
+    best = hook.best
+    if not hook.val_batches:  # no validation examples: the last epoch
+        best = {name: (math.nan, epochs, trainable_state(model)) for name in select}
+    return {"best": best, "history": hook.history, "seconds": res["seconds"]}
+
+
+def load_best(model, state: dict[str, torch.Tensor]):
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for k, v in state.items():
+            named[k].copy_(v)
+    return model
+
+
+# --------------------------------------------------------------------------- evaluation
+def accuracy(model, tok, task: Task, side: str, cfg: ExperimentConfig) -> tuple[dict[str, float], list[dict]]:
+    accs, samples = {}, []
+    for split_name, exs in task.tests.items():
+        prompts = [[{"role": "user", "content": getattr(e, side)}] for e in exs]
+        outs = generate(model, tok, prompts, max_new_tokens=cfg.distill.max_new_tokens,
+                        batch_size=cfg.eval.batch_size)
+        ok = [task.read(o) == e.gold for o, e in zip(outs, exs)]
+        accs[split_name] = sum(ok) / len(ok)
+        samples += [{"split": split_name, "prompt": getattr(e, side), "output": o, "gold": e.gold, "correct": c}
+                    for e, o, c in zip(exs, outs, ok)]
+    return accs, samples
+
+
+# --------------------------------------------------------------------------- the experiment
+def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, log,
+             keep_samples=None) -> list[dict[str, Any]]:
+    """Every recipe at one (task, k, seed); ``keep_samples(records)`` receives every test generation."""
+    dc = cfg.distill
+    enc = Encoder(tok, next(base.parameters()).device)
+    train_ex, val_ex = split(task, k, seed, cfg.seed)
+    wseed = derive_seed(cfg.seed, "worked", task.name, k, seed)
+    train_t = with_worked_examples(train_ex, dc.teacher_examples, wseed, train_ex)
+    task_t = Task(task.name, task.rule, task.pool, {s: with_worked_examples(exs, dc.teacher_examples, wseed, train_ex)
+                                                    for s, exs in task.tests.items()}, task.direct, answer=task.answer)
+    recipes = cfg.recipes
+    rows = []
+
+    def evaluate(model, t, side, recipe):
+        accs, samples = accuracy(model, tok, t, side, cfg)
+        if keep_samples is not None:
+            keep_samples([{"task": task.name, "k": k, "seed": seed, "recipe": recipe, **x} for x in samples])
+        return accs
+
+    diag = cell_diagnostics(task, train_ex)
+
+    def row(recipe, accs, extra=None):
+        r = {"task": task.name, "k": k, "seed": seed, "recipe": recipe, **{f"acc_{s}": a for s, a in accs.items()},
+             **(extra or {}), **diag}
+        rows.append(r)
+        log(r)
+
+    def sd(name):
+        return derive_seed(cfg.seed, name, task.name, k, seed)
+
+    if "in_context" in recipes:
+        row("in_context", evaluate(base, task_t, "teacher", "in_context"))
+    if "sft_without_rule" in recipes:
+        m = trainable_copy(base, cfg, sd("sft_without_rule"))
+        res = train(m, enc, train_ex, val_ex, cfg, sd("order_without"), side="student")
+        _, ep, state = res["best"]["best"]
+        accs = evaluate(load_best(m, state), task, "student", "sft_without_rule")
+        row("sft_without_rule", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2)})
+    teacher_state = None
+    if "sft_with_rule" in recipes or "rule_distill_enhanced" in recipes:
+        m = trainable_copy(base, cfg, sd("sft_with_rule"))
+        res = train(m, enc, train_t, val_ex, cfg, sd("order_with"), side="teacher", epochs=dc.teacher_epochs,
+                    select={"best": "student", "teacher": "teacher"})
+        _, ep, state = res["best"]["best"]
+        _, t_ep, teacher_state = res["best"]["teacher"]
+        if "sft_with_rule" in recipes:
+            accs = evaluate(load_best(m, state), task, "student", "sft_with_rule")
+            row("sft_with_rule", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2)})
+        enhanced_teacher = frozen(load_best(m, teacher_state))
+    for recipe in ("rule_distill_base", "rule_distill_enhanced"):
+        if recipe not in recipes:
+            continue
+        extra = {}
+        if recipe == "rule_distill_enhanced":
+            teacher = enhanced_teacher
+            t_accs = evaluate(teacher, task_t, "teacher", "enhanced_teacher")
+            extra = {f"teacher_acc_{s}": a for s, a in t_accs.items()} | {"teacher_epoch": t_ep}
+        elif cfg.distill.teacher_path:
+            teacher = _separate_teacher(cfg, tok)
+        else:
+            teacher = "adapter_off" if cfg.model.lora is not None else frozen(copy.deepcopy(base))
+        m = trainable_copy(base, cfg, sd(recipe))
+        # the teacher reads train_t (the rule, and worked examples if any); the student the bare question
+        res = train(m, enc, train_t, val_ex, cfg, sd("order_" + recipe), side="student", teacher=teacher)
+        _, ep, state = res["best"]["best"]
+        accs = evaluate(load_best(m, state), task, "student", recipe)
+        row(recipe, accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2), **extra,
+                           "final_kl": res["history"][-1]["kl"], "final_hidden": res["history"][-1]["hidden"]})
+    if "rule_distill_transfer" in recipes:
+        # the base reading the rule answers the fresh inputs; the student is distilled on its own answers (teacher
+        # forcing on them) beside the k gold examples. The gold of the fresh inputs is only used to report.
+        teacher = _separate_teacher(cfg, tok) if cfg.distill.teacher_path else base
+        fresh = with_worked_examples(task.transfer, dc.teacher_examples, wseed, train_ex)
+        outs = generate(teacher, tok, [[{"role": "user", "content": e.teacher}] for e in fresh],
+                        max_new_tokens=dc.max_new_tokens, batch_size=cfg.eval.batch_size)
+        answered = [(e, o.strip()) for e, o in zip(fresh, outs) if task.read(o) is not None]
+        labelled = [Example(e.student, e.teacher, o, e.gold, e.x) for e, o in answered]
+        t_acc = sum(task.read(o) == e.gold for e, o in answered) / max(len(fresh), 1)
+        m = trainable_copy(base, cfg, sd("rule_distill_transfer"))
+        kl_teacher = teacher if cfg.distill.teacher_path else ("adapter_off" if cfg.model.lora is not None
+                                                               else frozen(copy.deepcopy(base)))
+        res = train(m, enc, train_t + labelled, val_ex, cfg, sd("order_transfer"), side="student", teacher=kl_teacher)
+        _, ep, state = res["best"]["best"]
+        accs = evaluate(load_best(m, state), task, "student", "rule_distill_transfer")
+        row("rule_distill_transfer", accs, {"best_epoch": ep, "seconds": round(res["seconds"], 2),
+                                            "transfer_kept": len(labelled), "transfer_teacher_acc": t_acc,
+                                            "final_kl": res["history"][-1]["kl"],
+                                            "final_hidden": res["history"][-1]["hidden"]})
+    return rows
+
+
+def cell_diagnostics(task: Task, train_ex: list[Example]) -> dict[str, Any]:
+    """What the k training examples reveal of the rule, computed: how many rules of its family fit them
+    (``hypotheses``), and the share of each test split they fully reveal (``covered_<split>``: the items a
+    student that only memorised the k examples could get right). Empty where the domain does not count."""
+    d, u = task.domain, task.unit
+    if d is None or not hasattr(d, "hypotheses") or any(e.x is None for e in train_ex):
+        return {}
+    xs = [e.x for e in train_ex]
+    h = d.hypotheses(u, xs)
+    if h is None:
+        return {}
+    return {"hypotheses": h, **{f"covered_{sp}": d.covered(u, [e.x for e in exs], xs) for sp, exs in task.tests.items()}}
+
+
+_TEACHER = {}
+
+
+def _separate_teacher(cfg: ExperimentConfig, tok):
+    from inweights.models.load import load_model
+
+    path = cfg.distill.teacher_path
+    if path not in _TEACHER:
+        if not (Path(path) / "config.json").is_file():
+            raise UserError(f"distill.teacher_path: {path} is not a model folder (no config.json)")
+        teacher, t_tok = load_model(path)
+        teacher = teacher.to(get_accelerator().device)
+        if t_tok.get_vocab() != tok.get_vocab():
+            raise UserError(f"distill.teacher_path: {path} has another tokenizer than the student; the KL "
+                            f"term compares distributions over one vocabulary")
+        _TEACHER[path] = frozen(teacher)
+    return _TEACHER[path]
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean and std over seeds per (task, recipe, k, split)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["recipe"], r["k"]), []).append(r)
+    out = []
+    for (task, recipe, k), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        cell = {"task": task, "recipe": recipe, "k": k, "n_seeds": len(rs)}
+        for key in sorted({key for r in rs for key in r
+                           if key.startswith(("acc_", "teacher_acc_", "covered_", "transfer_teacher_acc"))
+                           or key == "hypotheses"}):
+            vals = [r[key] for r in rs if key in r]
+            m, lo, hi = mean_ci(vals)
+            cell[key] = {"mean": m, "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0, "ci95": [lo, hi]}
+        out.append(cell)
+    return {"cells": out}
+
+
+def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool = False) -> dict:
+    """The run folder's life (checks, lock, status) around ``_run_rule_distill``."""
+    from inweights.core.rundir import open_run, release
+    from inweights.experiment import Run
+
+    run = Run(out, cfg)
+    for line in open_run(out, resume, dump_config(cfg)):
+        print(f"resume: {line}")
+    try:
+        return _run_rule_distill(cfg, out, config_path, run)
+    except BaseException as e:
+        run.failed(e)
+        raise
+    finally:
+        run.close()
+        release(out)
+
+
+def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, run) -> dict:
+    from inweights.core.rundir import MetricsLog
+    from inweights.experiment import load_units
+    from inweights.models.load import load_model
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    t0 = time.time()
+    if getattr(cfg.domain.section(), "alpaca_train", None):
+        tasks = [checked_alpaca_task(cfg)]
+    else:
+        domain, units = load_units(cfg)
+        tasks = generated_tasks(cfg, domain, units)
+    for task in tasks:  # a k the pool cannot serve fails before any work
+        check_ks(task, cfg.distill.ks)
+    base_path, prepared = base_model_path(cfg, config_path)
+    base, tok = load_model(base_path)
+    base = base.to(get_accelerator().device)  # every copy trained or used as a teacher stays there
+    base = frozen(base)
+    if cfg.distill.teacher_path and "rule_distill_base" in cfg.recipes:
+        _separate_teacher(cfg, tok)  # a missing folder or another tokenizer fails before any training
+    rejects.write(out, [i for t in tasks for i in t.rejected])  # (written once every input has been checked)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    run.status("running")
+    done_path = out / "cells.jsonl"
+    rows = [json.loads(ln) for ln in done_path.read_text().splitlines()] if done_path.is_file() else []
+    done = {(r["task"], r["k"], r["seed"]) for r in rows}
+    log = run.log
+
+    for task in tasks:
+        for k in cfg.distill.ks:
+            for seed in cfg.distill.seeds:
+                if (task.name, k, seed) in done:
+                    continue
+                # an interrupted cell restarts from scratch: what it wrote before the interrupt goes
+                for path in (run.metrics.path, out / "samples.jsonl"):
+                    MetricsLog(path).rewind({"task": task.name, "k": k, "seed": seed}, None)
+                samples: list[dict[str, Any]] = []
+                cell = run_cell(base, tok, task, k, seed, cfg, log, samples.extend)
+                with (out / "samples.jsonl").open("a") as f:  # written with the cell, so a resume never repeats them
+                    f.writelines(json.dumps(r) + "\n" for r in samples)
+                with done_path.open("a") as f:  # a cell is the unit of resumption
+                    for r in cell:
+                        f.write(json.dumps(r) + "\n")
+                rows += cell
+    summary = summarise(rows) | {"wall_seconds": time.time() - t0, "prepared": prepared,
+                                 "tasks": [{"name": t.name, "rule": t.rule, "pool": len(t.pool),
+                                            "tests": {s: len(v) for s, v in t.tests.items()}} for t in tasks]}
+    summary["bars"] = bars(cfg, summary)
+    summary = write_summary(out / "summary.json", summary)
+    from inweights.report.rules import write_report
+
+    write_report(cfg, out, summary)
+    run.status("finished", wall_seconds=round(summary["wall_seconds"], 1))
+    return summary
+
+
+def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[str, dict | None]:
+    """The model every recipe starts from: the prepared base (tiny), or the configured model."""
+    from inweights.experiment import ensure_prepared
+    from inweights.models.load import resolve_source
+
+    m = cfg.model
+    if m.preset != "tiny":
+        return resolve_source(m)[0], None
+    if not m.prepared_base:
+        raise UserError("rule distillation needs a base that follows rules in its prompt: set "
+                        "model.prepared_base (tiny) or a pretrained model")
+    pdir, rec = ensure_prepared(cfg, config_path)
+    return str(pdir), rec
+
+
+def bars(cfg: ExperimentConfig, summary: dict) -> list[str]:
+    """The issue's bar, per task and k <= 8 (or the smallest k): a distilled student (enhanced, or the transfer
+    set's) beats ``sft_without_rule`` by >= 10 points out of distribution (the paper's bar), and by >= 15 points
+    in and out of distribution with 95% CIs over seeds that do not overlap (the stricter one)."""
+    lines = []
+    cells = {(c["task"], c["recipe"], c["k"]): c for c in summary["cells"]}
+    ks = [k for k in cfg.distill.ks if k <= 8] or [min(cfg.distill.ks)]
+    for task in sorted({c["task"] for c in summary["cells"]}):
+        for k in ks:
+            s = cells.get((task, "sft_without_rule", k))
+            for recipe in ("rule_distill_enhanced", "rule_distill_transfer"):
+                e = cells.get((task, recipe, k))
+                if not (e and s):
+                    continue
+                parts, strict = [], True
+                for sp in ("id", "ood"):
+                    if f"acc_{sp}" not in e:
+                        continue
+                    (em, elo, ehi), (sm, slo, shi) = (_ci(e[f"acc_{sp}"]), _ci(s[f"acc_{sp}"]))
+                    d = 100 * (em - sm)
+                    strict = strict and d >= 15 and elo > shi
+                    parts.append(f"{sp.upper()} {100 * em:.1f} [{100 * elo:.1f}, {100 * ehi:.1f}] vs {100 * sm:.1f} "
+                                 f"[{100 * slo:.1f}, {100 * shi:.1f}] ({d:+.1f})")
+                paper = "no OOD split"
+                if "acc_ood" in e:
+                    d_ood = 100 * (e["acc_ood"]["mean"] - s["acc_ood"]["mean"])
+                    paper = "MET" if d_ood >= 10 else "NOT met"
+                lines.append(f"{task} k={k} {recipe} vs sft_without_rule: " + "; ".join(parts)
+                             + f" — paper bar (OOD +10): {paper}; "
+                             + f"+15 in every split, CIs apart: {'MET' if strict else 'NOT met'}")
+    return lines
+
+
+def _ci(stat: dict[str, Any]) -> tuple[float, float, float]:
+    lo, hi = stat.get("ci95", (stat["mean"], stat["mean"]))
+    return stat["mean"], lo, hi
+
+
+# ------------------------------------------------------------------ export (`inweights data rules`)
+def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    """Rule tasks in the paper's released layout (Alpaca JSON lists), per task folder:
+    ``train_{full,no}_{k}shot_seed{s}.json`` (the k examples, with and without the rule),
+    ``valid_no_{k}shot_seed{s}.json`` (the k validation examples) and ``test_{id,ood}_{full,no}.json``."""
+    from inweights.data import _publish, _staging
+    from inweights.experiment import load_units
+
+    tmp = _staging(out)
+    domain, units = load_units(cfg)
+    files: dict[str, list[dict[str, str]]] = {}
+
+    def alpaca(exs, full):
+        return [{"instruction": e.teacher.rpartition("\n")[0] if full else "", "input": e.student,
+                 "output": e.gold} for e in exs]
+
+    for task in generated_tasks(cfg, domain, units):
+        for k in cfg.distill.ks:
+            for seed in cfg.distill.seeds:
+                train, val = split(task, k, seed, cfg.seed)
+                files[f"{task.name}/train_full_{k}shot_seed{seed}.json"] = alpaca(train, True)
+                files[f"{task.name}/train_no_{k}shot_seed{seed}.json"] = alpaca(train, False)
+                files[f"{task.name}/valid_no_{k}shot_seed{seed}.json"] = alpaca(val, False)
+        for sp, exs in task.tests.items():
+            files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
+            files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
+    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
+    for name, recs in files.items():
+        data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+        manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
+    _publish(cfg, tmp, out, manifest)
+    return manifest

@@ -1,0 +1,45 @@
+"""Symbolic-to-natural-language curricula (docs/papers.md §3), written down once as data.
+
+All spend the same total steps on training instances: ``two_stage`` (the symbolic representation,
+then NL), ``reverse`` (NL, then symbolic), ``nl_only``, ``mixed`` (symbolic and NL in one mixture), and ``ladder``
+(the representation ladder: the symbolic form, then templated English in graph order, then NL, so each stage is a
+small shift; stage 1's steps are split between the first two rungs).
+The objective is the config's ``two_stage.objective`` or the recipe's suffix (``two_stage@sft``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inweights.config import MixItem, StageConfig
+
+NAMES = ("two_stage", "reverse", "nl_only", "mixed", "ladder")
+
+
+def _stage(name: str, steps: int, reps: list[str], objective: str, fmt: str) -> StageConfig:
+    mix = [MixItem(view="exec", group="train", representation=r, format=fmt) for r in reps]
+    return StageConfig(name=f"{name}_{objective}", steps=steps, mixture=mix, objective=objective)
+
+
+def stages(name: str, cfg, objective: str | None = None) -> list[StageConfig]:
+    t = cfg.two_stage
+    obj = objective or t.objective
+    sym, total = t.symbolic, t.stage1_steps + t.stage2_steps
+    if name == "two_stage":
+        return [_stage(sym, t.stage1_steps, [sym], obj, t.format), _stage("nl", t.stage2_steps, ["nl"], obj, t.format)]
+    if name == "reverse":
+        return [_stage("nl", t.stage1_steps, ["nl"], obj, t.format), _stage(sym, t.stage2_steps, [sym], obj, t.format)]
+    if name == "nl_only":
+        return [_stage("nl", total, ["nl"], obj, t.format)]
+    if name == "ladder":
+        first = max(t.stage1_steps // 2, 1)
+        if first >= t.stage1_steps:
+            raise ValueError("the ladder recipe splits stage1_steps between two rungs: set two_stage.stage1_steps >= 2")
+        return [_stage(sym, first, [sym], obj, t.format), _stage("template", t.stage1_steps - first, ["template"], obj,
+                t.format), _stage("nl", t.stage2_steps, ["nl"], obj, t.format)]
+    if name == "mixed":
+        return [_stage(f"mixed_{sym}_nl", total, [sym, "nl"], obj, t.format)]
+    raise KeyError(name)
+
+
+RECIPES: dict[str, Any] = {n: (lambda c, _n=n: stages(_n, c)) for n in NAMES}

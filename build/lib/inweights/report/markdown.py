@@ -1,0 +1,367 @@
+"""summary.json and report.md: rows = recipe, columns = accuracy per group x mode x format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from inweights.domains import DOMAINS
+from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
+from inweights.report.tables import _cells_order, _pct
+
+
+def near_chance(c: dict[str, Any] | None) -> bool:
+    """The cell's 95% CI reaches down to chance (or below a floor of 5 points above it)."""
+    return c is None or c["ci95"][0] <= c["chance"] + 0.05
+
+
+def bars_check_grammars(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The grammar bar: proactive's without_io in-weights acceptance >= 3x the random-string baseline
+    and above stage2_only's."""
+    lines = []
+    for fmt in ("cot", "direct"):
+        cell = f"without_io/in_weights/{fmt}"
+        pro = rows.get("proactive", {}).get("cells", {}).get(cell)
+        if pro is None:
+            continue
+        base = pro["chance"]
+        ratio = pro["acc"] / base if base > 0 else float("inf")
+        line = (f"- proactive `{cell}` acceptance {_pct(pro)}% vs random strings {100 * base:.1f}%: "
+                f"{ratio:.1f}x, {'meets' if ratio >= 3 else 'below'} the 3x bar")
+        o = rows.get("stage2_only", {}).get("cells", {}).get(cell)
+        if o is not None:
+            above = pro["ci95"][0] > o["acc"]
+            line += (f"; stage2_only {_pct(o)}%: proactive is " +
+                     ("above it" if above else "above it only within the CI" if pro["acc"] > o["acc"] else "not above it"))
+        lines.append(line)
+    return lines
+
+
+def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The PBB bars: proactive without_io in-weights CoT >= 50% and >= 3x stage2_only and mixture."""
+    cell = "without_io/in_weights/cot"
+    pro = rows.get("proactive", {}).get("cells", {}).get(cell)
+    if pro is None:
+        return []
+    lines = [f"- proactive `{cell}` = {_pct(pro)}%: {'meets' if pro['acc'] >= 0.5 else 'below'} the 50% bar"]
+    for other in ("stage2_only", "mixture"):
+        o = rows.get(other, {}).get("cells", {}).get(cell)
+        if o is None:
+            continue
+        if near_chance(pro):  # a ratio of two numbers at chance is noise: say so, never "meets"
+            verdict = "no ratio read: proactive is near chance on this cell"
+        elif o["acc"] > 0:
+            ratio = pro["acc"] / o["acc"]
+            verdict = f"ratio {ratio:.1f}x, {'meets' if ratio >= 3 else 'below'} the 3x bar"
+            if near_chance(o):
+                verdict += f" ({other} is near chance)"
+        else:
+            verdict = "meets the 3x bar (other is 0%)" if pro["acc"] > 0 else "both 0%: no ratio"
+        lines.append(f"- vs {other} ({_pct(o)}%): {verdict}")
+    return lines
+
+
+def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -> list[str]:
+    """Say when a comparison means nothing because the capability it presumes is near chance."""
+    notes = []
+    for name, r in rows.items():
+        c = r["cells"]
+        ic = [f for f in ("cot", "direct") if f"without_io/in_context/{f}" in c and near_chance(c[f"without_io/in_context/{f}"])]
+        wio = [f for f in ("cot", "direct") if f"with_io/in_weights/{f}" in c and near_chance(c[f"with_io/in_weights/{f}"])]
+        parts = []
+        if ic:
+            parts.append(f"{instruction}-in-prompt accuracy on without_io is near chance ({', '.join(ic)})")
+        if wio and not name.startswith("base"):
+            parts.append(f"with_io held-out accuracy is near chance ({', '.join(wio)}): the execution skill "
+                         "was not learned")
+        if parts:
+            notes.append(f"- **{name}**: " + "; ".join(parts) + ". Its without_io in-weights numbers in those "
+                         "formats cannot show transfer.")
+    return notes
+
+
+def sweep_section(out: Path, cfg, rows) -> tuple[list[str], dict[str, Any] | None]:
+    if not cfg.sweep:
+        return [], None
+    cell = f"{cfg.sweep.group}/in_weights/{cfg.sweep.format}"
+    ref = rows.get(cfg.sweep.reference, {}).get("cells", {}).get(cell)
+    ks, accs = [], []
+    for k in cfg.sweep.demos_k:
+        c = rows.get(f"demos_only@k{k}", {}).get("cells", {}).get(cell)
+        if c is not None:
+            ks.append(k)
+            accs.append(c["acc"])
+    if ref is None or not ks:
+        return [], None
+    worth = next((k for k, a in zip(ks, accs) if a >= ref["acc"]), None)
+    if near_chance(ref):  # "1 instruction = N examples" means something only above chance
+        worth = None
+    sweep_plot(out, ks, accs, cfg.sweep.reference, ref["acc"], cell)
+    lines = ["", "## Sample efficiency", "",
+             f"`{cell}`: {cfg.sweep.reference} = {100 * ref['acc']:.1f}%; demos_only: " +
+             ", ".join(f"k={k}: {100 * a:.1f}%" for k, a in zip(ks, accs)) + ".", ""]
+    if near_chance(ref):
+        lines.append(f"No ratio is read: {cfg.sweep.reference} itself is near chance on this cell, so \"one "
+                     "instruction is worth N examples\" cannot be measured here.")
+    elif worth is None:
+        lines.append(f"No k up to {max(ks)} reached the instruction's accuracy: one instruction is worth "
+                     f"more than {max(ks)} examples here.")
+    else:
+        lines.append(f"**One instruction is worth {worth} examples** (smallest k whose accuracy reaches "
+                     f"{cfg.sweep.reference}).")
+    lines += ["", "![sample efficiency](sample_efficiency.png)"]
+    return lines, {"cell": cell, "reference": ref["acc"], "ks": ks, "accs": accs, "worth": worth}
+
+
+def skew_section(out: Path, signatures: dict[str, str] | None) -> tuple[list[str], dict[str, Any] | None]:
+    """Skewed demonstrations (ablation c): accuracy on the units whose first step is the majority one in the
+    skewed pool vs on all other units, per recipe and cell; demos inherit the skew if the first is far higher."""
+    if not signatures or not (out / "samples.jsonl").is_file():
+        return [], None
+    sigs = [s for u, s in sorted(signatures.items())]
+    top = max(sorted(set(sigs)), key=sigs.count)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for line in (out / "samples.jsonl").read_text().splitlines():
+        s = json.loads(line)
+        if "/in_weights/" not in s["cell"] or s["unit"] not in signatures:
+            continue
+        k = (s["recipe"], s["cell"])
+        c = counts.setdefault(k, [0, 0, 0, 0])  # majority correct, majority n, rest correct, rest n
+        i = 0 if signatures[s["unit"]] == top else 2
+        c[i] += int(s["correct"])
+        c[i + 1] += 1
+    from inweights.eval.stats import wilson
+
+    def cell(k, n):
+        if not n:
+            return "–", None
+        lo, hi = wilson(k, n)
+        return f"{100 * k / n:.1f} [{100 * lo:.0f}–{100 * hi:.0f}] (n={n})", k / n
+
+    md = ["", "## Skewed demonstrations: majority first step vs the rest", "",
+          (f"The skewed pool draws most demonstrations from the units whose first statement is `{top}` "
+           f"({sigs.count(top)} of {len(sigs)} units); probes are balanced. Accuracy (%, [95% CI]) on those "
+           "units vs all others: demonstrations inherit the skew when the first is far above the second."), "",
+          "| recipe | cell | majority first step | other units |", "|---|---|---|---|"]
+    out_rows = {}
+    for (recipe, c), v in sorted(counts.items()):
+        a, fa = cell(v[0], v[1])
+        b, fb = cell(v[2], v[3])
+        md.append(f"| {recipe} | `{c}` | {a} | {b} |")
+        out_rows[f"{recipe} {c}"] = {"majority": fa, "rest": fb, "n_majority": v[1], "n_rest": v[3]}
+    return md, {"top": top, "rows": out_rows}
+
+
+def _rate(x: dict[str, Any] | None) -> str:
+    return "–" if not x else f"{100 * x['rate']:.0f}% ({x['k']}/{x['n']})"
+
+
+def _frac(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def extraction_section(rows: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The ladder, per model: execution on trained vs held-out inputs, recall after the document's pointer
+    sentence (stored?) vs inside a question (extracted?), the recital's name and body, the failed rung."""
+    diags = {n: r.get("diagnostics") for n, r in rows.items() if r.get("diagnostics")}
+    if not diags:
+        return [], {}
+    any_d = next(iter(diags.values()))
+    recite = any_d["cot"] == "recite"
+    md = ["", "## Extraction diagnostics: which rung fails", "",
+          ("`train`/`held-out`: with_io in-weights CoT accuracy on training vs held-out inputs (a model that "
+           "memorised traces is right only on the first). `doc`: share of statements (the `return` line excluded) "
+           "written out right after the document's own pointer sentence (in brackets: with the header `def NAME(x):` "
+           "given, so the name need not be copied) — the document is *stored*; `query`: the "
+           "same share inside an in-weights question — it is *extracted*; the gap is the extraction failure. "
+           f"Chance for one statement is {100 * any_d['statement_chance']:.1f}% (1 of "
+           f"{round(1 / any_d['statement_chance'])} op/constant pairs)."), ""]
+    head = ["model", "with_io train", "with_io held-out", "doc with_io", "query with_io", "doc without_io",
+            "query without_io"]
+    if recite:
+        md[-2] += (" Recital (the CoT re-types the function first): `names asked` — it writes the asked name; "
+                   "`body = written name's` — its body is the stored program of the name it wrote, whether or "
+                   "not that is the asked one; `right | exact` — accuracy when the recital is exactly the asked program.")
+        head += ["names asked (wo)", "body = written name's (wo)", "right given exact recital (wo)"]
+    head.append("first failed rung")
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summary = {}
+    for name, d in diags.items():
+        c = rows[name]["cells"]
+        wi, wo = d["groups"].get("with_io", {}), d["groups"].get("without_io", {})
+        vals = [name, _pct(c.get("with_io/in_weights/cot/train"), ci=False), _pct(c.get("with_io/in_weights/cot"),
+                                                                                    ci=False),
+                _doc(wi), _frac(wi.get("query_recall")), _doc(wo), _frac(wo.get("query_recall"))]
+        if recite:
+            vals += [_rate(wo.get("recital_names_asked")), _rate(wo.get("recital_body_of_written_name")),
+                     _rate(wo.get("correct_given_exact_recital"))]
+        vals.append(f"**{d['rung']['failed']}**")
+        md.append("| " + " | ".join(vals) + " |")
+        summary[name] = d
+    md += [""] + [f"- {n}: {d['rung']['why']}." for n, d in diags.items() if d["rung"]["failed"] != "none"]
+    return md, summary
+
+
+def _doc(g: dict[str, Any]) -> str:
+    """Doc-context recall, free and (in brackets) with the header forced."""
+    free = _frac(g.get("doc_recall"))
+    return free if g.get("doc_forced_recall") is None else f"{free} ({_frac(g['doc_forced_recall'])})"
+
+
+def gate_text(g: dict[str, Any] | None) -> str:
+    """A stage gate's outcome and curve, in one cell."""
+    if not g:
+        return "–"
+    curve = ", ".join(f"{st}: {100 * v:.0f}%" for st, v in g["curve"])
+    verdict = (f"`{g['metric']}` ≥ {100 * g['target']:.0f}% reached at step {g['reached_at']}" if g["reached"]
+               else f"`{g['metric']}` ≥ {100 * g['target']:.0f}% NOT reached (best {100 * g['best']:.0f}%)")
+    return f"{verdict}; curve {curve}"
+
+
+def verdict_lines(rows: dict[str, dict[str, Any]], cell: str, noun: str = "programs") -> list[str]:
+    """The report's opening: what the run shows on ``cell``, one line per comparison PBB is about."""
+    from inweights.report.verdict import against_chance, compare
+
+    def c(name):
+        return rows.get(name, {}).get("cells", {}).get(cell)
+
+    lines = []
+    main = next((r for r in ("proactive", "retroactive") if c(r)), None)
+    if main is None:
+        return lines
+    m = c(main)
+    lines.append(against_chance(f"{main} on `{cell}`", main, m["acc"], m["ci95"], m["chance"]))
+    pairs = [(main, o) for o in ("stage2_only", "mixture", "stage1_only", "demos_only") if c(o)]
+    if main == "proactive" and c("retroactive"):
+        pairs.append(("retroactive", "mixture") if c("mixture") else ("retroactive", "proactive"))
+    for a, b in pairs:
+        lines.append(compare(f"{a} vs {b}", a, c(a)["acc"], c(a)["ci95"], b, c(b)["acc"], c(b)["ci95"],
+                             chance=c(a)["chance"]))
+    bound = rows.get(main, {}).get("cells", {}).get(cell.replace("/in_weights/", "/in_context/"))
+    if bound:
+        lines.append(f"- **in-context bound**: {main} answers {100 * bound['acc']:.1f}% with the source in the prompt "
+                     f"(the most in-weights execution could reach with this skill).")
+    d = rows.get(main, {}).get("diagnostics")
+    if d and d.get("rung"):
+        r = d["rung"]
+        lines.append(f"- **ladder**: first failed rung for {main}: **{r['failed']}**" +
+                     (f" — {r['why']}." if r["failed"] != "none" else " (every rung holds)."))
+    return lines
+
+
+def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
+    dom = DOMAINS[cfg.domain.name]
+    if dom.inputs_are_representations:  # one instance in several representations: the curriculum report
+        from inweights.report.planning import write_planning_report
+
+        return write_planning_report(out, cfg, results)
+    rows: dict[str, dict[str, Any]] = {}
+    if "base" in results:
+        rows["base"] = results["base"]
+    rows.update(results.get("other_bases", {}))
+    rows.update(results["recipes"])
+    cells = _cells_order(rows)
+    grammars = dom.scoring == "acceptance"  # generated strings judged by the unit's parser
+    noun = dom.unit_noun
+    loss_plot(out, out / "metrics.jsonl", results.get("recipes"))
+    reward = reward_plot(out, out / "metrics.jsonl")
+    accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
+    md = [f"# {cfg.name}", "",
+          (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
+          f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
+    verdicts = verdict_lines(rows, "without_io/in_weights/cot" if "without_io/in_weights/cot" in cells
+                             else next((c for c in cells if c.startswith("without_io/in_weights/")), ""), noun)
+    if verdicts:
+        md += ["## Verdict", ""] + verdicts + [""]
+    if results.get("time"):
+        t = results["time"]
+        md += [(f"Time ({t['workers']} worker{'s' * (t['workers'] > 1)}, wall time x workers = 100%): training "
+                f"{t['train_share']:.0%} ({t['train_seconds'] / 60:.1f} min), evaluation {t['eval_share']:.0%} "
+                f"({t['eval_seconds'] / 60:.1f} min), the rest (set-up, data, loading, idle workers) "
+                f"{t['other_share']:.0%}."), ""]
+    prep = results.get("prepared")
+    if prep:
+        pdom = DOMAINS.get(prep.get("domain"), dom)
+        pnoun = pdom.unit_noun
+        what = (f"{pdom.instruction_noun}-in-prompt acceptance" if pdom.scoring == "acceptance"
+                else f"{pdom.instruction_noun}-in-prompt chain-of-thought accuracy")
+        md += [(f"Prepared base `{prep['name']}`: {what} {100 * prep['in_context_cot']:.1f}% "
+               f"on {prep['eval_programs']} held-out {pnoun} (gate {100 * prep['gate']:.0f}%, "
+               f"{'passed' if prep['passed'] else 'NOT passed'}), direct {100 * prep['in_context_direct']:.1f}%; "
+               f"{prep['steps']} steps, {prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min.")]
+        b = rows.get("base", {}).get("cells", {}).get("without_io/in_context/cot")
+        if b:
+            md.append(f"On this experiment's own without_io {noun} the base's in-prompt CoT accuracy is "
+                      f"**{_pct(b)}%**.")
+        md.append("")
+    if grammars:
+        vcell = next((c for c in ("without_io/in_weights/cot", "without_io/in_weights/direct") if c in cells), None)
+        md += ["## Acceptance (% of generated strings the grammar's parser accepts, [95% CI])", "",
+               (f"Columns are group / mode / format. `in_weights`: the grammar's name only; `in_context`: its "
+                f"rules in the prompt (upper bound). Sampling temperature {cfg.eval.temperature}. `distinct`: distinct "
+                f"accepted strings per probe, `coverage`: share of the grammar's productions used by accepted "
+                f"strings (both for `{vcell}`, averaged over grammars) — repeating one memorised string scores "
+                f"low on both. `recall`: share of the rules the chain of thought re-types exactly "
+                f"(without_io, in weights, CoT)."), ""]
+        extra = ["distinct", "coverage", "recall"]
+    else:
+        vcell = "without_io/in_weights/cot"
+        md += ["## Accuracy (%, exact match, [95% CI])", "",
+               ("Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
+               "prompt (upper bound). `recall`: share of the program's statements the chain of thought re-types "
+               "exactly (without_io, in weights)."), ""]
+        extra = ["recall"]
+    header = ["recipe"] + [f"`{c}`" for c in cells] + extra
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in rows.items():
+        v = r["cells"].get(vcell, {}) if vcell else {}
+        vals = [v.get("distinct"), v.get("coverage")] if grammars else []
+        vals.append(r["cells"].get("without_io/in_weights/cot", {}).get("code_recall"))
+        md.append("| " + " | ".join([name] + [_pct(r["cells"].get(c)) for c in cells] +
+                                    [f"{100 * x:.0f}%" if x is not None else "–" for x in vals]) + " |")
+    chance = next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]), None)
+    if chance is not None and grammars:
+        by_group = {g: next((r["cells"][c]["chance"] for r in rows.values() for c in r["cells"]
+                             if c.startswith(g + "/")), None) for g in ("without_io", "with_io")}
+        shown = ", ".join(f"{g} {100 * v:.1f}%" for g, v in by_group.items() if v is not None)
+        md += ["", ("Random baseline: random strings over each grammar's symbols with its strings' length "
+                    f"distribution are accepted {shown} of the time (mean over grammars).")]
+    elif chance is not None:
+        md += ["", f"Chance (uniform guess among outputs): {100 * chance:.0f}%."]
+    bars = bars_check_grammars(rows) if grammars else bars_check(rows)
+    if bars:
+        md += ["", "## PBB bars", ""] + bars
+    notes = meaningfulness(rows, dom.instruction_noun)
+    long_cells = sorted({c for r in rows.values() for c, v in r["cells"].items() if v.get("too_long")})
+    if long_cells:
+        worst = max(v.get("too_long", 0) for r in rows.values() for v in r["cells"].values())
+        notes.append(f"- up to {worst} targets per cell are longer than eval.max_new_tokens "
+                     f"({cfg.eval.max_new_tokens}) and cannot be answered in: {', '.join(long_cells)}; raise it.")
+    md += ["", "## When comparisons mean nothing", ""] + (notes or ["- every compared cell is above chance."])
+    ext_lines, _ = extraction_section(rows)
+    md += ext_lines
+    sweep_lines, sweep = sweep_section(out, cfg, rows)
+    md += sweep_lines
+    skew_lines, skew = skew_section(out, results.get("signatures"))
+    md += skew_lines
+    md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s | gate |",
+           "|---|---|---|---|---|---|---|"]
+    for name, r in results["recipes"].items():
+        for s in r["stages"]:
+            md.append(f"| {name} | {s['name']} | {s['steps']} | {s['tokens'] / 1e6:.2f}M | {s['seconds'] / 60:.1f} | "
+                      f"{s['tok_s']:,.0f} | {gate_text(s.get('gate'))} |")
+    md += ["", "Stages with the same key (same starting point, spec and seed) are trained once and shared.",
+           "", "![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
+    if reward:
+        md += ["![reward per GRPO stage](reward.png)", ""]
+    summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
+               "time": results.get("time"), "counts": results["counts"], "prepared": prep,
+               "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
+                        for n, r in rows.items()},
+               "bars": bars, "notes": notes, "sweep": sweep, "skew": skew, "verdicts": verdicts}
+    from inweights.core.io import atomic_write, write_summary
+
+    summary = write_summary(out / "summary.json", summary)
+    atomic_write(out / "report.md", "\n".join(md))
+    return summary

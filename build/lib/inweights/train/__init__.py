@@ -1,0 +1,1 @@
+"""Training: tokenising views, packing, the accelerate loop, stage checkpoints."""
