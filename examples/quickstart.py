@@ -9,8 +9,8 @@ import inweights
 out = sys.argv[1] if len(sys.argv) > 1 else "runs/quickstart"
 
 # a shipped config by name; keyword sections merge over it, --set strings apply last
-res = inweights.run("smoke", out=out, train={"lr": 3e-3}, recipes=["proactive", "mixture"],
-                    overrides=["pbb.stage2_steps=2"], resume=True)
+res = inweights.run("smoke", out=out, train={"lr": 3e-3}, recipes=["proactive"], overrides=["pbb.stage2_steps=2"],
+                    resume=True)
 print(res)
 for recipe, row in res.summary["rows"].items():
     cells = {k: round(c["acc"], 3) for k, c in row["cells"].items()}

@@ -39,12 +39,17 @@ def test_wheel_installed_outside_the_checkout_runs_smoke(root, tmp_path):
     assert where.stdout.strip().startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
     listing = _run([str(venv / "bin" / "inweights"), "configs"], cwd=tmp_path).stdout
     assert "smoke" in listing and "pbb_programs" in listing
-    quiet = _run([str(venv / "bin" / "inweights"), "run", "smoke", "--out", str(tmp_path / "run"), "--quiet",
-                  "--set", "recipes=[proactive]"], cwd=tmp_path)
-    assert "(done)" not in quiet.stderr and "\r" not in quiet.stderr and "report:" in quiet.stdout
+    quiet = _run([str(venv / "bin" / "inweights"), "validate", "smoke", "--quiet"], cwd=tmp_path)
+    assert "ok (experiment 'smoke')" in quiet.stdout and not quiet.stderr.strip()
+    # the documented Python API (examples/quickstart.py), run by the installed package: a shipped config by name,
+    # sections merged over it, the run read back
+    ex = _run([str(venv / "bin" / "python"), str(root / "examples" / "quickstart.py"), str(tmp_path / "run")],
+              cwd=tmp_path)
+    assert "state: finished" in ex.stdout and "proactive" in ex.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["provenance"]["git"] is None  # an installed wheel is no checkout
-    assert "proactive" in summary["rows"]
+    assert set(summary["rows"]) == {"base", "proactive"}
+    assert summary["provenance"]["packages"]["inweights"] == "0.1.0"
 
 
 def test_gpu_check_dry_run(root, tmp_path):

@@ -34,8 +34,7 @@ def test_files_are_one_layout_with_consistent_columns(exported):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["train/decl_with_io.jsonl", "train/exec_with_io.jsonl",
-                                  "train/in_context_without_io.jsonl"])
+@pytest.mark.parametrize("name", ["train/decl_with_io.jsonl", "train/in_context_without_io.jsonl"])
 def test_trl_trains_on_each_kind_with_our_token_masks(exported, root, tmp_path, name):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

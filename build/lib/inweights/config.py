@@ -713,6 +713,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return validate(apply_overrides(load_raw(path), overrides or []))
 
 
+def same_config(old: str, new: str) -> bool:
+    """Whether a run's recorded config (``config.yaml``) and this one say the same thing: the same text, or —
+    after a release that added a setting — the same values once both are read by today's schema (a new key at
+    its default changes nothing a finished step computed)."""
+    if old == new:
+        return True
+    try:
+        return validate(yaml.safe_load(old)).model_dump() == validate(yaml.safe_load(new)).model_dump()
+    except (UserError, yaml.YAMLError, TypeError, AttributeError):
+        return False
+
+
 def dump_config(cfg: ExperimentConfig) -> str:
     """The config as a run folder records it (``config.yaml``; ``--resume`` compares it): the domain section holds
     the chosen domain's settings and those of the five domains that existed before the registry, in their old

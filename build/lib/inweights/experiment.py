@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from inweights import views
-from inweights.config import ExperimentConfig, dump_config, load_config
+from inweights.config import ExperimentConfig, dump_config, load_config, same_config
 from inweights.core.errors import UserError
 from inweights.core.io import atomic_write
 from inweights.core.rundir import LOCK, MetricsLog, open_run, owner, release
@@ -66,12 +66,12 @@ class Run:
     """The run directory: status marker, metrics log."""
 
     def __init__(self, out: Path, cfg: ExperimentConfig | None = None):
-        from inweights.core.trackers import Trackers
+        from inweights.core.trackers import trackers_for
 
         self.out = out
         self.metrics = MetricsLog(out / "metrics.jsonl")
         names = cfg.train.report_to if cfg is not None else []
-        self.trackers = Trackers(names, out, cfg.name, cfg.model_dump(mode="json")) if names else None
+        self.trackers = trackers_for(names, out, cfg.name, cfg.model_dump(mode="json")) if names else None
 
     def close(self) -> None:
         """Flush and close the trackers (the run's end, however it ends)."""
@@ -188,7 +188,7 @@ class Experiment:
     def check_out_dir(self) -> None:
         """``--out`` checked, the run lock taken (main process), leftovers of an interrupted run cleaned."""
         if get_accelerator().is_main_process:
-            for line in open_run(self.out, self.resume, dump_config(self.cfg)):
+            for line in open_run(self.out, self.resume, dump_config(self.cfg), same_config):
                 print(f"resume: {line}")
         elif self.out.exists() and any(p.name != LOCK for p in self.out.iterdir()) and not self.resume:
             raise UserError(f"run directory {self.out} already exists: pass --resume to continue it, or --out")

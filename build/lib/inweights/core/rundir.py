@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,32 +127,18 @@ def clean_stray(out: Path) -> list[str]:
     return done
 
 
-def same_config(old: str, new: str) -> bool:
-    """Whether a run's recorded config and this one say the same thing: the same text, or — after a release that
-    added a setting — the same values once both are read by today's schema (a new key at its default changes
-    nothing a finished step computed)."""
-    if old == new:
-        return True
-    import yaml
-
-    from inweights.config import validate
-
-    try:
-        return validate(yaml.safe_load(old)).model_dump() == validate(yaml.safe_load(new)).model_dump()
-    except (UserError, yaml.YAMLError, TypeError, AttributeError):
-        return False
-
-
-def open_run(out: Path, resume: bool, config_text: str) -> list[str]:
+def open_run(out: Path, resume: bool, config_text: str,
+             same: Callable[[str, str], bool] | None = None) -> list[str]:
     """Everything a run does to its folder before work starts: checks, the lock, leftovers. Returns the leftovers
-    cleaned (on a resume)."""
+    cleaned (on a resume). ``same(recorded, new)`` decides whether a resumed run's config is this one (default:
+    the same text; ``config.same_config`` compares values, so a release that adds a key still resumes)."""
     check_out(out)
     if out.exists() and any(p.name != LOCK for p in out.iterdir()) and not resume:
         raise UserError(f"run directory {out} already exists: pass --resume to continue it, or --out")
     if resume and (out / "status.json").is_file():
         read_json_object(out / "status.json", "run status")  # damaged: one line now, not a traceback later
-    if resume and (out / "config.yaml").is_file() and not same_config(read_text(out / "config.yaml", "the run's config"),
-                                                                      config_text):
+    recorded = read_text(out / "config.yaml", "the run's config") if resume and (out / "config.yaml").is_file() else None
+    if recorded is not None and not (same or str.__eq__)(recorded, config_text):
         raise UserError(f"--resume: {out}/config.yaml differs from this config; use another --out")
     acquire(out)
     return clean_stray(out) if resume else []

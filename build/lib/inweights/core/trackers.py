@@ -54,8 +54,11 @@ _NAMING = ("stage", "event", "recipe", "model", "method", "task", "step", "round
 
 def scalars(rec: dict[str, Any]) -> tuple[str, int | None, dict[str, float]]:
     """(prefix, step, {tag: value}) for one metrics line."""
-    name = [str(rec[k]) for k in ("stage", "event", "recipe", "model", "method", "task") if k in rec]
-    name += [f"{k}{rec[k]}" for k in ("round", "k", "seed") if k in rec and not isinstance(rec[k], dict)]
+    if "stage" in rec:  # a training line: its stage names it (its recipe or model is part of that name)
+        name = [str(rec["stage"])]
+    else:
+        name = [str(rec[k]) for k in ("event", "recipe", "model", "method", "task") if k in rec]
+        name += [f"{k}{rec[k]}" for k in ("round", "k", "seed") if k in rec and not isinstance(rec[k], dict)]
     prefix = "/".join(name) or "metrics"
     values: dict[str, float] = {}
     for k, v in rec.items():
@@ -63,6 +66,18 @@ def scalars(rec: dict[str, Any]) -> tuple[str, int | None, dict[str, float]]:
             _flatten(k, v, values)
     step = rec.get("step") if isinstance(rec.get("step"), int) and not isinstance(rec.get("step"), bool) else None
     return prefix, step, {f"{prefix}/{k}": v for k, v in values.items()}
+
+
+_OPEN: dict[tuple[str, tuple[str, ...]], Trackers] = {}
+
+
+def trackers_for(names: list[str], out: Path, run_name: str, config: dict[str, Any] | None = None) -> Trackers:
+    """One ``Trackers`` per run folder and process (a run builds several ``Run`` views of its folder; each
+    tracker run is started once)."""
+    key = (str(Path(out).resolve()), tuple(names))
+    if key not in _OPEN:
+        _OPEN[key] = Trackers(names, out, run_name, config)
+    return _OPEN[key]
 
 
 class Trackers:
@@ -118,6 +133,7 @@ class Trackers:
             t.log(values, step=step)
 
     def finish(self) -> None:
+        _OPEN.pop((str(Path(self.out).resolve()), tuple(self.names)), None)
         for t in self.trackers or []:
             try:
                 t.finish()

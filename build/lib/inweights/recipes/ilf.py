@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from inweights.config import ExperimentConfig, dump_config
+from inweights.config import ExperimentConfig, dump_config, same_config
 from inweights.core.errors import UserError
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache
@@ -490,7 +490,7 @@ class ILFRun:
         cfg, out = self.cfg, self.out
         from inweights.core.rundir import open_run
 
-        for line in open_run(out, self.resume, dump_config(cfg)):  # checks, the run lock, leftovers
+        for line in open_run(out, self.resume, dump_config(cfg), same_config):  # checks, the run lock, leftovers
             print(f"resume: {line}")
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from inweights import views
-from inweights.config import ExperimentConfig, dump_config
+from inweights.config import ExperimentConfig, dump_config, same_config
 from inweights.core import rejects
 from inweights.core.errors import UserError
 from inweights.core.io import write_summary
@@ -532,7 +532,7 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     from inweights.experiment import Run
 
     run = Run(out, cfg)
-    for line in open_run(out, resume, dump_config(cfg)):
+    for line in open_run(out, resume, dump_config(cfg), same_config):
         print(f"resume: {line}")
     try:
         return _run_rule_distill(cfg, out, config_path, run)
