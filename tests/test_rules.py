@@ -210,9 +210,9 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     assert "| rule_distill_enhanced |" in report and (out / "accuracy_vs_k_arith.png").is_file()
     assert "Rung 1 (in-context skill" in report and "FAILED" in report  # a random-init base follows no rule
     assert summary["bars"] and "k=2 rule_distill_enhanced vs sft_without_rule" in summary["bars"][0]
-    # the same seed gives the same numbers
-    again = run_rule_distill(cfg, tmp_path / "again", None)
-    assert again["cells"] == summary["cells"]
+    if lora:  # the same seed gives the same numbers (checked once: the full fine-tuning path differs only there)
+        again = run_rule_distill(cfg, tmp_path / "again", None)
+        assert again["cells"] == summary["cells"]
     # resumable by cell, like a PBB run by stage: a run that stopped after half its cells ends with the same ones
     lines = (out / "cells.jsonl").read_text().splitlines(keepends=True)
     (out / "cells.jsonl").write_text("".join(lines[: len(lines) // 2]))
