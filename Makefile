@@ -31,7 +31,6 @@ dev: $(VENV)/.dev
 # the whole pipeline in seconds (random-init micro model): checks an install, not a result
 smoke: $(VENV)/.installed
 	$(VENV)/bin/inweights run smoke --out runs/smoke --resume
-	@echo "report: runs/smoke/report.md"
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/inweights run $(DEMO_CONFIG) --out $(DEMO_OUT) --resume
