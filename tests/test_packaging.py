@@ -2,6 +2,7 @@
 virtual environment outside the checkout, runs a shipped config by name."""
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,7 +20,12 @@ def _run(cmd, **kw):
 
 @pytest.mark.slow
 def test_wheel_installed_outside_the_checkout_runs_smoke(root, tmp_path):
-    _run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
+    # built from a copy of what the sdist holds (setuptools writes build/ beside the sources; never in the checkout)
+    src = tmp_path / "src_tree"
+    shutil.copytree(root / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for f in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / f, src / f)
+    _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
           "-w", str(tmp_path / "dist")], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("inweights-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

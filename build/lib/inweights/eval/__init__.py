@@ -1,1 +1,0 @@
-"""Evaluation: probes, batched generation, scoring, confidence intervals."""

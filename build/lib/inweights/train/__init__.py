@@ -1,1 +1,0 @@
-"""Training: tokenising views, packing, the accelerate loop, stage checkpoints."""
