@@ -26,7 +26,7 @@ from inweights.core.errors import UserError
 @dataclass
 class RunResult:
     """A run directory and what it holds: ``summary`` (summary.json), ``config`` (as the run recorded it),
-    ``state`` (finished, failed, interrupted, paused, ...) and the paths of its report and metrics."""
+    ``state`` (finished, failed, interrupted, waiting_for_feedback, ...) and the paths of its report and metrics."""
 
     out: Path
     summary: dict[str, Any] | None
@@ -78,7 +78,7 @@ def run(config: Any, out: str | Path | None = None, *, resume: bool = False, ove
         **sections: Any) -> RunResult:
     """Run an experiment as ``inweights run`` does (the same checks first, the same run directory); returns
     the finished run's ``RunResult``. ``out`` defaults to runs/<name>. A run that stops to wait for people's
-    feedback returns with state ``paused`` and no summary."""
+    feedback returns with state ``waiting_for_feedback`` and no summary."""
     from inweights.core.io import check_out
     from inweights.regimes import RunPaused, preflight, regime_of
 
