@@ -99,6 +99,16 @@ def test_extract_code():
     assert extract_code("def f():\n    return 1") == "def f():\n    return 1"
 
 
+def test_preparation_functions_never_meet_an_experiments_for_any_seed():
+    from inweights.domains.coding import spec_is_prepare, spec_key
+
+    for seed in (0, 1, 7):
+        prep = {spec_key(t.meta["spec"]) for t in generated_tasks(300, seed, "prepare")}
+        rest = {spec_key(t.meta["spec"]) for p in ("refine", "train", "test") for t in generated_tasks(150, seed, p)}
+        assert prep and rest and not prep & rest
+        assert all(spec_is_prepare(dict(k)) for k in prep) and not any(spec_is_prepare(dict(k)) for k in rest)
+
+
 def test_generated_family_is_deterministic_and_its_gold_passes_and_mutants_fail():
     a, b = generated_tasks(40, 3, "train"), generated_tasks(40, 3, "train")
     assert a == b and len({t.entry_point for t in a}) == 40

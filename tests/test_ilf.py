@@ -221,6 +221,36 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "a" / "status.json").read_text())["state"] == "finished"
 
 
+def test_coding_prepared_base_is_built_once_and_every_run_starts_from_it(tmp_path):
+    import copy
+
+    (tmp_path / "configs").mkdir()
+    prep = copy.deepcopy(SMOKE)
+    prep.update(name="prep_coding", kind="prepare", prepare={"max_steps": 3, "eval_programs": 4, "gate": 0.5})
+    prep["model"]["prepared_base"] = None
+    (tmp_path / "configs" / "prep.yaml").write_text(yaml.safe_dump(prep))
+    proc = _cli_here("prepare", str(tmp_path / "configs" / "prep.yaml"))
+    assert proc.returncode == 1 and "fresh_tasks pass@1 (greedy) 0.0% (gate 50%, NOT passed)" in proc.stdout
+    rec = json.loads((tmp_path / "prepared" / "prep_coding" / "prepare.json").read_text())
+    assert rec["domain"] == "coding" and rec["steps"] == 3 and rec["eval_programs"] == 4 and rec["prepare_tasks"] == 40
+    exp = copy.deepcopy(SMOKE)
+    exp["model"]["prepared_base"] = "configs/prep.yaml"
+    exp["ilf"]["pretrain_steps"] = 0
+    exp["recipes"] = ["zero_shot"]
+    (tmp_path / "configs" / "ilf.yaml").write_text(yaml.safe_dump(exp))
+    proc = _cli_here("run", str(tmp_path / "configs" / "ilf.yaml"), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["prepared_base"]["weights_sha256"] == rec["weights_sha256"]
+    assert not (tmp_path / "run" / "models" / "policy_base").exists()  # nothing trained again
+    assert "Starting policy: the prepared base `prep_coding` (3 steps" in (tmp_path / "run" / "report.md").read_text()
+    # a config that asks for both a prepared starting policy and one trained in the run is refused in one line
+    exp["ilf"]["pretrain_steps"] = 5
+    (tmp_path / "configs" / "ilf.yaml").write_text(yaml.safe_dump(exp))
+    proc = _cli("validate", str(tmp_path / "configs" / "ilf.yaml"))
+    assert proc.returncode == 2 and "set one of them" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_human_feedback_round_trip(tmp_path):
     cfg = tmp_path / "ilf.yaml"
     cfg.write_text(yaml.safe_dump({**SMOKE, "recipes": ["zero_shot", "ilf"],

@@ -33,6 +33,21 @@ def prepared(root, request):
 
 def test_prepared_base_is_the_one_recorded(prepared):
     cfg, d, rec, _, _ = prepared
+    _is_the_one_recorded(cfg, d, rec)
+
+
+def test_coding_prepared_base_is_the_one_recorded(root):
+    """The ILF starting policy (its gate is an ILF measurement: tests/test_ilf.py builds and gates a small one)."""
+    cfg_path = root / "configs" / "prepare_coding.yaml"
+    cfg = load_config(cfg_path)
+    d = prepared_dir(cfg_path, cfg.name)
+    rec = json.loads((d / "prepare.json").read_text())
+    _is_the_one_recorded(cfg, d, rec)
+    assert rec["domain"] == "coding" and rec["steps"] == cfg.prepare.max_steps
+    assert rec["eval_programs"] == cfg.prepare.eval_programs
+
+
+def _is_the_one_recorded(cfg, d, rec):
     assert sha256_file(d / "model.safetensors") == rec["weights_sha256"]
     # the shipped config is the one it was built from, so the recorded command rebuilds it
     # (eval.backend aside: which engine generates does not change the tokens -- tests/test_decode.py -- and the

@@ -288,6 +288,11 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
     if main:
         acquire(work)
     try:
+        if cfg.domain.name == "coding":  # the ILF starting policy: its own training and gate
+            from inweights.recipes.ilf import build_starting_policy
+
+            out_dir.mkdir(parents=True, exist_ok=True)
+            return build_starting_policy(cfg, out_dir, work, command)
         return _build(cfg, out_dir, work, command, config_path)
     finally:
         if main:
@@ -371,12 +376,17 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
         "gate_history": gate.history,
         "init_from": json.loads((init / "prepare.json").read_text())["name"] if init else None,
         "command": command,
-        "config_sha256": hashlib.sha256(dump_config(cfg).encode()).hexdigest(),
+        "config_sha256": config_digest(cfg),
         "weights_sha256": sha256_file(out_dir / "model.safetensors"),
     }
     (out_dir / "config.yaml").write_text(dump_config(cfg))
     (out_dir / "prepare.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def config_digest(cfg: ExperimentConfig) -> str:
+    """The sha256 of a config's canonical YAML (a prepared base records the one it was built from)."""
+    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()
 
 
 def prepared_cache() -> Path:

@@ -189,11 +189,18 @@ class _ILF(Regime):
         from inweights.domains.coding import ILF_RECIPES
 
         _known(cfg, ILF_RECIPES, "ILF recipe")
+        if cfg.kind == "experiment" and cfg.model.preset == "tiny" and cfg.model.prepared_base and cfg.ilf.pretrain_steps:
+            raise UserError("ilf.pretrain_steps trains a starting policy, model.prepared_base names a built one: "
+                            "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_memory, check_model
         from inweights.recipes.ilf import check_pools, load_tasks
 
+        if cfg.model.preset == "tiny" and cfg.model.prepared_base:
+            from inweights.experiment import resolve_prepared
+
+            resolve_prepared(cfg, config_path)
         check_pools(cfg, load_tasks(cfg, quiet=quiet))
         check_model(cfg)
         check_memory(cfg)

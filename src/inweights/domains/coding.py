@@ -368,10 +368,18 @@ def spec_key(spec: dict[str, Any]) -> tuple:
     return tuple(sorted((k, v) for k, v in spec.items() if k != "edge"))
 
 
-def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set[tuple] = frozenset(),
-                    family: str = "lists") -> list[CodingTask]:
-    """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces; specs in
-    ``exclude`` (``spec_key``) are never drawn — the prepare pool excludes every other pool's (``family``:
+def spec_is_prepare(spec: dict[str, Any]) -> bool:
+    """Whether a function belongs to the preparation's share (a third of the 780, by a hash of what it computes):
+    the starting policy learns only these, every refine, train and test task computes one of the others, for
+    every seed — so a starting policy built once (configs/prepare_coding.yaml) never saw an experiment's function."""
+    from inweights.core.seeds import derive_seed
+
+    return derive_seed("coding-spec", spec_key(spec)) % 3 == 0
+
+
+def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, family: str = "lists") -> list[CodingTask]:
+    """n tasks with distinct names; ``pool`` (prepare, train, test, refine) separates name spaces; the prepare
+    pool's functions are the preparation's share (``spec_is_prepare``), the other pools' the rest (``family``:
     ``CodingConfig.family``)."""
     from inweights.core.seeds import derive_seed
 
@@ -384,14 +392,14 @@ def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, exclude: set
     tasks, misses = [], 0
     while len(tasks) < n:
         misses += 1
-        if misses > 50_000:  # bounded: the family is finite (780 distinct functions)
+        if misses > 50_000:  # bounded: the family is finite (780 distinct functions, ~260 of them preparation's)
             raise UserError(f"domain.coding: only {len(tasks)} distinct generated {pool} tasks found ({n} asked); "
                             f"lower n_{pool}")
         name = "".join(rng.choice(SYLLABLES) for _ in range(3))
         if name_pool(name) != pool:
             continue
         spec = generated_spec(rng)
-        if name in taken or spec_key(spec) in exclude:
+        if name in taken or spec_is_prepare(spec) != (pool == "prepare"):
             continue
         misses = 0
         taken.add(name)

@@ -72,11 +72,11 @@ class WaitingForFeedback(Exception):
 def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[CodingTask]]:
     c = cfg.domain.coding
     if c.source == "generated":
-        # what the experiment's tasks compute never appears among the starting policy's training tasks
+        # what the experiment's tasks compute never appears among the starting policy's training tasks: the
+        # prepare pool draws from the preparation's share of the functions, the others from the rest
         out = {p: generated_tasks(n, cfg.seed, p, c.n_tests, family=c.family)
                for p, n in (("refine", c.n_refine), ("train", c.n_train), ("test", c.n_test))}
-        used = {spec_key(t.meta["spec"]) for ts in out.values() for t in ts}
-        out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests, used) if c.n_prepare else []
+        out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests) if c.n_prepare else []
         return out
     if c.source == "mbpp":
         from inweights.core import rejects
@@ -131,6 +131,7 @@ class ILFRun:
         self.ilf = cfg.ilf
         self.limits = Limits(wall_seconds=self.ilf.timeout, cpu_seconds=self.ilf.timeout)
         self.t0 = time.time()
+        self.prepared: dict[str, Any] | None = None  # the prepared starting policy's record, when there is one
         from inweights.experiment import Run
 
         self.run = Run(out, cfg)
@@ -245,13 +246,16 @@ class ILFRun:
         if cfg.model.prepared_base:
             from inweights.experiment import ensure_prepared
 
-            return ensure_prepared(cfg, self.config_path)[0]
+            folder, rec = ensure_prepared(cfg, self.config_path)
+            self.prepared = {k: rec.get(k) for k in ("name", "seed", "steps", "gate_value", "name_errors",
+                                                     "prepare_functions", "weights_sha256")}
+            return folder
         init = self.out / "models" / "init"
         if not (init / "config.json").is_file():
             from inweights.models import build_tiny, save_model, train_tokenizer
 
             texts = [prompt(t) + "\n" + t.gold for p in ("prepare", "refine", "train") for t in tasks[p]]
-            texts += [refine_prompt(t, t.gold, "The code is wrong.") for t in tasks["refine"][:50]]
+            texts += [refine_prompt(t, t.gold, "The code is wrong.") for t in (tasks["refine"] or tasks["prepare"])[:50]]
             tok = train_tokenizer(texts, cfg.model.tiny.vocab_size)
             save_model(build_tiny(cfg.model.tiny, tok, cfg.seed), tok, init)
         if not self.ilf.pretrain_steps:
@@ -541,6 +545,8 @@ class ILFRun:
         for recipe in cfg.recipes:
             results["recipes"][recipe] = self.evaluate(recipe, finals[recipe], tasks)
         results["pools"] = {p: len(ts) for p, ts in tasks.items()}
+        if self.prepared:
+            results["prepared_base"] = self.prepared
         results["wall_seconds"] = round(time.time() - self.t0, 1)
         results["resumed"] = self.resume  # then wall_seconds is this session's only
         results["feedback_provider"] = cfg.ilf.feedback.provider
@@ -624,6 +630,57 @@ def bootstrap_ci(values: list[float], seed: int, n: int = 1000) -> tuple[float, 
     rng = random.Random(seed)
     means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n))
     return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
+
+
+def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str) -> dict[str, Any]:
+    """The coding domain's prepared base (``inweights prepare configs/prepare_coding.yaml``): the tiny starting
+    policy, trained once for ``prepare.max_steps`` steps on a stream of the preparation's functions
+    (``spec_is_prepare``) under fresh names, exactly as an ILF run trains its own (``ILFRun.base_policy``), so an
+    experiment of any seed starts from it without spending the time. Its gate: the greedy pass rate on
+    ``prepare.eval_programs`` fresh-name tasks (the preparation's functions, new names and inputs)."""
+    from inweights.core.io import sha256_file
+    from inweights.models import save_model
+
+    if cfg.model.preset != "tiny":
+        raise UserError("a coding prepared base is a tiny starting policy: model.preset must be tiny")
+    c = cfg.domain.coding
+    if c.source != "generated" or not c.n_prepare:
+        raise UserError("a coding prepared base trains on the generated prepare pool: set domain.coding.source: "
+                        "generated and domain.coding.n_prepare > 0")
+    t0 = time.time()
+    cfg = cfg.model_copy(deep=True)
+    cfg.ilf.pretrain_steps, cfg.ilf.pretrain_fresh_names = cfg.prepare.max_steps, True
+    run = ILFRun(cfg, work, None, resume=True)
+    tasks = {"prepare": generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests), "refine": [], "train": []}
+    model_dir = Path(run.base_policy(tasks))
+    specs = [t.meta["spec"] for t in tasks["prepare"]]
+    rng = random.Random(derive_seed(cfg.seed, "prepare", "eval"))
+    held = [fresh_generated_task(rng, specs, "prepare", c.n_tests) for _ in range(cfg.prepare.eval_programs)]
+    model, tok = run.load(model_dir)
+    from inweights.eval.generate import generate
+
+    outs = generate(model, tok, [[{"role": "user", "content": prompt(t)}] for t in held],
+                    max_new_tokens=cfg.ilf.max_new_tokens, batch_size=cfg.eval.batch_size)
+    verdicts = [v[0] for v in run.judge(held, [[program_of(t, o)] for t, o in zip(held, outs)])]
+    passed = sum(v["status"] == "passed" for v in verdicts) / len(held)
+    name_errors = sum(v.get("error_type") == "NameError" for v in verdicts) / len(held)
+    save_model(model, tok, out_dir)
+    done = json.loads((model_dir.parent / "done.json").read_text())
+    from inweights.prepare import config_digest
+
+    record = {
+        "name": cfg.name, "domain": "coding", "seed": cfg.seed, "gate": cfg.prepare.gate,
+        "passed": passed >= cfg.prepare.gate, "gate_format": "pass@1 (greedy)", "gate_metric": "fresh_tasks",
+        "gate_value": passed, "in_context": passed, "name_errors": name_errors,
+        "eval_programs": len(held), "prepare_tasks": len(tasks["prepare"]),
+        "prepare_functions": len({spec_key(s) for s in specs}),
+        "steps": done.get("steps"), "tokens": done.get("tokens"), "train_seconds": round(done.get("seconds", 0.0), 1),
+        "wall_seconds": round(time.time() - t0, 1), "gate_history": [], "init_from": None, "command": command,
+        "config_sha256": config_digest(cfg), "weights_sha256": sha256_file(out_dir / "model.safetensors"),
+    }
+    (out_dir / "config.yaml").write_text(dump_config(cfg))
+    (out_dir / "prepare.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):

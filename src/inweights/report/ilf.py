@@ -125,6 +125,9 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
            f"over tasks); wall time {results['wall_seconds'] / 60:.1f} min"
            + (" (this session's: the run was resumed, earlier sessions are not counted)." if results.get("resumed")
               else ".")), "",
+          *([(f"Starting policy: the prepared base `{pb['name']}` ({pb['steps']} steps, greedy pass@1 "
+              f"{_pct(pb['gate_value'])} on fresh-name tasks of its own functions; weights sha256 "
+              f"{(pb.get('weights_sha256') or '')[:12]})."), ""] if (pb := results.get("prepared_base")) else []),
           *(["## Verdict", "", *verdicts, ""] if verdicts else []),
           "## pass@k on the test tasks", "",
           "| method | what | " + " | ".join(f"pass@{k} [95% CI]" for k in ks) + " | test verdicts |",
