@@ -74,7 +74,7 @@ def finetune_section(finetunes: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     md = ["## Fine-tuning", "",
-          ("| model | records | steps trained / planned | epochs | replay share | stopped early | best step | "
+          ("| model | records | steps trained / planned | epochs planned | replay share | stopped early | best step | "
            "val greedy pass: start → best | val curve (step: %) |"),
           "|---|---|---|---|---|---|---|---|---|"]
     for n, f in rows:
