@@ -62,7 +62,9 @@ def cmd_prepare(args) -> int:
 
     out = check_out(Path(args.out) if args.out else prepared_dir(args.config, cfg.name))
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    rec = build_prepared_base(cfg, out, command, args.config)
+    from inweights.regimes import regime_of
+
+    rec = build_prepared_base(cfg, out, command, args.config, regime_of(cfg).prepare_builder())
     metric = "in-context" if rec.get("gate_metric", "in_context") == "in_context" else rec["gate_metric"]
     print(f"prepared base: {out}  {metric} {rec['gate_format']} {gate_accuracy(rec):.1%} "
           f"(gate {rec['gate']:.0%}, {'passed' if rec['passed'] else 'NOT passed'})")

@@ -133,15 +133,16 @@ def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[P
     raise UserError(f"model.prepared_base: prepare config not found: {cfg.model.prepared_base}")
 
 
-def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, dict[str, Any]]:
-    """The prepared base folder and its record, built once when it is missing."""
+def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None, build=None) -> tuple[Path, dict[str, Any]]:
+    """The prepared base folder and its record, built once when it is missing (``build``: a regime's own
+    preparation, ``prepare.build_prepared_base``)."""
     pconf, pdir = resolve_prepared(cfg, config_path)
     if not (pdir / "prepare.json").is_file():
         from inweights.prepare import build_prepared_base
 
         print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes on a CPU; "
               f"`inweights prepare {pconf}` builds it ahead)")
-        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf)
+        build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf, build)
     return pdir, json.loads((pdir / "prepare.json").read_text())
 
 

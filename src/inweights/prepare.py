@@ -277,10 +277,12 @@ def init_dir(cfg: ExperimentConfig, config_path: str | Path | None) -> Path:
 
 
 def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
-                        config_path: str | Path | None = None) -> dict[str, Any]:
+                        config_path: str | Path | None = None, build=None) -> dict[str, Any]:
     """Train the prepared base into ``out_dir`` (resumable); returns its record (prepare.json). The build holds
     the run lock of its work folder (``<out>.work``, where its checkpoints are): a second `inweights prepare` of
-    the same base — or an experiment building it on first use — is refused in one line while one builds it."""
+    the same base — or an experiment building it on first use — is refused in one line while one builds it.
+    ``build(cfg, out_dir, work, command) -> record`` is a regime's own preparation (``Regime.prepare_builder``:
+    ILF's starting policy); None: the stage engine's, in-context use of the domain's units until the gate."""
     from inweights.core.rundir import acquire, release
 
     work = out_dir.with_name(out_dir.name + ".work")
@@ -288,11 +290,9 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
     if main:
         acquire(work)
     try:
-        if cfg.domain.name == "coding":  # the ILF starting policy: its own training and gate
-            from inweights.recipes.ilf import build_starting_policy
-
+        if build is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            return build_starting_policy(cfg, out_dir, work, command)
+            return build(cfg, out_dir, work, command)
         return _build(cfg, out_dir, work, command, config_path)
     finally:
         if main:

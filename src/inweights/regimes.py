@@ -14,6 +14,7 @@ wrap the three loops that exist today:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ class Regime:
     def run(self, cfg, out: Path, config_path: Path | None, resume: bool) -> dict[str, Any] | None:
         """The run; its summary (None on a secondary process of a multi-process run)."""
         raise NotImplementedError
+
+    def prepare_builder(self) -> Callable[..., dict[str, Any]] | None:
+        """`inweights prepare`: the regime's own preparation of a prepared base, ``build(cfg, out_dir, work,
+        command) -> record``; None: the stage engine's (``prepare.build_prepared_base``)."""
+        return None
 
     def export(self, cfg, out: Path) -> dict[str, Any]:
         """`inweights data`: the regime's views of the config's data as JSONL files with a manifest."""
@@ -192,6 +198,11 @@ class _ILF(Regime):
         if cfg.kind == "experiment" and cfg.model.preset == "tiny" and cfg.model.prepared_base and cfg.ilf.pretrain_steps:
             raise UserError("ilf.pretrain_steps trains a starting policy, model.prepared_base names a built one: "
                             "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
+
+    def prepare_builder(self):
+        from inweights.recipes.ilf import build_starting_policy
+
+        return build_starting_policy
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_memory, check_model

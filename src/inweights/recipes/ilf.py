@@ -246,7 +246,7 @@ class ILFRun:
         if cfg.model.prepared_base:
             from inweights.experiment import ensure_prepared
 
-            folder, rec = ensure_prepared(cfg, self.config_path)
+            folder, rec = ensure_prepared(cfg, self.config_path, build_starting_policy)
             self.prepared = {k: rec.get(k) for k in ("name", "seed", "steps", "gate_value", "name_errors",
                                                      "prepare_functions", "weights_sha256")}
             return folder
