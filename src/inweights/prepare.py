@@ -290,8 +290,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
     if main:
         acquire(work)
     try:
-        if build is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
+        if build is not None:  # it checks its config before it writes anything into out_dir
             return build(cfg, out_dir, work, command)
         return _build(cfg, out_dir, work, command, config_path)
     finally:

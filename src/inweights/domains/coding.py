@@ -392,7 +392,7 @@ def generated_tasks(n: int, seed: int, pool: str, n_tests: int = 3, family: str 
     tasks, misses = [], 0
     while len(tasks) < n:
         misses += 1
-        if misses > 50_000:  # bounded: the family is finite (780 distinct functions, ~260 of them preparation's)
+        if misses > 50_000:  # bounded: the family is finite (780 distinct functions, 241 of them preparation's)
             raise UserError(f"domain.coding: only {len(tasks)} distinct generated {pool} tasks found ({n} asked); "
                             f"lower n_{pool}")
         name = "".join(rng.choice(SYLLABLES) for _ in range(3))

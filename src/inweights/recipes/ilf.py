@@ -647,6 +647,7 @@ def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, comm
     if c.source != "generated" or not c.n_prepare:
         raise UserError("a coding prepared base trains on the generated prepare pool: set domain.coding.source: "
                         "generated and domain.coding.n_prepare > 0")
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cfg = cfg.model_copy(deep=True)
     cfg.ilf.pretrain_steps, cfg.ilf.pretrain_fresh_names = cfg.prepare.max_steps, True
