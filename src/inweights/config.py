@@ -127,9 +127,11 @@ class ModelConfig(Strict):
     name: str | None = None  # a Hugging Face hub id (needs network or a filled HF cache)
     revision: str | None = None  # with ``name``: a branch, tag or commit
     tiny: TinyConfig = Field(default_factory=TinyConfig)
-    # For the tiny preset: start from the prepared base built by this config (see `inweights prepare`),
-    # or from random init with `null` (a control: the in-context skill is then missing). Default: the
-    # domain's own (programs: configs/prepare_tiny.yaml, grammars: configs/prepare_grammars.yaml).
+    # Start from the prepared base built by this prepare config (see `inweights prepare`): the model above
+    # trained on the in-context skill the regime presumes (a LoRA adapter of it, or its full weights), checked to
+    # belong to this model's weights. `null`: the model as it is (for the tiny preset, random init: a control
+    # without the in-context skill). Default: for the tiny preset the domain's own (programs:
+    # configs/prepare_tiny.yaml, grammars: configs/prepare_grammars.yaml); for other models none.
     prepared_base: str | None = "configs/prepare_tiny.yaml"
     lora: LoraConfig | None = None
     # Each unit's name (a program's or grammar's pointer) becomes one new token of the tokenizer, its
@@ -147,9 +149,7 @@ class ModelConfig(Strict):
         sources = [k for k in ("preset", "path", "name") if getattr(self, k) is not None]
         if len(sources) != 1:
             raise ValueError(f"set exactly one of model.preset, model.path and model.name (got {sources or 'none'})")
-        if self.preset != "tiny" and self.prepared_base is not None:
-            if "prepared_base" in self.model_fields_set:
-                raise ValueError("model.prepared_base applies to the tiny preset only")
+        if self.preset != "tiny" and "prepared_base" not in self.model_fields_set:
             self.prepared_base = None  # the default belongs to the tiny preset
         if self.revision is not None and self.name is None:
             raise ValueError("model.revision applies to model.name only")
@@ -350,6 +350,13 @@ class EvalConfig(Strict):
     # sentence and asks for the document (doc-context recall, vs recall inside a question)
     train_inputs: int = Field(2, ge=0)
     doc_context: bool = True
+    # curves: every this many steps of every SFT stage, measured on validation inputs (never test) of up to
+    # ``curve_units`` units per group, ``curve_inputs`` inputs each: in-weights and in-context CoT accuracy, and
+    # (programs) document recall after the pointer sentence and statements recalled inside a question -- storage
+    # and extraction by step, what stage lengths, LR and replay are chosen on (needs domain.programs.n_val_inputs)
+    curve_every: int | None = Field(None, gt=0)
+    curve_units: int = Field(10, gt=0)
+    curve_inputs: int = Field(2, gt=0)
 
 
 class SweepConfig(Strict):
@@ -560,7 +567,8 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _gates_have_validation_inputs(self) -> ExperimentConfig:
         gated = [st.name for sts in self.curricula.values() for st in sts if st.gate] + (
-            ["stage 1 (pbb.stage1_gate)"] if self.pbb.stage1_gate else [])
+            ["stage 1 (pbb.stage1_gate)"] if self.pbb.stage1_gate else []) + (
+            ["eval.curve_every (curves)"] if self.eval.curve_every else [])
         if gated and self.kind == "experiment" and (
                 self.domain.data_file or not DOMAINS[self.domain.name].has_validation_inputs(self.domain.section())):
             raise ValueError(f"{gated[0]} has a gate, which measures on validation inputs: only generated programs "

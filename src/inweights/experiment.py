@@ -33,7 +33,7 @@ from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
 from inweights.domains import make_domain
 from inweights.eval.extraction import diagnose
 from inweights.eval.probes import evaluate
-from inweights.gates import Gate
+from inweights.gates import Curve, Gate, Hooks
 from inweights.models import build_tiny, load_model, save_model, train_tokenizer
 from inweights.models.load import (
     add_name_tokens,
@@ -129,13 +129,30 @@ def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[P
         if pcfg.domain.name != cfg.domain.name:
             raise UserError(f"model.prepared_base: {c} prepares the {pcfg.domain.name} domain, this experiment "
                             f"is {cfg.domain.name}; use a prepare config of the same domain")
+        check_prepared_model(cfg, c, pcfg)
         return c, prepared_dir(c, pcfg.name)
     raise UserError(f"model.prepared_base: prepare config not found: {cfg.model.prepared_base}")
 
 
+def check_prepared_model(cfg: ExperimentConfig, pconf: Path, pcfg: ExperimentConfig) -> None:
+    """A prepared base belongs to the model it was prepared from: the experiment's model must name the same one
+    (preset, folder or hub id; the weights themselves are checked when the base is built and loaded)."""
+    from inweights.models.load import base_ref
+
+    def what(m) -> str:
+        return "the tiny preset" if m.preset == "tiny" else base_ref(m)
+
+    if (cfg.model.preset == "tiny") != (pcfg.model.preset == "tiny") or (
+            cfg.model.preset != "tiny" and (base_ref(cfg.model), cfg.model.revision) != (base_ref(pcfg.model),
+                                                                                        pcfg.model.revision)):
+        raise UserError(f"model.prepared_base: {pconf} prepares {what(pcfg.model)}, this experiment's model is "
+                        f"{what(cfg.model)}; use a prepare config of the same model")
+
+
 def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None, build=None) -> tuple[Path, dict[str, Any]]:
     """The prepared base folder and its record, built once when it is missing (``build``: a regime's own
-    preparation, ``prepare.build_prepared_base``)."""
+    preparation, ``prepare.build_prepared_base``). A base of a pretrained model is checked against this machine's
+    copy of that model's weights (one line when they differ)."""
     pconf, pdir = resolve_prepared(cfg, config_path)
     if not (pdir / "prepare.json").is_file():
         from inweights.prepare import build_prepared_base
@@ -143,7 +160,18 @@ def ensure_prepared(cfg: ExperimentConfig, config_path: Path | None, build=None)
         print(f"prepared base missing at {pdir}: building it once from {pconf} (tens of minutes on a CPU; "
               f"`inweights prepare {pconf}` builds it ahead)")
         build_prepared_base(load_config(pconf), pdir, f"inweights prepare {pconf}", pconf, build)
-    return pdir, json.loads((pdir / "prepare.json").read_text())
+    from inweights.core.io import read_json_object
+
+    rec = read_json_object(pdir / "prepare.json", "prepared base record")
+    if (bm := rec.get("base_model")) is not None:
+        from inweights.models.load import describe_identity, model_identity
+
+        have = model_identity(cfg.model)
+        if have != bm["identity"]:
+            raise UserError(f"model.prepared_base: {pdir} was prepared on {describe_identity(bm['identity'])}, this "
+                            f"machine's {bm['ref']} is {describe_identity(have)}: rebuild it "
+                            f"(inweights prepare {pconf}) or install the model it was built on")
+    return pdir, rec
 
 
 def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False):
@@ -162,16 +190,42 @@ def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool =
     return domain, units
 
 
+def curve_measure(model, tok, domain, units, cfg: ExperimentConfig) -> dict[str, float]:
+    """One point of a stage's curve: the evaluator's cells and extraction diagnostics on validation inputs (never
+    test inputs) of the first ``eval.curve_units`` units per group, ``eval.curve_inputs`` inputs each, CoT only.
+    Keys: ``<cell>@val`` accuracies, ``<group>/doc_recall``, ``<group>/doc_forced_recall``, ``<group>/query_recall``."""
+    import dataclasses
+
+    e = cfg.eval
+    val = [dataclasses.replace(u, test_inputs=tuple(u.meta.get("val_inputs", ()))[: e.curve_inputs]) for u in units]
+    val = [u for u in val if u.test_inputs]
+    ecfg = e.model_copy(update={"formats": ["cot"], "max_units_per_group": e.curve_units, "train_inputs": 0,
+                                "groups": [g for g in e.groups if g in ("with_io", "without_io", "composed")]})
+    cells, samples = evaluate(model, tok, domain, val, ecfg, derive_seed(cfg.seed, "curve"))
+    out = {f"{name}@val": c["acc"] for name, c in cells.items()}
+    diag = diagnose(domain, val, samples, cells)
+    for group, g in (diag or {}).get("groups", {}).items():
+        for k in ("doc_recall", "doc_forced_recall", "query_recall"):
+            if g.get(k) is not None:
+                out[f"{group}/{k}"] = g[k]
+    return out
+
+
 def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
     """Where a run's time went: training (every stage once, shared stages counted once), evaluation (every
     evaluated model) and the rest (set-up, data, loading, idle workers), as worker-seconds and as shares of
     wall time x workers. Stages or evaluations reused from an earlier run count the seconds they took then."""
     stages: dict[str, float] = {}
+    curves: dict[str, float] = {}  # measured inside a stage (eval.curve_every): evaluation, not training
     for rec in results["recipes"].values():
         for st in rec.get("stages", []):
-            stages[st["dir"]] = st["seconds"]
+            pts = st.get("curve", [])
+            curves[st["dir"]] = sum(p.get("seconds", 0.0) for p in pts)
+            # the step-0 point is measured before the stage's clock starts
+            stages[st["dir"]] = st["seconds"] - sum(p.get("seconds", 0.0) for p in pts if p["step"] > 0)
     evals = [r.get("eval_seconds", 0.0) for r in
              [results.get("base") or {}, *results.get("other_bases", {}).values(), *results["recipes"].values()]]
+    evals += list(curves.values())
     capacity = max(results["wall_seconds"] * max(workers, 1), 1e-9)
     train, ev = sum(stages.values()), sum(evals)
     out = {"workers": workers, "wall_seconds": results["wall_seconds"], "train_seconds": round(train, 1),
@@ -201,7 +255,8 @@ class Experiment:
             source, ident = resolve_source(cfg.model)
             if cfg.model.lora and not cfg.model.path:  # (a path was checked before the run started)
                 check_lora_for_source(source, cfg.model.lora, cfg.model.revision)
-            return source, _sha(ident), None
+            if not cfg.model.prepared_base:
+                return source, _sha(ident), None
         if cfg.model.prepared_base:
             pdir, rec = ensure_prepared(cfg, self.config_path)
             return pdir, rec["weights_sha256"], rec
@@ -271,7 +326,8 @@ class Experiment:
                 stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name, "key": key,
                                    "loss_kind": loss_kind(stages[key]["stage"]),
                                    **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")},
-                                   **({"gate": info["gate"]} if info.get("gate") else {})})
+                                   **({"gate": info["gate"]} if info.get("gate") else {}),
+                                   **({"curve": info["curve"]} if info.get("curve") else {})})
             final_dir = stages[chain[-1]]["dir"]
             ev = self.evaluate_dir(recipe, final_dir / "model", final_dir, domain, units)
             results["recipes"][recipe] = {"stages": stages_out, **ev}
@@ -320,8 +376,6 @@ class Experiment:
         for recipe in self.recipe_list():
             _, sep, name = recipe.partition(":")
             if sep and name not in out:
-                if self.cfg.model.preset != "tiny":
-                    raise UserError(f"recipe {recipe}: another prepared base applies to the tiny preset only")
                 cfg = self.cfg.model_copy(deep=True)
                 cfg.model.prepared_base = f"configs/{name}.yaml"
                 pdir, rec = ensure_prepared(cfg, self.config_path)
@@ -395,14 +449,20 @@ class Experiment:
                                     cfg.train.max_len, tok.pad_token_id,
                                     shard=(acc.process_index, acc.num_processes))
             gate = self.stage_gate(stage, tok, domain, units, log) if stage.gate else None
+            curve = self.curve(stage, tok, domain, units, log) if cfg.eval.curve_every else None
+            if curve is not None and prev_dir.parent.parent != self.out / "stages" and not (sdir / "ckpt").exists():
+                curve(0, model)  # a chain's first stage: its starting point too (later stages start where one ended)
+            hooks = [h for h in (gate, curve) if h is not None]
             rows = None
             if stage.trainable == "names":
                 rows = sorted({tok.convert_tokens_to_ids(u.pointer) for u in units})
             res = train_stage(model, batches, stage.steps, cfg.train, sdir, lr=stage.lr,
-                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log, on_step=gate,
-                              trainable_rows=rows)
+                              desc=f"{recipe}:{stage.name}", save_every=cfg.train.save_every, log=log,
+                              on_step=Hooks(hooks) if len(hooks) > 1 else (hooks or [None])[0], trainable_rows=rows)
             if gate is not None:
                 res["gate"] = gate.record()
+            if curve is not None:
+                res["curve"] = curve.history
         if acc.is_main_process:
             tmp = sdir / "model.tmp"
             if tmp.exists():
@@ -440,6 +500,15 @@ class Experiment:
             return {key: sum(domain.score(u, x, views.extract(domain, o)) for (u, x), o in zip(pairs, outs)) / len(pairs)}
 
         return Gate(measure, key, g.value, g.every, stage.steps, log)
+
+    def curve(self, stage, tok, domain, units, log) -> Curve:
+        """``eval.curve_every``: the stage's curve on validation inputs (``curve_measure``)."""
+        cfg = self.cfg
+
+        def measure(model) -> dict[str, float]:
+            return curve_measure(model, tok, domain, units, cfg)
+
+        return Curve(measure, cfg.eval.curve_every, stage.steps, log)
 
     def grpo_warmup(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
         """``grpo.sft_warmup_steps`` SFT steps on the stage's mixture before its GRPO steps, when the starting

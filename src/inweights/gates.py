@@ -7,6 +7,7 @@ reached travel with the stage's checkpoints, so a resumed stage keeps them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,3 +52,46 @@ class Gate:
         first = next((h["step"] for h in self.history if h.get(self.key, 0.0) >= self.target), None)
         return {"metric": self.key, "target": self.target, "reached": first is not None, "reached_at": first,
                 "best": self.best, "curve": [(h["step"], h.get(self.key)) for h in self.history]}
+
+
+class Hooks:
+    """Several per-step hooks as one ``on_step``: each runs, the stage stops when any asks to; their states are
+    kept together in the stage's checkpoints."""
+
+    def __init__(self, hooks: list[Any]):
+        self.hooks = hooks
+
+    def __call__(self, step: int, model) -> bool:
+        stops = [h(step, model) for h in self.hooks]  # every hook runs: any() over a generator would stop early
+        return any(stops)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hooks": [h.state_dict() for h in self.hooks]}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        for h, hs in zip(self.hooks, s["hooks"]):
+            h.load_state_dict(hs)
+
+
+class Curve(Gate):
+    """A measurement every ``every`` steps that never stops the stage: the curve of a stage (``eval.curve_every``),
+    logged as ``{"event": "curve", ...}`` lines."""
+
+    def __init__(self, measure: Callable[[Any], dict[str, float]], every: int, last_step: int,
+                 log: Callable[[dict[str, Any]], None] | None = None):
+        super().__init__(measure, "", float("inf"), every, last_step, None)
+        self.curve_log = log
+
+    def __call__(self, step: int, model) -> bool:
+        if step % self.every and step != self.last_step:
+            return False
+        was_training = model.training
+        t0 = time.perf_counter()
+        m = self.measure(model)
+        model.train(was_training)
+        rec = {"event": "curve", "step": step, **m, "seconds": round(time.perf_counter() - t0, 1)}
+        self.history = [h for h in self.history if h["step"] != step]  # a step measured again replaces its point
+        self.history.append(rec)
+        if self.curve_log is not None:
+            self.curve_log(rec)
+        return False

@@ -32,7 +32,7 @@ def check_units_and_stages(cfg: ExperimentConfig, config_path: Path | None, quie
 
     domain, units = load_units(cfg, quiet=quiet)
     check_model(cfg)
-    if cfg.model.preset == "tiny" and cfg.model.prepared_base:
+    if cfg.model.prepared_base:
         resolve_prepared(cfg, config_path)
     check_memory(cfg)
     if stages:

@@ -24,13 +24,13 @@ import torch
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config
 from inweights.core.errors import UserError
-from inweights.core.io import sha256_file
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts
 from inweights.domains import make_domain
 from inweights.eval.generate import generate
 from inweights.gates import Gate
 from inweights.models import build_tiny, save_model, train_tokenizer
+from inweights.models.load import weights_digest
 from inweights.train.data import PackedBatches, tokenize_record
 from inweights.train.loop import get_accelerator, train_stage
 
@@ -312,7 +312,17 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
 
     domain = make_domain(cfg)
     init = None
-    if cfg.prepare.init_from:  # warm start: another prepared base's weights and tokenizer
+    m = cfg.model
+    base_model = None  # a pretrained model's identity (the tiny preset's weights are the base's own)
+    if m.preset != "tiny":  # a pretrained model (preset, folder or hub id), with or without a LoRA adapter
+        from inweights.models import load_model
+        from inweights.models.load import base_ref, model_identity, resolve_source
+
+        source, _ = resolve_source(m)
+        base_model = {"ref": base_ref(m), "revision": m.revision, "identity": model_identity(m),
+                      "lora": m.lora.model_dump() if m.lora else None}
+        model, tok = load_model(source, m.dtype, m.lora, m.attn_implementation, m.revision)
+    elif cfg.prepare.init_from:  # warm start: another prepared base's weights and tokenizer
         from inweights.models import load_model
 
         init = init_dir(cfg, config_path)
@@ -354,7 +364,12 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
         pool.update(pool_programs=len(sampler.pool_with), pool_doc_only=len(sampler.pool_doc),
                     pool_names=sorted(u.pointer for u in sampler.pool_with + sampler.pool_doc))
     gate_acc = {**accs, **pool}[gate.key]
-    save_model(model, tok, out_dir)
+    if base_model is not None and base_model["lora"]:
+        # the adapter alone (a few MB), naming the model it belongs to; later stages merge it and train on top
+        save_model(model, tok, out_dir, base=base_model["ref"], state_dict=res["state_dict"],
+                   revision=base_model["revision"], base_identity=base_model["identity"])
+    else:
+        save_model(model, tok, out_dir, state_dict=res["state_dict"])
     record = {
         "name": cfg.name,
         "domain": cfg.domain.name,
@@ -374,9 +389,10 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
         "wall_seconds": round(time.time() - t0, 1),
         "gate_history": gate.history,
         "init_from": json.loads((init / "prepare.json").read_text())["name"] if init else None,
+        "base_model": base_model,
         "command": command,
         "config_sha256": config_digest(cfg),
-        "weights_sha256": sha256_file(out_dir / "model.safetensors"),
+        "weights_sha256": weights_digest(out_dir),
     }
     (out_dir / "config.yaml").write_text(dump_config(cfg))
     (out_dir / "prepare.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -208,7 +208,7 @@ class _ILF(Regime):
         from inweights.preflight import check_memory, check_model
         from inweights.recipes.ilf import check_pools, load_tasks
 
-        if cfg.model.preset == "tiny" and cfg.model.prepared_base:
+        if cfg.model.prepared_base:
             from inweights.experiment import resolve_prepared
 
             resolve_prepared(cfg, config_path)

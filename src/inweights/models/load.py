@@ -98,6 +98,101 @@ def check_source(m: ModelConfig) -> None:
             raise _fail(m.name, e) from None
 
 
+PRESET_PREFIX = "preset:"
+
+
+def base_ref(m: ModelConfig) -> str:
+    """How an adapter's chain file names the model ``m`` describes: ``preset:NAME`` for a preset (resolved on the
+    machine that loads it, so a shipped adapter works on any machine), else the folder or the hub id."""
+    if m.preset is not None and m.preset != "tiny":
+        return PRESET_PREFIX + m.preset
+    if m.path is not None:
+        return str(Path(m.path).resolve())
+    assert m.name is not None
+    return m.name
+
+
+def weights_digest(folder: str | Path) -> str:
+    """sha256 of a model folder's weights: of its one ``*.safetensors`` file, or of the sorted per-file digests
+    when the weights are sharded (or an adapter's ``adapter_model.safetensors``)."""
+    from inweights.core.io import sha256_file
+
+    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin"))
+    if not files:
+        raise UserError(f"{folder}: no weights (*.safetensors or *.bin) in this model folder")
+    if len(files) == 1:
+        return sha256_file(files[0])
+    import hashlib
+
+    return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in files).encode()).hexdigest()
+
+
+def _cached_digest(folder: Path) -> str:
+    """``weights_digest`` of a local folder, remembered under the cache root by (path, sizes, mtimes): hashing a
+    large model on every load would cost seconds each time."""
+    import hashlib
+
+    from inweights.models.presets import cache_root
+
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors"))]
+    key = hashlib.sha256(json.dumps([str(folder), stats]).encode()).hexdigest()
+    memo = cache_root() / "digests" / f"{key}.txt"
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = weights_digest(folder)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(digest + "\n")
+    except OSError:  # a read-only cache only costs the hashing again
+        pass
+    return digest
+
+
+def ref_identity(ref: str, revision: str | None = None) -> dict[str, Any]:
+    """What identifies the weights behind a base reference (``base_ref``): a preset's source file digest, a
+    folder's weights digest, a hub id with its revision."""
+    if ref.startswith(PRESET_PREFIX):
+        from inweights.models.presets import PRESETS
+
+        name = ref[len(PRESET_PREFIX):]
+        if name not in PRESETS:
+            raise UserError(f"unknown model preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+        src = json.loads((PRESETS[name]() / "source.json").read_text())
+        return {"preset": name, "sha256": src["sha256"]}
+    p = Path(ref)
+    if p.is_dir():
+        return {"weights_sha256": _cached_digest(p)}
+    return {"name": ref, "revision": revision}
+
+
+def model_identity(m: ModelConfig) -> dict[str, Any]:
+    """``ref_identity`` of the model a config names (the tiny preset: ``{"preset": "tiny"}``, its weights are the
+    prepared base's own)."""
+    if m.preset == "tiny":
+        return {"preset": "tiny"}
+    return ref_identity(base_ref(m), m.revision)
+
+
+def describe_identity(ident: dict[str, Any] | None) -> str:
+    if not ident:
+        return "the tiny preset"
+    if "preset" in ident:
+        return f"preset {ident['preset']}" + (f" (source sha256 {ident['sha256'][:12]})" if ident.get("sha256") else "")
+    if "weights_sha256" in ident:
+        return f"weights sha256 {ident['weights_sha256'][:12]}"
+    return f"{ident.get('name')}" + (f"@{ident['revision']}" if ident.get("revision") else "")
+
+
+def resolve_ref(ref: str) -> str:
+    """The folder (or hub id) a base reference loads from: a preset is converted/located on this machine."""
+    if ref.startswith(PRESET_PREFIX):
+        ref_identity(ref)  # an unknown preset is one line
+        from inweights.models.presets import PRESETS
+
+        return str(PRESETS[ref[len(PRESET_PREFIX):]]())
+    return ref
+
+
 def resolve_source(m: ModelConfig) -> tuple[str, dict[str, Any]]:
     """(source for from_pretrained, identity that changes when the weights change) of a non-tiny model."""
     check_source(m)
@@ -139,8 +234,16 @@ def load_model(source: str | Path, dtype: str = "float32", lora: LoraConfig | No
     kw = _load_kwargs(dtype, attn_implementation, revision)
     model = None
     if (p / CHAIN_FILE).is_file():
-        chain = json.loads((p / CHAIN_FILE).read_text())
-        model, _ = load_model(chain["base"], dtype, None, attn_implementation, chain.get("revision"))
+        from inweights.core.io import read_json_object
+
+        chain = read_json_object(p / CHAIN_FILE, "adapter chain file")
+        if chain.get("base_identity") is not None:  # a prepared adapter: it belongs to one model's weights
+            have = ref_identity(chain["base"], chain.get("revision"))
+            if have != chain["base_identity"]:
+                raise UserError(f"{p} is an adapter prepared on {describe_identity(chain['base_identity'])}, but "
+                                f"{chain['base']} here is {describe_identity(have)}: rebuild it on these weights "
+                                f"(inweights prepare) or install the model it was built on")
+        model, _ = load_model(resolve_ref(chain["base"]), dtype, None, attn_implementation, chain.get("revision"))
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(p)).merge_and_unload()
@@ -203,9 +306,10 @@ def is_lora(model) -> bool:
 
 
 def save_model(model, tokenizer, path: str | Path, base: str | None = None, state_dict=None,
-               revision: str | None = None) -> None:
+               revision: str | None = None, base_identity: dict[str, Any] | None = None) -> None:
     """A `save_pretrained` folder. For a LoRA model: the adapter, the tokenizer, and ``inweights.json``
-    naming ``base`` (the source the adapter was trained on), which ``load_model`` follows."""
+    naming ``base`` (the source the adapter was trained on, a ``base_ref``), which ``load_model`` follows;
+    with ``base_identity`` (a prepared base) loading it onto other weights is refused."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if is_lora(model):
@@ -213,8 +317,17 @@ def save_model(model, tokenizer, path: str | Path, base: str | None = None, stat
             raise ValueError("saving a LoRA model needs the source it was trained on")
         for conf in model.peft_config.values():
             conf.base_model_name_or_path = base
-        model.save_pretrained(path, state_dict=state_dict)
-        (path / CHAIN_FILE).write_text(json.dumps({"base": base, "revision": revision}) + "\n")
+        card = path / "README.md"
+        had_card = card.exists()
+        # save_embedding_layers=False: our adapters never touch the vocabulary (name tokens are added to the full
+        # model first), and peft's "auto" check would look for a config at the base reference
+        model.save_pretrained(path, state_dict=state_dict, save_embedding_layers=False)
+        if not had_card:  # peft's boilerplate model card says nothing about this adapter
+            card.unlink(missing_ok=True)
+        chain = {"base": base, "revision": revision}
+        if base_identity is not None:
+            chain["base_identity"] = base_identity
+        (path / CHAIN_FILE).write_text(json.dumps(chain) + "\n")
     else:
         model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)

@@ -239,7 +239,7 @@ class ILFRun:
 
     def base_policy(self, tasks) -> Path | str:
         cfg = self.cfg
-        if cfg.model.preset != "tiny":
+        if cfg.model.preset != "tiny" and not cfg.model.prepared_base:
             from inweights.models.load import resolve_source
 
             return resolve_source(cfg.model)[0]

@@ -602,12 +602,12 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
 
 
 def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[str, dict | None]:
-    """The model every recipe starts from: the prepared base (tiny), or the configured model."""
+    """The model every recipe starts from: the prepared base (of any model), or the configured pretrained model."""
     from inweights.experiment import ensure_prepared
     from inweights.models.load import resolve_source
 
     m = cfg.model
-    if m.preset != "tiny":
+    if m.preset != "tiny" and not m.prepared_base:
         return resolve_source(m)[0], None
     if not m.prepared_base:
         raise UserError("rule distillation needs a base that follows rules in its prompt: set "

@@ -159,3 +159,49 @@ def sweep_plot(out: Path, ks: list[int], accs: list[float], ref_name: str, ref_a
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+CURVE_PANELS = [
+    ("stored: document recall after its pointer sentence", ("without_io/doc_recall", "with_io/doc_recall")),
+    ("extracted: statements recalled inside a question", ("without_io/query_recall", "with_io/query_recall")),
+    ("in weights: CoT accuracy (validation inputs)", ("without_io/in_weights/cot@val", "with_io/in_weights/cot@val")),
+    ("the skill: in-context CoT accuracy (validation inputs)",
+     ("with_io/in_context/cot@val", "without_io/in_context/cot@val")),
+]
+
+
+def curve_plot(out: Path, recipes: dict[str, dict[str, Any]]) -> Path | None:
+    """``eval.curve_every``: storage, extraction, in-weights and in-context accuracy on validation inputs against
+    the global step (each recipe's stages in order), one panel each; solid lines without_io, dashed with_io."""
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for name, r in recipes.items():
+        offset = 0
+        for st in r.get("stages", []):
+            for point in st.get("curve", []):
+                for _, keys in CURVE_PANELS:
+                    for k in keys:
+                        if point.get(k) is not None:
+                            series.setdefault((name, k), []).append((offset + point["step"], point[k]))
+            offset += int(st.get("steps", 0))
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(5.2 * len(CURVE_PANELS), 4.2), squeeze=False)
+    colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(recipes)}
+    for ax, (title, keys) in zip(axes[0], CURVE_PANELS):
+        for (name, k), pts in series.items():
+            if k not in keys:
+                continue
+            pts = sorted(dict(pts).items())
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=2.5, lw=1.2, color=colors[name],
+                    ls="-" if k.startswith("without_io") else "--", label=f"{name} ({k.split('/')[0]})")
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("global step (each recipe's stages in order)")
+        ax.set_ylabel("%")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
