@@ -3,8 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEMO_CONFIG ?= configs/pbb_programs.yaml
-DEMO_OUT ?= runs/pbb_programs
+DEMO_CONFIG ?= configs/pbb_programs_smollm2.yaml
+DEMO_OUT ?= runs/pbb_programs_smollm2
 
 .PHONY: smoke demo test test-fast install dev lint bench clean smollm2
 

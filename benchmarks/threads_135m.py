@@ -15,7 +15,7 @@ Each process runs ``--warm`` untimed steps then ``--steps`` timed ones; tokens/s
 packed rows over the timed steps (wall time between the end of the last warm step and the end of the last step).
 Bf16 autocast follows the shipped rule (on only where the hardware runs bf16 natively; the JSON says which).
 
-Usage: python benchmarks/threads_135m.py [--steps N] [--warm N] [--modes lora full]
+Usage: python benchmarks/threads_135m.py [--steps N] [--warm N] [--modes lora full] [--bf16 auto|off] [--out F]
 Prints a Markdown table and writes it, with details, to benchmarks/results/threads_135m.json. No timing is
 asserted anywhere; run it alone on the machine (another job on a core makes every number wrong).
 """
@@ -37,7 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "threads_135m.json"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def worker(mode: str, threads: int, warm: int, steps: int, rows: int, max_len: int, seed: int, q) -> None:
+def worker(mode: str, threads: int, warm: int, steps: int, rows: int, max_len: int, seed: int, bf16: bool, q) -> None:
     """One training process: its thread counts set before torch is imported (spawned, so nothing is inherited)."""
     for v in THREAD_VARS:
         os.environ[v] = str(threads)
@@ -67,7 +67,7 @@ def worker(mode: str, threads: int, warm: int, steps: int, rows: int, max_len: i
     sampler.step = 10**9  # past the short-programs warm-up: the full range of program lengths
     batches = PackedBatches(sampler, seed, rows, max_len, tok.pad_token_id)
     tcfg = TrainConfig(batch_size=rows, max_len=max_len, lr=1e-3 if lora else 2e-4, log_every=10**6,
-                       save_every=10**6, bf16=True)
+                       save_every=10**6, bf16=bf16)
     marks: list[float] = []
 
     def on_step(step, _model):
@@ -79,14 +79,14 @@ def worker(mode: str, threads: int, warm: int, steps: int, rows: int, max_len: i
                           save_every=10**6)
     seconds = marks[-1] - marks[warm - 1] if warm else marks[-1] - marks[0]
     q.put({"mode": mode, "threads": threads, "tokens": steps * rows * max_len, "seconds": seconds,
-           "loss_tokens": res["tokens"], "bf16_autocast": bf16_supported()})
+           "loss_tokens": res["tokens"], "bf16_autocast": bf16 and bf16_supported()})
 
 
 def run_layout(mode: str, procs: int, threads: int, args) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     ps = [ctx.Process(target=worker, args=(mode, threads, args.warm, args.steps, args.rows, args.max_len,
-                                           1000 + i, q)) for i in range(procs)]
+                                           1000 + i, args.bf16 == "auto", q)) for i in range(procs)]
     for p in ps:
         p.start()
     outs = [q.get() for _ in ps]
@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    # auto: bf16 autocast where the hardware has native kernels (the shipped rule); off: fp32 throughout
+    ap.add_argument("--bf16", default="auto", choices=["auto", "off"])
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     n = args.cores
     results = []
@@ -126,10 +129,11 @@ def main() -> None:
                          f"{', '.join(f'{x:,.0f}' for x in r['per_process'])} | {r['tokens_per_s'] / ref:.2f}x |")
     table = "\n".join(lines)
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
-    RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": n, "args": vars(args),
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": n, "args": vars(args),
                                    "load_avg_1m_end": os.getloadavg()[0], "results": results, "table": table},
                                   indent=1) + "\n")
 

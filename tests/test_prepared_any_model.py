@@ -81,6 +81,7 @@ def test_lora_prepared_base_is_an_adapter_naming_its_weights(built, pretrained):
     base, _ = load_model(pretrained)
     diffs = [(a - b).abs().max().item() for a, b in zip(merged.parameters(), base.parameters())]
     assert max(diffs) > 0  # the adapter trained something
+    assert all(p.requires_grad for p in merged.parameters())  # a full fine-tune of the merged weights trains them
 
 
 def test_experiment_starts_from_the_prepared_adapter(built, pretrained, capsys):

@@ -74,6 +74,10 @@ def draw_input(item: MixItem, u: Unit, rng: random.Random) -> Any:
 def record_for(item: MixItem, domain, units: list[Unit], rng: random.Random, pool=None) -> dict[str, Any]:
     if item.view == "demos":
         return rng.choice(pool)
+    if item.group == "fresh":  # a new preparation-pool unit, never one of the experiment's names
+        u = domain.fresh_unit(rng, "prepare", {v.pointer for v in units})
+        return views.in_context(domain, u, rng.choice(u.train_inputs + u.test_inputs), rng.choice(FORMATS[item.format]),
+                                rng)
     u = rng.choice(units)
     if item.view == "decl":
         return views.decl(domain, u, rng)
@@ -88,7 +92,8 @@ def stage_sampler(stage: StageConfig, domain, units: list[Unit], tokens: TokenCa
     """A sampler drawing a mixture component by weight, then one record of it."""
     comps = []
     for item in stage.mixture:
-        chosen = select(units, item.group)
+        # fresh: the experiment's units are passed only so that a fresh unit never takes one of their names
+        chosen = list(units) if item.group == "fresh" else select(units, item.group)
         if not chosen:
             raise ValueError(f"stage {stage.name}: group {item.group} has no units")
         pool = demo_pool(domain, chosen, item.k or 1, seed, item.skew) if item.view == "demos" else None
@@ -98,6 +103,8 @@ def stage_sampler(stage: StageConfig, domain, units: list[Unit], tokens: TokenCa
     def sample(rng: random.Random) -> tuple[list[int], list[int]]:
         item, chosen, pool = rng.choices(comps, weights=weights)[0]
         rec = record_for(item, domain, chosen, rng, pool)
+        if item.group == "fresh":  # unique texts: tokenised directly, never cached
+            return tokenize_record(tokens.tokenizer, rec, "completion")
         return tokens(rec, "all" if item.view == "decl" else "completion")
 
     return sample

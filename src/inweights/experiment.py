@@ -190,6 +190,18 @@ def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool =
     return domain, units
 
 
+def eval_bf16(cfg: ExperimentConfig) -> bool:
+    """Whether evaluation generates under bf16 autocast: ``eval.bf16`` on a CPU with native bf16 kernels (vllm keeps
+    its own dtype; GPUs run the model in ``model.dtype``)."""
+    from inweights.core.provenance import bf16_supported
+
+    return cfg.eval.bf16 and not torch.cuda.is_available() and bf16_supported()
+
+
+def eval_autocast(cfg: ExperimentConfig):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=eval_bf16(cfg))
+
+
 def curve_measure(model, tok, domain, units, cfg: ExperimentConfig) -> dict[str, float]:
     """One point of a stage's curve: the evaluator's cells and extraction diagnostics on validation inputs (never
     test inputs) of the first ``eval.curve_units`` units per group, ``eval.curve_inputs`` inputs each, CoT only.
@@ -201,7 +213,8 @@ def curve_measure(model, tok, domain, units, cfg: ExperimentConfig) -> dict[str,
     val = [u for u in val if u.test_inputs]
     ecfg = e.model_copy(update={"formats": ["cot"], "max_units_per_group": e.curve_units, "train_inputs": 0,
                                 "groups": [g for g in e.groups if g in ("with_io", "without_io", "composed")]})
-    cells, samples = evaluate(model, tok, domain, val, ecfg, derive_seed(cfg.seed, "curve"))
+    with eval_autocast(cfg):
+        cells, samples = evaluate(model, tok, domain, val, ecfg, derive_seed(cfg.seed, "curve"))
     out = {f"{name}@val": c["acc"] for name, c in cells.items()}
     diag = diagnose(domain, val, samples, cells)
     for group, g in (diag or {}).get("groups", {}).items():
@@ -640,10 +653,11 @@ class Experiment:
             return full
 
         t0 = time.time()
-        cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
+        with eval_autocast(self.cfg):
+            cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
         ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
               "eval_seconds": round(time.time() - t0, 1),
-              "backend": backend, "processes": acc.num_processes,
+              "backend": backend, "processes": acc.num_processes, "bf16_autocast": eval_bf16(self.cfg),
               "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
         if acc.is_main_process:
             with (cache_dir / "samples.jsonl.tmp").open("w") as f:

@@ -70,6 +70,14 @@ def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
             raise UserError(f"recipe '{recipe}': {e}") from None
         for st in stages:
             for item in st.mixture:
+                if item.group == "fresh":  # drawn per example: the domain must be able to draw them
+                    if not units:
+                        raise UserError(f"recipe '{recipe}', stage {st.name}: no units")
+                    try:
+                        domain.fresh_unit(random.Random(0), "prepare", set())
+                    except UserError as e:
+                        raise UserError(f"recipe '{recipe}', stage {st.name}: group fresh: {e}") from None
+                    continue
                 if not select(units, item.group):
                     raise UserError(f"recipe '{recipe}', stage {st.name}: group {item.group} has no units with "
                                     f"these domain settings")

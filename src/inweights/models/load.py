@@ -247,6 +247,7 @@ def load_model(source: str | Path, dtype: str = "float32", lora: LoraConfig | No
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(p)).merge_and_unload()
+        model.requires_grad_(True)  # peft froze the base weights; merged, they are a plain model's again
     elif (p.exists() or p.is_absolute() or source.startswith(".")) and not (p / "config.json").is_file():
         raise UserError(f"model folder {p} is not a Hugging Face model folder (no config.json)")
     # a path that is not a folder on disk is a hub id

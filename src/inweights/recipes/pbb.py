@@ -19,7 +19,7 @@ def _replayed(c, stage: StageConfig) -> StageConfig:
     p = c.pbb
     if not p.replay_all_stages or p.replay_weight <= 0 or any(m.view == "in_context" for m in stage.mixture):
         return stage
-    return stage.model_copy(update={"mixture": [*stage.mixture, _m("in_context", "with_io", p.replay_weight)]})
+    return stage.model_copy(update={"mixture": [*stage.mixture, _m("in_context", p.replay_group, p.replay_weight)]})
 
 
 def _stage1(c) -> StageConfig:
@@ -42,7 +42,7 @@ def _stage2(c, keep_stage1: bool = True) -> StageConfig:
         mix.append(_m("decl", "composed", p.composed_weight))
     if p.replay_weight > 0:
         # generic instruction-following samples so the answer format does not drift
-        mix.append(_m("in_context", "with_io", p.replay_weight))
+        mix.append(_m("in_context", p.replay_group, p.replay_weight))
     if keep_stage1 and p.replay_exec_weight > 0:  # lever d: keep stage 1's executions alive
         mix.append(_m("exec", "with_io", p.replay_exec_weight))
     if keep_stage1 and p.replay_decl_weight > 0:

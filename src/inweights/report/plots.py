@@ -115,8 +115,9 @@ def accuracy_plot(out: Path, rows: dict[str, dict[str, Any]], cells: list[str]) 
                 continue
             xs.append(i + (j - (len(cells) - 1) / 2) * width)
             ys.append(100 * c["acc"])
-            lo.append(100 * (c["acc"] - c["ci95"][0]))
-            hi.append(100 * (c["ci95"][1] - c["acc"]))
+            # clamped: at 0% or 100% the interval's end can miss the estimate by a rounding error
+            lo.append(max(0.0, 100 * (c["acc"] - c["ci95"][0])))
+            hi.append(max(0.0, 100 * (c["ci95"][1] - c["acc"])))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=cell, color=cmap(j % 10))
         # the in-context bound: the same recipe asked with the instruction in its prompt
         bound_cell = cell.replace("/in_weights/", "/in_context/")
