@@ -138,3 +138,33 @@ def test_full_fine_tuned_prepared_base_is_a_plain_folder(pretrained, tmp_path):
     assert rec["base_model"]["lora"] is None and rec["base_model"]["identity"]["weights_sha256"]
     assert rec["weights_sha256"] == weights_digest(d)
     load_model(d)
+
+
+def test_a_killed_lora_preparation_resumes_to_the_same_adapter(pretrained, tmp_path, monkeypatch):
+    from inweights import prepare
+
+    ref_home, home = tmp_path / "ref", tmp_path / "killed"
+    for h in (ref_home, home):
+        cfg = _prepare_cfg(h, pretrained)
+        text = cfg.read_text().replace("max_steps: 2", "max_steps: 4")
+        cfg.write_text(text)
+    assert main(["prepare", str(ref_home / "configs" / "prep_any.yaml")]) in (0, 1)
+
+    class Boom(Exception):
+        pass
+
+    real = prepare.PrepareGate.__call__
+
+    def kill(self, step, model):
+        if step == 3:
+            raise Boom
+        return real(self, step, model)
+
+    monkeypatch.setattr(prepare.PrepareGate, "__call__", kill)
+    with pytest.raises(Boom):
+        main(["prepare", str(home / "configs" / "prep_any.yaml")])
+    monkeypatch.setattr(prepare.PrepareGate, "__call__", real)
+    assert main(["prepare", str(home / "configs" / "prep_any.yaml")]) in (0, 1)  # continues from step 2
+    a = json.loads((ref_home / "prepared" / "prep_any" / "prepare.json").read_text())
+    b = json.loads((home / "prepared" / "prep_any" / "prepare.json").read_text())
+    assert a["weights_sha256"] == b["weights_sha256"] and a["gate_history"] == b["gate_history"]

@@ -36,3 +36,16 @@ def test_fresh_replay_draws_new_preparation_programs(root):
 def test_fresh_group_is_in_context_only():
     with pytest.raises(ValidationError, match="in_context"):
         MixItem(view="decl", group="fresh")
+
+
+def test_retroactive_replays_its_documents_and_has_its_own_length(root):
+    plain = load_config(root / "configs/smoke.yaml")
+    r1, r2 = stages_for("retroactive", plain)
+    assert r1.steps == plain.pbb.stage2_steps and [m.view for m in r2.mixture] == ["exec"]
+    cfg = load_config(root / "configs/smoke.yaml", ["pbb.replay_decl_weight=0.5", "pbb.retro_decl_steps=9"])
+    r1, r2 = stages_for("retroactive", cfg)
+    assert r1.steps == 9
+    assert [(m.view, m.group, m.weight) for m in r2.mixture] == [("exec", "with_io", 1.0), ("decl", "all", 0.5)]
+    # stage2_only never trains executions, whatever is replayed elsewhere
+    (s2,) = stages_for("stage2_only", cfg)
+    assert all(m.view != "exec" for m in s2.mixture)

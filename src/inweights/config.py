@@ -326,6 +326,9 @@ class PBBConfig(Strict):
     replay_exec_weight: float = Field(0.0, ge=0)
     replay_decl_weight: float = Field(0.0, ge=0)
     stage2_lr: float | None = Field(None, gt=0)
+    # retroactive: the steps of its first stage (documents of every program; default stage2_steps). It stores three
+    # times the documents proactive's stage 2 does, with no executions repeating their statements
+    retro_decl_steps: int | None = Field(None, gt=0)
     # stage 2 of proactive and stage2_only trains only the name tokens' embeddings (model.name_tokens)
     stage2_trainable: Literal["all", "names"] = "all"
     # lever b2 (keep the in-context skill): every stage of every recipe also trains in-context with_io

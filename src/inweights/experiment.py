@@ -434,10 +434,10 @@ class Experiment:
                         "model": str(d / "model"), "cache": str(d)})
         return out
 
-    def load(self, source, lora=None):
+    def load(self, source, lora=None, seed: int = 0):
         m = self.cfg.model
         revision = m.revision if str(source) == m.name else None
-        return load_model(source, m.dtype, lora, m.attn_implementation, revision)
+        return load_model(source, m.dtype, lora, m.attn_implementation, revision, seed)
 
     def train_one(self, recipe, stage, key, prev_dir: Path, sdir: Path, domain, units) -> None:
         cfg = self.cfg
@@ -445,7 +445,7 @@ class Experiment:
         if acc.is_main_process:
             sdir.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
-        model, tok = self.load(prev_dir, cfg.model.lora)
+        model, tok = self.load(prev_dir, cfg.model.lora, derive_seed(cfg.seed, key, "lora"))
         log = self.run.stage_log(recipe=recipe, stage_key=key)
         if stage.objective == "grpo":
             warm = None
@@ -601,7 +601,10 @@ class Experiment:
         """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""
         cache_dir.mkdir(parents=True, exist_ok=True)
         ev_path = cache_dir / "eval.json"
-        probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": str(model_dir)})
+        # the model named relative to the run folder when it is inside it: a copied run folder keeps its evaluations
+        where, run = Path(model_dir).resolve(), self.out.resolve()
+        named = str(where.relative_to(run)) if where.is_relative_to(run) else str(model_dir)
+        probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": named})
         if ev_path.is_file():
             ev = json.loads(ev_path.read_text())
             if ev.get("probe_key") == probe_key:

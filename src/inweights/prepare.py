@@ -321,7 +321,8 @@ def _build(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
         source, _ = resolve_source(m)
         base_model = {"ref": base_ref(m), "revision": m.revision, "identity": model_identity(m),
                       "lora": m.lora.model_dump() if m.lora else None}
-        model, tok = load_model(source, m.dtype, m.lora, m.attn_implementation, m.revision)
+        model, tok = load_model(source, m.dtype, m.lora, m.attn_implementation, m.revision,
+                                derive_seed(cfg.seed, "prepare", "lora"))
     elif cfg.prepare.init_from:  # warm start: another prepared base's weights and tokenizer
         from inweights.models import load_model
 

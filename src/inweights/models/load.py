@@ -9,6 +9,7 @@ saves only its adapter (plus the tokenizer) and ``inweights.json`` naming the so
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ from inweights.config import LoraConfig, ModelConfig, TinyConfig
 from inweights.core.errors import UserError
 
 CHAIN_FILE = "inweights.json"
+
+# peft reads transformers' deprecated ``is_gradient_checkpointing`` on every adapter it wraps or loads: one
+# FutureWarning per process that says nothing to a user of this toolkit
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def build_tiny(cfg: TinyConfig, tokenizer, seed: int) -> LlamaForCausalLM:
@@ -226,9 +231,9 @@ def _fail(source: str, e: Exception) -> UserError:
 
 
 def load_model(source: str | Path, dtype: str = "float32", lora: LoraConfig | None = None,
-               attn_implementation: str | None = None, revision: str | None = None):
+               attn_implementation: str | None = None, revision: str | None = None, seed: int = 0):
     """A causal LM and its tokenizer from a folder or hub id (a LoRA stage folder is merged onto its
-    chain of bases); optionally wrapped with a fresh LoRA adapter."""
+    chain of bases); optionally wrapped with a fresh LoRA adapter, initialised from ``seed``."""
     source = str(source)
     p = Path(source)
     kw = _load_kwargs(dtype, attn_implementation, revision)
@@ -261,7 +266,7 @@ def load_model(source: str | Path, dtype: str = "float32", lora: LoraConfig | No
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     if lora is not None:
-        model = add_lora(model, lora)
+        model = add_lora(model, lora, seed)
     return model, tok
 
 
@@ -292,14 +297,18 @@ def check_lora_for_source(source: str, lora: LoraConfig, revision: str | None = 
     check_lora_targets(model, lora)
 
 
-def add_lora(model, lora: LoraConfig):
+def add_lora(model, lora: LoraConfig, seed: int = 0):
+    """A fresh adapter whose random init (peft's kaiming-uniform A matrices) comes from ``seed``, not from whatever
+    state the process's global RNG is in: the same config gives the same adapter whichever jobs ran before it."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     check_lora_targets(model, lora)
     targets: Any = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
-    return get_peft_model(model, PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                target_modules=targets, task_type="CAUSAL_LM"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                    target_modules=targets, task_type="CAUSAL_LM"))
 
 
 def is_lora(model) -> bool:

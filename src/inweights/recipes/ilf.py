@@ -181,7 +181,8 @@ class ILFRun:
         if not records and draw is None:
             raise UserError(f"ILF step {name}: nothing to train on (no records)")
         m, t = self.cfg.model, self.cfg.train
-        model, tok = load_model(start, m.dtype, m.lora, m.attn_implementation)
+        model, tok = load_model(start, m.dtype, m.lora, m.attn_implementation, 
+                                seed=derive_seed(self.cfg.seed, name, "lora"))
         tokens = TokenCache(tok)
         share = self.ilf.replay if replay else 0.0
         budget: dict[str, Any] = {"replay": share, "replay_records": len(replay)}

@@ -64,9 +64,16 @@ def stage2_only(c) -> list[StageConfig]:
 
 
 def retroactive(c) -> list[StageConfig]:
+    """Documents of every program, then executions of with_io. With ``pbb.replay_decl_weight`` its second stage
+    replays the first stage's documents too, as proactive's stage 2 replays its stage 1 (lever d), so that neither
+    curriculum is read after its second stage erased what its first stored."""
     p = c.pbb
-    s1 = StageConfig(name="r1_decl_all", steps=p.stage2_steps, mixture=[_m("decl", "all", p.decl_weight)])
-    s2 = StageConfig(name="r2_exec_with_io", steps=p.stage1_steps, mixture=[_m("exec", "with_io")])
+    s1 = StageConfig(name="r1_decl_all", steps=p.retro_decl_steps or p.stage2_steps,
+                     mixture=[_m("decl", "all", p.decl_weight)])
+    mix2 = [_m("exec", "with_io")]
+    if p.replay_decl_weight > 0:
+        mix2.append(_m("decl", "all", p.replay_decl_weight))
+    s2 = StageConfig(name="r2_exec_with_io", steps=p.stage1_steps, mixture=mix2)
     return [_replayed(c, s1), _replayed(c, s2)]
 
 

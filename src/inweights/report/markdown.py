@@ -73,7 +73,8 @@ def bars_check(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 CURVE_COLUMNS = [("without_io/doc_recall", "doc wo"), ("without_io/query_recall", "query wo"),
                  ("without_io/in_weights/cot@val", "in weights wo"), ("with_io/doc_recall", "doc wi"),
-                 ("with_io/in_weights/cot@val", "in weights wi"), ("with_io/in_context/cot@val", "in context wi")]
+                 ("with_io/in_weights/cot@val", "in weights wi"), ("without_io/in_context/cot@val", "in context wo"),
+                 ("with_io/in_context/cot@val", "in context wi")]
 
 
 def curves_section(out: Path, results: dict[str, Any]) -> list[str]:
@@ -102,8 +103,15 @@ def curves_section(out: Path, results: dict[str, Any]) -> list[str]:
     return md + ["", "![curves](curves.png)"]
 
 
+SKILL_KEPT = 0.8  # in-context accuracy a trained model must keep for its comparisons to count (issue 37)
+# recipes that never train executions of with_io programs, by design: their with_io in-weights accuracy is not a
+# rung they failed
+NO_EXECUTIONS = ("stage2_only",)
+
+
 def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -> list[str]:
-    """Say when a comparison means nothing because the capability it presumes is near chance."""
+    """Say when a comparison means nothing because the capability it presumes is near chance, and when a trained
+    model kept less than ``SKILL_KEPT`` of the in-context skill (its in-weights numbers are then bounded by it)."""
     notes = []
     for name, r in rows.items():
         c = r["cells"]
@@ -112,12 +120,21 @@ def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -
         parts = []
         if ic:
             parts.append(f"{instruction}-in-prompt accuracy on without_io is near chance ({', '.join(ic)})")
-        if wio and not name.startswith("base"):
+        if wio and not name.startswith("base") and name.partition(":")[0] not in NO_EXECUTIONS:
             parts.append(f"with_io held-out accuracy is near chance ({', '.join(wio)}): the execution skill "
                          "was not learned")
         if parts:
             notes.append(f"- **{name}**: " + "; ".join(parts) + ". Its without_io in-weights numbers in those "
                          "formats cannot show transfer.")
+        elif not name.startswith("base"):
+            worn = {g: c[f"{g}/in_context/cot"] for g in ("without_io", "with_io")
+                    if f"{g}/in_context/cot" in c and c[f"{g}/in_context/cot"]["acc"] < SKILL_KEPT}
+            if worn:
+                w = c.get("without_io/in_weights/cot")
+                shown = ", ".join(f"{g} {_pct(v)}%" for g, v in worn.items())
+                notes.append(f"- **{name}** kept less than {100 * SKILL_KEPT:.0f}% of the in-context skill ({shown}): "
+                             "training wore the prepared skill down, so its in-weights numbers are bounded by it"
+                             + (f" (without_io in weights {_pct(w)}%)" if w else "") + ".")
     return notes
 
 
