@@ -51,6 +51,7 @@ bench: $(VENV)/.dev  # each script alone on the machine, one after another
 	$(VENV)/bin/python benchmarks/mfu.py --compile
 	$(VENV)/bin/python benchmarks/generation.py
 	$(VENV)/bin/python benchmarks/throughput.py
+	$(VENV)/bin/python benchmarks/threads_135m.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -11,6 +11,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 KIND_TITLES = {"documents": "documents (loss on every token)", "answers": "answers (loss on the completion)",
                "documents + answers": "documents + answers mixed", None: "training loss"}
 
@@ -62,11 +70,7 @@ def loss_plot(out: Path, metrics_path: Path, recipes: dict[str, dict[str, Any]] 
         ax.set_title(KIND_TITLES.get(kind, kind), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    path = out / "loss.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "loss.png")
 
 
 def reward_plot(out: Path, metrics_path: Path) -> Path | None:
@@ -92,11 +96,7 @@ def reward_plot(out: Path, metrics_path: Path) -> Path | None:
     ax.set_title("Reward per GRPO stage")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = out / "reward.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "reward.png")
 
 
 def accuracy_plot(out: Path, rows: dict[str, dict[str, Any]], cells: list[str]) -> Path | None:
@@ -138,11 +138,7 @@ def accuracy_plot(out: Path, rows: dict[str, dict[str, Any]], cells: list[str]) 
     ax.set_title("Accuracy per recipe (95% CI); black ticks: the same model with the instruction in context")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "accuracy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "accuracy.png")
 
 
 def sweep_plot(out: Path, ks: list[int], accs: list[float], ref_name: str, ref_acc: float, cell: str) -> Path:
@@ -155,11 +151,7 @@ def sweep_plot(out: Path, ks: list[int], accs: list[float], ref_name: str, ref_a
     ax.set_title("One instruction vs k examples")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "sample_efficiency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "sample_efficiency.png")
 
 
 CURVE_PANELS = [
@@ -201,8 +193,4 @@ def curve_plot(out: Path, recipes: dict[str, dict[str, Any]]) -> Path | None:
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "curves.png")
