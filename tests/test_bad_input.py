@@ -238,6 +238,21 @@ CASES = [
                                                 "--set", "model.path={d}/m"],
       {"c.yaml": SMOKE, "m/config.json": "TINY_CONFIG", "m/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{"},
       needle="m"),
+    # --- an eval group that yields no probes (issue 38: it ran, "0 probes", and the report said "above chance")
+    C("validate-eval-group-without-probes", ["validate", "{d}/c.yaml", "--set", "eval.groups=[composed]"],
+      {"c.yaml": SMOKE}, needle="eval.groups"),
+    C("run-eval-group-without-probes", ["run", "{d}/c.yaml", "--set", "eval.groups=[composed]", "--out", "{d}/out"],
+      {"c.yaml": SMOKE}, absent=[*COMPLETE, "out"], needle="composed"),
+    C("eval-eval-group-without-probes", ["eval", "{d}/c.yaml", "--set", "eval.groups=[with_io,composed]",
+                                         "--model", "{d}/m", "--out", "{d}/out"],
+      {"c.yaml": SMOKE, "m/config.json": "TINY_CONFIG"}, absent=["out"], needle="composed"),
+    # --- released AsyncHow folders (issue 38): a representation the release lacks, a missing test file
+    C("data-asynchow-representation-it-lacks", ["data", "planning", "--set", "domain.planning.asynchow_dir={d}",
+                                                "--set", "domain.planning.eval_representations=[template]",
+                                                "--out", "{d}/out"], absent=["out", "out.partial"], needle="'template'"),
+    C("data-asynchow-test-file-missing", ["data", "planning", "--set", "domain.planning.asynchow_dir={d}/a",
+                                          "--out", "{d}/out"], {"a/asynchow_natural_test.jsonl": "{}\n"},
+      absent=["out", "out.partial"], needle="asynchow_graph_test.jsonl"),
 ]
 
 

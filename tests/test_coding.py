@@ -127,11 +127,11 @@ def test_mbpp_gold_solutions_pass_and_their_mutants_fail_in_the_sandbox():
     # generous limits: the verdicts are under test, not speed. mbpp/123 (amicable numbers below 9,999) needs ~2.5
     # CPU-s on a fast day and went over 5 CPU-s on a slow one (measured 2026-12-02)
     lim = Limits(wall_seconds=30, cpu_seconds=20)
-    gold = run_many([Program(t.gold, t.tests, t.setup, t.id) for t in tasks], limits=lim)
+    gold = run_many([t.sandboxed(t.gold, t.tests) for t in tasks], limits=lim)
     assert [v.id for v in gold if not v.passed] == []
     fast = Limits(wall_seconds=10, cpu_seconds=5)  # a mutant that runs long fails all the same
     # every sixth task's mutant (the suite's time budget; benchmarks/sandbox.py runs all 974 and records it)
-    bad = run_many([Program(mutant(t.gold, t.entry_point), t.tests, t.setup, t.id) for t in tasks[::6]], limits=fast)
+    bad = run_many([t.sandboxed(mutant(t.gold, t.entry_point), t.tests) for t in tasks[::6]], limits=fast)
     assert [v.id for v in bad if v.passed] == []
     assert all(v.status == "failed" for v in bad[:50])
 
@@ -167,9 +167,9 @@ def test_every_completion_style_assembles_the_same_program_and_humaneval_passes_
              "for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
     assert program_of(t0, helper) == t0.prefix + helper
     assert program_of(t0, "return False\n") == t0.prefix + "    return False\n"  # a body at column 0
-    gold = run_many([Program(program_of(t, t.gold[len(t.prefix):]), t.tests, id=t.id) for t in tasks], workers=2)
+    gold = run_many([t.sandboxed(program_of(t, t.gold[len(t.prefix):]), t.tests) for t in tasks], workers=2)
     assert [v.id for v in gold if not v.passed] == []
-    bad = run_many([Program(mutant(t.gold, t.entry_point), t.tests, id=t.id) for t in tasks], workers=2)
+    bad = run_many([t.sandboxed(mutant(t.gold, t.entry_point), t.tests) for t in tasks], workers=2)
     assert [v.id for v in bad if v.passed] == []
     assert all(v.reason for v in bad), [v.id for v in bad if not v.reason]
     failed = [v for v in bad if v.status == "failed"]

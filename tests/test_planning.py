@@ -415,3 +415,221 @@ def test_a_repeated_question_is_rejected_and_a_test_question_seen_in_training_is
     assert "same graph question as" in rejected[0].reason
     assert any(i.action == "kept" and "also trained on" in i.reason and i.where.endswith("graph_test.jsonl:1")
                for i in found)
+
+
+# ------------------------------------------------------------------ the released files' exact layout, through the CLI
+# (github.com/fangru-lin/procedure_generalization_llm, data/asynchow: three aligned test files, the training files
+# optional; compact JSON with escaped slashes; "Think step by step. Then, encode ..." inside every question; durations
+# in seconds, "1 hours" and days; the code input lists the target with no edges and the source last, its weights
+# rounded to hundredths and its answer a float)
+_TAIL = "Think step by step. Then, encode your final answer in <answer></answer> (e.g. <answer>1 min</answer>)"
+_REL_GRAPH = ("You have a graph whose adjacency list representation is as follows:\n{adj}\n\nThe graph is a directed "
+              "graph, and the nodes are labelled as follows (START and END are special nodes which takes no time to "
+              "traverse):\n{labels}\n\nSuppose you have to traverse from node 'START' to node 'END', how long does "
+              "the longest path take? " + _TAIL)
+_REL_NL = ("To {goal}, here are the steps and the times needed for each step.\n{steps}\n\n\nThese ordering constraints "
+           "need to be obeyed when executing above steps:\n{rules}\n\n\nQuestion: Assume that you need to execute all "
+           "the steps to complete the task and that infinite resources are available. What is the shortest possible "
+           "time to {goal}? " + _TAIL)
+_REL_FN = """import networkx as nx
+
+def find_longest_path_from_source_to_target(weighted_adj_list, source, target):
+    G = nx.DiGraph()
+    for src, neighbors in weighted_adj_list.items():
+        for tgt, weight in neighbors:
+            G.add_edge(src, tgt, weight=weight)
+
+    topo_order = list(nx.topological_sort(G))
+    dist = {node: float('-inf') for node in G.nodes}
+    pred = {node: None for node in G.nodes}
+    dist[source] = 0
+
+    for u in topo_order:
+        for v in G.successors(u):
+            weight = G[u][v]['weight']
+            if dist[u] + weight > dist[v]:
+                dist[v] = dist[u] + weight
+                pred[v] = u
+
+    if dist[target] == float('-inf'):
+        return None, []
+
+    path = []
+    current = target
+    while current is not None:
+        path.append(current)
+        current = pred[current]
+    path.reverse()
+
+    return dist[target]"""
+_REL_CODE = ("Below is a python function to search for the longest path from source node to target node in a directed "
+             "acyclic graph (DAG) using the adjacency list representation.\nThe function takes a weighted adjacency "
+             "list (a dictionary mapping each source node i to a list of (j, w) pairs, where j is a target node and w "
+             "is the weight of the edge), along with a source and target node, and returns the longest path length "
+             "from source to target.\n\n```python\n" + _REL_FN + "\n```\nSuppose your inputs are as follows:\n"
+             "```python\nadj_list = {adj}\nsource = {s}\ntarget = {t}\n```\nThink step by step. Then, encode the "
+             "output of the function in <answer></answer> (e.g. <answer>1</answer>).")
+
+
+def _rel_code(adj, s, t) -> str:  # (the function's own braces are not placeholders)
+    return _REL_CODE.replace("{adj}", str(adj)).replace("{s}", str(s)).replace("{t}", str(t))
+
+
+_RELEASED = [  # (goal, steps, ordering rules, graph adjacency, graph labels, answer, code adjacency, source, target, code answer)
+    ("try fishing for the first time",
+     ["drive to the outdoor store (10 minutes)", "compare fishing poles (30 minutes)", "buy a fishing pole (5 minutes)",
+      "buy some bait (5 minutes)", "drive to a lake (20 minutes)", "rent a small boat (15 minutes)"],
+     ["Step 1 must precede step 2.", "Step 2 must precede step 3 and 4.", "Step 3 must precede step 5.",
+      "Step 4 must precede step 5.", "Step 5 must precede step 6."],
+     {"1": ["2"], "2": ["4", "3"], "3": ["5"], "4": ["5"], "5": ["6"], "6": ["END"], "END": [], "START": ["1"]},
+     {"1": "10 minutes", "4": "5 minutes", "5": "20 minutes", "2": "30 minutes", "6": "15 minutes", "3": "5 minutes"},
+     "[datetime.timedelta(seconds=4800), datetime.timedelta(seconds=4800)]",
+     {997: [(192, 30.0)], 192: [(725, 5.0), (292, 5.0)], 292: [(88, 20.0)], 725: [(88, 20.0)], 88: [(4, 15.0)],
+      4: [(128, 0.0)], 128: [], 506: [(997, 10.0)]}, 506, 128, 80.0),
+    ("try investing money",
+     ["go on to the internet (1 minutes)", "search for an investment website (2 minutes)",
+      "click on the link to the website (1 minutes)", "create a new account (4 minutes)",
+      "find items to invest in (5 minutes)", "make a deposit from bank account to funds (5 minutes)",
+      "track how the stocks do (365 days)"],
+     ["Step 1 must precede step 2.", "Step 2 must precede step 3.", "Step 3 must precede step 4 and 5.",
+      "Step 4 must precede step 6.", "Step 5 must precede step 6.", "Step 6 must precede step 7."],
+     {"1": ["2"], "2": ["3"], "3": ["4", "5"], "4": ["6"], "5": ["6"], "6": ["7"], "7": ["END"], "END": [],
+      "START": ["1"]},
+     {"6": "5 minutes", "7": "365 days", "1": "1 minutes", "5": "5 minutes", "4": "4 minutes", "3": "1 minutes",
+      "2": "2 minutes"},
+     "[datetime.timedelta(days=365, seconds=840), datetime.timedelta(days=365, seconds=840)]",
+     {694: [(234, 2.0)], 234: [(673, 1.0)], 673: [(274, 4.0), (516, 5.0)], 274: [(394, 5.0)], 516: [(394, 5.0)],
+      394: [(291, 525600.0)], 291: [(191, 0.0)], 191: [], 744: [(694, 1.0)]}, 744, 191, 525614.0),
+    ("collect bacteria samples",
+     ["Wear suitable left glove (20 seconds)", "Wear suitable right glove (20 seconds)",
+      "Cut a small piece of the suspect material (15 minutes)", "Place the sample inside a clean plastic bag (10 seconds)",
+      "Close the plastic bag (5 seconds)", "label the plastic bag (2 minutes)", "store the sample (20 minutes)"],
+     ["Step 1 must precede step 3.", "Step 2 must precede step 3.", "Step 3 must precede step 4.",
+      "Step 4 must precede step 5.", "Step 5 must precede step 6.", "Step 6 must precede step 7."],
+     {"1": ["3"], "2": ["3"], "3": ["4"], "4": ["5"], "5": ["6"], "6": ["7"], "7": ["END"], "END": [],
+      "START": ["1", "2"]},
+     {"6": "2 minutes", "3": "15 minutes", "2": "20 seconds", "1": "20 seconds", "4": "10 seconds", "7": "20 minutes",
+      "5": "5 seconds"},
+     "[datetime.timedelta(seconds=2255), datetime.timedelta(seconds=2255)]",
+     {46: [(18, 15.0)], 398: [(18, 15.0)], 18: [(397, 0.17)], 397: [(521, 0.08)], 521: [(3, 2.0)], 3: [(940, 20.0)],
+      940: [(53, 0.0)], 53: [], 581: [(46, 0.33), (398, 0.33)]}, 581, 53, 37.58),
+]
+
+
+def _released(folder, splits=("test",)):
+    """The released files (``asynchow_{natural,graph,python}_{split}.jsonl``) in their exact layout: what each
+    question says, the JSON as the release writes it (compact, ``<\\/answer>``). A training split repeats the
+    instances with other goals and a shifted first duration, so that no test question is also a training one."""
+    texts = {}
+    for split in splits:
+        lines: dict[str, list[str]] = {"natural": [], "graph": [], "python": []}
+        for goal, steps, rules, adj, labels, answer, cadj, s, t, cans in _RELEASED:
+            if split == "train":
+                goal, labels = f"{goal} again", {**labels, "1": labels["1"].replace("1", "2", 1)}
+                answer = None  # the released answer of a shifted instance: left for the graph to correct (a note)
+            recs = {"natural": {"question": _REL_NL.format(goal=goal, steps="\n".join(
+                        f"Step {i}. {x}" for i, x in enumerate(steps, 1)), rules="\n".join(rules)), "answer": answer},
+                    "graph": {"question": _REL_GRAPH.format(adj=adj, labels=labels), "answer": answer},
+                    "python": {"question": _rel_code(cadj, s, t), "answer": cans}}
+            for name, rec in recs.items():
+                if rec["answer"] is None:
+                    rec["answer"] = "[datetime.timedelta(seconds=60), datetime.timedelta(seconds=60)]"
+                lines[name].append(json.dumps(rec, separators=(",", ":")).replace("/", "\\/"))
+        for name, ls in lines.items():
+            path = folder / f"asynchow_{name}_{split}.jsonl"
+            path.write_text("\n".join(ls) + "\n")
+            texts[path.name] = [json.loads(ln)["question"] for ln in ls]
+    return texts
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("inweights: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_the_released_test_files_alone_export_and_read_back_through_the_cli(tmp_path, capsys):
+    rel = tmp_path / "released"
+    rel.mkdir()
+    texts = _released(rel)
+    out = tmp_path / "data"
+    every = ["--set", "domain.planning.eval_representations=[nl,graph,code]"]
+    assert main(["data", "planning", "--set", f"domain.planning.asynchow_dir={rel}", *every, "--out", str(out)]) == 0
+    assert "wrote 6 files, 18 records" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted([*texts, "chat/test_nl.jsonl", "chat/test_graph.jsonl",
+                                                "chat/test_code.jsonl"])  # no training split: none written
+    assert not (tmp_path / "data.partial").exists()
+    for name, questions in texts.items():  # chain-of-thought prompts are the released questions, as they are
+        assert [json.loads(ln)["question"] for ln in (out / name).read_text().splitlines()] == questions
+        assert all(q.count("Think step by step") == 1 for q in questions)
+    d = PlanningDomain(PlanningConfig(asynchow_dir=str(rel), eval_representations=["nl", "graph", "code"]), 0)
+    for x in ("nl", "graph", "code"):  # every gold target scores right with the project's own scorer
+        recs = [json.loads(ln) for ln in (out / f"chat/test_{x}.jsonl").read_text().splitlines()]
+        units = {u.id: u for u in load_asynchow(rel, ("nl",), ("nl", "graph", "code"))}
+        assert [r["unit"] for r in recs] == list(units)
+        assert all(d.score(units[r["unit"]], x, d.extract_answer(r["completion"][0]["content"])) for r in recs)
+    assert [u.meta["answer"] for u in units.values()] == [80, 525614, pytest.approx(2255 / 60)]
+    # and the export reads back as a released folder
+    again = load_asynchow(out, ("nl",), ("nl", "graph", "code"))
+    assert [u.meta["answer"] for u in again] == [u.meta["answer"] for u in units.values()]
+    # the default representations: what the config reads (NL probes, the graph as ground truth)
+    assert main(["data", "planning", "--set", f"domain.planning.asynchow_dir={rel}", "--out", str(tmp_path / "d2")]) == 0
+    assert sorted(json.loads((tmp_path / "d2" / "manifest.json").read_text())["files"]) == [
+        "asynchow_graph_test.jsonl", "asynchow_natural_test.jsonl", "chat/test_graph.jsonl", "chat/test_nl.jsonl"]
+
+
+def test_the_released_files_through_validate_work_or_refuse_in_one_line(tmp_path, capsys):
+    rel = tmp_path / "released"
+    rel.mkdir()
+    _released(rel)
+    at = ["--set", f"domain.planning.asynchow_dir={rel}"]
+    # the shipped config trains on a representation the release does not have: a config error naming it
+    assert main(["validate", "configs/planning_two_stage.yaml", *at]) == 2
+    line = _one_error(capsys)
+    assert "config error at domain.planning" in line and "'template'" in line and "ladder" in line
+    fixed = [*at, "--set", "domain.planning.representations=[nl,graph]", "--set", "recipes=[two_stage,nl_only,mixed]"]
+    # the test files alone: nothing to train on, said in one line
+    assert main(["validate", "configs/planning_two_stage.yaml", *fixed]) == 2
+    line = _one_error(capsys)
+    assert "group train has no units" in line and str(rel) in line and "asynchow_{natural,graph,python}_train" in line
+    # with the training files beside them: ok
+    _released(rel, ("train", "test"))
+    assert main(["validate", "configs/planning_two_stage.yaml", *fixed]) == 0
+    assert "ok (experiment 'planning_two_stage')" in capsys.readouterr().out
+    # and `data` on them with the default settings (train in nl/graph/code, test probed in NL: issue 38's KeyError)
+    assert main(["data", "planning", *at, "--out", str(tmp_path / "both")]) == 0
+    assert sorted(json.loads((tmp_path / "both" / "manifest.json").read_text())["files"]) == sorted(
+        [f"asynchow_{n}_train.jsonl" for n in ("natural", "graph", "python")] + [
+         "asynchow_natural_test.jsonl", "asynchow_graph_test.jsonl"] +
+        [f"chat/train_{x}.jsonl" for x in ("nl", "graph", "code")] + ["chat/test_nl.jsonl", "chat/test_graph.jsonl"])
+    # a split with some of its files needs every one its representations read
+    (rel / "asynchow_python_train.jsonl").unlink()
+    assert main(["validate", "configs/planning_two_stage.yaml", *fixed, "--set",
+                 "domain.planning.representations=[nl,graph,code]"]) == 2
+    assert "asynchow_python_train.jsonl not found" in _one_error(capsys)
+    # bad input to `data`: one line, exit 2, nothing left behind
+    for f in rel.glob("asynchow_*_train.jsonl"):
+        f.unlink()
+    (rel / "asynchow_graph_test.jsonl").unlink()
+    out = tmp_path / "data"
+    assert main(["data", "planning", *at, "--out", str(out)]) == 2
+    assert "asynchow_graph_test.jsonl not found" in _one_error(capsys)
+    assert not out.exists() and not (tmp_path / "data.partial").exists()
+
+
+def test_a_released_question_asks_for_its_format_once():
+    """The release asks "Think step by step. Then, encode your final answer ..." inside every question: a
+    chain-of-thought prompt shows it as it is, a direct one asks to answer directly instead, never both."""
+    d = PlanningDomain(PlanningConfig(), 0)
+    inst = {"goal": "g", "activities": ["a"], "durations": [5], "edges": [], "ids": [1, 2, 3],
+            "texts": {"nl": _REL_NL.format(goal="g", steps="Step 1. a (5 minutes)", rules=""),
+                      "code": _rel_code({1: [(2, 5.0)], 2: []}, 1, 2)}}
+    u = PlanningDomain.make_unit("u", "test", inst, ("nl", "code"))
+    for x in ("nl", "code"):
+        cot = views.execution(d, u, x, "cot", random.Random(0))["prompt"][0]["content"]
+        direct = views.execution(d, u, x, "direct", random.Random(0))["prompt"][0]["content"]
+        assert cot == inst["texts"][x] and cot.count("Think step by step.") == 1
+        assert "Think step by step" not in direct and direct.count("Answer directly.") == 1
+        assert "? Encode your final answer" in direct or "```\nEncode the output" in direct

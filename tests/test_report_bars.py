@@ -1,7 +1,7 @@
 """The PBB bar and the skill-kept note, on synthetic rows (what a report says is computed, not typed)."""
 
 from inweights.eval.stats import wilson
-from inweights.report.markdown import bars_check, meaningfulness
+from inweights.report.markdown import bars_check, meaningfulness, nothing_near_chance
 
 
 def cell(k, n):
@@ -38,3 +38,13 @@ def test_a_model_that_wore_the_skill_down_is_named():
     # stage2_only never trains with_io executions: its with_io in-weights accuracy is not called a failed skill
     assert not any("execution skill was not learned" in n for n in notes)
     assert not any("proactive" in n for n in notes)
+
+
+def test_above_chance_is_said_only_of_cells_that_were_measured():
+    assert nothing_near_chance(rows(78, 167, 6, 5)) == "- every compared cell is above chance."
+    # eval groups that made no probes (issue 38): no cell, no verdict
+    empty = {"base": {"cells": {}}, "proactive": {"cells": {}}}
+    assert not meaningfulness(empty) and "above chance" not in nothing_near_chance(empty)
+    assert "nothing was measured" in nothing_near_chance(empty)
+    composed = {"proactive": {"cells": {"composed/in_weights/cot": cell(5, 100)}}}
+    assert "above chance" not in nothing_near_chance(composed)

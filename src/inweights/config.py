@@ -570,7 +570,8 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _domain_defaults(self) -> ExperimentConfig:
-        """What the domain fills in when the config says nothing: its prepared base, its recipes."""
+        """What the domain fills in when the config says nothing: its prepared base, its recipes, the groups
+        probed."""
         m, dom = self.model, DOMAINS[self.domain.name]
         if "prepared_base" not in m.model_fields_set:
             if dom.prepared_base is None:  # random init (coding: the ILF run builds its own starting policy)
@@ -579,6 +580,8 @@ class ExperimentConfig(Strict):
                 m.prepared_base = dom.prepared_base
         if "recipes" not in self.model_fields_set:
             self.recipes = list(dom.default_recipes)
+        if "groups" not in self.eval.model_fields_set and self.kind == "experiment":
+            self.eval.groups = list(dom.eval_groups)
         return self
 
     @model_validator(mode="after")

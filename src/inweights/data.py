@@ -18,12 +18,15 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config
 from inweights.core.errors import UserError
+from inweights.core.io import writing
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
 from inweights.eval.probes import build_probes
@@ -34,9 +37,10 @@ def _dumps(obj: Any) -> str:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(_dumps(r) + "\n" for r in records).encode()
-    path.write_bytes(data)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -56,10 +60,23 @@ def _staging(out: Path) -> Path:
     return tmp
 
 
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """``with staged(out) as tmp``: the staging folder (``_staging``), removed again if the block fails (bad input,
+    a full disk, a bug), so a failed export leaves nothing behind; ``_publish`` moves it into place."""
+    tmp = _staging(out)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _publish(cfg: ExperimentConfig, tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest last and rename the folder into place: a half-written export never looks done."""
     manifest["config"] = dump_config(cfg)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    with writing(tmp / "manifest.json"):
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)
@@ -68,15 +85,15 @@ def _publish(cfg: ExperimentConfig, tmp: Path, out: Path, manifest: dict[str, An
 def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[str, Any]:
     """Write the dataset into ``out`` atomically (a temp folder renamed at the end): the domain's own release
     layout where it has one (``Domain.release_files``), the PBB layout above otherwise."""
-    tmp = _staging(out)
-    own = domain.release_files(units, cfg.seed, views.execution)
-    files = own if own is not None else pbb_files(cfg, domain, units)
-    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
-    for name, recs in files.items():
-        sha = _write_jsonl(tmp / name, recs)
-        manifest["files"][name] = {"records": len(recs), "sha256": sha}
-    manifest["counts"] = {g: sum(u.group == g for u in units) for g in domain.groups}
-    _publish(cfg, tmp, out, manifest)
+    with staged(out) as tmp:
+        own = domain.release_files(units, cfg.seed, views.execution)
+        files = own if own is not None else pbb_files(cfg, domain, units)
+        manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
+        for name, recs in files.items():
+            sha = _write_jsonl(tmp / name, recs)
+            manifest["files"][name] = {"records": len(recs), "sha256": sha}
+        manifest["counts"] = {g: sum(u.group == g for u in units) for g in domain.groups}
+        _publish(cfg, tmp, out, manifest)
     return manifest
 
 
@@ -139,8 +156,7 @@ def export_trl(cfg: ExperimentConfig, out: Path, write_native) -> dict[str, Any]
     under ``skipped``. Written like every export: staged, the manifest last, renamed into place."""
     import tempfile
 
-    tmp = _staging(out)
-    with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{out.name}.native-") as nat:
+    with staged(out) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{out.name}.native-") as nat:
         native_dir = Path(nat) / "native"
         native = write_native(native_dir)
         manifest: dict[str, Any] = {"seed": native.get("seed"), "domain": native.get("domain"), "format": "trl",
@@ -157,5 +173,5 @@ def export_trl(cfg: ExperimentConfig, out: Path, write_native) -> dict[str, Any]
             sha = _write_jsonl(tmp / name, [trl_record(r) for r in recs])
             manifest["files"][name] = {"records": len(recs), "sha256": sha, "trl": note}
         manifest["counts"] = native.get("counts")
-    _publish(cfg, tmp, out, manifest)
+        _publish(cfg, tmp, out, manifest)
     return manifest

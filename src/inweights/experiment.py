@@ -26,7 +26,7 @@ import torch
 from inweights import views
 from inweights.config import ExperimentConfig, dump_config, load_config, same_config
 from inweights.core.errors import UserError
-from inweights.core.io import atomic_write
+from inweights.core.io import atomic_write, overwrite, write_failure
 from inweights.core.rundir import LOCK, MetricsLog, open_run, owner, release
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
@@ -79,20 +79,35 @@ class Run:
             self.trackers.finish()
 
     def status(self, state: str, **extra: Any) -> None:
+        """``status.json``: written whole (``atomic_write``), or where that fails (a full disk has no block for the
+        temporary) over the existing file's own bytes."""
         if not get_accelerator().is_main_process:
             return
-        atomic_write(self.out / "status.json",
-                     json.dumps({"state": state, "time": time.time(), **owner(), **extra}) + "\n")
-
-    def failed(self, e: BaseException) -> None:
-        """Record how the run ended, if its folder has a status; never raises (a full disk may be why it failed)."""
-        if not (self.out / "status.json").exists():
-            return
+        path = self.out / "status.json"
+        text = json.dumps({"state": state, "time": time.time(), **owner(), **extra}) + "\n"
         try:
-            self.status("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
-                        error=f"{type(e).__name__}: {e}"[:500])
+            atomic_write(path, text)
         except OSError:
-            pass
+            if not path.is_file():
+                raise
+            overwrite(path, text)
+
+    def failed(self, e: BaseException) -> BaseException:
+        """Record how the run ended in its status (``failed``, or ``interrupted``), if its folder has one, and return
+        what to raise: ``e``, or where it is a failure to write (a full disk) an ``OSError`` naming where
+        (``core.io.write_failure``: the file, else the run folder). Never raises: when the status cannot be written
+        either, the returned error says so."""
+        err = write_failure(e, self.out)
+        if not (self.out / "status.json").exists():
+            return err
+        state = "failed" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+        try:
+            self.status(state, error=f"{type(err).__name__}: {err}"[:300])
+        except OSError as se:
+            if isinstance(err, OSError):
+                err.inweights_note = (f"; {self.out / 'status.json'} could not be marked {state} either "
+                                      f"({se.strerror or se}), so it still says what it said before")
+        return err
 
     def log(self, rec: dict[str, Any]) -> None:
         if not get_accelerator().is_main_process:
@@ -776,8 +791,10 @@ def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = 
     try:
         return exp.execute()
     except BaseException as e:
-        exp.run.failed(e)
-        raise
+        err = exp.run.failed(e)
+        if err is e:
+            raise
+        raise err from e
     finally:
         exp.run.close()
         release(out)

@@ -36,6 +36,7 @@ def check_units_and_stages(cfg: ExperimentConfig, config_path: Path | None, quie
         resolve_prepared(cfg, config_path)
     check_memory(cfg)
     if stages:
+        check_eval_groups(cfg, domain, units)
         by_name = recipe_stages(cfg, domain, units)
         found["truncated"] = check_truncation(cfg, domain, units, by_name, config_path, quiet)
     return found
@@ -51,6 +52,20 @@ def check_model(cfg) -> None:
     choose_backend(cfg.eval.backend)
     if cfg.model.lora and cfg.model.path:
         check_lora_for_source(cfg.model.path, cfg.model.lora)
+
+
+# ------------------------------------------------------------------------------------------------- probes
+def check_eval_groups(cfg: ExperimentConfig, domain, units) -> None:
+    """Every group in ``eval.groups`` yields probes: a group with no units, or none with a held-out input, would
+    be measured on nothing (a report of 0 probes is no result)."""
+    for group in cfg.eval.groups:
+        chosen = [u for u in units if u.group == group]
+        if not chosen:
+            raise UserError(f"config error at eval.groups: group {group} has no units {domain.why_empty(group)}, so "
+                            f"it yields no probes; remove it from eval.groups")
+        if not any(u.test_inputs for u in chosen[: cfg.eval.max_units_per_group]):
+            raise UserError(f"config error at eval.groups: the {group} units have no held-out inputs, so the group "
+                            f"yields no probes; remove it from eval.groups")
 
 
 # ----------------------------------------------------------------------------------------------- recipes
@@ -79,15 +94,16 @@ def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
                         raise UserError(f"recipe '{recipe}', stage {st.name}: group fresh: {e}") from None
                     continue
                 if not select(units, item.group):
-                    raise UserError(f"recipe '{recipe}', stage {st.name}: group {item.group} has no units with "
-                                    f"these domain settings")
+                    raise UserError(f"recipe '{recipe}', stage {st.name}: group {item.group} has no units "
+                                    f"{domain.why_empty(item.group)}")
                 if item.representation is not None:  # planning: the instances must be shown in it
                     missing = next((u for u in select(units, item.group)
                                     if u.train_inputs and item.representation not in u.train_inputs), None)
                     if missing is not None:
                         raise UserError(f"recipe '{recipe}', stage {st.name}: trains on the {item.representation} "
                                         f"representation, which the {item.group} instances are not shown in "
-                                        f"({', '.join(missing.train_inputs)}); add it to domain.planning.representations")
+                                        f"({', '.join(missing.train_inputs)}); add it to domain.planning.representations, or "
+                                        f"drop the recipe")
             out[st.name] = st
     return out
 

@@ -132,8 +132,10 @@ class _Experiment(Regime):
         from inweights.core.io import check_out
         from inweights.experiment import Experiment, load_units
         from inweights.models.load import check_folder
+        from inweights.preflight import check_eval_groups
 
         domain, units = load_units(cfg)
+        check_eval_groups(cfg, domain, units)
         if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():
             raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json) "
                             f"nor a LoRA stage folder (no inweights.json)")

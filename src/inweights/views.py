@@ -78,11 +78,29 @@ def target(domain, unit: Unit, x: Any, fmt: str) -> str:
     return "\n".join(domain.steps(unit, x)) + "\n" + line
 
 
+def _without(q: str, sentence: str) -> str:
+    """``q`` without ``sentence``, and without the "Then, " that leads on from it ("Think step by step. Then,
+    encode your final answer ..." -> "Encode your final answer ...")."""
+    i = q.find(sentence)
+    if i < 0:
+        return q
+    rest = q[i + len(sentence):].lstrip()
+    if rest.startswith("Then, "):
+        rest = rest[len("Then, "):]
+        rest = rest[:1].upper() + rest[1:]
+    return (q[:i] + rest).rstrip()
+
+
 def question(domain, unit: Unit, x: Any, fmt: str, rng: random.Random) -> str:
+    """The domain's question with the format's request (``FORMAT_SUFFIX``), said once: a released question may
+    already ask for it (AsyncHow's "... Think step by step. Then, encode your final answer in <answer></answer>"),
+    and then is shown as it is; a request for the other format is taken out."""
     q = domain.question(unit, x, rng).rstrip()  # the domain's templates (rules: one set per kind)
-    for suffix in FORMAT_SUFFIX.values():  # a released question may already end with one: never say it twice
-        if q.endswith(suffix):
-            q = q[: -len(suffix)].rstrip()
+    for f, suffix in FORMAT_SUFFIX.items():
+        if f != fmt:
+            q = _without(q, suffix)
+    if FORMAT_SUFFIX[fmt] in q:
+        return q
     return f"{q} {FORMAT_SUFFIX[fmt]}"
 
 

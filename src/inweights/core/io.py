@@ -6,6 +6,7 @@ Every failure here is a ``UserError``: one line naming the file (and the byte or
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -13,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,7 @@ def check_out(path: str | Path, what: str = "--out", *, file: bool = False, min_
     if not file and p.exists() and not p.is_dir():
         raise UserError(f"{what} {p} exists and is not a directory")
     # the nearest existing ancestor decides whether we can create what is missing
-    probe = p if p.exists() else p.parent
+    probe = p if p.exists() and not file else p.parent  # an existing file is replaced (atomically, by its writer)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
@@ -100,17 +102,73 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
                       errno.EISDIR, errno.ENAMETOOLONG, errno.EFBIG, errno.EMFILE, errno.ENFILE}
 
 
+def is_environment_error(e: OSError) -> bool:
+    """Whether ``e`` says the place we were given cannot take what we write (``ENVIRONMENT_ERRNOS``), or is any
+    OSError raised while writing a file of ours (``writing``): one line for the user, not a traceback."""
+    return e.errno in ENVIRONMENT_ERRNOS or getattr(e, "inweights_writing", False)
+
+
 def describe_os_error(e: OSError) -> str:
     where = f": {e.filename}" if e.filename else ""
     hint = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-    return f"{e.strerror or e}{where}{hint}"
+    return f"{e.strerror or e}{where}{hint}{getattr(e, 'inweights_note', '')}"
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """``with writing(path):`` an OSError in the block names ``path`` when it names no file (a failed ``write()``
+    names none) and is marked as a failure to write (``is_environment_error``)."""
+    try:
+        yield
+    except OSError as e:
+        if not e.filename:
+            e.filename = str(path)
+        e.inweights_writing = True
+        raise
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_failure(e: BaseException, where: str | Path) -> BaseException:
+    """What a run that ended with ``e`` reports: an OSError of the environment names ``where`` (the run folder)
+    when it names no file; an error that only wraps a full disk (safetensors' writer raises its own type with the
+    OS's message in it) becomes that OSError, naming ``where``; anything else is ``e`` itself."""
+    if isinstance(e, OSError):
+        if is_environment_error(e) and not e.filename:
+            e.filename = str(where)
+        return e
+    text = str(e)
+    code = next((c for c in _DISK_FULL if os.strerror(c) in text), None)
+    if code is None:
+        return e
+    err = OSError(code, os.strerror(code), str(where))
+    err.inweights_writing = True
+    return err
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary beside it, renamed over it."""
+    """Write a whole file or nothing: a temporary beside it, renamed over it (the temporary is removed again if
+    the write fails)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with writing(path):
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+
+
+def overwrite(path: Path, text: str) -> None:
+    """Write ``text`` over an existing small file's own bytes, in place: what still works on a full disk, where the
+    temporary of ``atomic_write`` gets no block but the file's block is already there. Not atomic: for the last word
+    of a run that is failing anyway (its status)."""
+    data = text.encode()
+    with writing(path), path.open("r+b") as f:
+        f.write(data)
+        f.truncate(len(data))
 
 
 def sha256_file(path: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inweights.core.errors import UserError
-from inweights.core.io import check_out, read_json_object, read_text
+from inweights.core.io import check_out, read_json_object, read_text, writing
 
 LOCK = ".lock"
 _HELD: dict[str, int] = {}  # run folder -> fd holding its lock (kept open for the life of the process)
@@ -152,7 +152,7 @@ class MetricsLog:
         self.path = path
 
     def append(self, rec: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             f.write(json.dumps(rec) + "\n")
 

@@ -69,6 +69,7 @@ class Domain:
     scoring: ClassVar[str] = "exact"
     # the groups a run's summary and an export count (zero included)
     groups: ClassVar[tuple[str, ...]] = ("with_io", "without_io")
+    eval_groups: ClassVar[tuple[str, ...]] = ("with_io", "without_io")  # what eval.groups probes when the config is silent
     gate_format: ClassVar[str] = "cot"  # the answer format a preparation gate measures
     answer_template: ClassVar[str] = "Answer: {}"
     # probes report one cell per input kind (planning: each representation of one instance)
@@ -153,6 +154,11 @@ class Domain:
         """`inweights data`: the files of this domain's own release layout (name -> records), built with
         ``execution`` (``inweights.views.execution``); None: the PBB layout (units, train views, probes)."""
         return None
+
+    def why_empty(self, group: str) -> str:
+        """Why ``group`` holds no units, ending the one-line error of a recipe stage or an eval group that needs
+        some (``group X has no units <this>``)."""
+        return "with these domain settings"
 
     def summary_extras(self, units: list[Unit]) -> dict[str, Any]:
         """What this domain adds to a run's summary (planning: how near each test instance is to training)."""

@@ -89,6 +89,15 @@ class CodingTask:
         """Every test a program is judged by: the prompt's, then the hidden ones."""
         return self.tests + self.hidden_tests
 
+    def sandboxed(self, code: str, tests: tuple[str, ...] | None = None):
+        """``code`` as a sandbox Program judged by this task's tests (default: all of them), with the prompt as
+        the judge's context (its helpers judge the answer; its stubs are the program's) and the entry point as
+        the program's name."""
+        from inweights.sandbox import Program
+
+        return Program(code, self.judged_tests if tests is None else tests, self.setup, self.id, context=self.prefix,
+                       entry_points=(self.entry_point,) if self.entry_point else ())
+
 
 def entry_point_of(tests: list[str] | tuple[str, ...], where: str, code: str = "") -> str:
     """The function the tests call first (``assert f(...) == ...`` -> ``f``): one the gold ``code`` defines

@@ -23,7 +23,7 @@ from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Domain, Unit, register_domain
 from inweights.domains.coding import read_mbpp
-from inweights.sandbox import Limits, Program, run_many
+from inweights.sandbox import Limits, run_many
 from inweights.sandbox.plan import literal, plan_tests, same
 
 
@@ -70,7 +70,7 @@ class MBPPDomain(Domain):
         # the value tests (``assert f(x) == y``) of each task; the gold solution runs them in the sandbox
         calls = {t.id: [s.call for s in plan_tests(t.tests) if s.is_value] for t in tasks}
         tasks = [t for t in tasks if len(calls[t.id]) >= 2]
-        verdicts = run_many([Program(t.gold, t.tests, t.setup, t.id) for t in tasks],
+        verdicts = run_many([t.sandboxed(t.gold, t.tests) for t in tasks],
                             Limits(wall_seconds=c.timeout, cpu_seconds=c.timeout), workers=c.workers)
         kept = []
         for t, v in zip(tasks, verdicts):

@@ -39,6 +39,8 @@ from inweights.core.seeds import derive_seed
 from inweights.domains.base import Domain, Unit, register_domain
 
 Rep = Literal["nl", "template", "graph", "code"]
+# what the released AsyncHow files hold (``asynchow_{natural,graph,python}_{split}.jsonl``)
+RELEASED_REPRESENTATIONS = ("nl", "graph", "code")
 
 
 class PlanningConfig(Strict):
@@ -82,6 +84,14 @@ class PlanningConfig(Strict):
             raise ValueError("max_steps must be >= min_steps")
         if any(d <= 0 for d in self.durations):
             raise ValueError("durations must be positive minutes")
+        if self.asynchow_dir:  # the released files hold three representations; a fourth cannot be read from them
+            for key in ("representations", "eval_representations"):
+                lacking = [r for r in getattr(self, key) if r not in RELEASED_REPRESENTATIONS]
+                if lacking:
+                    raise ValueError(f"{key} names {', '.join(repr(r) for r in lacking)}, which the released "
+                                     f"AsyncHow files (asynchow_dir) do not have (they hold "
+                                     f"{', '.join(RELEASED_REPRESENTATIONS)}): remove it, with any recipe that trains "
+                                     f"on it (ladder: template), or generate the instances (no asynchow_dir)")
         return self
 
 
@@ -238,6 +248,7 @@ class PlanningDomain(Domain):
     prepared_base = "configs/prepare_planning.yaml"
     unit_noun = "instances"
     groups = ("train", "test", "val")
+    eval_groups = ("test",)
     gate_format = "cot"
     answer_template = "<answer>{}</answer>"
     inputs_are_representations = True  # probes report one cell per representation
@@ -321,6 +332,9 @@ class PlanningDomain(Domain):
     def question(self, unit: Unit, x: str, rng: random.Random) -> str:
         m = unit.meta
         if "texts" in m:  # loaded from released files: shown verbatim
+            if x not in m["texts"]:
+                raise UserError(f"planning: instance {unit.id} was read from the released files without its '{x}' "
+                                f"representation; add it to domain.planning.representations / eval_representations")
             return m["texts"][x]
         if x == "nl":
             return self.render_nl(m, rng)
@@ -381,13 +395,19 @@ class PlanningDomain(Domain):
         """Instances in the AsyncHow release layout (``asynchow_{natural,graph,python}_{train,test}.jsonl``,
         records ``{"question", "answer"}`` aligned by line; NL/Graph answers as timedelta lists, Code answers as
         minutes), which ``planning.asynchow_dir`` reads back, plus chat-format SFT files with the chain of thought
-        (``chat/{split}_{representation}.jsonl``)."""
+        (``chat/{split}_{representation}.jsonl``). Instances read from released files are written in the
+        representations they were read in (the config's), and a split with no instance (a release of test files
+        only) is not written."""
         files: dict[str, list[dict[str, Any]]] = {}
         names = {"nl": "natural", "graph": "graph", "code": "python"}
         for split in ("train", "test"):
             chosen = [u for u in units if u.group == split]
+            if not chosen:
+                continue
             rng = random.Random(derive_seed(seed, "export", split))
             for x, fname in names.items():  # the released layout has no templated rendering
+                if any(x not in u.meta.get("texts", {x: None}) for u in chosen):
+                    continue  # released instances read without this representation
                 recs = [execution(self, u, x, "cot", rng) for u in chosen]
                 released = []
                 for u, r in zip(chosen, recs):
@@ -398,6 +418,15 @@ class PlanningDomain(Domain):
                 files[f"asynchow_{fname}_{split}.jsonl"] = released
                 files[f"chat/{split}_{x}.jsonl"] = recs
         return files
+
+    def why_empty(self, group: str) -> str:
+        d = self.cfg.asynchow_dir
+        if d and group in ("train", "val"):
+            what = "training files (asynchow_{natural,graph,python}_train.jsonl)" if group == "train" else \
+                "validation split"
+            return (f"in domain.planning.asynchow_dir {d}: it holds no {what}; the released test files alone can be "
+                    f"evaluated (inweights eval) and exported (inweights data), not trained on")
+        return super().why_empty(group)
 
     def summary_extras(self, units: list[Unit]) -> dict[str, Any]:
         """How near each test instance is to the training ones (the report's analogy table)."""
@@ -661,16 +690,28 @@ def load_asynchow(folder: str | Path, representations: tuple[str, ...],
     anywhere inside it). A Code question's answer is what its shown program returns on its shown input (its
     weights may be rounded), and its chain of thought uses that input's node ids.
 
+    The released layout may hold the test split only (``asynchow_{natural,graph,python}_test.jsonl``): with no
+    training file at all there are no training instances (a recipe that trains then says so in one line); a
+    split that has some of its files must have every one its representations need.
+
     Loader policy (``inweights.core.rejects``): an unreadable record is left out and reported with the others;
     files that do not align line by line, or a split where nothing loads, are errors."""
     from inweights.core.io import read_jsonl
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"planning.asynchow_dir: {folder} is not a folder")
+    for r in dict.fromkeys((*representations, *eval_representations)):
+        if r not in _FILES:
+            raise UserError(f"planning.asynchow_dir: the released AsyncHow files have no '{r}' representation "
+                            f"(they hold {', '.join(_FILES)})")
     units = []
     first_seen: dict[tuple[str, str], str] = {}  # (split, graph question) -> where it was read first
     for split, group, inputs in (("train", "train", representations), ("test", "test", eval_representations)):
         need = sorted(set(inputs) | {"graph"})
         files = {r: folder / _FILES[r].format(split=split) for r in need}
+        if split == "train" and not any((folder / f.format(split=split)).exists() for f in _FILES.values()):
+            continue  # the release's test files alone: no training instances
         for r, p in files.items():
             if not p.is_file():
                 raise UserError(f"planning.asynchow_dir: {p} not found (needed for the {r} representation)")

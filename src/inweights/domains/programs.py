@@ -273,6 +273,11 @@ class ProgramsDomain(Domain):
     def has_validation_inputs(cls, section: ProgramsConfig) -> bool:
         return section.n_val_inputs > 0
 
+    def why_empty(self, group: str) -> str:
+        if group == "composed" and not self.cfg.n_compositions:
+            return "(domain.programs.n_compositions is 0: no compositions are made)"
+        return super().why_empty(group)
+
     def read_units(self, path) -> list[Unit]:
         """Program units from a JSONL file (``units.jsonl`` of an export, or your own), under the loader policy
         (``inweights.core.rejects``): a record that is not a program of the generator's grammar, or whose inputs do not

@@ -55,7 +55,7 @@ from inweights.domains.coding import (
 )
 from inweights.eval.stats import pass_at_k
 from inweights.feedback import make_provider, program_key
-from inweights.sandbox import Limits, Program, run_many
+from inweights.sandbox import Limits, run_many
 
 POOLS = ("prepare", "refine", "train", "test")
 
@@ -286,7 +286,7 @@ class ILFRun:
         return [outs[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def judge(self, tasks: list[CodingTask], programs: list[list[str]]) -> list[list[dict[str, Any]]]:
-        progs = [Program(code, t.judged_tests, t.setup, t.id) for t, codes in zip(tasks, programs) for code in codes]
+        progs = [t.sandboxed(code) for t, codes in zip(tasks, programs) for code in codes]
         verdicts = iter(run_many(progs, limits=self.limits, workers=self.ilf.workers))
         return [[next(verdicts).to_dict() for _ in codes] for codes in programs]
 
@@ -693,8 +693,10 @@ def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, r
         run.status("waiting_for_feedback", pending=str(e.path), programs=e.n)
         raise
     except BaseException as e:
-        run.run.failed(e)
-        raise
+        err = run.run.failed(e)
+        if err is e:
+            raise
+        raise err from e
     finally:
         from inweights.core.rundir import release
 

@@ -537,8 +537,10 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
     try:
         return _run_rule_distill(cfg, out, config_path, run)
     except BaseException as e:
-        run.failed(e)
-        raise
+        err = run.failed(e)
+        if err is e:
+            raise
+        raise err from e
     finally:
         run.close()
         release(out)
@@ -659,32 +661,32 @@ def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     """Rule tasks in the paper's released layout (Alpaca JSON lists), per task folder:
     ``train_{full,no}_{k}shot_seed{s}.json`` (the k examples, with and without the rule),
     ``valid_no_{k}shot_seed{s}.json`` (the k validation examples) and ``test_{id,ood}_{full,no}.json``."""
-    from inweights.data import _publish, _staging
+    from inweights.data import _publish, staged
     from inweights.experiment import load_units
 
-    tmp = _staging(out)
-    domain, units = load_units(cfg)
-    files: dict[str, list[dict[str, str]]] = {}
+    with staged(out) as tmp:
+        domain, units = load_units(cfg)
+        files: dict[str, list[dict[str, str]]] = {}
 
-    def alpaca(exs, full):
-        return [{"instruction": e.teacher.rpartition("\n")[0] if full else "", "input": e.student,
-                 "output": e.gold} for e in exs]
+        def alpaca(exs, full):
+            return [{"instruction": e.teacher.rpartition("\n")[0] if full else "", "input": e.student,
+                     "output": e.gold} for e in exs]
 
-    for task in generated_tasks(cfg, domain, units):
-        for k in cfg.distill.ks:
-            for seed in cfg.distill.seeds:
-                train, val = split(task, k, seed, cfg.seed)
-                files[f"{task.name}/train_full_{k}shot_seed{seed}.json"] = alpaca(train, True)
-                files[f"{task.name}/train_no_{k}shot_seed{seed}.json"] = alpaca(train, False)
-                files[f"{task.name}/valid_no_{k}shot_seed{seed}.json"] = alpaca(val, False)
-        for sp, exs in task.tests.items():
-            files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
-            files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
-    manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
-    for name, recs in files.items():
-        data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
-        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / name).write_bytes(data)
-        manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
-    _publish(cfg, tmp, out, manifest)
+        for task in generated_tasks(cfg, domain, units):
+            for k in cfg.distill.ks:
+                for seed in cfg.distill.seeds:
+                    train, val = split(task, k, seed, cfg.seed)
+                    files[f"{task.name}/train_full_{k}shot_seed{seed}.json"] = alpaca(train, True)
+                    files[f"{task.name}/train_no_{k}shot_seed{seed}.json"] = alpaca(train, False)
+                    files[f"{task.name}/valid_no_{k}shot_seed{seed}.json"] = alpaca(val, False)
+            for sp, exs in task.tests.items():
+                files[f"{task.name}/test_{sp}_full.json"] = alpaca(exs, True)
+                files[f"{task.name}/test_{sp}_no.json"] = alpaca(exs, False)
+        manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
+        for name, recs in files.items():
+            data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+            manifest["files"][name] = {"records": len(recs), "sha256": hashlib.sha256(data).hexdigest()}
+        _publish(cfg, tmp, out, manifest)
     return manifest

@@ -109,6 +109,9 @@ SKILL_KEPT = 0.8  # in-context accuracy a trained model must keep for its compar
 NO_EXECUTIONS = ("stage2_only",)
 
 
+CHANCE_CHECKED = ("without_io/in_context/", "with_io/in_weights/")  # the cells ``meaningfulness`` checks
+
+
 def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -> list[str]:
     """Say when a comparison means nothing because the capability it presumes is near chance, and when a trained
     model kept less than ``SKILL_KEPT`` of the in-context skill (its in-weights numbers are then bounded by it)."""
@@ -136,6 +139,16 @@ def meaningfulness(rows: dict[str, dict[str, Any]], instruction: str = "code") -
                              "training wore the prepared skill down, so its in-weights numbers are bounded by it"
                              + (f" (without_io in weights {_pct(w)}%)" if w else "") + ".")
     return notes
+
+
+def nothing_near_chance(rows: dict[str, dict[str, Any]]) -> str:
+    """The line for a report where ``meaningfulness`` found nothing: "above chance" only where some cell it checks
+    was measured (a run whose eval groups made no probes compared nothing)."""
+    if any(c.startswith(CHANCE_CHECKED) for r in rows.values() for c in r["cells"]):
+        return "- every compared cell is above chance."
+    if not any(r["cells"] for r in rows.values()):
+        return "- nothing was measured: no probe was made, so nothing here can be compared."
+    return "- no cell was checked against chance (none measured without_io in context or with_io in weights)."
 
 
 def sweep_section(out: Path, cfg, rows) -> tuple[list[str], dict[str, Any] | None]:
@@ -395,7 +408,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
         worst = max(v.get("too_long", 0) for r in rows.values() for v in r["cells"].values())
         notes.append(f"- up to {worst} targets per cell are longer than eval.max_new_tokens "
                      f"({cfg.eval.max_new_tokens}) and cannot be answered in: {', '.join(long_cells)}; raise it.")
-    md += ["", "## When comparisons mean nothing", ""] + (notes or ["- every compared cell is above chance."])
+    md += ["", "## When comparisons mean nothing", ""] + (notes or [nothing_near_chance(rows)])
     ext_lines, _ = extraction_section(rows)
     md += ext_lines
     md += curves_section(out, results)

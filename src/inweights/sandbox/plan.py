@@ -1,27 +1,44 @@
-"""The parent's side of a verdict: which tests it can decide itself, and their expected values.
+"""The parent's side of a verdict: which tests it decides itself, which a judge decides, and the expected values.
 
-A test of the form ``assert CALL == EXPECTED`` (MBPP, our generated tasks, and each ``assert candidate(...) ==
-...`` of a HumanEval ``check`` once rewritten with the entry point) is a **value test**: the child receives only
-``CALL``, runs it and sends back the value as plain data; the parent compares it with ``EXPECTED``, evaluated
-here (``ast.literal_eval``) or, when it is not a literal (``set((4, 5))``), by a trusted run in the sandbox that
-holds no untrusted code. So the expected values never enter the process the program runs in, and nothing the
-program does there can turn a wrong value into a pass. Any other test runs as an assert inside the child and
-its verdict is flagged ``trusted: false``.
+No verdict is decided where the program runs. The program's process only ever computes plain values — the
+results of the calls the tests make to the program's own functions — and sends them as plain data:
+
+- A test of the form ``assert NAME(...) == EXPECTED`` where ``NAME`` is the program's (MBPP, our generated
+  tasks, and each ``assert candidate(...) == ...`` of a HumanEval ``check`` once rewritten with the entry point)
+  is a **value test**: the program's process receives only the call, runs it and sends back the value; the
+  parent compares it with ``EXPECTED``, evaluated here (``ast.literal_eval``) or, when it is not a literal
+  (``set((4, 5))``), by a trusted run in the sandbox that holds no untrusted code.
+- Every other test (``math.isclose(f(x), y)``, loops over calls, ``int(f(x)) == 35``, helpers of the task's
+  prompt applied to the result) is a **judged test**: it runs in a second sandboxed interpreter, the judge, that
+  never loads the program's code. There the program's functions are stand-ins that send their arguments to the
+  program's process and return the plain values it sends back; builtins, the prompt's own helpers and the
+  standard library are the judge's. Where a test needs more than plain values from the program (an object of
+  its own class, say), the judge cannot decide it: the test is ``untrusted`` and never counts as passed.
+
+So the expected values and the verdict's channel never enter the process the program runs in, and nothing the
+program does there (frames, exit hooks, threads, tracing, shadowed builtins, patched modules) can turn a wrong
+answer into a pass.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
+
+BUILTINS = frozenset(dir(builtins))
+STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+MAX_DEPTH = 200  # nesting of decoded data (the child's encoder stops at 50 levels of values)
 
 
 @dataclass(frozen=True)
 class TestSpec:
     text: str  # what the verdict shows: the test, or one rewritten assert of a HumanEval check
-    call: str | None = None  # value test: the call the child evaluates
+    call: str | None = None  # value test: the call the program's process evaluates
     expected: str | None = None  # value test: the expected expression (evaluated by the parent)
 
     @property
@@ -29,11 +46,95 @@ class TestSpec:
         return self.call is not None
 
 
+@dataclass(frozen=True)
+class Names:
+    """Who owns the names the tests use: ``trusted`` are defined by the task's own code (the prompt's helpers,
+    the setup), ``program`` are the program's to write (the entry points, and the prompt's stubs)."""
+
+    trusted: frozenset[str] = frozenset()
+    program: frozenset[str] = frozenset()
+
+    def owned_by_program(self, name: str) -> bool:
+        return name in self.program or (name not in self.trusted and name not in BUILTINS)
+
+
+def _parse(src: str) -> ast.Module | None:
+    try:
+        with warnings.catch_warnings():  # invalid escape sequences in a dataset's code are not ours to report
+            warnings.simplefilter("ignore")
+            return ast.parse(src)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _is_stub(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A function of a prompt that the program is to write: a docstring, ``pass`` or ``...`` and nothing else."""
+    for stmt in fn.body:
+        if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            continue
+        return False
+    return True
+
+
+def top_level_names(src: str) -> tuple[set[str], set[str]]:
+    """(names the trusted code ``src`` defines at top level, its stub functions)."""
+    tree = _parse(src) if src.strip() else None
+    defined: set[str] = set()
+    stubs: set[str] = set()
+    for node in tree.body if tree else ():
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            (stubs if _is_stub(node) else defined).add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                defined.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+    return defined, stubs
+
+
+def task_names(context: str, setup: str, entry_points: tuple[str, ...] = ()) -> Names:
+    c_def, c_stub = top_level_names(context)
+    s_def, _ = top_level_names(setup)
+    program = set(entry_points) | c_stub
+    return Names(trusted=frozenset((c_def | s_def) - program), program=frozenset(program))
+
+
+def free_names(tests: list[str]) -> list[str]:
+    """Names the tests read but never bind themselves (in order of first use)."""
+    loads: dict[str, None] = {}
+    bound: set[str] = set()
+    for t in tests:
+        tree = _parse(t)
+        if tree is None:
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name):
+                (loads.setdefault(n.id, None) if isinstance(n.ctx, ast.Load) else bound.add(n.id))
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(n.name)
+            elif isinstance(n, ast.arg):
+                bound.add(n.arg)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+            elif isinstance(n, ast.ExceptHandler) and n.name:
+                bound.add(n.name)
+    return [n for n in loads if n not in bound]
+
+
 def _eq_assert(node: ast.stmt) -> tuple[ast.expr, ast.expr] | None:
     if (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
             and isinstance(node.test.ops[0], ast.Eq)):
         return node.test.left, node.test.comparators[0]
     return None
+
+
+def _program_call(left: ast.expr, owned) -> bool:
+    """``NAME(...)`` with ``NAME`` the program's: what it returns is the program's answer, whatever its
+    arguments are built from (the program can only change its own input)."""
+    return isinstance(left, ast.Call) and isinstance(left.func, ast.Name) and owned(left.func.id)
 
 
 class _Rename(ast.NodeTransformer):
@@ -68,7 +169,7 @@ def _humaneval_check(tree: ast.Module) -> list[TestSpec] | None:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring or a bare string
         pair = _eq_assert(stmt)
-        if pair is None:
+        if pair is None or not _program_call(pair[0], lambda n: n == param):
             return None
         left, right = (_Rename(param, entry).visit(x) for x in pair)
         if any(isinstance(n, ast.Name) and n.id == param for n in ast.walk(right)):
@@ -78,18 +179,16 @@ def _humaneval_check(tree: ast.Module) -> list[TestSpec] | None:
     return specs or None
 
 
-def plan_tests(tests: tuple[str, ...] | list[str]) -> list[TestSpec]:
-    """Each test as value tests where its shape allows, else as one in-child assert."""
+def plan_tests(tests: tuple[str, ...] | list[str], names: Names | None = None) -> list[TestSpec]:
+    """Each test as value tests where its shape allows, else as one judged test."""
+    owned = (names or Names()).owned_by_program
     out: list[TestSpec] = []
     for t in tests:
-        try:
-            with warnings.catch_warnings():  # invalid escape sequences in a dataset's tests are the child's concern
-                warnings.simplefilter("ignore")
-                tree = ast.parse(t)
-        except SyntaxError:
+        tree = _parse(t)
+        if tree is None:
             out.append(TestSpec(t))
             continue
-        if len(tree.body) == 1 and (pair := _eq_assert(tree.body[0])) is not None:
+        if len(tree.body) == 1 and (pair := _eq_assert(tree.body[0])) is not None and _program_call(pair[0], owned):
             out.append(TestSpec(t, ast.unparse(pair[0]), ast.unparse(pair[1])))
             continue
         he = _humaneval_check(tree)
@@ -105,22 +204,25 @@ def literal(expr: str) -> tuple[bool, Any]:
         return False, None
 
 
-def decode(data: Any) -> Any:
-    """The child's plain data back to Python values (tags: l, t, s, fs, d)."""
+def decode(data: Any, depth: int = 0) -> Any:
+    """The child's plain data back to Python values (tags: l, t, s, fs, d, c); TypeError for anything else."""
+    if depth > MAX_DEPTH:
+        raise TypeError("the program's data is nested too deeply")
     if isinstance(data, dict) and len(data) == 1:
         (tag, items), = data.items()
-        if tag == "l":
-            return [decode(x) for x in items]
-        if tag == "t":
-            return tuple(decode(x) for x in items)
-        if tag == "s":
-            return {decode(x) for x in items}
-        if tag == "fs":
-            return frozenset(decode(x) for x in items)
-        if tag == "d":
-            return {decode(k): decode(v) for k, v in items}
-        if tag == "c":
+        if tag == "c" and isinstance(items, list) and len(items) == 2:
             return complex(float(items[0]), float(items[1]))
+        if isinstance(items, list):
+            if tag == "l":
+                return [decode(x, depth + 1) for x in items]
+            if tag == "t":
+                return tuple(decode(x, depth + 1) for x in items)
+            if tag == "s":
+                return {decode(x, depth + 1) for x in items}
+            if tag == "fs":
+                return frozenset(decode(x, depth + 1) for x in items)
+            if tag == "d" and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in items}
     if isinstance(data, (dict, list)):
         raise TypeError("not the child's plain-data encoding")
     return data
@@ -136,7 +238,10 @@ def same(actual: Any, expected: Any) -> bool:
 
 
 def short(value: Any, limit: int = 200) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints past the digit limit, very deep data
+        text = f"<{type(value).__name__}>"
     if isinstance(value, float) and math.isnan(value):
         text = "nan"
     return text if len(text) <= limit else text[:limit] + "..."
