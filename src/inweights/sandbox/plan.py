@@ -124,6 +124,17 @@ def free_names(tests: list[str]) -> list[str]:
     return [n for n in loads if n not in bound]
 
 
+def equalities(test: str) -> dict[int, tuple[str, str]]:
+    """line -> (left, right) source of every one-line ``assert LEFT == RIGHT`` in a test, for the judge to show
+    both sides of the one that failed."""
+    tree = _parse(test)
+    out: dict[int, tuple[str, str]] = {}
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.Assert) and node.lineno == node.end_lineno and (pair := _eq_assert(node)):
+            out[node.lineno] = (ast.unparse(pair[0]), ast.unparse(pair[1]))
+    return out
+
+
 def _eq_assert(node: ast.stmt) -> tuple[ast.expr, ast.expr] | None:
     if (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
             and isinstance(node.test.ops[0], ast.Eq)):
