@@ -174,3 +174,23 @@ def test_a_forger_that_reads_the_datasets_finds_nothing_to_read():
     tasks = read_humaneval()[:6]
     vs = run_many([t.sandboxed(forged_program(t, READER)) for t in tasks], limits=FAST, workers=2)
     assert [v.id for v in vs if v.passed] == []
+
+
+def test_the_program_cannot_end_the_judges_iteration_early():
+    """A stand-in raising StopIteration inside `map` would end the map quietly and `all(...)` would say True."""
+    code = "def ok(x):\n    if x > 0:\n        raise StopIteration\n    return True\n"
+    v = run_program(code, ["assert all(map(ok, [0, 1, 2]))"], limits=FAST)
+    assert not v.passed and v.status == "error", v
+
+
+def test_a_prompt_helper_in_a_calls_arguments_is_the_prompts():
+    """`decode(encode(s)) == s` as a value test would let the program's copy of `encode` be the identity; the
+    judge applies the prompt's `encode` instead."""
+    context = "def encode(s):\n    return s[::-1]\n\ndef decode(s):\n    \"\"\"undo encode\"\"\"\n"
+    check = "def check(candidate):\n    assert candidate(encode('abc')) == 'abc'\n\ncheck(decode)"
+    honest = context + "    return s[::-1]\n"
+    cheat = context + "    return s\n\ndef encode(s):\n    return s\n"
+    prog = {"context": context, "entry_points": ("decode",)}
+    assert run_program(Program(honest, (check,), **prog), limits=FAST).passed
+    bad = run_program(Program(cheat, (check,), **prog), limits=FAST)
+    assert bad.status == "failed" and bad.isolation["judge"], bad

@@ -607,7 +607,10 @@ def _judge(job, out, info):
         et = str(err.get("error_type")) if isinstance(err, dict) else "Error"
         msg = str(err.get("message", ""))[:MAX_TEXT] if isinstance(err, dict) else ""
         cls = getattr(builtins, et, None)
-        if isinstance(cls, type) and issubclass(cls, Exception) and cls is not Untrusted:
+        # StopIteration would end the test's own iteration quietly (`all(map(f, xs))` over a shortened map): an error,
+        # as PEP 479 makes it inside generators
+        if (isinstance(cls, type) and issubclass(cls, Exception) and cls is not Untrusted
+                and not issubclass(cls, (StopIteration, StopAsyncIteration))):
             try:
                 e = cls(msg)
             except Exception:  # noqa: BLE001 - an exception class with other arguments

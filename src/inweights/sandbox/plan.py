@@ -142,10 +142,15 @@ def _eq_assert(node: ast.stmt) -> tuple[ast.expr, ast.expr] | None:
     return None
 
 
-def _program_call(left: ast.expr, owned) -> bool:
-    """``NAME(...)`` with ``NAME`` the program's: what it returns is the program's answer, whatever its
-    arguments are built from (the program can only change its own input)."""
-    return isinstance(left, ast.Call) and isinstance(left.func, ast.Name) and owned(left.func.id)
+def _program_call(left: ast.expr, owned, trusted: frozenset[str] = frozenset()) -> bool:
+    """``NAME(...)`` with ``NAME`` the program's and arguments that use none of the task's own helpers: what it
+    returns is the program's answer (built-ins in the arguments the program may shadow, but that only changes its
+    own input). An argument built by a prompt's helper (``decode(encode(s)) == s``) is judged, where the helper is
+    the prompt's and not a copy the program could replace with the identity."""
+    if not (isinstance(left, ast.Call) and isinstance(left.func, ast.Name) and owned(left.func.id)):
+        return False
+    args = [*left.args, *(k.value for k in left.keywords)]
+    return not any(isinstance(n, ast.Name) and n.id in trusted for a in args for n in ast.walk(a))
 
 
 class _Rename(ast.NodeTransformer):
@@ -156,7 +161,7 @@ class _Rename(ast.NodeTransformer):
         return ast.Name(id=self.new, ctx=node.ctx) if node.id == self.old else node
 
 
-def _humaneval_check(tree: ast.Module) -> list[TestSpec] | None:
+def _humaneval_check(tree: ast.Module, trusted: frozenset[str] = frozenset()) -> list[TestSpec] | None:
     """HumanEval's ``def check(candidate): assert candidate(...) == ...`` + ``check(f)`` as value tests, when
     the check holds nothing but such asserts (a docstring aside) and the module nothing but constants."""
     body = tree.body
@@ -180,7 +185,7 @@ def _humaneval_check(tree: ast.Module) -> list[TestSpec] | None:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring or a bare string
         pair = _eq_assert(stmt)
-        if pair is None or not _program_call(pair[0], lambda n: n == param):
+        if pair is None or not _program_call(pair[0], lambda n: n == param, trusted):
             return None
         left, right = (_Rename(param, entry).visit(x) for x in pair)
         if any(isinstance(n, ast.Name) and n.id == param for n in ast.walk(right)):
@@ -192,17 +197,19 @@ def _humaneval_check(tree: ast.Module) -> list[TestSpec] | None:
 
 def plan_tests(tests: tuple[str, ...] | list[str], names: Names | None = None) -> list[TestSpec]:
     """Each test as value tests where its shape allows, else as one judged test."""
-    owned = (names or Names()).owned_by_program
+    names = names or Names()
+    owned = names.owned_by_program
     out: list[TestSpec] = []
     for t in tests:
         tree = _parse(t)
         if tree is None:
             out.append(TestSpec(t))
             continue
-        if len(tree.body) == 1 and (pair := _eq_assert(tree.body[0])) is not None and _program_call(pair[0], owned):
+        if (len(tree.body) == 1 and (pair := _eq_assert(tree.body[0])) is not None
+                and _program_call(pair[0], owned, names.trusted)):
             out.append(TestSpec(t, ast.unparse(pair[0]), ast.unparse(pair[1])))
             continue
-        he = _humaneval_check(tree)
+        he = _humaneval_check(tree, names.trusted)
         out.extend(he if he is not None else [TestSpec(t)])
     return out
 
