@@ -53,6 +53,7 @@ class Names:
 
     trusted: frozenset[str] = frozenset()
     program: frozenset[str] = frozenset()
+    helpers: frozenset[str] = frozenset()  # the trusted code's own functions (a prompt's `poly`, `encode_cyclic`)
 
     def owned_by_program(self, name: str) -> bool:
         return name in self.program or (name not in self.trusted and name not in BUILTINS)
@@ -99,7 +100,10 @@ def task_names(context: str, setup: str, entry_points: tuple[str, ...] = ()) -> 
     c_def, c_stub = top_level_names(context)
     s_def, _ = top_level_names(setup)
     program = set(entry_points) | c_stub
-    return Names(trusted=frozenset((c_def | s_def) - program), program=frozenset(program))
+    tree = _parse(context) if context.strip() else None
+    funcs = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} if tree else set()
+    return Names(trusted=frozenset((c_def | s_def) - program), program=frozenset(program),
+                 helpers=frozenset((funcs & c_def) - program))
 
 
 def free_names(tests: list[str]) -> list[str]:
@@ -206,10 +210,10 @@ def plan_tests(tests: tuple[str, ...] | list[str], names: Names | None = None) -
             out.append(TestSpec(t))
             continue
         if (len(tree.body) == 1 and (pair := _eq_assert(tree.body[0])) is not None
-                and _program_call(pair[0], owned, names.trusted)):
+                and _program_call(pair[0], owned, names.helpers)):
             out.append(TestSpec(t, ast.unparse(pair[0]), ast.unparse(pair[1])))
             continue
-        he = _humaneval_check(tree, names.trusted)
+        he = _humaneval_check(tree, names.helpers)
         out.extend(he if he is not None else [TestSpec(t)])
     return out
 
