@@ -485,6 +485,34 @@ def _serve(env, req_fd, resp_fd, loads=marshal.loads, plain=_plain, dumps=_dumps
 
 
 # ----------------------------------------------------------------------------------------------- the judge
+MAX_DEPTH = 200  # nesting of decoded data (the encoder stops at 50 levels of values)
+
+
+def decode_plain(data, depth=0):
+    """Plain data (``_plain``'s encoding) back to Python values (tags: l, t, s, fs, d, c); TypeError for anything
+    else. The judge and the parent (``plan.decode``) both read the program's answers with it."""
+    if depth > MAX_DEPTH:
+        raise TypeError("the program's data is nested too deeply")
+    if isinstance(data, dict) and len(data) == 1:
+        (tag, items), = data.items()
+        if tag == "c" and isinstance(items, list) and len(items) == 2:
+            return complex(float(items[0]), float(items[1]))
+        if isinstance(items, list):
+            if tag == "l":
+                return [decode_plain(x, depth + 1) for x in items]
+            if tag == "t":
+                return tuple(decode_plain(x, depth + 1) for x in items)
+            if tag == "s":
+                return {decode_plain(x, depth + 1) for x in items}
+            if tag == "fs":
+                return frozenset(decode_plain(x, depth + 1) for x in items)
+            if tag == "d" and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+                return {decode_plain(k, depth + 1): decode_plain(v, depth + 1) for k, v in items}
+    if isinstance(data, (dict, list)):
+        raise TypeError("not the child's plain-data encoding")
+    return data
+
+
 def _import(name):
     __import__(name)
     return sys.modules[name]
@@ -575,27 +603,7 @@ def _judge(job, out, info):
             raise ProgramError("the program's answer could not be read")
         return rec
 
-    def decode(data, depth=0):
-        if depth > 200:
-            raise TypeError("nested too deeply")
-        if isinstance(data, dict) and len(data) == 1:
-            (tag, items), = data.items()
-            if tag == "c" and isinstance(items, list) and len(items) == 2:
-                return complex(float(items[0]), float(items[1]))
-            if isinstance(items, list):
-                if tag == "l":
-                    return [decode(x, depth + 1) for x in items]
-                if tag == "t":
-                    return tuple(decode(x, depth + 1) for x in items)
-                if tag == "s":
-                    return {decode(x, depth + 1) for x in items}
-                if tag == "fs":
-                    return frozenset(decode(x, depth + 1) for x in items)
-                if tag == "d" and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
-                    return {decode(k, depth + 1): decode(v, depth + 1) for k, v in items}
-        if isinstance(data, (dict, list)):
-            raise TypeError("not plain data")
-        return data
+    decode = decode_plain
 
     def value_of(data):
         try:
@@ -795,4 +803,6 @@ def main():
         serve(env, job["req_fd"], job["resp_fd"])
 
 
-main()
+# run as the sandbox's child (``-c`` source, or the compiled bootstrap); imported, it only lends ``decode_plain``
+if __name__ in ("__main__", "__inweights_child__"):
+    main()

@@ -30,9 +30,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from inweights.sandbox.child import decode_plain
+
 BUILTINS = frozenset(dir(builtins))
 STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
-MAX_DEPTH = 200  # nesting of decoded data (the child's encoder stops at 50 levels of values)
 
 
 @dataclass(frozen=True)
@@ -226,28 +227,10 @@ def literal(expr: str) -> tuple[bool, Any]:
         return False, None
 
 
-def decode(data: Any, depth: int = 0) -> Any:
-    """The child's plain data back to Python values (tags: l, t, s, fs, d, c); TypeError for anything else."""
-    if depth > MAX_DEPTH:
-        raise TypeError("the program's data is nested too deeply")
-    if isinstance(data, dict) and len(data) == 1:
-        (tag, items), = data.items()
-        if tag == "c" and isinstance(items, list) and len(items) == 2:
-            return complex(float(items[0]), float(items[1]))
-        if isinstance(items, list):
-            if tag == "l":
-                return [decode(x, depth + 1) for x in items]
-            if tag == "t":
-                return tuple(decode(x, depth + 1) for x in items)
-            if tag == "s":
-                return {decode(x, depth + 1) for x in items}
-            if tag == "fs":
-                return frozenset(decode(x, depth + 1) for x in items)
-            if tag == "d" and all(isinstance(kv, list) and len(kv) == 2 for kv in items):
-                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in items}
-    if isinstance(data, (dict, list)):
-        raise TypeError("not the child's plain-data encoding")
-    return data
+def decode(data: Any) -> Any:
+    """The child's plain data back to Python values — the child's own reader (``child.decode_plain``), so the
+    parent and the judge read answers the same way."""
+    return decode_plain(data)
 
 
 def same(actual: Any, expected: Any) -> bool:
