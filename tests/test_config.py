@@ -145,7 +145,7 @@ def test_shipped_config_by_name_from_anywhere(tmp_path, monkeypatch, capsys):
     # a user's own config outside the checkout that extends a shipped one and keeps its prepared base
     (tmp_path / "mine.yaml").write_text("extends: pbb_programs\nname: mine\npbb: {stage2_steps: 10}\n")
     from inweights.config import load_config
-    from inweights.experiment import resolve_prepared
+    from inweights.runs import resolve_prepared
 
     cfg = load_config(tmp_path / "mine.yaml")
     assert cfg.pbb.stage2_steps == 10 and cfg.pbb.stage1_steps == 500

@@ -28,7 +28,7 @@ def test_curves_are_measured_on_validation_inputs_and_reported(root, tmp_path):
     assert "## Curves" in report and (out / "curves.png").is_file()
     # validation inputs only: no curve probe asks a test input
     from inweights.config import load_config
-    from inweights.experiment import load_units
+    from inweights.runs import load_units
 
     cfg = load_config(out / "config.yaml")
     _, units = load_units(cfg)

@@ -31,7 +31,7 @@ class ToyRegime(Regime):
         from inweights.config import dump_config
         from inweights.core.io import atomic_write
         from inweights.core.rundir import open_run, release
-        from inweights.experiment import Run, load_units
+        from inweights.runs import Run, load_units
 
         open_run(out, resume, dump_config(cfg))
         run = Run(out)

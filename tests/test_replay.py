@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from inweights.config import MixItem, load_config
 from inweights.curriculum import TokenCache, record_for, stage_sampler
 from inweights.domains.programs import NAME_POOLS
-from inweights.experiment import load_units
 from inweights.models.tokenizer import train_tokenizer
 from inweights.recipes.pbb import stages_for
+from inweights.runs import load_units
 
 
 def test_fresh_replay_draws_new_preparation_programs(root):

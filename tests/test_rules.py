@@ -410,8 +410,8 @@ def test_map_rules_apply_real_semantics_and_never_share_a_table_with_preparation
 
 @pytest.mark.slow
 def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
-    from inweights.experiment import load_units
     from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
+    from inweights.runs import load_units
 
     raw = {"name": "rd", "domain": {"name": "rules", "rules": {"tasks": [], "n_random": 1, "kinds": ["map"],
                                                                "n_test": 6}},
@@ -439,10 +439,10 @@ def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
 def test_rule_distillation_runs_on_programs_the_rule_being_the_source(tmp_path):
     """Any domain's units are rules: a program's source is the teacher's rule, its chain of thought the answer."""
     from inweights.curriculum import corpus_texts
-    from inweights.experiment import load_units
     from inweights.models import build_tiny, save_model, train_tokenizer
     from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
     from inweights.regimes import validate as validate_run
+    from inweights.runs import load_units
 
     raw = {"name": "rdp", "regime": "rule_distill",
            "domain": {"name": "programs", "programs": {"n_programs": 4, "without_io_fraction": 0.5, "cond_prob": 0.0}},

@@ -55,7 +55,7 @@ def test_a_full_disk_mid_run_names_the_path_and_marks_the_run_failed(raised, tmp
 def test_a_status_no_new_file_fits_for_is_written_in_place_or_the_line_says_so(tmp_path, monkeypatch, capsys):
     """On a full disk the temporary of an atomic write gets no block: status.json is then written over its own
     bytes; and when even that fails, the one line says the status could not be marked."""
-    from inweights import experiment
+    from inweights import experiment, runs
 
     full = {"on": False}
     atomic_write = experiment.atomic_write
@@ -71,6 +71,7 @@ def test_a_status_no_new_file_fits_for_is_written_in_place_or_the_line_says_so(t
 
     monkeypatch.setattr(experiment, "save_model", save_model)
     monkeypatch.setattr(experiment, "atomic_write", atomic)
+    monkeypatch.setattr(runs, "atomic_write", atomic)  # the run's status.json
     out = tmp_path / "run"
     assert main(["run", "smoke", "--out", str(out), "-q"]) == 2
     line = _one_line(capsys)
@@ -82,7 +83,7 @@ def test_a_status_no_new_file_fits_for_is_written_in_place_or_the_line_says_so(t
     def overwrite(path, text):
         raise OSError(errno.ENOSPC, ENOSPC, str(path))
 
-    monkeypatch.setattr(experiment, "overwrite", overwrite)
+    monkeypatch.setattr(runs, "overwrite", overwrite)
     out2 = tmp_path / "run2"
     assert main(["run", "smoke", "--out", str(out2), "-q"]) == 2
     line = _one_line(capsys)

@@ -405,7 +405,7 @@ def test_name_tokens_make_every_name_one_token(root, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out / "base_named")
     plain = AutoTokenizer.from_pretrained(out / "base")
     from inweights.config import load_config
-    from inweights.experiment import load_units
+    from inweights.runs import load_units
 
     _, us = load_units(load_config(out / "config.yaml"))
     assert len(tok) == len(plain) + len({u.pointer for u in us}) == model.get_input_embeddings().weight.shape[0]

@@ -26,7 +26,7 @@ def check_units_and_stages(cfg: ExperimentConfig, config_path: Path | None, quie
                            stages: bool = True) -> dict[str, Any]:
     """The checks of a run on a domain's units: data files, model, prepared base, memory and (``stages``) every
     recipe's stages and the share of their examples ``train.max_len`` cuts."""
-    from inweights.experiment import load_units, resolve_prepared
+    from inweights.runs import load_units, resolve_prepared
 
     found: dict[str, Any] = {}
 
@@ -208,7 +208,7 @@ def _tokenizer(cfg: ExperimentConfig, domain, units, config_path: Path | None):
     from transformers import AutoTokenizer
 
     if m.preset == "tiny":
-        from inweights.experiment import resolve_prepared
+        from inweights.runs import resolve_prepared
 
         folder = resolve_prepared(cfg, config_path)[1]
     else:

@@ -123,16 +123,17 @@ class _Experiment(Regime):
 
     def export(self, cfg, out):
         from inweights.data import export
-        from inweights.experiment import load_units
+        from inweights.runs import load_units
 
         domain, units = load_units(cfg)
         return export(cfg, out, domain, units)
 
     def evaluate(self, cfg, model, out, config_path):
         from inweights.core.io import check_out
-        from inweights.experiment import Experiment, load_units
+        from inweights.experiment import Experiment
         from inweights.models.load import check_folder
         from inweights.preflight import check_eval_groups
+        from inweights.runs import load_units
 
         domain, units = load_units(cfg)
         check_eval_groups(cfg, domain, units)
@@ -211,7 +212,7 @@ class _ILF(Regime):
         from inweights.recipes.ilf import check_pools, load_tasks
 
         if cfg.model.prepared_base:
-            from inweights.experiment import resolve_prepared
+            from inweights.runs import resolve_prepared
 
             resolve_prepared(cfg, config_path)
         check_pools(cfg, load_tasks(cfg, quiet=quiet))

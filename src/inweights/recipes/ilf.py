@@ -132,7 +132,7 @@ class ILFRun:
         self.limits = Limits(wall_seconds=self.ilf.timeout, cpu_seconds=self.ilf.timeout)
         self.t0 = time.time()
         self.prepared: dict[str, Any] | None = None  # the prepared starting policy's record, when there is one
-        from inweights.experiment import Run
+        from inweights.runs import Run
 
         self.run = Run(out, cfg)
 
@@ -245,7 +245,7 @@ class ILFRun:
 
             return resolve_source(cfg.model)[0]
         if cfg.model.prepared_base:
-            from inweights.experiment import ensure_prepared
+            from inweights.runs import ensure_prepared
 
             folder, rec = ensure_prepared(cfg, self.config_path, build_starting_policy)
             self.prepared = {k: rec.get(k) for k in ("name", "seed", "steps", "gate_value", "name_errors",

@@ -529,7 +529,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool = False) -> dict:
     """The run folder's life (checks, lock, status) around ``_run_rule_distill``."""
     from inweights.core.rundir import open_run, release
-    from inweights.experiment import Run
+    from inweights.runs import Run
 
     run = Run(out, cfg)
     for line in open_run(out, resume, dump_config(cfg), same_config):
@@ -548,8 +548,8 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
 
 def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, run) -> dict:
     from inweights.core.rundir import MetricsLog
-    from inweights.experiment import load_units
     from inweights.models.load import load_model
+    from inweights.runs import load_units
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -605,8 +605,8 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
 
 def base_model_path(cfg: ExperimentConfig, config_path: Path | None) -> tuple[str, dict | None]:
     """The model every recipe starts from: the prepared base (of any model), or the configured pretrained model."""
-    from inweights.experiment import ensure_prepared
     from inweights.models.load import resolve_source
+    from inweights.runs import ensure_prepared
 
     m = cfg.model
     if m.preset != "tiny" and not m.prepared_base:
@@ -662,7 +662,7 @@ def export_rules(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     ``train_{full,no}_{k}shot_seed{s}.json`` (the k examples, with and without the rule),
     ``valid_no_{k}shot_seed{s}.json`` (the k validation examples) and ``test_{id,ood}_{full,no}.json``."""
     from inweights.data import _publish, staged
-    from inweights.experiment import load_units
+    from inweights.runs import load_units
 
     with staged(out) as tmp:
         domain, units = load_units(cfg)
