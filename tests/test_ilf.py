@@ -14,7 +14,7 @@ import yaml
 
 from inweights.core.errors import UserError
 from inweights.feedback import OpenAIFeedback, TestsFeedback, describe_verdict, read_feedback_file
-from inweights.recipes.ilf import refine_prompt
+from inweights.regimes.ilf.run import refine_prompt
 from inweights.sandbox import run_program
 
 SMOKE = {
@@ -352,7 +352,7 @@ def test_fresh_generated_tasks_draw_new_names_from_the_pool():
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     import torch
 
-    from inweights.recipes.ilf import _EarlyStop
+    from inweights.regimes.ilf.run import _EarlyStop
 
     class FakeRun:
         def __init__(self, scores):
@@ -388,7 +388,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_policy_budget_is_epochs_with_replay(tmp_path):
     from inweights.config import load_config
-    from inweights.recipes.ilf import ILFRun, load_tasks, policy_record
+    from inweights.regimes.ilf.run import ILFRun, load_tasks, policy_record
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**SMOKE, "ilf": {**{k: v for k, v in SMOKE["ilf"].items() if k != "policy_steps"},

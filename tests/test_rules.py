@@ -178,8 +178,8 @@ def tiny_base(tmp_path_factory):
 @pytest.mark.parametrize("lora", [True, False])
 def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     from inweights.models import load as load_module
-    from inweights.recipes import rule_distill
-    from inweights.recipes.rule_distill import run_rule_distill
+    from inweights.regimes.rule_distill import run as rule_distill
+    from inweights.regimes.rule_distill.run import run_rule_distill
     from inweights.train.loop import get_accelerator
 
     built = []  # every model the run builds: on the accelerator's device, as the stage engine places them
@@ -256,7 +256,7 @@ def test_prepare_warm_start_resolves_another_base(root, tmp_path):
 
 
 def test_direct_answers_are_read_as_committed():
-    from inweights.recipes.rule_distill import Task
+    from inweights.regimes.rule_distill.run import Task
 
     t = Task("t", "r", [])
     assert t.read("Answer: leftAnswer:") == "left"  # ran on without the end-of-turn token
@@ -306,7 +306,7 @@ def _rules_cfg(tmp_path, files, ks="[4]", **extra):
 def test_a_k_shot_file_runs_k_with_the_papers_validation_files(tmp_path, capsys):
     from inweights.cli import main
     from inweights.config import load_config
-    from inweights.recipes.rule_distill import checked_alpaca_task, split
+    from inweights.regimes.rule_distill.run import checked_alpaca_task, split
 
     files = _alpaca_files(tmp_path, k=4)
     # without validation files, k = 4 from a 4-record file cannot also draw validation examples: validate says so
@@ -326,7 +326,7 @@ def test_a_k_shot_file_runs_k_with_the_papers_validation_files(tmp_path, capsys)
 def test_the_student_is_never_tested_with_the_rule_and_the_teacher_sees_each_test_records_rule(tmp_path, capsys):
     from inweights.cli import main
     from inweights.config import load_config
-    from inweights.recipes.rule_distill import checked_alpaca_task
+    from inweights.regimes.rule_distill.run import checked_alpaca_task
 
     files = _alpaca_files(tmp_path)
     extra = {"alpaca_valid": files["valid_full"], "alpaca_valid_no": files["valid_no"]}
@@ -370,7 +370,7 @@ def test_bad_alpaca_records_are_reported_together_and_the_good_ones_kept(tmp_pat
 def test_rule_distillation_and_the_probes_read_answers_with_one_function():
     """One answer extraction per domain: rule distillation's tasks read a generation as the domain's probes do."""
     from inweights import views
-    from inweights.recipes.rule_distill import generated_tasks
+    from inweights.regimes.rule_distill.run import generated_tasks
 
     cfg = validate({"name": "t", "domain": {"name": "rules", "rules": {"n_test": 2}}})
     domain = RulesDomain(cfg.domain.rules, cfg.seed)
@@ -410,7 +410,7 @@ def test_map_rules_apply_real_semantics_and_never_share_a_table_with_preparation
 
 @pytest.mark.slow
 def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
-    from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
+    from inweights.regimes.rule_distill.run import generated_tasks, run_rule_distill
     from inweights.runs import load_units
 
     raw = {"name": "rd", "domain": {"name": "rules", "rules": {"tasks": [], "n_random": 1, "kinds": ["map"],
@@ -440,8 +440,8 @@ def test_rule_distillation_runs_on_programs_the_rule_being_the_source(tmp_path):
     """Any domain's units are rules: a program's source is the teacher's rule, its chain of thought the answer."""
     from inweights.curriculum import corpus_texts
     from inweights.models import build_tiny, save_model, train_tokenizer
-    from inweights.recipes.rule_distill import generated_tasks, run_rule_distill
     from inweights.regimes import validate as validate_run
+    from inweights.regimes.rule_distill.run import generated_tasks, run_rule_distill
     from inweights.runs import load_units
 
     raw = {"name": "rdp", "regime": "rule_distill",

@@ -455,13 +455,13 @@ def mutant(code: str, entry_point: str) -> str:
     return code.rstrip() + "\n" + _MUTATE.replace("{name}", entry_point)
 
 
-# ILF's recipes (``inweights.recipes.ilf``), the coding domain's default
+# ILF's recipes (``inweights.regimes.ilf.run``), the coding domain's default
 ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
 
 
 @register_domain
 class CodingDomain(Domain):
-    """Coding tasks judged by their tests in the sandbox. Its tasks are ILF's (``inweights.recipes.ilf`` reads
+    """Coding tasks judged by their tests in the sandbox. Its tasks are ILF's (``inweights.regimes.ilf.run`` reads
     them with the functions above); it has no units for the stage engine's curricula."""
 
     name = "coding"

@@ -255,7 +255,7 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
     return f"Rule {pointer}: if {cond}, answer {yes}; otherwise answer {no}."
 
 
-# rule distillation's recipes (``inweights.recipes.rule_distill``), the rules domain's default
+# rule distillation's recipes (``inweights.regimes.rule_distill.run``), the rules domain's default
 PAPER_RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
 RULE_RECIPES = (*PAPER_RULE_RECIPES, "rule_distill_transfer")  # + the transfer set (distill.transfer_inputs)
 

@@ -6,8 +6,8 @@ a toy one from the test file alone); ``check_config``, ``export`` and ``evaluate
 wrap the three loops that exist today:
 
 - ``experiment``: PBB curricula and the symbolic → natural-language curricula (``inweights.experiment``);
-- ``rule_distill``: rule distillation (``inweights.recipes.rule_distill``);
-- ``ilf``: imitation learning from language feedback (``inweights.recipes.ilf``).
+- ``rule_distill``: rule distillation (``inweights.regimes.rule_distill.run``);
+- ``ilf``: imitation learning from language feedback (``inweights.regimes.ilf.run``).
 
 ``regime:`` in the config picks one; without it the domain's default is used (``Domain.default_regime``).
 """
@@ -168,7 +168,7 @@ class _RuleDistill(Regime):
                                 "rule's input distribution); the Alpaca files hold no such distribution")
 
     def export(self, cfg, out):
-        from inweights.recipes.rule_distill import export_rules
+        from inweights.regimes.rule_distill.run import export_rules
 
         return export_rules(cfg, out)
 
@@ -180,13 +180,13 @@ class _RuleDistill(Regime):
         from inweights.preflight import check_units_and_stages
 
         if cfg.domain.rules.alpaca_train:
-            from inweights.recipes.rule_distill import checked_alpaca_task
+            from inweights.regimes.rule_distill.run import checked_alpaca_task
 
             checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
         return check_units_and_stages(cfg, config_path, quiet, stages=False)
 
     def run(self, cfg, out, config_path, resume):
-        from inweights.recipes.rule_distill import run_rule_distill
+        from inweights.regimes.rule_distill.run import run_rule_distill
 
         return run_rule_distill(cfg, out, config_path, resume=resume)
 
@@ -203,13 +203,13 @@ class _ILF(Regime):
                             "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
 
     def prepare_builder(self):
-        from inweights.recipes.ilf import build_starting_policy
+        from inweights.regimes.ilf.run import build_starting_policy
 
         return build_starting_policy
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_memory, check_model
-        from inweights.recipes.ilf import check_pools, load_tasks
+        from inweights.regimes.ilf.run import check_pools, load_tasks
 
         if cfg.model.prepared_base:
             from inweights.runs import resolve_prepared
@@ -221,7 +221,7 @@ class _ILF(Regime):
         return {}
 
     def run(self, cfg, out, config_path, resume):
-        from inweights.recipes.ilf import WaitingForFeedback, run_ilf
+        from inweights.regimes.ilf.run import WaitingForFeedback, run_ilf
 
         try:
             return run_ilf(cfg, out, config_path, resume=resume)

@@ -596,7 +596,7 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
                                             "tests": {s: len(v) for s, v in t.tests.items()}} for t in tasks]}
     summary["bars"] = bars(cfg, summary)
     summary = write_summary(out / "summary.json", summary)
-    from inweights.report.rules import write_report
+    from inweights.regimes.rule_distill.report import write_report
 
     write_report(cfg, out, summary)
     run.status("finished", wall_seconds=round(summary["wall_seconds"], 1))

@@ -552,7 +552,7 @@ class ILFRun:
         results["resumed"] = self.resume  # then wall_seconds is this session's only
         results["feedback_provider"] = cfg.ilf.feedback.provider
         from inweights.core.io import atomic_write
-        from inweights.report.ilf import write_report
+        from inweights.regimes.ilf.report import write_report
 
         atomic_write(out / "models.json", json.dumps({r: str(Path(p).relative_to(out)) if str(p).startswith(str(out))
                                                       else str(p) for r, p in finals.items()}, indent=1) + "\n")
