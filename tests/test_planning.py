@@ -27,7 +27,7 @@ from inweights.domains.planning import (
     wl_features,
     wl_kernel,
 )
-from inweights.recipes.pbb import stages_for
+from inweights.regimes.experiment.pbb import stages_for
 
 
 @pytest.fixture(scope="module")

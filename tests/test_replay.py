@@ -10,7 +10,7 @@ from inweights.config import MixItem, load_config
 from inweights.curriculum import TokenCache, record_for, stage_sampler
 from inweights.domains.programs import NAME_POOLS
 from inweights.models.tokenizer import train_tokenizer
-from inweights.recipes.pbb import stages_for
+from inweights.regimes.experiment.pbb import stages_for
 from inweights.runs import load_units
 
 

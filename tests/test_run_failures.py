@@ -41,7 +41,7 @@ def test_a_full_disk_mid_run_names_the_path_and_marks_the_run_failed(raised, tmp
     def save_model(*a, **k):
         raise raised()
 
-    monkeypatch.setattr("inweights.experiment.save_model", save_model)  # the first model the run writes
+    monkeypatch.setattr("inweights.regimes.experiment.run.save_model", save_model)  # the first model the run writes
     out = tmp_path / "run"
     assert main(["run", "smoke", "--out", str(out), "-q"]) == 2
     line = _one_line(capsys)
@@ -55,7 +55,8 @@ def test_a_full_disk_mid_run_names_the_path_and_marks_the_run_failed(raised, tmp
 def test_a_status_no_new_file_fits_for_is_written_in_place_or_the_line_says_so(tmp_path, monkeypatch, capsys):
     """On a full disk the temporary of an atomic write gets no block: status.json is then written over its own
     bytes; and when even that fails, the one line says the status could not be marked."""
-    from inweights import experiment, runs
+    from inweights import runs
+    from inweights.regimes.experiment import run as experiment
 
     full = {"on": False}
     atomic_write = experiment.atomic_write

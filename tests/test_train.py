@@ -456,7 +456,7 @@ def test_replay_in_every_stage_adds_in_context_examples_everywhere(root):
     """pbb.replay_all_stages: every stage of every PBB recipe trains in-context with_io examples; by default
     only the stage-2 curricula do (stage keys of the default recipes are unchanged)."""
     from inweights.config import load_config
-    from inweights.recipes.pbb import stages_for
+    from inweights.regimes.experiment.pbb import stages_for
 
     names = ["proactive", "retroactive", "mixture", "stage1_only", "stage2_only", "demos_only@k3"]
     base = load_config(root / "configs/pbb_programs.yaml")
@@ -529,7 +529,7 @@ def test_loss_on_target_positions_only_equals_the_full_logits_loss(tok):
 
 def test_time_shares_count_a_shared_stage_once():
     """A stage two recipes share is trained once and counted once; shares are of wall time x workers."""
-    from inweights.experiment import time_shares
+    from inweights.regimes.experiment.run import time_shares
 
     s1 = {"dir": "s1_abc", "seconds": 100.0}
     results = {"wall_seconds": 200.0, "base": {"eval_seconds": 10.0},

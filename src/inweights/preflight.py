@@ -72,7 +72,7 @@ def check_eval_groups(cfg: ExperimentConfig, domain, units) -> None:
 def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
     """name -> StageConfig of every stage of every recipe, each checked: its groups hold units."""
     from inweights.curriculum import select
-    from inweights.recipes.pbb import stages_for
+    from inweights.regimes.experiment.pbb import stages_for
 
     names = list(cfg.recipes)
     if cfg.sweep:

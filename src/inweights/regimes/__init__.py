@@ -5,7 +5,7 @@ A new regime is a ``Regime`` subclass with ``name``, ``check`` and ``run`` passe
 a toy one from the test file alone); ``check_config``, ``export`` and ``evaluate`` have defaults. The built-ins
 wrap the three loops that exist today:
 
-- ``experiment``: PBB curricula and the symbolic → natural-language curricula (``inweights.experiment``);
+- ``experiment``: PBB curricula and the symbolic → natural-language curricula (``inweights.regimes.experiment.run``);
 - ``rule_distill``: rule distillation (``inweights.regimes.rule_distill.run``);
 - ``ilf``: imitation learning from language feedback (``inweights.regimes.ilf.run``).
 
@@ -107,7 +107,7 @@ class _Experiment(Regime):
     name = "experiment"
 
     def check_config(self, cfg):
-        from inweights.recipes.pbb import check_recipe_names
+        from inweights.regimes.experiment.pbb import check_recipe_names
 
         check_recipe_names(cfg)
 
@@ -117,7 +117,7 @@ class _Experiment(Regime):
         return check_units_and_stages(cfg, config_path, quiet, stages=True)
 
     def run(self, cfg, out, config_path, resume):
-        from inweights.experiment import run_experiment
+        from inweights.regimes.experiment.run import run_experiment
 
         return run_experiment(cfg, out, config_path, resume=resume)
 
@@ -130,9 +130,9 @@ class _Experiment(Regime):
 
     def evaluate(self, cfg, model, out, config_path):
         from inweights.core.io import check_out
-        from inweights.experiment import Experiment
         from inweights.models.load import check_folder
         from inweights.preflight import check_eval_groups
+        from inweights.regimes.experiment.run import Experiment
         from inweights.runs import load_units
 
         domain, units = load_units(cfg)

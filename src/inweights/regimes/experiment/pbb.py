@@ -7,7 +7,7 @@ from typing import Any
 
 from inweights.config import MixItem, StageConfig
 from inweights.core.errors import UserError
-from inweights.recipes import two_stage
+from inweights.regimes.experiment import two_stage
 
 
 def _m(view: str, group: str, weight: float = 1.0, fmt: str = "both", k: int | None = None) -> MixItem:

@@ -41,7 +41,7 @@ from inweights.models.load import (
     is_lora,
     resolve_source,
 )
-from inweights.recipes.pbb import check_recipe_names, stages_for
+from inweights.regimes.experiment.pbb import check_recipe_names, stages_for
 from inweights.runs import Run, ensure_prepared, eval_autocast, eval_bf16, load_units
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
