@@ -6,6 +6,7 @@ and ILF all use these; none of them is defined by one regime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from inweights.config import ExperimentConfig, load_config
 from inweights.core.errors import UserError
 from inweights.core.io import atomic_write, overwrite, write_failure
-from inweights.core.rundir import MetricsLog, owner
+from inweights.core.rundir import MetricsLog, owner, release
 from inweights.domains import make_domain
 from inweights.train.loop import get_accelerator
 
@@ -174,3 +175,23 @@ def eval_bf16(cfg: ExperimentConfig) -> bool:
 
 def eval_autocast(cfg: ExperimentConfig):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=eval_bf16(cfg))
+
+
+@contextlib.contextmanager
+def finishing(run: Run, out: Path, keep: tuple[type[BaseException], ...] = ()):
+    """The end of every regime's run, however it ends: an exception is recorded in ``status.json`` (``Run.failed``;
+    raised again as what it says — a full disk names the path), except those in ``keep`` (ILF's waiting for
+    feedback, which has its own status); the trackers close and the run folder's lock is released."""
+    try:
+        yield
+    except keep:
+        raise
+    except BaseException as e:
+        err = run.failed(e)
+        if err is e:
+            raise
+        raise err from e
+    finally:
+        run.close()
+        release(out)
+

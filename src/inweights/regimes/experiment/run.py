@@ -27,7 +27,7 @@ from inweights import views
 from inweights.config import ExperimentConfig, dump_config, same_config
 from inweights.core.errors import UserError
 from inweights.core.io import atomic_write
-from inweights.core.rundir import LOCK, open_run, release
+from inweights.core.rundir import LOCK, open_run
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts, stage_sampler
 from inweights.eval.extraction import diagnose
@@ -42,7 +42,7 @@ from inweights.models.load import (
     resolve_source,
 )
 from inweights.regimes.experiment.pbb import check_recipe_names, stages_for
-from inweights.runs import Run, ensure_prepared, eval_autocast, eval_bf16, load_units
+from inweights.runs import Run, ensure_prepared, eval_autocast, eval_bf16, finishing, load_units
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
@@ -633,13 +633,5 @@ def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     exp = Experiment(cfg, out, config_path, resume)
-    try:
+    with finishing(exp.run, out):
         return exp.execute()
-    except BaseException as e:
-        err = exp.run.failed(e)
-        if err is e:
-            raise
-        raise err from e
-    finally:
-        exp.run.close()
-        release(out)

@@ -686,19 +686,12 @@ def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, comm
 
 
 def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
-    run = ILFRun(cfg, out, config_path, resume)
-    try:
-        return run.execute()
-    except WaitingForFeedback as e:
-        run.status("waiting_for_feedback", pending=str(e.path), programs=e.n)
-        raise
-    except BaseException as e:
-        err = run.run.failed(e)
-        if err is e:
-            raise
-        raise err from e
-    finally:
-        from inweights.core.rundir import release
+    from inweights.runs import finishing
 
-        run.run.close()
-        release(out)
+    run = ILFRun(cfg, out, config_path, resume)
+    with finishing(run.run, out, keep=(WaitingForFeedback,)):
+        try:
+            return run.execute()
+        except WaitingForFeedback as e:
+            run.status("waiting_for_feedback", pending=str(e.path), programs=e.n)
+            raise

@@ -528,22 +528,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool = False) -> dict:
     """The run folder's life (checks, lock, status) around ``_run_rule_distill``."""
-    from inweights.core.rundir import open_run, release
-    from inweights.runs import Run
+    from inweights.core.rundir import open_run
+    from inweights.runs import Run, finishing
 
     run = Run(out, cfg)
     for line in open_run(out, resume, dump_config(cfg), same_config):
         print(f"resume: {line}")
-    try:
+    with finishing(run, out):
         return _run_rule_distill(cfg, out, config_path, run)
-    except BaseException as e:
-        err = run.failed(e)
-        if err is e:
-            raise
-        raise err from e
-    finally:
-        run.close()
-        release(out)
 
 
 def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, run) -> dict:
