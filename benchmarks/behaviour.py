@@ -111,8 +111,23 @@ def _diff(a: Any, b: Any, where: str, out: list[str], limit: int = 20) -> None:
         out.append(f"{where}: {json.dumps(a)[:120]} != {json.dumps(b)[:120]}")
 
 
+def _fail(text: str):
+    print(f"behaviour: {text}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        _fail(f"{path}: not a fingerprint file ({getattr(e, 'strerror', None) or e})")
+    if not isinstance(data, dict):
+        _fail(f"{path}: not a fingerprint file (not a JSON object)")
+    return data
+
+
 def compare(a_path: Path, b_path: Path) -> int:
-    a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
+    a, b = _read(a_path), _read(b_path)
     diffs: list[str] = []
     _diff(a, b, "", diffs)
     for name in sorted(set(a) | set(b)):
@@ -134,6 +149,8 @@ def main() -> int:
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = ap.parse_args()
+    if args.cmd == "run" and not args.out.parent.is_dir():
+        _fail(f"--out {args.out}: its folder does not exist")
     return run(args.configs, args.out, args.keep) if args.cmd == "run" else compare(args.a, args.b)
 
 
