@@ -24,7 +24,7 @@ def test_defaults_validate():
     ],
 )
 def test_bad_config_names_the_key(raw, where):
-    from inweights import regimes
+    from inweights.regimes import registry as regimes
 
     with pytest.raises(UserError) as e:
         regimes.validate(raw)  # the config's schema, then the regime's own sense of it (recipe names)

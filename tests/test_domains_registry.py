@@ -120,7 +120,7 @@ def test_a_domain_from_a_test_file_runs_end_to_end(toy_domain, tmp_path, capsys)
 def test_a_toy_regime_runs_on_a_toy_domain(toy_domain, tmp_path, capsys):
     from test_regimes import ToyRegime
 
-    from inweights.regimes import REGIMES, register
+    from inweights.regimes.registry import REGIMES, register
 
     register(ToyRegime())
     try:
@@ -169,7 +169,7 @@ def test_no_module_outside_domains_branches_on_a_domain_name():
 
 
 def test_no_module_outside_regimes_branches_on_a_regime_name():
-    from inweights.regimes import REGIMES
+    from inweights.regimes.registry import REGIMES
 
     hits = [h for p in SRC.rglob("*.py") if "regimes" not in p.relative_to(SRC).parts
             for h in _string_compares(p.read_text(), set(REGIMES), str(p.relative_to(SRC)))]

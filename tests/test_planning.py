@@ -219,7 +219,7 @@ def test_recipes_share_total_steps_and_take_an_objective_suffix():
     assert {s.objective for s in plans["reverse@sft"]} == {"sft"}
     assert {s.objective for s in plans["two_stage"]} == {"grpo"}
     with pytest.raises(UserError, match="objective"):
-        from inweights.regimes import validate  # the schema, then the regime's recipe names
+        from inweights.regimes.registry import validate  # the schema, then the regime's recipe names
 
         validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["two_stage@ppo"]})
 

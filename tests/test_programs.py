@@ -206,7 +206,7 @@ def test_too_few_distinct_programs_is_a_clear_error():
 def test_skew_report_splits_majority_from_the_rest(tmp_path):
     import json
 
-    from inweights.report.markdown import skew_section
+    from inweights.regimes.experiment.report import skew_section
 
     sigs = {"u1": "s[::-1]", "u2": "s[::-1]", "u3": "s[1:] + s[:1]"}
     rows = [("demos", "u1", True), ("demos", "u2", True), ("demos", "u3", False), ("code", "u1", False),

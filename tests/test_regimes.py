@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inweights.cli import main
-from inweights.regimes import REGIMES, Regime, register
+from inweights.regimes.registry import REGIMES, Regime, register
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """The PBB bar and the skill-kept note, on synthetic rows (what a report says is computed, not typed)."""
 
 from inweights.eval.stats import wilson
-from inweights.report.markdown import bars_check, meaningfulness, nothing_near_chance
+from inweights.regimes.experiment.report import bars_check, meaningfulness, nothing_near_chance
 
 
 def cell(k, n):

@@ -148,7 +148,7 @@ def test_bad_rule_dataset_is_one_line_exit_2(tmp_path):
 
 
 def test_rule_recipes_are_checked():
-    from inweights import regimes
+    from inweights.regimes import registry as regimes
 
     with pytest.raises(UserError, match="unknown rule-distillation recipe 'proactive'"):
         regimes.validate({"name": "t", "domain": {"name": "rules"}, "recipes": ["proactive"]})
@@ -429,7 +429,7 @@ def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
     assert len(tr) == 2 and all(0 <= r["transfer_kept"] <= 8 and 0 <= r["transfer_teacher_acc"] <= 1 for r in tr)
     assert all(r["hypotheses"] >= 1 and 0 <= r["covered_id"] <= 1 for r in rows)
     assert any("rule_distill_transfer vs sft_without_rule" in b for b in summary["bars"])
-    from inweights.regimes import validate as validate_run
+    from inweights.regimes.registry import validate as validate_run
 
     with pytest.raises(UserError, match="transfer_inputs"):
         validate_run({**raw, "distill": {**raw["distill"], "transfer_inputs": 0}})
@@ -440,7 +440,7 @@ def test_rule_distillation_runs_on_programs_the_rule_being_the_source(tmp_path):
     """Any domain's units are rules: a program's source is the teacher's rule, its chain of thought the answer."""
     from inweights.curriculum import corpus_texts
     from inweights.models import build_tiny, save_model, train_tokenizer
-    from inweights.regimes import validate as validate_run
+    from inweights.regimes.registry import validate as validate_run
     from inweights.regimes.rule_distill.run import generated_tasks, run_rule_distill
     from inweights.runs import load_units
 

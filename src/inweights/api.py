@@ -57,7 +57,7 @@ def _config(config: Any, sections: dict[str, Any], overrides: list[str] | None):
         merge_configs,
         resolve_config_path,
     )
-    from inweights.regimes import validate
+    from inweights.regimes.registry import validate
 
     path = None
     if isinstance(config, ExperimentConfig):
@@ -80,7 +80,7 @@ def run(config: Any, out: str | Path | None = None, *, resume: bool = False, ove
     the finished run's ``RunResult``. ``out`` defaults to runs/<name>. A run that stops to wait for people's
     feedback returns with state ``waiting_for_feedback`` and no summary."""
     from inweights.core.io import check_out
-    from inweights.regimes import RunPaused, preflight, regime_of
+    from inweights.regimes.registry import RunPaused, preflight, regime_of
 
     cfg, path = _config(config, sections, overrides)
     if cfg.kind == "prepare":

@@ -17,7 +17,7 @@ from inweights.core.errors import UserError
 
 def cmd_validate(args) -> int:
     from inweights.config import load_config
-    from inweights.regimes import preflight
+    from inweights.regimes.registry import preflight
 
     cfg = load_config(args.config, args.set)
     preflight(cfg, Path(args.config))  # exactly what `run` checks before it starts
@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
     if cfg.kind == "prepare":
         return cmd_prepare(args)
     from inweights.core.io import check_out
-    from inweights.regimes import RunPaused, preflight, regime_of
+    from inweights.regimes.registry import RunPaused, preflight, regime_of
 
     out = check_out(Path(args.out) if args.out else Path("runs") / cfg.name)
     preflight(cfg, Path(args.config), quiet=True)  # what `validate` checks; the run reports rejections itself
@@ -62,7 +62,7 @@ def cmd_prepare(args) -> int:
 
     out = check_out(Path(args.out) if args.out else prepared_dir(args.config, cfg.name))
     command = "inweights prepare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    from inweights.regimes import regime_of
+    from inweights.regimes.registry import regime_of
 
     rec = build_prepared_base(cfg, out, command, args.config, regime_of(cfg).prepare_builder())
     metric = "in-context" if rec.get("gate_metric", "in_context") == "in_context" else rec["gate_metric"]
@@ -74,7 +74,7 @@ def cmd_prepare(args) -> int:
 def cmd_data(args) -> int:
     from inweights.config import apply_overrides, load_raw, validate
     from inweights.core.io import check_out
-    from inweights.regimes import regime_of
+    from inweights.regimes.registry import regime_of
 
     check_out(Path(args.out))
     raw = load_raw(args.config) if args.config else {"name": f"{args.domain}_data"}
@@ -94,7 +94,7 @@ def cmd_data(args) -> int:
 
 def cmd_eval(args) -> int:
     from inweights.config import load_config
-    from inweights.regimes import regime_of
+    from inweights.regimes.registry import regime_of
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else None

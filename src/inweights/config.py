@@ -16,22 +16,48 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from inweights.core.errors import UserError
 from inweights.core.schema import Strict
 from inweights.domains import DOMAINS
-from inweights.domains.coding import ILF_RECIPES, CodingConfig
+from inweights.domains.coding import CodingConfig
 from inweights.domains.grammars import GrammarsConfig
 from inweights.domains.planning import PlanningConfig
 from inweights.domains.programs import ProgramsConfig
-from inweights.domains.rules import RULE_RECIPES, RulesConfig
+from inweights.domains.rules import RulesConfig
+from inweights.regimes.experiment import config as experiment_config
+from inweights.regimes.experiment.config import PBBConfig, SweepConfig, TwoStageConfig
+from inweights.regimes.ilf import config as ilf_config
+from inweights.regimes.ilf.config import FeedbackConfig, ILFConfig
+from inweights.regimes.rule_distill import config as rule_distill_config
+from inweights.regimes.rule_distill.config import DistillConfig
+from inweights.stage_config import GateConfig, GroupName, GRPOConfig, MixItem, StageConfig, ViewName
 
-# the domains' sections, importable from here as before
+# the domains' sections, the regimes' sections and the stage language, importable from here as before
 __all__ = [
-    "ILF_RECIPES",
-    "RULE_RECIPES",
     "CodingConfig",
+    "DistillConfig",
+    "FeedbackConfig",
+    "GRPOConfig",
+    "GateConfig",
     "GrammarsConfig",
+    "GroupName",
+    "ILFConfig",
+    "MixItem",
+    "PBBConfig",
     "PlanningConfig",
     "ProgramsConfig",
     "RulesConfig",
+    "StageConfig",
+    "SweepConfig",
+    "TwoStageConfig",
+    "ViewName",
 ]
+
+# what a built-in regime runs when the config names no recipes; None: the domain's own (Domain.default_recipes).
+# A regime's section of the config and its recipe names live in its package (``regimes/<name>/config.py``): this
+# module only composes them into ``ExperimentConfig``
+REGIME_DEFAULT_RECIPES: dict[str, tuple[str, ...] | None] = {
+    "experiment": experiment_config.DEFAULT_RECIPES,
+    "rule_distill": rule_distill_config.DEFAULT_RECIPES,
+    "ilf": ilf_config.DEFAULT_RECIPES,
+}
 
 PositiveInt = Field(gt=0)
 
@@ -190,158 +216,6 @@ class TrainConfig(Strict):
         return self
 
 
-ViewName = Literal["decl", "exec", "in_context", "demos"]
-# "fresh": a new preparation-pool unit every example (names disjoint from the experiment's; in_context view only):
-# replay of the generic in-context skill rather than of the experiment's own units
-GroupName = Literal["with_io", "without_io", "composed", "train", "test", "all", "fresh"]
-
-
-class MixItem(Strict):
-    """One component of a stage's mixture: a view of a group of units, in some answer format."""
-
-    view: ViewName
-    group: GroupName
-    format: Literal["direct", "cot", "both"] = "both"
-    weight: float = Field(1.0, gt=0)
-    k: int | None = Field(None, gt=0)  # demos: execution examples per unit
-    # demos: draw this fraction of the pool from the units sharing the most common first statement
-    # (e.g. one cipher shift), the rest from the others (ablation (c): skewed demonstrations)
-    skew: float | None = Field(None, ge=0, le=1)
-    # planning: the representation the instances are shown in (nl, graph, code); None = any of the unit's
-    representation: Literal["nl", "template", "graph", "code"] | None = None
-
-    @model_validator(mode="after")
-    def _fresh_is_in_context(self) -> MixItem:
-        if self.group == "fresh" and self.view != "in_context":
-            raise ValueError("group fresh (a new preparation-pool unit every example) goes with view in_context")
-        return self
-
-
-class GateConfig(Strict):
-    """A stage that runs until a measurement reaches ``value``: every ``every`` steps the stage's model answers
-    in-weights (or in-context) probes of ``group`` on the units' *validation* inputs (never test inputs), and the
-    stage stops once the accuracy reaches ``value``; its ``steps`` are then the cap (the LR schedule is laid out
-    over them). The curve and whether the value was reached are recorded and reported."""
-
-    group: Literal["with_io", "without_io"] = "with_io"
-    mode: Literal["in_weights", "in_context"] = "in_weights"
-    format: Literal["direct", "cot"] = "cot"
-    value: float = Field(gt=0, le=1)
-    every: int = Field(100, gt=0)
-    max_probes: int = Field(100, gt=0)
-
-
-class StageConfig(Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    steps: int = Field(gt=0)
-    mixture: list[MixItem] = Field(min_length=1)
-    # sft: cross-entropy on the mixture's targets; grpo: the mixture's prompts, rewarded by the unit's scorer
-    objective: Literal["sft", "grpo"] = "sft"
-    lr: float | None = Field(None, gt=0)
-    gate: GateConfig | None = None
-    # what the stage trains: every weight, or only the embedding rows of the units' name tokens (needs
-    # model.name_tokens): the network stays as it was and each new program is stored on its name's vector
-    trainable: Literal["all", "names"] = "all"
-
-    @model_validator(mode="after")
-    def _grpo_views(self) -> StageConfig:
-        if self.objective == "grpo":
-            bad = [m.view for m in self.mixture if m.view not in ("exec", "in_context")]
-            if bad:
-                raise ValueError(f"stage {self.name}: a grpo stage needs prompts with a scorer (exec or in_context "
-                                 f"views), not {bad[0]}")
-        return self
-
-
-class GRPOConfig(Strict):
-    """Group-relative policy optimisation (Shao et al. 2024), the objective of ``grpo`` stages.
-
-    Each step draws ``prompts_per_step`` prompts from the stage's mixture, samples ``group_size``
-    completions of each with the policy, scores them with the unit's scorer (1 = correct), and takes
-    ``iterations`` optimiser steps on the clipped-ratio objective with advantages normalised within each
-    group (a group whose rewards are all equal contributes nothing), plus ``beta`` x the k3 estimate of
-    KL(policy || reference), the reference being the stage's starting model.
-    """
-
-    group_size: int = Field(8, ge=2)
-    prompts_per_step: int = Field(4, gt=0)
-    max_completion_length: int = Field(160, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    clip_eps: float = Field(0.2, gt=0)
-    clip_eps_high: float | None = Field(None, gt=0)  # DAPO's asymmetric upper clip; None = clip_eps
-    beta: float = Field(0.0, ge=0)  # KL weight (the planning paper: 0.01)
-    iterations: int = Field(1, gt=0)  # optimiser steps per generated batch (ratio != 1 from the second on)
-    scale_rewards: bool = True  # divide by the group's reward std (Dr. GRPO: False)
-    # grpo: mean over each completion's tokens, then over completions; dapo: mean over all tokens of the batch
-    loss_type: Literal["grpo", "dapo"] = "grpo"
-    micro_batch: int = Field(16, gt=0)  # completions per forward pass
-    lr: float | None = Field(None, gt=0)  # default: the stage's lr, else train.lr
-    # DAPO's dynamic sampling: groups whose rewards all agree (no signal) are dropped and more prompts drawn, up to
-    # ``max_draws`` draws of ``prompts_per_step`` per step; the step trains on the groups that carry signal
-    dynamic_sampling: bool = False
-    max_draws: int = Field(3, gt=0)
-    # an SFT warm-up where the starting policy is below a floor: its greedy reward on ``floor_probes`` of the
-    # stage's (training) prompts is measured first, and under ``warmup_floor`` the stage begins with
-    # ``sft_warmup_steps`` SFT steps on the same mixture (0 = never)
-    sft_warmup_steps: int = Field(0, ge=0)
-    warmup_floor: float = Field(0.1, ge=0, le=1)
-    floor_probes: int = Field(32, gt=0)
-
-
-class TwoStageConfig(Strict):
-    """The symbolic-to-natural-language curricula (docs/papers.md §3): ``two_stage`` (symbolic, then NL),
-    ``reverse`` (NL, then symbolic), ``nl_only`` and ``mixed`` (both in one mixture) for the same total steps.
-    A recipe name may carry its objective: ``two_stage@grpo``; without one, ``objective`` applies."""
-
-    symbolic: Literal["graph", "code"] = "graph"
-    stage1_steps: int = Field(40, gt=0)
-    stage2_steps: int = Field(40, gt=0)
-    objective: Literal["sft", "grpo"] = "grpo"
-    format: Literal["direct", "cot", "both"] = "cot"
-
-
-class PBBConfig(Strict):
-    """Step counts and mixtures the PBB recipes are written with."""
-
-    stage1_steps: int = Field(600, gt=0)
-    stage2_steps: int = Field(300, gt=0)
-    mixture_steps: int | None = Field(None, gt=0)  # default: stage1 + stage2
-    decl_weight: float = Field(1.0, gt=0)
-    exec_weight: float = Field(1.0, gt=0)
-    replay_weight: float = Field(0.2, ge=0)  # generic in-context samples in stage 2 (format upkeep)
-    # whose in-context examples are replayed: the experiment's with_io programs, or a fresh preparation-pool
-    # program every example (the skill as the prepared base learned it, on code the experiment never trains)
-    replay_group: Literal["with_io", "fresh"] = "with_io"
-    composed_weight: float = Field(0.0, ge=0)  # stage 2 also reads the composed functions' definitions
-    demos_k: int = Field(10, gt=0)
-    demos_steps: int | None = Field(None, gt=0)  # default: stage2_steps
-    rl_steps: int = Field(60, gt=0)  # retroactive_grpo's stage 2 (GRPO steps; see the grpo section)
-    rl_format: Literal["direct", "cot", "both"] = "cot"
-    # stage 1 (decl + exec of with_io) may run until a validation measurement reaches a value; stage1_steps is
-    # then its cap. Recipes sharing stage 1 share the gated stage.
-    stage1_gate: GateConfig | None = None
-    # stage 2 replay (issue 14, lever d): with_io executions and documents besides the in-context samples, so
-    # stage 2 does not erase what stage 1 taught; stage2_lr: a lower LR for stage 2 (None = train.lr)
-    replay_exec_weight: float = Field(0.0, ge=0)
-    replay_decl_weight: float = Field(0.0, ge=0)
-    stage2_lr: float | None = Field(None, gt=0)
-    # retroactive: the steps of its first stage (documents of every program; default stage2_steps). It stores three
-    # times the documents proactive's stage 2 does, with no executions repeating their statements
-    retro_decl_steps: int | None = Field(None, gt=0)
-    # stage 2 of proactive and stage2_only trains only the name tokens' embeddings (model.name_tokens)
-    stage2_trainable: Literal["all", "names"] = "all"
-    # lever b2 (keep the in-context skill): every stage of every recipe also trains in-context with_io
-    # examples at replay_weight (by default only stage 2 does; stage 1 alone erased the prepared skill)
-    replay_all_stages: bool = False
-
-    @model_validator(mode="after")
-    def _replay_needs_a_weight(self) -> PBBConfig:
-        if self.replay_all_stages and self.replay_weight <= 0:
-            raise ValueError("pbb.replay_all_stages needs pbb.replay_weight > 0 (the weight of the replayed examples)")
-        return self
-
-
 class EvalConfig(Strict):
     batch_size: int = Field(128, gt=0)
     max_new_tokens: int = Field(160, gt=0)
@@ -374,122 +248,6 @@ class EvalConfig(Strict):
     curve_every: int | None = Field(None, gt=0)
     curve_units: int = Field(10, gt=0)
     curve_inputs: int = Field(2, gt=0)
-
-
-class SweepConfig(Strict):
-    """Sample-efficiency sweep: demos_only at each k, compared with a reference recipe."""
-
-    demos_k: list[int] = Field(min_length=1)
-    reference: str = "proactive"
-    group: Literal["without_io"] = "without_io"
-    format: Literal["direct", "cot"] = "cot"
-
-
-class DistillConfig(Strict):
-    """Rule distillation (docs/papers.md §2): k examples, a teacher that reads the rule, a student that does not.
-
-    Loss on answer positions only (shifted so the first answer token counts): tau^2 x forward
-    KL(p_teacher || p_student) at temperature tau over the whole vocabulary, + beta x the squared distance
-    between L2-normalised hidden states of ``layers`` (default: every layer but the last), + ce_weight x
-    cross-entropy on the gold answer. The paper's beta = 10,000 multiplies a mean over a 4096-wide hidden
-    state; ours is a sum over the hidden size (2 - 2 cos), so beta ~ 10,000 / 4096 is the same weight.
-    """
-
-    ks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    epochs: int = Field(20, gt=0)
-    batch_size: int = Field(4, gt=0)
-    lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(5, ge=0)
-    tau: float = Field(1.0, gt=0)
-    beta: float = Field(2.5, ge=0)
-    ce_weight: float = Field(0.0, ge=0)
-    layers: list[int] | None = None  # hidden-state layers (1 = first block's output); None = all but the last
-    teacher_examples: int = Field(0, ge=0)  # worked examples in the teacher's prompt (the paper: 3)
-    teacher_epochs: int | None = Field(None, gt=0)  # enhanced teacher's SFT with the rule; default: epochs
-    teacher_path: str | None = None  # a separate teacher model folder instead of the base (or its adapter-off self)
-    n_eval: int | None = Field(None, gt=0)  # test inputs per split (default: all of the domain's)
-    # the transfer set (recipe rule_distill_transfer): this many fresh unlabelled in-distribution inputs (never a
-    # test input nor one of the k examples' pool), answered by the base reading the rule; the student is distilled
-    # on the teacher's own answers to them beside the k gold examples (context distillation, Snell et al. 2022)
-    transfer_inputs: int = Field(0, ge=0)
-    max_new_tokens: int = Field(16, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> DistillConfig:
-        if any(k < 1 for k in self.ks):
-            raise ValueError("ks must be positive")
-        return self
-
-
-class FeedbackConfig(Strict):
-    """Where natural-language feedback on failing programs comes from: ``tests`` (written from the failing
-    test and what the program did), ``file`` (people's feedback: ``inweights feedback export`` / ``import``),
-    ``openai`` (any OpenAI-compatible chat endpoint, e.g. a local vLLM server)."""
-
-    provider: Literal["tests", "file", "openai"] = "tests"
-    file: str | None = None  # extra feedback JSONL for ``file`` (besides what was imported into the run)
-    url: str | None = None  # openai: base URL, e.g. http://127.0.0.1:8000/v1
-    model: str | None = None  # openai: the model name the endpoint serves
-    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key (may be unset)
-    timeout: float = Field(60.0, gt=0)
-    max_tokens: int = Field(256, gt=0)
-    temperature: float = Field(0.0, ge=0)
-    max_retries: int = Field(5, ge=0)  # openai: retries with exponential backoff (rate limits, 5xx, dropped links)
-
-    @model_validator(mode="after")
-    def _check(self) -> FeedbackConfig:
-        if self.provider == "openai" and not (self.url and self.model):
-            raise ValueError("provider openai needs url and model")
-        return self
-
-
-class ILFConfig(Strict):
-    """Imitation learning from language feedback (docs/papers.md §4)."""
-
-    rounds: int = Field(1, gt=0)
-    n_samples: int = Field(10, gt=0)  # programs sampled per task (the paper: 30)
-    temperature: float = Field(0.8, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(128, gt=0)
-    refine_samples: int = Field(5, gt=0)  # refinements sampled per failing program
-    refine_per_task: int = Field(2, gt=0)  # failing programs per refine-pool task the refiner learns from
-    pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
-    pretrain_lr: float | None = Field(None, gt=0)
-    # tiny: every pretraining example is a prepare-pool function under a fresh name (from the prepare pool's
-    # name space) with fresh test inputs, so the name can only be copied from the prompt, never recalled with
-    # the function it was seen with (the fixed pool's names are memorised: the base then mis-copies new ones)
-    pretrain_fresh_names: bool = True
-    refiner_steps: int = Field(200, gt=0)
-    # fine-tuning the policy (ILF and the SFT baselines): a budget of epochs over the records (the paper: 2),
-    # or a fixed number of steps when ``policy_steps`` is set
-    policy_epochs: float = Field(2.0, gt=0)
-    policy_steps: int | None = Field(None, gt=0)
-    policy_lr: float | None = Field(None, gt=0)
-    # share of each fine-tuning stream drawn from the starting policy's own training tasks (the prepare pool's
-    # gold solutions; nothing when there is no prepare pool), so fine-tuning does not unlearn what it knew
-    replay: float = Field(0.5, ge=0, lt=1)
-    # early stopping: ``val_tasks`` train-pool tasks are held out (never refined, never trained on, never the
-    # test pool); every ``val_every`` epochs the policy's greedy pass rate on them is measured, training stops
-    # after ``patience`` measurements without improvement, and the best checkpoint is kept. 0 tasks: off
-    val_tasks: int = Field(40, ge=0)
-    val_every: float = Field(0.5, gt=0)
-    patience: int = Field(3, gt=0)
-    # the feedback-information check: ``check_tasks`` refine-pool tasks are held out from the refiners'
-    # training; their failing programs are refined with real feedback, with another task's (shuffled) and
-    # without; 0: no check
-    check_tasks: int = Field(40, ge=0)
-    eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
-    ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
-    timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)
-    workers: int | None = Field(None, gt=0)  # sandboxes at once (default: CPU count)
-    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
-
-    @model_validator(mode="after")
-    def _check(self) -> ILFConfig:
-        if any(k > self.eval_samples for k in self.ks):
-            raise ValueError("every k in ks must be <= eval_samples")
-        return self
 
 
 def regime_name(cfg: ExperimentConfig) -> str:
@@ -579,7 +337,7 @@ class ExperimentConfig(Strict):
             elif m.preset == "tiny":
                 m.prepared_base = dom.prepared_base
         if "recipes" not in self.model_fields_set:
-            self.recipes = list(dom.default_recipes)
+            self.recipes = list(REGIME_DEFAULT_RECIPES.get(regime_name(self)) or dom.default_recipes)
         if "groups" not in self.eval.model_fields_set and self.kind == "experiment":
             self.eval.groups = list(dom.eval_groups)
         return self

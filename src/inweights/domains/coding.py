@@ -455,10 +455,6 @@ def mutant(code: str, entry_point: str) -> str:
     return code.rstrip() + "\n" + _MUTATE.replace("{name}", entry_point)
 
 
-# ILF's recipes (``inweights.regimes.ilf.run``), the coding domain's default
-ILF_RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
-
-
 @register_domain
 class CodingDomain(Domain):
     """Coding tasks judged by their tests in the sandbox. Its tasks are ILF's (``inweights.regimes.ilf.run`` reads
@@ -467,7 +463,6 @@ class CodingDomain(Domain):
     name = "coding"
     config_class = CodingConfig
     default_regime = "ilf"
-    default_recipes = ILF_RECIPES
     prepared_base = None  # the ILF run builds its own starting policy (ilf.pretrain_steps)
     unit_noun = "tasks"
     groups = ()

@@ -255,11 +255,6 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
     return f"Rule {pointer}: if {cond}, answer {yes}; otherwise answer {no}."
 
 
-# rule distillation's recipes (``inweights.regimes.rule_distill.run``), the rules domain's default
-PAPER_RULE_RECIPES = ("in_context", "sft_without_rule", "sft_with_rule", "rule_distill_base", "rule_distill_enhanced")
-RULE_RECIPES = (*PAPER_RULE_RECIPES, "rule_distill_transfer")  # + the transfer set (distill.transfer_inputs)
-
-
 @register_domain
 class RulesDomain(Domain):
     """The held-out rules of an experiment and the seeded family the preparation stage draws from."""
@@ -267,7 +262,6 @@ class RulesDomain(Domain):
     name = "rules"
     config_class = RulesConfig
     default_regime = "rule_distill"
-    default_recipes = PAPER_RULE_RECIPES
     prepared_base = "configs/prepare_rules.yaml"
     unit_noun = "rules"
     instruction_noun = "rule"

@@ -168,9 +168,9 @@ class OpenAIFeedback:
         return [self.one(r) for r in requests]
 
 
-def make_provider(cfg, run_dir: Path | None = None, known_tasks: set[str] | None = None):
-    """The provider a config's ``ilf.feedback`` names (file: the run's imported feedback plus ``file``)."""
-    f = cfg.ilf.feedback
+def make_provider(f, run_dir: Path | None = None, known_tasks: set[str] | None = None):
+    """The provider a feedback section (``ilf.feedback``: ``FeedbackConfig``) names (file: the run's imported
+    feedback plus ``f.file``)."""
     if f.provider == "tests":
         return TestsFeedback()
     if f.provider == "openai":

@@ -1,5 +1,3 @@
-"""Reports: summary.json, report.md and PNG plots of a run directory."""
-
-from inweights.report.markdown import write_report
-
-__all__ = ["write_report"]
+"""What every regime's report is made of: markdown tables (``tables``), plots (``plots``) and the comparison of
+two recipes with its confidence interval (``verdict``). Each regime writes its own report from these
+(``regimes/<name>/report.py``)."""

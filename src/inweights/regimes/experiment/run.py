@@ -221,7 +221,7 @@ class Experiment:
         self.collect_samples()
         models = {r: str((stages[c[-1]]["dir"] / "model").relative_to(self.out)) for r, c in finals.items()}
         atomic_write(self.out / "models.json", json.dumps(models, indent=1) + "\n")
-        from inweights.report import write_report
+        from inweights.regimes.experiment.report import write_report
 
         summary = write_report(self.out, cfg, results)
         self.run.status("finished", wall_seconds=results["wall_seconds"])

@@ -307,7 +307,7 @@ class ILFRun:
 
     def feedback(self, name: str, requests: list[dict[str, Any]]) -> list[str | None]:
         """Feedback for each request; provider ``file`` stops the run when some is missing."""
-        provider = make_provider(self.cfg, self.out, self.known)
+        provider = make_provider(self.cfg.ilf.feedback, self.out, self.known)
         texts = provider(requests)
         missing = [r for r, f in zip(requests, texts) if f is None]
         if missing and provider.name == "file":

@@ -323,7 +323,7 @@ def verdict_lines(rows: dict[str, dict[str, Any]], cell: str, noun: str = "progr
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     dom = DOMAINS[cfg.domain.name]
     if dom.inputs_are_representations:  # one instance in several representations: the curriculum report
-        from inweights.report.planning import write_planning_report
+        from inweights.regimes.experiment.report_curricula import write_planning_report
 
         return write_planning_report(out, cfg, results)
     rows: dict[str, dict[str, Any]] = {}

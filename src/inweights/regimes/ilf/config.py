@@ -1,0 +1,82 @@
+"""The ILF regime's section of the config (``ilf``, with its ``feedback`` provider) and its recipe names."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from inweights.core.schema import Strict
+
+RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
+DEFAULT_RECIPES = RECIPES  # what a config of this regime runs when it names none
+
+
+class FeedbackConfig(Strict):
+    """Where natural-language feedback on failing programs comes from: ``tests`` (written from the failing
+    test and what the program did), ``file`` (people's feedback: ``inweights feedback export`` / ``import``),
+    ``openai`` (any OpenAI-compatible chat endpoint, e.g. a local vLLM server)."""
+
+    provider: Literal["tests", "file", "openai"] = "tests"
+    file: str | None = None  # extra feedback JSONL for ``file`` (besides what was imported into the run)
+    url: str | None = None  # openai: base URL, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # openai: the model name the endpoint serves
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key (may be unset)
+    timeout: float = Field(60.0, gt=0)
+    max_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    max_retries: int = Field(5, ge=0)  # openai: retries with exponential backoff (rate limits, 5xx, dropped links)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeedbackConfig:
+        if self.provider == "openai" and not (self.url and self.model):
+            raise ValueError("provider openai needs url and model")
+        return self
+
+
+class ILFConfig(Strict):
+    """Imitation learning from language feedback (docs/papers.md §4)."""
+
+    rounds: int = Field(1, gt=0)
+    n_samples: int = Field(10, gt=0)  # programs sampled per task (the paper: 30)
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(128, gt=0)
+    refine_samples: int = Field(5, gt=0)  # refinements sampled per failing program
+    refine_per_task: int = Field(2, gt=0)  # failing programs per refine-pool task the refiner learns from
+    pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
+    pretrain_lr: float | None = Field(None, gt=0)
+    # tiny: every pretraining example is a prepare-pool function under a fresh name (from the prepare pool's
+    # name space) with fresh test inputs, so the name can only be copied from the prompt, never recalled with
+    # the function it was seen with (the fixed pool's names are memorised: the base then mis-copies new ones)
+    pretrain_fresh_names: bool = True
+    refiner_steps: int = Field(200, gt=0)
+    # fine-tuning the policy (ILF and the SFT baselines): a budget of epochs over the records (the paper: 2),
+    # or a fixed number of steps when ``policy_steps`` is set
+    policy_epochs: float = Field(2.0, gt=0)
+    policy_steps: int | None = Field(None, gt=0)
+    policy_lr: float | None = Field(None, gt=0)
+    # share of each fine-tuning stream drawn from the starting policy's own training tasks (the prepare pool's
+    # gold solutions; nothing when there is no prepare pool), so fine-tuning does not unlearn what it knew
+    replay: float = Field(0.5, ge=0, lt=1)
+    # early stopping: ``val_tasks`` train-pool tasks are held out (never refined, never trained on, never the
+    # test pool); every ``val_every`` epochs the policy's greedy pass rate on them is measured, training stops
+    # after ``patience`` measurements without improvement, and the best checkpoint is kept. 0 tasks: off
+    val_tasks: int = Field(40, ge=0)
+    val_every: float = Field(0.5, gt=0)
+    patience: int = Field(3, gt=0)
+    # the feedback-information check: ``check_tasks`` refine-pool tasks are held out from the refiners'
+    # training; their failing programs are refined with real feedback, with another task's (shuffled) and
+    # without; 0: no check
+    check_tasks: int = Field(40, ge=0)
+    eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
+    ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
+    timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)
+    workers: int | None = Field(None, gt=0)  # sandboxes at once (default: CPU count)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ILFConfig:
+        if any(k > self.eval_samples for k in self.ks):
+            raise ValueError("every k in ks must be <= eval_samples")
+        return self

@@ -1,0 +1,236 @@
+"""Regimes: what a run does with a config — its checks before work, the run itself, and what it prints after.
+
+One registry, so the command line never names a regime or a domain: ``inweights run`` asks ``regime_of(cfg)``.
+A new regime is a ``Regime`` subclass with ``name``, ``check`` and ``run`` passed to ``register`` (a test registers
+a toy one from the test file alone); ``check_config``, ``export`` and ``evaluate`` have defaults. The built-ins
+wrap the three loops that exist today:
+
+- ``experiment``: PBB curricula and the symbolic → natural-language curricula (``inweights.regimes.experiment.run``);
+- ``rule_distill``: rule distillation (``inweights.regimes.rule_distill.run``);
+- ``ilf``: imitation learning from language feedback (``inweights.regimes.ilf.run``).
+
+``regime:`` in the config picks one; without it the domain's default is used (``Domain.default_regime``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inweights.config import ExperimentConfig, regime_name
+from inweights.config import validate as _validate
+from inweights.core.errors import UserError
+
+
+class RunPaused(Exception):
+    """A run that stopped to wait for something outside it (people's feedback): ``message`` says what to do,
+    and the command exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 3):
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
+
+
+class Regime:
+    name: str = ""
+
+    def check_config(self, cfg) -> None:
+        """The config's own sense for this regime, without touching any file (its recipe names)."""
+
+    def check(self, cfg, config_path: Path | None, quiet: bool) -> dict[str, Any]:
+        """Everything the run would fail on, found before any work (``UserError``: one line)."""
+        return {}
+
+    def run(self, cfg, out: Path, config_path: Path | None, resume: bool) -> dict[str, Any] | None:
+        """The run; its summary (None on a secondary process of a multi-process run)."""
+        raise NotImplementedError
+
+    def prepare_builder(self) -> Callable[..., dict[str, Any]] | None:
+        """`inweights prepare`: the regime's own preparation of a prepared base, ``build(cfg, out_dir, work,
+        command) -> record``; None: the stage engine's (``prepare.build_prepared_base``)."""
+        return None
+
+    def export(self, cfg, out: Path) -> dict[str, Any]:
+        """`inweights data`: the regime's views of the config's data as JSONL files with a manifest."""
+        raise UserError(f"inweights data: the {self.name} regime exports no dataset")
+
+    def evaluate(self, cfg, model: Path, out: Path | None, config_path: Path | None) -> tuple[dict[str, Any], Path]:
+        """`inweights eval`: probe one model folder with the config's units; (its cells, the folder written)."""
+        raise UserError(f"inweights eval: the {self.name} regime evaluates its models itself (inweights run)")
+
+
+REGIMES: dict[str, Regime] = {}
+
+
+def register(regime: Regime) -> Regime:
+    REGIMES[regime.name] = regime
+    return regime
+
+
+def preflight(cfg, config_path: Path | None, quiet: bool = False) -> dict[str, Any]:
+    """Everything ``inweights run`` checks before any work starts; ``inweights validate`` runs the same. Raises
+    ``UserError`` (one line) for anything that would fail the run; returns what was measured."""
+    if cfg.kind != "experiment":
+        return {}
+    if cfg.train.report_to:
+        from inweights.core.trackers import check_installed
+
+        check_installed(cfg.train.report_to)
+    regime = regime_of(cfg)
+    regime.check_config(cfg)
+    return regime.check(cfg, config_path, quiet)
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    """``config.validate`` and the regime's own sense of the config (``Regime.check_config``)."""
+    cfg = _validate(raw)
+    if cfg.kind == "experiment":
+        regime_of(cfg).check_config(cfg)
+    return cfg
+
+
+def _known(cfg, names: tuple[str, ...], what: str) -> None:
+    for r in cfg.recipes:
+        if r not in names:
+            raise UserError(f"config error at recipes: unknown {what} '{r}' (known: {', '.join(names)})")
+
+
+def regime_of(cfg) -> Regime:
+    name = regime_name(cfg)
+    if name not in REGIMES:
+        raise UserError(f"regime: unknown regime '{name}' (known: {', '.join(sorted(REGIMES))})")
+    return REGIMES[name]
+
+
+class _Experiment(Regime):
+    name = "experiment"
+
+    def check_config(self, cfg):
+        from inweights.regimes.experiment.pbb import check_recipe_names
+
+        check_recipe_names(cfg)
+
+    def check(self, cfg, config_path, quiet):
+        from inweights.preflight import check_units_and_stages
+
+        return check_units_and_stages(cfg, config_path, quiet, stages=True)
+
+    def run(self, cfg, out, config_path, resume):
+        from inweights.regimes.experiment.run import run_experiment
+
+        return run_experiment(cfg, out, config_path, resume=resume)
+
+    def export(self, cfg, out):
+        from inweights.data import export
+        from inweights.runs import load_units
+
+        domain, units = load_units(cfg)
+        return export(cfg, out, domain, units)
+
+    def evaluate(self, cfg, model, out, config_path):
+        from inweights.core.io import check_out
+        from inweights.models.load import check_folder
+        from inweights.preflight import check_eval_groups
+        from inweights.regimes.experiment.run import Experiment
+        from inweights.runs import load_units
+
+        domain, units = load_units(cfg)
+        check_eval_groups(cfg, domain, units)
+        if not (model / "config.json").is_file() and not (model / "inweights.json").is_file():
+            raise UserError(f"--model: {model} is not a Hugging Face model folder (no config.json) "
+                            f"nor a LoRA stage folder (no inweights.json)")
+        check_folder(model, "--model")
+        out = check_out(out or model.parent / f"eval_{cfg.name}")
+        exp = Experiment(cfg, out, config_path, resume=True)
+        out.mkdir(parents=True, exist_ok=True)
+        return exp.evaluate_dir(model.name, model, out, domain, units), out
+
+
+class _RuleDistill(Regime):
+    name = "rule_distill"
+
+    def check_config(self, cfg):
+        from inweights.regimes.rule_distill.config import RECIPES
+
+        _known(cfg, RECIPES, "rule-distillation recipe")
+        if "rule_distill_transfer" in cfg.recipes:
+            if not cfg.distill.transfer_inputs:
+                raise UserError("recipe rule_distill_transfer needs distill.transfer_inputs > 0 (the fresh inputs "
+                                "the teacher answers)")
+            from inweights.domains.base import domain_class
+
+            if not hasattr(domain_class(cfg.domain.name), "draw_input"):
+                raise UserError(f"recipe rule_distill_transfer needs fresh inputs of the rule; the {cfg.domain.name} "
+                                "domain draws none (domain.draw_input)")
+            if getattr(cfg.domain.section(), "alpaca_train", None):
+                raise UserError("recipe rule_distill_transfer needs generated rules (fresh inputs are drawn from the "
+                                "rule's input distribution); the Alpaca files hold no such distribution")
+
+    def export(self, cfg, out):
+        from inweights.regimes.rule_distill.run import export_rules
+
+        return export_rules(cfg, out)
+
+    def evaluate(self, cfg, model, out, config_path):
+        raise UserError("inweights eval probes PBB domains; a rule-distillation run evaluates its models itself "
+                        "(inweights run), its generations are in the run's samples.jsonl")
+
+    def check(self, cfg, config_path, quiet):
+        from inweights.preflight import check_units_and_stages
+
+        if cfg.domain.rules.alpaca_train:
+            from inweights.regimes.rule_distill.run import checked_alpaca_task
+
+            checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
+        return check_units_and_stages(cfg, config_path, quiet, stages=False)
+
+    def run(self, cfg, out, config_path, resume):
+        from inweights.regimes.rule_distill.run import run_rule_distill
+
+        return run_rule_distill(cfg, out, config_path, resume=resume)
+
+
+class _ILF(Regime):
+    name = "ilf"
+
+    def check_config(self, cfg):
+        from inweights.regimes.ilf.config import RECIPES
+
+        _known(cfg, RECIPES, "ILF recipe")
+        if cfg.kind == "experiment" and cfg.model.preset == "tiny" and cfg.model.prepared_base and cfg.ilf.pretrain_steps:
+            raise UserError("ilf.pretrain_steps trains a starting policy, model.prepared_base names a built one: "
+                            "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
+
+    def prepare_builder(self):
+        from inweights.regimes.ilf.run import build_starting_policy
+
+        return build_starting_policy
+
+    def check(self, cfg, config_path, quiet):
+        from inweights.preflight import check_memory, check_model
+        from inweights.regimes.ilf.run import check_pools, load_tasks
+
+        if cfg.model.prepared_base:
+            from inweights.runs import resolve_prepared
+
+            resolve_prepared(cfg, config_path)
+        check_pools(cfg, load_tasks(cfg, quiet=quiet))
+        check_model(cfg)
+        check_memory(cfg)
+        return {}
+
+    def run(self, cfg, out, config_path, resume):
+        from inweights.regimes.ilf.run import WaitingForFeedback, run_ilf
+
+        try:
+            return run_ilf(cfg, out, config_path, resume=resume)
+        except WaitingForFeedback as e:
+            raise RunPaused(f"waiting for feedback: {e.n} failing programs are in {e.path}\n"
+                            f"  annotate them: inweights feedback export {out} --out FILE, fill in each 'feedback', "
+                            f"then\n  inweights feedback import FILE --run {out}\n"
+                            f"  and continue:  inweights run {config_path} --out {out} --resume") from None
+
+
+for _r in (_Experiment(), _RuleDistill(), _ILF()):
+    register(_r)
