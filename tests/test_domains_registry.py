@@ -181,3 +181,54 @@ def test_the_branch_finder_can_fail():
                  'def f(cfg):\n    if regime_name(cfg) in ("ilf", "x"):\n        pass\n'):
         assert _string_compares(text, set(DOMAINS) | {"ilf"}, "probe")
     assert not _string_compares('seed = derive_seed(0, "programs", "build")\n', set(DOMAINS), "probe")
+
+
+# ---------------------------------------------------------------------------- capabilities (issue 39)
+def test_capabilities_are_declared_and_discoverable():
+    from inweights.domains.capabilities import CAPABILITIES, capabilities
+
+    assert capabilities(DOMAINS["programs"]) == ["FreshUnits", "PBBPool", "Listings", "Signatures", "UnitFiles"]
+    assert capabilities(DOMAINS["grammars"]) == ["FreshUnits", "Acceptance", "UnitFiles"]
+    assert capabilities(DOMAINS["planning"]) == ["FreshUnits", "Representations", "ReleaseLayout"]
+    assert capabilities(DOMAINS["rules"]) == ["FreshUnits", "FreshInputs", "Hypotheses"]
+    assert capabilities(Domain) == []
+    # what a capability gives is not on the protocol every domain implements: no one-domain flag read by the engine
+    for cap in CAPABILITIES:
+        own = {m for m in vars(cap) if not m.startswith("_") and m != "what"}
+        assert own and not own & set(vars(Domain)), (cap.__name__, own & set(vars(Domain)))
+
+
+def _is_domain(expr: str) -> bool:
+    """A domain object or class (not its config section: ``cfg.domain.section()``)."""
+    return expr in ("domain", "self.domain", "dom", "pdom", "d") or "domain_class(" in expr or "DOMAINS[" in expr
+
+
+def test_no_module_outside_domains_probes_a_domain_for_members():
+    """Capabilities are asked with ``supports``/``need``, not by probing attributes (``hasattr``, ``getattr``)."""
+    hits = []
+    for p in SRC.rglob("*.py"):
+        if "domains" in p.relative_to(SRC).parts:
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")
+                    and node.args and _is_domain(ast.unparse(node.args[0]))):
+                hits.append(f"{p.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)}")
+    assert not hits, hits
+
+
+def test_a_missing_capability_is_one_line(toy_domain, tmp_path, capsys):
+    """The toy domain declares no FreshUnits: preparing a base for it stops in one line naming what is missing."""
+    cfg = tmp_path / "prep.yaml"
+    cfg.write_text(CONFIG.replace("name: toy\n", "name: toy_prep\nkind: prepare\n", 1))
+    assert main(["prepare", str(cfg), "--out", str(tmp_path / "prep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the toy_shift domain does not declare FreshUnits (draws fresh units)" in err, err
+
+
+def test_a_regime_refuses_a_domain_it_cannot_run(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\nregime: ilf\ndomain: {name: programs}\n")
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("inweights: error: config error at regime: the ilf regime runs on the coding domain, not programs "
+                   "(domain.name: coding)")

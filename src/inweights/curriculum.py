@@ -10,6 +10,7 @@ from inweights import views
 from inweights.config import MixItem, StageConfig
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
+from inweights.domains.capabilities import FreshUnits, Representations, Signatures, need, supports
 from inweights.train.data import tokenize_record
 
 FORMATS = {"both": ("direct", "cot"), "direct": ("direct",), "cot": ("cot",)}
@@ -50,7 +51,7 @@ def demo_pool(domain, units: list[Unit], k: int, seed: int, skew: float | None =
                 pool.append(views.execution(domain, u, x, fmt, rng))
         return pool
     rng = random.Random(derive_seed(seed, "demos", "skew", k, skew))
-    sigs = [domain.signature(u) for u in units]
+    sigs = [need(domain, Signatures, "skew (skewed demonstrations)").signature(u) for u in units]
     top = max(sorted(set(sigs)), key=sigs.count)
     major = [u for u, s in zip(units, sigs) if s == top]
     minor = [u for u, s in zip(units, sigs) if s != top] or major
@@ -75,7 +76,7 @@ def record_for(item: MixItem, domain, units: list[Unit], rng: random.Random, poo
     if item.view == "demos":
         return rng.choice(pool)
     if item.group == "fresh":  # a new preparation-pool unit, never one of the experiment's names
-        u = domain.fresh_unit(rng, "prepare", {v.pointer for v in units})
+        u = need(domain, FreshUnits, "group fresh").fresh_unit(rng, "prepare", {v.pointer for v in units})
         return views.in_context(domain, u, rng.choice(u.train_inputs + u.test_inputs), rng.choice(FORMATS[item.format]),
                                 rng)
     u = rng.choice(units)
@@ -144,7 +145,7 @@ def corpus_texts(domain, units: list[Unit], seed: int, n_templates: int = 3) -> 
         for _ in range(n_templates if domain.decl_templates else 0):
             out.append(_flat(views.decl(domain, u, rng)))
         # planning: every representation, so the tokenizer knows the ones preparation does not show
-        xs = domain.all_inputs or [rng.choice(u.train_inputs + u.test_inputs)]
+        xs = domain.all_inputs if supports(domain, Representations) else [rng.choice(u.train_inputs + u.test_inputs)]
         for x in xs:
             for fmt in ("direct", "cot"):
                 out.append(_flat(views.execution(domain, u, x, fmt, rng)))

@@ -29,6 +29,7 @@ from inweights.core.errors import UserError
 from inweights.core.io import writing
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
+from inweights.domains.capabilities import ReleaseLayout, supports
 from inweights.eval.probes import build_probes
 
 
@@ -86,7 +87,7 @@ def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[
     """Write the dataset into ``out`` atomically (a temp folder renamed at the end): the domain's own release
     layout where it has one (``Domain.release_files``), the PBB layout above otherwise."""
     with staged(out) as tmp:
-        own = domain.release_files(units, cfg.seed, views.execution)
+        own = domain.release_files(units, cfg.seed, views.execution) if supports(domain, ReleaseLayout) else None
         files = own if own is not None else pbb_files(cfg, domain, units)
         manifest: dict[str, Any] = {"seed": cfg.seed, "domain": cfg.domain.name, "files": {}}
         for name, recs in files.items():

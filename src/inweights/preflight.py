@@ -17,6 +17,7 @@ from typing import Any
 
 from inweights.config import ExperimentConfig
 from inweights.core.errors import UserError
+from inweights.domains.capabilities import FreshUnits, need
 
 TRUNCATION_SAMPLE = 200  # training examples drawn per stage to measure the share max_len would cut
 TRUNCATION_WARN = 0.05
@@ -89,7 +90,7 @@ def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
                     if not units:
                         raise UserError(f"recipe '{recipe}', stage {st.name}: no units")
                     try:
-                        domain.fresh_unit(random.Random(0), "prepare", set())
+                        need(domain, FreshUnits, "needs fresh units").fresh_unit(random.Random(0), "prepare", set())
                     except UserError as e:
                         raise UserError(f"recipe '{recipe}', stage {st.name}: group fresh: {e}") from None
                     continue

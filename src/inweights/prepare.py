@@ -27,6 +27,7 @@ from inweights.core.errors import UserError
 from inweights.core.seeds import derive_seed
 from inweights.curriculum import TokenCache, corpus_texts
 from inweights.domains import make_domain
+from inweights.domains.capabilities import FreshUnits, Listings, PBBPool, Representations, need, supports
 from inweights.eval.generate import generate
 from inweights.gates import Gate
 from inweights.models import build_tiny, save_model, train_tokenizer
@@ -37,6 +38,7 @@ from inweights.train.loop import get_accelerator, train_stage
 
 def fresh_unit(domain, rng: random.Random, taken: set[str] | None = None, n_statements: int | None = None):
     """A unit from the preparation pool (names disjoint from every experiment's)."""
+    need(domain, FreshUnits, "preparation")
     if n_statements is None:
         return domain.fresh_unit(rng, "prepare", taken)
     return domain.fresh_unit(rng, "prepare", taken, n_statements=n_statements)
@@ -64,7 +66,7 @@ def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch
     samples = []
     # a reciting chain of thought counts only when it re-types the program exactly: an answer reached in another
     # format (the base's old trace, say) is not the skill being prepared
-    cot = getattr(getattr(domain, "cfg", None), "cot", None) if fmt == "cot" else None
+    cot = domain.cot_layout() if fmt == "cot" and supports(domain, Listings) else None
     for u, x, r, o in zip(units, inputs, recs, outs):
         pred = views.extract(domain, o)
         ok = domain.score(u, x, pred)
@@ -80,7 +82,7 @@ def in_context_accuracy(model, tokenizer, domain, units, inputs, fmt: str, batch
 def by_representation(domain, samples: list[dict[str, Any]], prefix: str) -> dict[str, float]:
     """Accuracy per representation (``<prefix>_<rep>``) where a domain's inputs are representations (planning),
     when more than one was probed; else nothing."""
-    if not domain.inputs_are_representations:
+    if not supports(domain, Representations):
         return {}
     reps = sorted({s["input"] for s in samples})
     if len(reps) < 2:
@@ -105,7 +107,8 @@ def pbb_pool(cfg: ExperimentConfig, domain, held_out=()) -> tuple[list, list]:
             raise UserError(f"prepare: only {len(out)} distinct pool programs found ({p.pool_programs + p.pool_doc_only} "
                             f"asked); lower prepare.pool_programs / pool_doc_only or allow more statements")
         group = "with_io" if len(out) < p.pool_programs else "without_io"
-        u = domain.pool_unit(rng, group, taken, uid=f"pool{len(out):05d}")
+        u = need(domain, PBBPool, "prepare.pool_programs / pool_doc_only").pool_unit(rng, group, taken,
+                                                                                   uid=f"pool{len(out):05d}")
         body = u.instruction.split("\n", 1)[1]
         if body in bodies:
             misses += 1
@@ -144,7 +147,7 @@ class PrepareSampler:
         self.cfg, self.domain, self.tokens = cfg, domain, tokens
         self.step = 0
         self.pool = None
-        if domain.fresh_units_slow:
+        if need(domain, FreshUnits, "preparation").fresh_units_slow:
             rng = random.Random(derive_seed(cfg.seed, "prepare", "pool"))
             exclude = {u.instruction for u in held_out}
             self.pool = [u for u in (fresh_unit(domain, rng) for _ in range(cfg.prepare.pool_units))

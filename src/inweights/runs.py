@@ -19,6 +19,7 @@ from inweights.core.errors import UserError
 from inweights.core.io import atomic_write, overwrite, write_failure
 from inweights.core.rundir import MetricsLog, owner, release
 from inweights.domains import make_domain
+from inweights.domains.capabilities import UnitFiles, need
 from inweights.train.loop import get_accelerator
 
 
@@ -158,7 +159,7 @@ def load_units(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool =
     domain = make_domain(cfg)
     with rejects.collecting() as found:
         if cfg.domain.data_file:
-            units = domain.read_units(Path(cfg.domain.data_file))
+            units = need(domain, UnitFiles, "domain.data_file").read_units(Path(cfg.domain.data_file))
         else:
             units = domain.build()
     rejects.settle(found, cfg.data.strict, out_dir, quiet)

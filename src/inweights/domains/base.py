@@ -51,8 +51,10 @@ class NoSettings(Strict):
 
 
 class Domain:
-    """What the toolkit asks of a domain. Required: ``name``, ``build``, ``instruction_text``, ``format_input``,
-    ``answer_text``, ``steps``, ``score``, ``chance``, ``decl_templates`` and ``query_templates``."""
+    """What the toolkit asks of every domain. Required: ``name``, ``build``, ``instruction_text``, ``format_input``,
+    ``answer_text``, ``steps``, ``score``, ``chance``, ``decl_templates`` and ``query_templates``; the hooks below
+    them have defaults. What only some domains can do (draw fresh units, read listings back, judge by acceptance,
+    ...) is a capability the domain declares among its bases (``inweights.domains.capabilities``)."""
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[Strict]] = NoSettings  # its section: ``domain.<name>`` in the experiment config
@@ -64,28 +66,13 @@ class Domain:
     prepared_base: ClassVar[str | None] = None
     unit_noun: ClassVar[str] = "units"  # how reports call the units ("programs", "grammars")
     instruction_noun: ClassVar[str] = "instruction"  # and their declarative text ("code", "rules")
-    # how a prediction is judged: "exact" (the answer), or "acceptance" (a generated string the unit's own
-    # parser accepts: the report then shows acceptance, diversity and coverage)
-    scoring: ClassVar[str] = "exact"
     # the groups a run's summary and an export count (zero included)
     groups: ClassVar[tuple[str, ...]] = ("with_io", "without_io")
     eval_groups: ClassVar[tuple[str, ...]] = ("with_io", "without_io")  # what eval.groups probes when the config is silent
     gate_format: ClassVar[str] = "cot"  # the answer format a preparation gate measures
     answer_template: ClassVar[str] = "Answer: {}"
-    # probes report one cell per input kind (planning: each representation of one instance)
-    inputs_are_representations: ClassVar[bool] = False
-    all_inputs: ClassVar[tuple[Any, ...] | None] = None  # every input a unit has, where there are few
-    # preparation: in-context prompts may show other units beside the asked one (prepare.distractors_max)
-    distractors: ClassVar[bool] = False
-    # drawing a fresh unit is slow (grammars: hundreds of parses to check one), so callers draw a pool once
-    fresh_units_slow: ClassVar[bool] = False
     decl_templates: ClassVar[list[str]] = []
     query_templates: ClassVar[list[str]] = []
-    # optional capabilities, None where absent: ``parse_listing(output) -> (name, statements)`` reads a chain of
-    # thought that re-types a program (extraction probes, recall); ``productions_used(unit, prediction)`` the
-    # grammar productions a generated string uses (coverage)
-    parse_listing: ClassVar[Any] = None
-    productions_used: ClassVar[Any] = None
 
     def __init__(self, cfg: Any, seed: int):
         self.cfg, self.seed = cfg, seed
@@ -131,29 +118,6 @@ class Domain:
     def extract_answer(self, text: str) -> str | None:
         """The model's final answer in this domain's layout."""
         return extract_answer(text)
-
-    def fresh_unit(self, rng: random.Random, pool: str = "prepare", taken: set[str] | None = None,
-                   n_statements: int | None = None) -> Unit:
-        """A new unit outside the experiment's (preparation draws one per example)."""
-        raise UserError(f"the {self.name} domain draws no fresh units, which preparation needs")
-
-    def unit_sizes(self) -> tuple[int, int] | None:
-        """The range of a unit's size (programs: statements) where ``fresh_unit(n_statements=...)`` lets a
-        caller choose it (preparation starts short); None: the domain draws its own."""
-        return None
-
-    def pool_unit(self, rng: random.Random, group: str, taken: set[str], uid: str) -> Unit:
-        """A unit for a PBB-prepared base's fixed pool (``prepare.pool_programs``)."""
-        raise UserError(f"prepare.pool_programs / pool_doc_only: the {self.name} domain has no PBB pool")
-
-    def read_units(self, path) -> list[Unit]:
-        """Units from a file written by `inweights data` (``domain.data_file``)."""
-        raise UserError(f"domain.data_file: the {self.name} domain reads no units back from a file")
-
-    def release_files(self, units: list[Unit], seed: int, execution) -> dict[str, list[dict[str, Any]]] | None:
-        """`inweights data`: the files of this domain's own release layout (name -> records), built with
-        ``execution`` (``inweights.views.execution``); None: the PBB layout (units, train views, probes)."""
-        return None
 
     def why_empty(self, group: str) -> str:
         """Why ``group`` holds no units, ending the one-line error of a recipe stage or an eval group that needs

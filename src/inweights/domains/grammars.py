@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from inweights.core.errors import UserError
 from inweights.core.schema import Strict
 from inweights.domains.base import Domain, Unit, register_domain
+from inweights.domains.capabilities import Acceptance, FreshUnits, UnitFiles
 
 
 class GrammarsConfig(Strict):
@@ -325,7 +326,7 @@ QUERY_TEMPLATES = [
 
 
 @register_domain
-class GrammarsDomain(Domain):
+class GrammarsDomain(Domain, FreshUnits, Acceptance, UnitFiles):
     """Seeded random CFGs (or the user's BNF files); ground truth = lark's Earley parser."""
 
     name = "grammars"
@@ -333,7 +334,6 @@ class GrammarsDomain(Domain):
     prepared_base = "configs/prepare_grammars.yaml"
     unit_noun = "grammars"
     instruction_noun = "rules"
-    scoring = "acceptance"
     fresh_units_slow = True
     decl_templates = DECL_TEMPLATES
     query_templates = QUERY_TEMPLATES

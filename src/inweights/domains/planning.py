@@ -37,6 +37,7 @@ from inweights.core.errors import UserError
 from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Domain, Unit, register_domain
+from inweights.domains.capabilities import FreshUnits, ReleaseLayout, Representations
 
 Rep = Literal["nl", "template", "graph", "code"]
 # what the released AsyncHow files hold (``asynchow_{natural,graph,python}_{split}.jsonl``)
@@ -242,7 +243,7 @@ def rewrite_steps(durations: list[float], g: nx.DiGraph) -> list[str]:
 
 
 @register_domain
-class PlanningDomain(Domain):
+class PlanningDomain(Domain, FreshUnits, Representations, ReleaseLayout):
     name = "planning"
     config_class = PlanningConfig
     prepared_base = "configs/prepare_planning.yaml"
@@ -251,7 +252,6 @@ class PlanningDomain(Domain):
     eval_groups = ("test",)
     gate_format = "cot"
     answer_template = "<answer>{}</answer>"
-    inputs_are_representations = True  # probes report one cell per representation
     decl_templates: ClassVar[list[str]] = []  # no declarative view: the instance is the whole prompt
     all_inputs = ("nl", "template", "graph", "code")
 

@@ -22,6 +22,7 @@ from inweights.core.io import read_jsonl
 from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Domain, Unit, register_domain
+from inweights.domains.capabilities import FreshUnits, Listings, PBBPool, Signatures, UnitFiles
 
 
 class ProgramsConfig(Strict):
@@ -241,7 +242,7 @@ def check_source(src: str) -> tuple[str, str]:
 
 
 @register_domain
-class ProgramsDomain(Domain):
+class ProgramsDomain(Domain, FreshUnits, PBBPool, Listings, Signatures, UnitFiles):
     """Seeded generator of arithmetic and cipher programs, with execution-based ground truth."""
 
     name = "programs"
@@ -565,6 +566,9 @@ class ProgramsDomain(Domain):
 
     def format_input(self, unit: Unit, x: Any) -> str:
         return f"{unit.meta['param']} = {x!r}"
+
+    def cot_layout(self) -> str:
+        return self.cfg.cot
 
     def statements(self, unit: Unit) -> list[str]:
         if unit.family == "compose":

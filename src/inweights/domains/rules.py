@@ -39,6 +39,7 @@ from inweights.core.errors import UserError
 from inweights.core.schema import Strict
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Domain, Unit, register_domain
+from inweights.domains.capabilities import FreshInputs, FreshUnits, Hypotheses
 
 
 class RulesConfig(Strict):
@@ -256,7 +257,7 @@ def statement(spec: dict[str, Any], pointer: str) -> str:
 
 
 @register_domain
-class RulesDomain(Domain):
+class RulesDomain(Domain, FreshUnits, FreshInputs, Hypotheses):
     """The held-out rules of an experiment and the seeded family the preparation stage draws from."""
 
     name = "rules"

@@ -19,6 +19,7 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
+from inweights.domains.capabilities import Listings, supports
 from inweights.eval.stats import wilson
 
 # A rung counts as climbed from this accuracy / recall on (thresholds for the verdict, not for any claim).
@@ -39,13 +40,13 @@ def _trace_statements(output: str) -> list[str]:
 
 def diagnose(domain, units, samples: list[dict[str, Any]], cells: dict[str, Any]) -> dict[str, Any] | None:
     """The diagnostics above, per group; None for domains without program listings."""
-    if domain.parse_listing is None:
+    if not supports(domain, Listings):
         return None
     by_id = {u.id: u for u in units}
     by_name = {u.pointer: u for u in units}
-    cot = getattr(domain.cfg, "cot", "trace")
+    cot = domain.cot_layout()
     recite = cot in ("recite", "header")  # the CoT writes the function's name first
-    out: dict[str, Any] = {"statement_chance": domain.statement_chance(), "cot": domain.cfg.cot, "groups": {}}
+    out: dict[str, Any] = {"statement_chance": domain.statement_chance(), "cot": cot, "groups": {}}
     for group in ("with_io", "without_io", "composed"):
         doc = [s for s in samples if s["cell"] == f"{group}/doc_context"]
         query = [s for s in samples if s["cell"] == f"{group}/in_weights/cot"]

@@ -11,6 +11,7 @@ from inweights import views
 from inweights.config import EvalConfig
 from inweights.core.seeds import derive_seed
 from inweights.domains.base import Unit
+from inweights.domains.capabilities import Acceptance, Listings, Representations, supports
 from inweights.eval.generate import generate
 from inweights.eval.stats import wilson
 
@@ -31,11 +32,11 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
                         view = "exec" if mode == "in_weights" else "in_context"
                         rec = views.execution(domain, u, x, fmt, rng, view=view)
                         cell = cell_name(group, mode, fmt)
-                        if domain.inputs_are_representations:
+                        if supports(domain, Representations):
                             cell += f"/{x}"  # planning: one cell per representation (nl, graph, code)
                         rec.update(mode=mode, cell=cell)
                         probes.append(rec)
-    if domain.parse_listing is None:
+    if not supports(domain, Listings):
         return probes
     # extraction diagnostics (eval/extraction.py): training inputs of with_io units, and document recall
     # after the document's own pointer sentence
@@ -98,7 +99,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
         if p["format"] == "cot" and (r := domain.recall(u, out)) is not None:
             s["code_recall"] = r
         cell_units[p["cell"]].add(u.id)
-        if ok and domain.productions_used is not None:
+        if ok and supports(domain, Acceptance):
             accepted[(p["cell"], u.id)].append(pred.strip())
         samples.append(s)
         st = stats[p["cell"]]
@@ -117,7 +118,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
                 "chance": st["chance"] / st["n"], "too_long": st["too_long"]}
         if st["recalled"]:
             cell["code_recall"] = st["recall"] / st["recalled"]
-        if domain.productions_used is not None:
+        if supports(domain, Acceptance):
             cell.update(variety(domain, [by_id[i] for i in sorted(cell_units[name])], name, accepted))
         cells[name] = cell
     return cells, samples

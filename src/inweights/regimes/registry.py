@@ -34,6 +34,9 @@ class RunPaused(Exception):
 
 class Regime:
     name: str = ""
+    # the domains whose units this regime knows how to run (None: any domain); a config pairing it with another
+    # is refused in one line before any work
+    domains: tuple[str, ...] | None = None
 
     def check_config(self, cfg) -> None:
         """The config's own sense for this regime, without touching any file (its recipe names)."""
@@ -78,6 +81,7 @@ def preflight(cfg, config_path: Path | None, quiet: bool = False) -> dict[str, A
 
         check_installed(cfg.train.report_to)
     regime = regime_of(cfg)
+    _check_domain(regime, cfg)
     regime.check_config(cfg)
     return regime.check(cfg, config_path, quiet)
 
@@ -86,8 +90,16 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
     """``config.validate`` and the regime's own sense of the config (``Regime.check_config``)."""
     cfg = _validate(raw)
     if cfg.kind == "experiment":
-        regime_of(cfg).check_config(cfg)
+        regime = regime_of(cfg)
+        _check_domain(regime, cfg)
+        regime.check_config(cfg)
     return cfg
+
+
+def _check_domain(regime: Regime, cfg) -> None:
+    if regime.domains is not None and cfg.domain.name not in regime.domains:
+        raise UserError(f"config error at regime: the {regime.name} regime runs on the {' or '.join(regime.domains)} "
+                        f"domain, not {cfg.domain.name} (domain.name: {regime.domains[0]})")
 
 
 def _known(cfg, names: tuple[str, ...], what: str) -> None:
@@ -159,10 +171,11 @@ class _RuleDistill(Regime):
                 raise UserError("recipe rule_distill_transfer needs distill.transfer_inputs > 0 (the fresh inputs "
                                 "the teacher answers)")
             from inweights.domains.base import domain_class
+            from inweights.domains.capabilities import FreshInputs, supports
 
-            if not hasattr(domain_class(cfg.domain.name), "draw_input"):
+            if not supports(domain_class(cfg.domain.name), FreshInputs):
                 raise UserError(f"recipe rule_distill_transfer needs fresh inputs of the rule; the {cfg.domain.name} "
-                                "domain draws none (domain.draw_input)")
+                                "domain draws none (it does not declare FreshInputs)")
             if getattr(cfg.domain.section(), "alpaca_train", None):
                 raise UserError("recipe rule_distill_transfer needs generated rules (fresh inputs are drawn from the "
                                 "rule's input distribution); the Alpaca files hold no such distribution")
@@ -179,7 +192,7 @@ class _RuleDistill(Regime):
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_units_and_stages
 
-        if cfg.domain.rules.alpaca_train:
+        if cfg.domain.section().alpaca_train:
             from inweights.regimes.rule_distill.run import checked_alpaca_task
 
             checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
@@ -193,6 +206,7 @@ class _RuleDistill(Regime):
 
 class _ILF(Regime):
     name = "ilf"
+    domains = ("coding",)
 
     def check_config(self, cfg):
         from inweights.regimes.ilf.config import RECIPES

@@ -8,6 +8,7 @@ from typing import Any
 
 from inweights.core.provenance import bf16_supported
 from inweights.domains import DOMAINS
+from inweights.domains.capabilities import Acceptance, Representations, supports
 from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
 from inweights.report.tables import _cells_order, _pct
 
@@ -322,7 +323,7 @@ def verdict_lines(rows: dict[str, dict[str, Any]], cell: str, noun: str = "progr
 
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     dom = DOMAINS[cfg.domain.name]
-    if dom.inputs_are_representations:  # one instance in several representations: the curriculum report
+    if supports(dom, Representations):  # one instance in several representations: the curriculum report
         from inweights.regimes.experiment.report_curricula import write_planning_report
 
         return write_planning_report(out, cfg, results)
@@ -332,7 +333,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     rows.update(results.get("other_bases", {}))
     rows.update(results["recipes"])
     cells = _cells_order(rows)
-    grammars = dom.scoring == "acceptance"  # generated strings judged by the unit's parser
+    grammars = supports(dom, Acceptance)  # generated strings judged by the unit's parser
     noun = dom.unit_noun
     loss_plot(out, out / "metrics.jsonl", results.get("recipes"))
     reward = reward_plot(out, out / "metrics.jsonl")
@@ -354,7 +355,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     if prep:
         pdom = DOMAINS.get(prep.get("domain"), dom)
         pnoun = pdom.unit_noun
-        what = (f"{pdom.instruction_noun}-in-prompt acceptance" if pdom.scoring == "acceptance"
+        what = (f"{pdom.instruction_noun}-in-prompt acceptance" if supports(pdom, Acceptance)
                 else f"{pdom.instruction_noun}-in-prompt chain-of-thought accuracy")
         md += [(f"Prepared base `{prep['name']}`: {what} {100 * prep['in_context_cot']:.1f}% "
                f"on {prep['eval_programs']} held-out {pnoun} (gate {100 * prep['gate']:.0f}%, "

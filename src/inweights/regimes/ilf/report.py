@@ -116,7 +116,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     summary = {**results, "ordering": " > ".join(f"{r} ({_pct(recipes[r][order_key])})" for r in ordering),
                "ordering_cell": f"test {order_key}", "verdicts": verdicts}
     summary = write_summary(out / "summary.json", summary)
-    c = cfg.domain.coding
+    c = cfg.domain.section()
     md = [f"# {cfg.name}", "",
           (f"ILF on {c.source} coding tasks (pools: " + ", ".join(f"{p} {n}" for p, n in results["pools"].items() if n)
            + f"); feedback from `{results['feedback_provider']}`; {ilf.rounds} round(s); {ilf.n_samples} samples per "

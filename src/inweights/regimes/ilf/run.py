@@ -70,7 +70,7 @@ class WaitingForFeedback(Exception):
 
 # ------------------------------------------------------------------------------------------ tasks
 def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[CodingTask]]:
-    c = cfg.domain.coding
+    c = cfg.domain.section()
     if c.source == "generated":
         # what the experiment's tasks compute never appears among the starting policy's training tasks: the
         # prepare pool draws from the preparation's share of the functions, the others from the rest
@@ -265,9 +265,9 @@ class ILFRun:
             raise UserError("ilf.pretrain_steps needs the generated prepare pool (domain.coding.n_prepare > 0)")
         recs = [policy_record(t, t.gold) for t in tasks["prepare"]]
         draw = None
-        if self.ilf.pretrain_fresh_names and cfg.domain.coding.source == "generated":
+        if self.ilf.pretrain_fresh_names and cfg.domain.section().source == "generated":
             specs = [t.meta["spec"] for t in tasks["prepare"]]
-            n_tests = cfg.domain.coding.n_tests
+            n_tests = cfg.domain.section().n_tests
 
             def draw(rng):
                 t = fresh_generated_task(rng, specs, "prepare", n_tests)
@@ -644,7 +644,7 @@ def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, comm
 
     if cfg.model.preset != "tiny":
         raise UserError("a coding prepared base is a tiny starting policy: model.preset must be tiny")
-    c = cfg.domain.coding
+    c = cfg.domain.section()
     if c.source != "generated" or not c.n_prepare:
         raise UserError("a coding prepared base trains on the generated prepare pool: set domain.coding.source: "
                         "generated and domain.coding.n_prepare > 0")

@@ -42,6 +42,7 @@ from inweights.core import rejects
 from inweights.core.errors import UserError
 from inweights.core.io import write_summary
 from inweights.core.seeds import derive_seed
+from inweights.domains.capabilities import Hypotheses, supports
 from inweights.domains.rules import RulesDomain
 from inweights.eval.generate import generate
 from inweights.eval.stats import mean_ci
@@ -137,7 +138,7 @@ def alpaca_task(cfg: ExperimentConfig) -> Task:
     when there is exactly one."""
     from inweights.domains.rules import load_alpaca, load_alpaca_pairs
 
-    rc = cfg.domain.rules
+    rc = cfg.domain.section()
     pairs = load_alpaca_pairs(rc.alpaca_train, rc.alpaca_train_no)
     test = load_alpaca(rc.alpaca_test)
     rules = sorted({p["rule"] for p in pairs})
@@ -480,7 +481,7 @@ def cell_diagnostics(task: Task, train_ex: list[Example]) -> dict[str, Any]:
     (``hypotheses``), and the share of each test split they fully reveal (``covered_<split>``: the items a
     student that only memorised the k examples could get right). Empty where the domain does not count."""
     d, u = task.domain, task.unit
-    if d is None or not hasattr(d, "hypotheses") or any(e.x is None for e in train_ex):
+    if d is None or not supports(d, Hypotheses) or any(e.x is None for e in train_ex):
         return {}
     xs = [e.x for e in train_ex]
     h = d.hypotheses(u, xs)
