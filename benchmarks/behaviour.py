@@ -11,7 +11,7 @@ with the same behaviour are equal; run both commits on the same machine.
 
 Usage:
   python benchmarks/behaviour.py run --out /tmp/fp_before.json [--configs smoke smoke_ilf] [--keep DIR]
-  python benchmarks/behaviour.py compare /tmp/fp_before.json /tmp/fp_after.json
+  python benchmarks/behaviour.py compare /tmp/fp_before.json /tmp/fp_after.json [--parts summary metrics samples]
 
 Each smoke config takes seconds to tens of seconds on 2 cores; a whole run ~1 min. Nothing is asserted here.
 """
@@ -126,8 +126,19 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def compare(a_path: Path, b_path: Path) -> int:
+PARTS = ("summary", "metrics", "samples", "records")
+
+
+def compare(a_path: Path, b_path: Path, parts: tuple[str, ...] = PARTS) -> int:
+    """``parts``: what is compared of each config's fingerprint (a change of where records are kept — issue 39's
+    one resume scheme — is compared on summary, metrics and samples)."""
     a, b = _read(a_path), _read(b_path)
+
+    def only(fp: dict[str, Any]) -> dict[str, Any]:
+        return {name: {k: v for k, v in f.items() if k in parts or k == "failed"} if isinstance(f, dict) else f
+                for name, f in fp.items()}
+
+    a, b = only(a), only(b)
     diffs: list[str] = []
     _diff(a, b, "", diffs)
     for name in sorted(set(a) | set(b)):
@@ -148,10 +159,11 @@ def main() -> int:
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
+    c.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     args = ap.parse_args()
     if args.cmd == "run" and not args.out.parent.is_dir():
         _fail(f"--out {args.out}: its folder does not exist")
-    return run(args.configs, args.out, args.keep) if args.cmd == "run" else compare(args.a, args.b)
+    return run(args.configs, args.out, args.keep) if args.cmd == "run" else compare(args.a, args.b, tuple(args.parts))
 
 
 if __name__ == "__main__":

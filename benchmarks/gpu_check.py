@@ -86,7 +86,8 @@ def _run(config, out: Path, **kw) -> dict:
 
 
 def _engine(out: Path) -> list[str]:
-    return sorted({json.loads(p.read_text()).get("engine", "?") for p in out.glob("stages/*/done.json")})
+    return sorted({json.loads((out / "steps" / f"{d.name}.json").read_text())["record"].get("engine", "?")
+                   for d in out.glob("stages/*")})
 
 
 def _pbb(cuda: bool, tmp: Path) -> dict:

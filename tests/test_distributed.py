@@ -26,7 +26,7 @@ def _run(cmd, root):
 def _losses(out):
     res = {}
     for d in sorted((out / "stages").iterdir()):
-        for h in json.loads((d / "done.json").read_text())["history"]:
+        for h in json.loads((out / "steps" / f"{d.name}.json").read_text())["record"]["history"]:
             res[(d.name, h["step"])] = h["loss"]
     return res
 
@@ -47,7 +47,7 @@ def test_two_process_gloo_matches_one_process(root, tmp_path):
         assert l2[k] == pytest.approx(l1[k], rel=1e-5 if k == min(l1) else 2e-3), k
     s1 = json.loads((one / "summary.json").read_text())
     s2 = json.loads((two / "summary.json").read_text())
-    ev2 = json.loads(next((two / "stages").glob("2_*/eval.json")).read_text())
+    ev2 = json.loads(next((two / "stages").glob("2_*/eval.json")).read_text())["record"]
     assert ev2["processes"] == 2
     samples1 = [json.loads(x) for x in (one / "samples.jsonl").read_text().splitlines()]
     samples2 = [json.loads(x) for x in (two / "samples.jsonl").read_text().splitlines()]

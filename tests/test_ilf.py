@@ -192,7 +192,7 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
         assert a["recipes"][r]["pass@1"] == b["recipes"][r]["pass@1"]
         assert a["recipes"][r]["samples"] == 4 * 2
     for step in ("policy_r1", "ilf_r1_refinements", "refine_pool_feedback", "eval_ilf"):
-        sa, sb = (json.loads((tmp_path / o / "steps" / f"{step}.json").read_text()) for o in "ab")
+        sa, sb = (json.loads((tmp_path / o / "steps" / f"{step}.json").read_text())["record"] for o in "ab")
         sa.pop("seconds", None), sb.pop("seconds", None)
         assert sa == sb, step
     report = (tmp_path / "a" / "report.md").read_text()
@@ -201,11 +201,11 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
     check = a["feedback_check"]
     assert set(check) >= {"real", "shuffled", "none", "real_minus_shuffled", "real_minus_none", "informative"}
     held = json.loads((tmp_path / "a" / "tasks.json").read_text())["refine"][-2:]
-    fb = json.loads((tmp_path / "a" / "steps" / "refine_pool_feedback.json").read_text())
+    fb = json.loads((tmp_path / "a" / "steps" / "refine_pool_feedback.json").read_text())["record"]
     own = {}
     for r, f in zip(fb["requests"], fb["feedback"]):
         own.setdefault(r["task_id"], set()).add(f)
-    step = json.loads((tmp_path / "a" / "steps" / "feedback_check.json").read_text())
+    step = json.loads((tmp_path / "a" / "steps" / "feedback_check.json").read_text())["record"]
     items = [(r["task_id"], f) for r, f in zip(fb["requests"], fb["feedback"]) if r["task_id"] in held]
     assert step["programs"] == len(items) and len(step["conditions"]["real"]) == len(items)
     assert all(g in set().union(*(own[t] for t in held if t != tid)) for (tid, _), g in zip(items, step["shuffled_feedback"]))
@@ -216,7 +216,7 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
     assert "sft_gold" in policies and all(tunes[n]["curve"][0]["step"] == 0 for n in policies)
     assert "curve" not in tunes["refiner_feedback"] and "curve" not in tunes["policy_base"]
     val = json.loads((tmp_path / "a" / "tasks.json").read_text())["train"][-2:]
-    sampled = {t["task_id"] for t in json.loads((tmp_path / "a" / "steps" / "policy_r1.json").read_text())["tasks"]}
+    sampled = {t["task_id"] for t in json.loads((tmp_path / "a" / "steps" / "policy_r1.json").read_text())["record"]["tasks"]}
     assert sampled and not sampled & set(val)
     assert json.loads((tmp_path / "a" / "status.json").read_text())["state"] == "finished"
 
@@ -275,7 +275,7 @@ def test_human_feedback_round_trip(tmp_path):
         assert _cli_here("feedback", "import", str(todo), "--run", str(run)).returncode == 0
     proc = _cli_here("run", str(cfg), "--out", str(run), "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    fb = json.loads((run / "steps" / "ilf_r1_feedback.json").read_text())["feedback"]
+    fb = json.loads((run / "steps" / "ilf_r1_feedback.json").read_text())["record"]["feedback"]
     assert fb and all(f.startswith("Person's note") for f in fb)
 
 
@@ -400,7 +400,7 @@ def test_policy_budget_is_epochs_with_replay(tmp_path):
     base = run.base_policy(tasks)
     recs = [policy_record(t, t.gold) for t in tasks["train"]] * 20
     run.train("p", base, recs, None, None, replay=[policy_record(t, t.gold) for t in tasks["prepare"]])
-    done = json.loads((tmp_path / "run" / "models" / "p" / "done.json").read_text())
+    done = json.loads((tmp_path / "run" / "steps" / "model_p.json").read_text())["record"]
     assert done["replay"] == 0.5 and done["records"] == len(recs)
     # steps = ceil(3 epochs x the records' tokens / the half of each step's tokens they get)
     assert done["planned_steps"] == done["steps"] > 1

@@ -213,9 +213,17 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
     if lora:  # the same seed gives the same numbers (checked once: the full fine-tuning path differs only there)
         again = run_rule_distill(cfg, tmp_path / "again", None)
         assert again["cells"] == summary["cells"]
-    # resumable by cell, like a PBB run by stage: a run that stopped after half its cells ends with the same ones
+    # resumable by cell (runs.Steps, like a PBB run by stage): a run that stopped after half its cells ends with the
+    # same ones; a cell whose record has another key (computed from other inputs) is done again
     lines = (out / "cells.jsonl").read_text().splitlines(keepends=True)
-    (out / "cells.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    samples_before = (out / "samples.jsonl").read_text()
+    cell_steps = sorted((out / "steps").glob("cell_*.json"))
+    assert len(cell_steps) == 2 * 2 and all(json.loads(p.read_text())["key"] for p in cell_steps)
+    for p in cell_steps[len(cell_steps) // 2:]:
+        p.unlink()
+    stale = json.loads(cell_steps[0].read_text())
+    cell_steps[0].write_text(json.dumps({**stale, "key": "another"}))
+    (out / "cells.jsonl").unlink()
     with pytest.raises(UserError, match="already exists"):
         run_rule_distill(cfg, out, None)  # never over a run without --resume
     resumed = run_rule_distill(cfg, out, None, resume=True)
@@ -224,6 +232,7 @@ def test_rule_distill_run_end_to_end(tiny_base, tmp_path, lora, monkeypatch):
         return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in text if ln.strip()]
 
     assert cells((out / "cells.jsonl").read_text().splitlines()) == cells(lines)
+    assert (out / "samples.jsonl").read_text() == samples_before  # the same generations, each once
     assert built and {next(m.parameters()).device for m in built} == {get_accelerator().device}
     assert json.loads((out / "status.json").read_text())["state"] == "finished"  # status like every run
 

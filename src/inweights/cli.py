@@ -182,7 +182,7 @@ def cmd_report(args) -> int:
 
 def cmd_status(args) -> int:
     """Where a run stands: its state (``interrupted (process gone)`` when it says running but nobody holds its
-    lock), the process that wrote it, and the stages finished."""
+    lock), the process that wrote it, and the steps finished."""
     import time
 
     from inweights.core.io import read_json_object
@@ -199,10 +199,12 @@ def cmd_status(args) -> int:
     print(f"{run}: {state} (written {when} by {who}; lock {'held' if is_held(run) else 'free'})")
     if status.get("error"):
         print(f"  error: {status['error']}")
-    stages = sorted(p.parent.name for p in run.glob("stages/*/done.json"))
-    ckpts = sorted(p.parent.parent.name for p in run.glob("stages/*/ckpt/progress.json"))
-    if stages or ckpts:
-        print(f"  stages finished: {len(stages)}; mid-stage checkpoints: {', '.join(ckpts) or 'none'}")
+    from inweights.runs import Steps
+
+    steps = Steps(run / "steps").names()  # every regime's finished steps (stages, cells, sampling rounds, models)
+    ckpts = sorted(str(p.parent.parent.relative_to(run)) for p in run.glob("**/ckpt/progress.json"))
+    if steps or ckpts:
+        print(f"  steps finished: {len(steps)}; mid-stage checkpoints: {', '.join(ckpts) or 'none'}")
     return 0
 
 

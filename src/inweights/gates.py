@@ -48,7 +48,7 @@ class Gate:
         return value >= self.target
 
     def record(self) -> dict[str, Any]:
-        """What a stage's done.json keeps: the target, whether it was reached, at which step, and the curve."""
+        """What a stage's step record keeps: the target, whether it was reached, at which step, and the curve."""
         first = next((h["step"] for h in self.history if h.get(self.key, 0.0) >= self.target), None)
         return {"metric": self.key, "target": self.target, "reached": first is not None, "reached_at": first,
                 "best": self.best, "curve": [(h["step"], h.get(self.key)) for h in self.history]}

@@ -1,13 +1,15 @@
 """What every regime's run needs, below the regimes: the run folder (its status, metrics and trackers), a stage's
-metrics log, the config's units, and its prepared base (found, built once when missing, checked against the model
-it was prepared on); evaluation's bf16 setting. The PBB / curricula engine (``experiment``), rule distillation
-and ILF all use these; none of them is defined by one regime.
+metrics log, the one way every regime resumes (``Steps``), the config's units, and its prepared base (found, built
+once when missing, checked against the model it was prepared on); evaluation's bf16 setting. The PBB / curricula
+engine (``experiment``), rule distillation and ILF all use these; none of them is defined by one regime.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,59 @@ class StageLog:
     def rewind(self, step: int) -> None:
         if get_accelerator().is_main_process:
             self.run.metrics.rewind(self.fields, step)
+
+
+def content_key(obj: Any, n: int = 12) -> str:
+    """The first ``n`` hex digits of the sha256 of ``obj`` as canonical JSON (sorted keys): a step's key."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+class Steps:
+    """How every regime resumes: a run is a set of named steps (a PBB stage, an evaluation, a rule-distillation
+    cell, an ILF sampling round or fine-tune), each with a content key — the hash of everything that determines
+    what it computes. A step's last act is to write its record, whole (``atomic_write``), to ``<folder>/<name>.json``
+    with its key (a run's steps: ``<run>/steps/``; a model's evaluation: ``eval.json`` beside its samples); on
+    ``--resume`` a step whose record is there *with the same key* is read back instead of redone, and any other
+    (missing, or computed from other inputs) is done again. What a step leaves beside its record (a model folder,
+    samples) is only trusted once the record exists."""
+
+    def __init__(self, folder: Path):
+        self.dir = folder
+
+    def path(self, name: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_.@:=-]+", name) or name.startswith("."):
+            raise ValueError(f"step name {name!r}: letters, digits and _.@:=- only")
+        return self.dir / f"{name}.json"
+
+    def done(self, name: str, key: str) -> dict[str, Any] | None:
+        """The step's record when it finished with this key; else None (to be done)."""
+        p = self.path(name)
+        if not p.is_file():
+            return None
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return rec.get("record") if isinstance(rec, dict) and rec.get("key") == key else None
+
+    def finish(self, name: str, key: str, record: Any) -> Any:
+        """Write the step's record (its last act); returns the record."""
+        if get_accelerator().is_main_process:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path(name), json.dumps({"key": key, "record": record}) + "\n")
+        return record
+
+    def read(self, name: str) -> Any:
+        """The step's record whatever its key (a finished step this run did or checked), None where there is none."""
+        p = self.path(name)
+        try:
+            return json.loads(p.read_text()).get("record") if p.is_file() else None
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return None
+
+    def names(self) -> list[str]:
+        """The steps that have a record, by name."""
+        return sorted(p.stem for p in self.dir.glob("*.json")) if self.dir.is_dir() else []
 
 
 def resolve_prepared(cfg: ExperimentConfig, config_path: Path | None) -> tuple[Path, Path]:

@@ -4,10 +4,13 @@ Run directory layout::
 
     config.yaml  status.json  metrics.jsonl  samples.jsonl  summary.json  report.md  *.png
     base/                      the starting model (tiny preset without a prepared base)
-    stages/<i>_<name>_<key>/   model/ (save_pretrained), done.json, eval.json, samples.jsonl
+    stages/<i>_<name>_<key>/   model/ (save_pretrained), eval.json, samples.jsonl
+    steps/<i>_<name>_<key>.json  a trained stage's record (``runs.Steps``: written last, with the stage's key)
 
 A stage's key hashes everything that determines its weights (starting point, stage spec, seed, data
-and training config), so recipes that share a prefix of stages train it once and reuse it.
+and training config), so recipes that share a prefix of stages train it once and reuse it. A stage is done when
+its step record is there with its key; an evaluation when ``eval.json`` is, with its probes' key (``runs.Steps``,
+the one way every regime resumes).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from inweights.models.load import (
     resolve_source,
 )
 from inweights.regimes.experiment.pbb import check_recipe_names, stages_for
-from inweights.runs import Run, ensure_prepared, eval_autocast, eval_bf16, finishing, load_units
+from inweights.runs import Run, Steps, ensure_prepared, eval_autocast, eval_bf16, finishing, load_units
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
@@ -111,6 +114,7 @@ class Experiment:
     def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
         self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
         self.run = Run(out, cfg)
+        self.steps = Steps(out / "steps")
 
     # ------------------------------------------------------------------ set-up
     def check_out_dir(self) -> None:
@@ -134,28 +138,32 @@ class Experiment:
             pdir, rec = ensure_prepared(cfg, self.config_path)
             return pdir, rec["weights_sha256"], rec
         base = self.out / "base"
-        if not (base / "config.json").is_file() and get_accelerator().is_main_process:
+        key = _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed, "data": cfg.domain.identity()})
+        if self.steps.done("base", key[:12]) is None and get_accelerator().is_main_process:
             tok = train_tokenizer(corpus_texts(domain, units, cfg.seed), cfg.model.tiny.vocab_size)
             model = build_tiny(cfg.model.tiny, tok, cfg.seed)
             save_model(model, tok, base)
+            self.steps.finish("base", key[:12], {"dir": base.name})
         get_accelerator().wait_for_everyone()
-        return base, _sha({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed,
-                           "data": cfg.domain.identity()}), None
+        return base, key, None
 
     def named(self, source: Path | str, ident: str, folder: str, units) -> tuple[Path, str]:
         """``model.name_tokens``: a copy of the starting model whose tokenizer spells every unit's name as one
         token (written once per run; the stage keys change with it)."""
         names = [u.pointer for u in units]
         out = self.out / folder
-        if not (out / "config.json").is_file() and get_accelerator().is_main_process:
+        key = _sha({"from": ident, "name_tokens": names})
+        if self.steps.done(folder, key[:12]) is None and get_accelerator().is_main_process:
             m = self.cfg.model
             tmp = self.out / f".{folder}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             add_name_tokens(source, names, tmp, m.dtype, m.attn_implementation,
                             m.revision if str(source) == m.name else None)
+            shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier write
             tmp.rename(out)
+            self.steps.finish(folder, key[:12], {"dir": folder})
         get_accelerator().wait_for_everyone()
-        return out, _sha({"from": ident, "name_tokens": names})
+        return out, key
 
     # ------------------------------------------------------------------ the run
     def execute(self) -> dict[str, Any]:
@@ -195,7 +203,7 @@ class Experiment:
         for recipe, chain in finals.items():
             stages_out = []
             for key in chain:
-                info = json.loads((stages[key]["dir"] / "done.json").read_text())
+                info = self.steps.done(stages[key]["dir"].name, key)
                 stages_out.append({"name": stages[key]["stage"].name, "dir": stages[key]["dir"].name, "key": key,
                                    "loss_kind": loss_kind(stages[key]["stage"]),
                                    **{k: info[k] for k in ("steps", "tokens", "seconds", "tok_s")},
@@ -278,7 +286,7 @@ class Experiment:
         """Training jobs (with their dependencies) and evaluation jobs, for the scheduler."""
         out = []
         for key, st in stages.items():
-            if not (st["dir"] / "done.json").is_file():
+            if self.steps.done(st["dir"].name, key) is None:
                 out.append({"kind": "train", "id": key, "deps": [st["parent"]] if st["parent"] else [],
                             "recipe": st["recipe"], "stage": st["stage"].model_dump(), "start": str(st["start"]),
                             "dir": str(st["dir"]), "key": key})
@@ -348,7 +356,7 @@ class Experiment:
             os.replace(tmp, sdir / "model")
             info = {k: v for k, v in res.items() if k not in ("model", "state_dict")}
             info["stage"] = stage.model_dump()
-            atomic_write(sdir / "done.json", json.dumps(info) + "\n")
+            self.steps.finish(sdir.name, key, info)
         acc.wait_for_everyone()
 
     def stage_gate(self, stage, tok, domain, units, log) -> Gate:
@@ -387,14 +395,14 @@ class Experiment:
         """``grpo.sft_warmup_steps`` SFT steps on the stage's mixture before its GRPO steps, when the starting
         policy's greedy reward on ``floor_probes`` of the stage's training prompts is under ``warmup_floor`` (GRPO
         learns nothing from groups that all fail). Returns (model, record); the record says what was measured and
-        whether the warm-up ran. A finished warm-up is kept in ``<stage>/warmup`` and reused on a rerun."""
+        whether the warm-up ran. A finished warm-up is kept in ``<stage>/warmup`` (its step record:
+        ``steps/<stage>_warmup.json``) and reused on a rerun."""
         from inweights.curriculum import stage_prompts
         from inweights.eval.generate import generate
 
         cfg, g = self.cfg, self.cfg.grpo
         wdir = sdir / "warmup"
-        if (wdir / "warmup.json").is_file():
-            rec = json.loads((wdir / "warmup.json").read_text())
+        if (rec := self.steps.done(f"{sdir.name}_warmup", key)) is not None:
             if rec["ran"]:
                 model, _ = self.load(wdir / "model", None)
             return model, rec
@@ -425,8 +433,7 @@ class Experiment:
                            state_dict=out["state_dict"])
         if get_accelerator().is_main_process:
             log(rec)
-            wdir.mkdir(parents=True, exist_ok=True)
-            atomic_write(wdir / "warmup.json", json.dumps(rec) + "\n")
+        self.steps.finish(f"{sdir.name}_warmup", key, rec)
         return model, rec
 
     def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
@@ -460,16 +467,13 @@ class Experiment:
     def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
         """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""
         cache_dir.mkdir(parents=True, exist_ok=True)
-        ev_path = cache_dir / "eval.json"
         # the model named relative to the run folder when it is inside it: a copied run folder keeps its evaluations
         where, run = Path(model_dir).resolve(), self.out.resolve()
         named = str(where.relative_to(run)) if where.is_relative_to(run) else str(model_dir)
         probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": named})
-        if ev_path.is_file():
-            ev = json.loads(ev_path.read_text())
-            if ev.get("probe_key") == probe_key:
-                self._link_samples(label, cache_dir)
-                return ev
+        if (ev := Steps(cache_dir).done("eval", probe_key)) is not None:
+            self._link_samples(label, cache_dir)
+            return ev
         from inweights.core.progress import progress
         from inweights.eval.generate import choose_backend, generate, generate_vllm
 
@@ -527,7 +531,7 @@ class Experiment:
                 for s in samples:
                     f.write(json.dumps(s) + "\n")
             os.replace(cache_dir / "samples.jsonl.tmp", cache_dir / "samples.jsonl")
-            atomic_write(ev_path, json.dumps(ev) + "\n")
+            Steps(cache_dir).finish("eval", probe_key, ev)
         acc.wait_for_everyone()
         self.run.log({"event": "eval", "recipe": label, "cells": {k: v["acc"] for k, v in cells.items()},
                       "eval_seconds": ev["eval_seconds"]})
@@ -559,7 +563,7 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
     exp = Experiment(cfg, Path(out), Path(config_path) if config_path else None, resume=True)
     domain, units = load_units(cfg, quiet=True)
     if job["kind"] == "train":
-        if not (Path(job["dir"]) / "done.json").is_file():
+        if exp.steps.done(Path(job["dir"]).name, job["key"]) is None:
             exp.train_one(job["recipe"], StageConfig.model_validate(job["stage"]), job["key"], Path(job["start"]),
                           Path(job["dir"]), domain, units)
     else:

@@ -20,9 +20,10 @@ One run (``domain.name: coding``):
 4. Every model is scored on the ``test`` pool with ``eval_samples`` samples per task: pass@k with the
    unbiased estimator, with a bootstrap 95% interval over tasks.
 
-Every program runs in the sandbox. Every sampling step is written to ``steps/*.jsonl`` (programs, verdicts,
-feedback, what was kept), every trained model to ``models/<name>/`` with ``done.json``; a rerun with
-``--resume`` reuses both. With ``ilf.feedback.provider: file`` the run stops where feedback is missing and
+Every program runs in the sandbox. Every sampling step's record is written to ``steps/<name>.json`` (programs,
+verdicts, feedback, what was kept), every trained model to ``models/<name>/`` with its record in
+``steps/model_<name>.json`` (``runs.Steps``, the one way every regime resumes); a rerun with ``--resume`` reuses
+both. With ``ilf.feedback.provider: file`` the run stops where feedback is missing and
 writes the programs to annotate (``inweights feedback export`` / ``import``, then ``--resume``).
 """
 
@@ -55,6 +56,7 @@ from inweights.domains.coding import (
 )
 from inweights.eval.stats import pass_at_k
 from inweights.feedback import make_provider, program_key
+from inweights.runs import Run, Steps, content_key
 from inweights.sandbox import Limits, run_many
 
 POOLS = ("prepare", "refine", "train", "test")
@@ -132,9 +134,8 @@ class ILFRun:
         self.limits = Limits(wall_seconds=self.ilf.timeout, cpu_seconds=self.ilf.timeout)
         self.t0 = time.time()
         self.prepared: dict[str, Any] | None = None  # the prepared starting policy's record, when there is one
-        from inweights.runs import Run
-
         self.run = Run(out, cfg)
+        self.steps = Steps(out / "steps")
 
     # -- bookkeeping (the run folder's status and metrics log, as every regime keeps them)
     def log(self, rec: dict[str, Any]) -> None:
@@ -143,15 +144,17 @@ class ILFRun:
     def status(self, state: str, **extra: Any) -> None:
         self.run.status(state, **extra)
 
+    # ILF resumes as every regime does (``runs.Steps``). A sampling, feedback or refinement step's inputs follow from
+    # the config (which --resume requires to be the same) and the steps before it, so its key is its name and the
+    # seed; a fine-tune's key also hashes the records it trains on
+    def key(self, name: str, inputs: Any = None) -> str:
+        return content_key({"step": name, "seed": self.cfg.seed, **({"inputs": inputs} if inputs is not None else {})})
+
     def cached(self, name: str):
-        p = self.out / "steps" / f"{name}.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        return self.steps.done(name, self.key(name))
 
     def save_step(self, name: str, rec: dict[str, Any]) -> None:
-        from inweights.core.io import atomic_write
-
-        (self.out / "steps").mkdir(exist_ok=True)
-        atomic_write(self.out / "steps" / f"{name}.json", json.dumps(rec) + "\n")
+        self.steps.finish(name, self.key(name), rec)
 
     # -- models
     def load(self, source):
@@ -176,7 +179,9 @@ class ILFRun:
         from inweights.train.loop import train_stage
 
         d = self.out / "models" / name
-        if (d / "done.json").is_file():
+        key = self.key(f"model_{name}", {"records": records, "replay": len(replay), "steps": steps, "lr": lr,
+                                         "draw": draw is not None, "val": [t.id for t in val or ()]})
+        if self.steps.done(f"model_{name}", key) is not None:
             return d / "model"
         if not records and draw is None:
             raise UserError(f"ILF step {name}: nothing to train on (no records)")
@@ -224,8 +229,7 @@ class ILFRun:
             shutil.rmtree(d / "model")
         os.replace(tmp, d / "model")
         info = {k: v for k, v in res.items() if k not in ("model", "state_dict", "losses")}
-        (d / "done.json").write_text(json.dumps({**info, **budget, "planned_steps": steps,
-                                                 "records": len(records)}) + "\n")
+        self.steps.finish(f"model_{name}", key, {**info, **budget, "planned_steps": steps, "records": len(records)})
         (d / "best.pt").unlink(missing_ok=True)
         return d / "model"
 
@@ -541,8 +545,8 @@ class ILFRun:
             recs = [policy_record(by_id[i], completion_of(by_id[i], by_id[i].gold)) for i in ids]
             finals["sft_gold"] = self.finetune("sft_gold", base, recs, tasks)
             results["sft_gold_tasks"] = len(recs)
-        results["finetunes"] = {d.name: json.loads((d / "done.json").read_text())
-                                for d in sorted((out / "models").glob("*")) if (d / "done.json").is_file()}
+        results["finetunes"] = {d.name: rec for d in sorted((out / "models").glob("*"))
+                                if (rec := self.steps.read(f"model_{d.name}")) is not None}
         for recipe in cfg.recipes:
             results["recipes"][recipe] = self.evaluate(recipe, finals[recipe], tasks)
         results["pools"] = {p: len(ts) for p, ts in tasks.items()}
@@ -667,7 +671,7 @@ def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, comm
     passed = sum(v["status"] == "passed" for v in verdicts) / len(held)
     name_errors = sum(v.get("error_type") == "NameError" for v in verdicts) / len(held)
     save_model(model, tok, out_dir)
-    done = json.loads((model_dir.parent / "done.json").read_text())
+    done = run.steps.read(f"model_{model_dir.parent.name}")
     from inweights.prepare import config_digest
 
     record = {

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from inweights import views
 from inweights.config import ExperimentConfig, dump_config, same_config
 from inweights.core import rejects
 from inweights.core.errors import UserError
-from inweights.core.io import write_summary
+from inweights.core.io import atomic_write, write_summary
 from inweights.core.seeds import derive_seed
 from inweights.domains.capabilities import Hypotheses, supports
 from inweights.domains.rules import RulesDomain
@@ -540,9 +541,8 @@ def run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None,
 
 
 def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None, run) -> dict:
-    from inweights.core.rundir import MetricsLog
     from inweights.models.load import load_model
-    from inweights.runs import load_units
+    from inweights.runs import Steps, content_key, load_units
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -563,27 +563,25 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
     rejects.write(out, [i for t in tasks for i in t.rejected])  # (written once every input has been checked)
     (out / "config.yaml").write_text(dump_config(cfg))
     run.status("running")
-    done_path = out / "cells.jsonl"
-    rows = [json.loads(ln) for ln in done_path.read_text().splitlines()] if done_path.is_file() else []
-    done = {(r["task"], r["k"], r["seed"]) for r in rows}
-    log = run.log
-
+    steps, rows, all_samples = Steps(out / "steps"), [], []
     for task in tasks:
         for k in cfg.distill.ks:
             for seed in cfg.distill.seeds:
-                if (task.name, k, seed) in done:
-                    continue
-                # an interrupted cell restarts from scratch: what it wrote before the interrupt goes
-                for path in (run.metrics.path, out / "samples.jsonl"):
-                    MetricsLog(path).rewind({"task": task.name, "k": k, "seed": seed}, None)
-                samples: list[dict[str, Any]] = []
-                cell = run_cell(base, tok, task, k, seed, cfg, log, samples.extend)
-                with (out / "samples.jsonl").open("a") as f:  # written with the cell, so a resume never repeats them
-                    f.writelines(json.dumps(r) + "\n" for r in samples)
-                with done_path.open("a") as f:  # a cell is the unit of resumption
-                    for r in cell:
-                        f.write(json.dumps(r) + "\n")
-                rows += cell
+                # a cell is the unit of resumption (``runs.Steps``): done when its record is there with its key — the
+                # cell's inputs beyond the config, which --resume requires to be the same
+                name = "cell_" + re.sub(r"[^A-Za-z0-9_.-]", "_", task.name) + f"_k{k}_s{seed}"
+                key = content_key({"task": task.name, "rule": task.rule, "k": k, "seed": seed})
+                if (rec := steps.done(name, key)) is None:
+                    # an interrupted cell restarts from scratch: the metrics it logged before the interrupt go
+                    run.metrics.rewind({"task": task.name, "k": k, "seed": seed}, None)
+                    samples: list[dict[str, Any]] = []
+                    cell = run_cell(base, tok, task, k, seed, cfg, run.log, samples.extend)
+                    rec = steps.finish(name, key, {"rows": cell, "samples": samples})
+                rows += rec["rows"]
+                all_samples += rec["samples"]
+    # the run's tables, whole, from the cells' records
+    atomic_write(out / "cells.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in all_samples))
     summary = summarise(rows) | {"wall_seconds": time.time() - t0, "prepared": prepared,
                                  "tasks": [{"name": t.name, "rule": t.rule, "pool": len(t.pool),
                                             "tests": {s: len(v) for s, v in t.tests.items()}} for t in tasks]}
