@@ -60,3 +60,26 @@ def test_the_graph_sees_function_local_imports(tmp_path):
     assert g.has_edge("inweights.cli", "inweights.regimes.registry")  # cli imports the registry inside a function
     g.add_edge("inweights.regimes.registry", "inweights.cli")
     assert any(len(c) > 1 for c in nx.strongly_connected_components(g))
+
+
+def test_one_training_loop():
+    """Every objective (SFT, distillation, GRPO) trains through ``train.loop.train_stage``: no other module takes
+    an optimiser step (issue 39: GRPO became an objective of the one loop)."""
+    steps = [f"{p.relative_to(SRC)}:{node.lineno}" for p in (SRC / "inweights").rglob("*.py")
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step"
+             and isinstance(node.func.value, ast.Name) and node.func.value.id in ("opt", "optimizer", "optim")]
+    assert len(steps) == 1 and steps[0].startswith("inweights/train/loop.py:"), steps
+    from inweights.train.distill import PairObjective
+    from inweights.train.grpo import GRPOObjective
+    from inweights.train.loop import Objective, PackedCE
+
+    assert all(issubclass(c, Objective) for c in (PackedCE, PairObjective, GRPOObjective))
+
+
+def test_the_cycle_check_sees_parent_packages():
+    """Importing ``a.b.c`` runs ``a/b/__init__``: the graph has that edge (a config module under a package whose
+    __init__ imported the config would be a cycle at run time)."""
+    g = import_graph()
+    assert g.has_edge("inweights.config", "inweights.regimes")  # through regimes.<name>.config
+    assert not any(b == "inweights.config" for a, b in g.edges if a == "inweights.regimes")

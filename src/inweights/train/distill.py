@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from inweights.train.loop import Objective
+
 
 @dataclass
 class PairBatch:
@@ -113,7 +115,7 @@ def distill_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, batch: PairBatc
     return {"loss": kl + beta * hid + ce_weight * ce, "kl": kl.detach(), "hidden": hid.detach(), "ce": ce.detach()}
 
 
-class PairObjective:
+class PairObjective(Objective):
     """A stage objective (``train.loop.Objective``) over tokenized (student prompt, teacher prompt, answer)
     examples, in epochs: each epoch visits every example once in a seeded shuffled order, ``batch_size`` at a
     time (the last batch of an epoch may be short).
@@ -208,5 +210,5 @@ class PairObjective:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._reset(state["epoch"], state["pos"])
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, history) -> dict[str, Any]:
         return {"truncated_examples": 0, "padding_fraction": 0.0}

@@ -21,22 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from inweights.config import GRPOConfig, TrainConfig
 from inweights.core.errors import UserError
-from inweights.core.progress import progress
-from inweights.train.loop import autocast, get_accelerator, recover_checkpoint, save_checkpoint
+from inweights.train.loop import Objective, autocast, train_stage
 
 Prompt = list[dict[str, str]]
 Sample = Callable[[random.Random], tuple[Prompt, Callable[[str], float]]]
@@ -159,159 +155,164 @@ def _adapter_off(model):
         yield
 
 
-def train_grpo(
-    model,
-    tokenizer,
-    sample: Sample,
-    steps: int,
-    cfg: GRPOConfig,
-    tcfg: TrainConfig,
-    *,
-    lr: float,
-    seed: int,
-    desc: str = "grpo",
-    log: Callable[[dict[str, Any]], None] | None = None,
-    generate_fn: GenerateFn | None = None,
-    out_dir: Path | None = None,
-    save_every: int = 100,
-) -> dict[str, Any]:
-    """Train ``steps`` GRPO steps; returns the same summary as ``train_stage`` plus per-step rewards.
+class GRPOObjective(Objective):
+    """GRPO as an objective of the one training loop (``train.loop.train_stage``), as distillation is: a batch is
+    one step's groups — prompts drawn from the stream, completions sampled by the policy, rewarded, with their
+    advantages and (for ``iterations`` > 1) the sampling policy's log-probabilities — and the loop takes
+    ``iterations`` optimiser steps on it. The loop owns placement, clipping, the schedule, checkpoints (the prompt
+    stream is this objective's state) and logging; GRPO brings its optimiser (AdamW, betas (0.9, 0.99), every
+    weight decayed), its micro-batches (``grpo.micro_batch`` completions), its own normalisation (by the whole
+    batch's completions or tokens, over every process) and a log record every step.
 
-    The reference model for the KL term is the starting model: the adapter switched off under LoRA, else a
-    frozen copy (made only when ``beta`` > 0). Each process takes its share of every step's prompts.
-    With ``out_dir``, the full state (model, optimiser, scheduler, RNGs, prompt stream) is checkpointed every
-    ``save_every`` steps and a rerun resumes from it, ending with the same weights as an uninterrupted run."""
-    from inweights.eval.generate import generate_ids
+    The reference model for the KL term is the starting model: the adapter switched off under LoRA, else a frozen
+    copy (made only when ``beta`` > 0). Each process takes its share of every step's prompts."""
 
-    acc = get_accelerator()
-    lora = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-    ref = None
-    if cfg.beta > 0 and not lora:
-        ref = copy.deepcopy(model).eval().requires_grad_(False).to(acc.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
-    total = steps * cfg.iterations
-    sched = get_cosine_with_min_lr_schedule_with_warmup(
-        opt, num_warmup_steps=int(tcfg.warmup_frac * total), num_training_steps=total, min_lr_rate=tcfg.min_lr_ratio)
-    acc.free_memory()
-    model, opt, sched = acc.prepare(model, opt, sched)
-    raw = acc.unwrap_model(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if generate_fn is None:
-        def generate_fn(m, prompts, s):
-            return generate_ids(m, tokenizer, prompts, max_new_tokens=cfg.max_completion_length,
-                                batch_size=len(prompts), temperature=cfg.temperature, top_p=cfg.top_p, seed=s)
-    rng = random.Random(seed)
-    stream = _Stream(rng)
-    world, rank = acc.num_processes, acc.process_index
-    if cfg.dynamic_sampling and world > 1:  # each process would redraw on its own groups: the shared stream would split
-        raise UserError("grpo.dynamic_sampling runs in one process only (the processes' prompt streams would diverge); "
-                        "set it false for multi-process runs")
-    history: list[dict[str, Any]] = []
-    tokens, start, elapsed = 0, 0, 0.0
-    ckpt = out_dir / "ckpt" if out_dir is not None else None
-    if ckpt is not None and acc.is_main_process:
-        recover_checkpoint(ckpt)
-    acc.wait_for_everyone()
-    if ckpt is not None and (ckpt / "progress.json").is_file():
-        acc.load_state(str(ckpt))
-        prog = json.loads((ckpt / "progress.json").read_text())
-        start, history, tokens, elapsed = prog["step"], prog["history"], prog["tokens"], prog["elapsed"]
-        stream.load_state_dict(prog["data"])
-    if log is not None and hasattr(log, "rewind"):  # what the interrupted run logged after its checkpoint comes again
-        log.rewind(start)
-    t0 = time.perf_counter()
-    bar = progress(total=steps, initial=start, desc=desc, unit="step", disable=not acc.is_main_process)
-    for step in range(start + 1, steps + 1):
+    compilable = False  # generation runs the policy between updates
+
+    def __init__(self, tokenizer, sample: Sample, cfg: GRPOConfig, tcfg: TrainConfig, *, seed: int,
+                 generate_fn: GenerateFn | None = None):
+        self.tok, self.sample, self.cfg, self.tcfg, self.seed = tokenizer, sample, cfg, tcfg, seed
+        self.updates_per_batch = cfg.iterations
+        self.rng = random.Random(seed)
+        self.stream = _Stream(self.rng)
+        self.step = 0
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if generate_fn is None:
+            from inweights.eval.generate import generate_ids
+
+            def generate_fn(m, prompts, s):
+                return generate_ids(m, tokenizer, prompts, max_new_tokens=cfg.max_completion_length,
+                                    batch_size=len(prompts), temperature=cfg.temperature, top_p=cfg.top_p, seed=s)
+        self.generate_fn = generate_fn
+
+    def optimizer(self, model, lr, cfg, acc):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(self.params, lr=lr, betas=(0.9, 0.99), weight_decay=self.tcfg.weight_decay)
+
+    def begin(self, model, acc) -> None:
+        self.model, self.acc, self.raw = model, acc, acc.unwrap_model(model)
+        self.lora = hasattr(self.raw, "disable_adapter") and hasattr(self.raw, "peft_config")
+        self.ref = None
+        if self.cfg.beta > 0 and not self.lora:
+            self.ref = copy.deepcopy(self.raw).eval().requires_grad_(False).to(acc.device)
+        if self.cfg.dynamic_sampling and acc.num_processes > 1:  # each process would redraw on its own groups
+            raise UserError("grpo.dynamic_sampling runs in one process only (the processes' prompt streams would "
+                            "diverge); set it false for multi-process runs")
+
+    def micro_rows(self, cfg, world) -> int:
+        return self.cfg.micro_batch
+
+    def next_batch(self) -> dict[str, Any]:
+        if self.step is None:
+            raise UserError("this GRPO checkpoint was written by an older inweights: remove the stage's ckpt/ folder "
+                            "to train the stage again")
+        self.step += 1
+        acc, cfg, world, rank = self.acc, self.cfg, self.acc.num_processes, self.acc.process_index
         t_gen = time.perf_counter()
         rows, grouped, all_rewards, n_groups, n_zero, draws = _draw_groups(
-            sample, rng, generate_fn, raw, tokenizer, cfg, (seed * 1_000_003 + step * 101 + rank) % 2**63, rank, world)
+            self.sample, self.rng, self.generate_fn, self.raw, self.tok, cfg,
+            (self.seed * 1_000_003 + self.step * 101 + rank) % 2**63, rank, world)
         gen_s = time.perf_counter() - t_gen
         adv = group_advantages(grouped, cfg.scale_rewards).reshape(-1).to(acc.device)
-        n_rows = len(rows)
-        n_tok = float(sum(len(c) for _, c in rows))
+        n_rows, n_tok = len(rows), float(sum(len(c) for _, c in rows))
         if world > 1:  # normalisers over the global batch: DDP averages gradients over processes
             g = acc.reduce(torch.tensor([n_rows, n_tok], device=acc.device, dtype=torch.float), reduction="sum")
             n_rows_g, n_tok_g = int(g[0].item()), float(g[1].item())
         else:
             n_rows_g, n_tok_g = n_rows, n_tok
-        chunks = [list(range(i, min(i + cfg.micro_batch, n_rows))) for i in range(0, n_rows, cfg.micro_batch)]
         old, refs = {}, {}
-        needs_old = cfg.iterations > 1
         with torch.no_grad():
-            for ci, idx in enumerate(chunks):
-                sub = [rows[i] for i in idx]
-                with autocast(acc, tcfg.bf16):
-                    if needs_old:
-                        old[ci] = token_logps(raw, sub, pad)[0]
+            for ci, i in enumerate(range(0, n_rows, cfg.micro_batch)):
+                sub = rows[i : i + cfg.micro_batch]
+                with autocast(acc, self.tcfg.bf16):
+                    if cfg.iterations > 1:
+                        old[ci] = token_logps(self.raw, sub, self.pad)[0]
                     if cfg.beta > 0:
-                        if lora:
-                            with _adapter_off(raw):
-                                refs[ci] = token_logps(raw, sub, pad)[0]
+                        if self.lora:
+                            with _adapter_off(self.raw):
+                                refs[ci] = token_logps(self.raw, sub, self.pad)[0]
                         else:
-                            refs[ci] = token_logps(ref, sub, pad)[0]
-        model.train()
-        agg = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "tokens": 0.0}
-        for _ in range(cfg.iterations):
-            for ci, idx in enumerate(chunks):
-                sub = [rows[i] for i in idx]
-                sync = contextlib.nullcontext() if ci == len(chunks) - 1 else acc.no_sync(model)
-                with sync:
-                    with autocast(acc, tcfg.bf16):
-                        logp, mask = token_logps(model, sub, pad)
-                    o = old[ci] if needs_old else logp.detach()
-                    loss, st = grpo_loss(logp, o, refs.get(ci), adv[idx[0] : idx[-1] + 1], mask, cfg,
-                                         n_rows_g, n_tok_g)
-                    acc.backward(loss * world)
-                agg["loss"] += loss.item()
-                for k in ("kl", "clipped", "tokens"):
-                    agg[k] += st[k]
-            if not chunks:  # this process had no prompts: still take part in the collective step
-                (sum(p.sum() for p in params) * 0).backward()
-            if tcfg.grad_clip:
-                acc.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-        tokens += int(sum(len(p) + len(c) for p, c in rows)) * world
+                            refs[ci] = token_logps(self.ref, sub, self.pad)[0]
+        self.model.train()
+        self.agg = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "tokens": 0.0}
+        self.last = {"rows": rows, "adv": adv, "old": old, "refs": refs, "n_rows_g": n_rows_g, "n_tok_g": n_tok_g,
+                     "grouped": grouped, "all_rewards": all_rewards, "n_groups": n_groups, "n_zero": n_zero,
+                     "draws": draws, "gen_s": gen_s}
+        return self.last
+
+    def rows(self, batch) -> int:
+        return len(batch["rows"])
+
+    def targets(self, batch) -> torch.Tensor:
+        return torch.tensor(float(len(batch["rows"])))
+
+    def normaliser(self, batch, acc) -> torch.Tensor:
+        return torch.ones((), device=acc.device)  # ``grpo_loss`` is normalised by the whole batch already
+
+    def tokens(self, batch) -> int:
+        return int(sum(len(p) + len(c) for p, c in batch["rows"]))
+
+    def slice(self, batch, start, n, device) -> dict[str, Any]:
+        ci = start // self.cfg.micro_batch
+        return {"rows": batch["rows"][start : start + n], "adv": batch["adv"][start : start + n],
+                "old": batch["old"].get(ci), "ref": batch["refs"].get(ci), "n_rows_g": batch["n_rows_g"],
+                "n_tok_g": batch["n_tok_g"]}
+
+    def loss(self, model, mb) -> torch.Tensor:
+        logp, mask = token_logps(model, mb["rows"], self.pad)
+        old = mb["old"] if self.cfg.iterations > 1 else logp.detach()
+        with torch.autocast(device_type=logp.device.type, enabled=False):  # the loss in fp32
+            loss, st = grpo_loss(logp, old, mb["ref"], mb["adv"], mask, self.cfg, mb["n_rows_g"], mb["n_tok_g"])
+        self.agg["loss"] += loss.item()
+        for k in ("kl", "clipped", "tokens"):
+            self.agg[k] += st[k]
+        return loss
+
+    def record(self, step, steps, loss, lr, rate, cfg, desc) -> dict[str, Any]:
+        b, acc = self.last, self.acc
+        rows, all_rewards, grouped = b["rows"], b["all_rewards"], b["grouped"]
         lens = [len(c) for _, c in rows]
         stats = torch.tensor([all_rewards.sum().item(), (all_rewards ** 2).sum().item(), float(len(all_rewards)),
-                              float(sum(lens)), agg["kl"], agg["clipped"], agg["tokens"], float(n_zero), float(n_groups),
-                              float(n_rows), float(grouped.shape[0]), float(draws)], device=acc.device)
-        if world > 1:
+                              float(sum(lens)), self.agg["kl"], self.agg["clipped"], self.agg["tokens"],
+                              float(b["n_zero"]), float(b["n_groups"]), float(len(rows)), float(grouped.shape[0]),
+                              float(b["draws"])], device=acc.device)
+        if acc.num_processes > 1:
             stats = acc.reduce(stats, reduction="sum")
         s = stats.tolist()
         n = max(s[2], 1.0)
         mean = s[0] / n
         # reward: over every completion sampled this step (what the policy does), kept or not; completion_len: the
         # trained ones; zero_std_groups: the share of all drawn groups whose rewards agreed (no signal)
-        rec = {"stage": desc, "step": step, "objective": "grpo", "reward_mean": mean,
-               "reward_std": math.sqrt(max(s[1] / n - mean * mean, 0.0)), "completion_len": s[3] / max(s[9], 1.0),
-               "kl": s[4] / max(s[6], 1.0), "clip_frac": s[5] / max(s[6], 1.0),
-               "zero_std_groups": s[7] / max(s[8], 1.0), "groups_trained": int(s[10]), "draws": s[11] / world,
-               "loss": agg["loss"] / cfg.iterations,
-               "lr": sched.get_last_lr()[0], "gen_s": round(gen_s, 3),
-               "tok_s": tokens / max(time.perf_counter() - t0, 1e-9)}
-        history.append(rec)
-        if log and acc.is_main_process:
-            log(rec)
-        bar.set_postfix(reward=f"{mean:.3f}", len=f"{rec['completion_len']:.0f}", kl=f"{rec['kl']:.4f}")
-        bar.update(1)
-        if not math.isfinite(rec["loss"]):
-            raise FloatingPointError(f"GRPO loss became {rec['loss']} at step {step} of {desc}")
-        if ckpt is not None and step % save_every == 0 and step < steps:
-            save_checkpoint(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, stream, None)
-    bar.close()
-    if ckpt is not None and ckpt.exists() and acc.is_main_process:
-        shutil.rmtree(ckpt, ignore_errors=True)
-    acc.wait_for_everyone()
-    from accelerate.utils import DistributedType
+        return {"stage": desc, "step": step, "objective": "grpo", "reward_mean": mean,
+                "reward_std": math.sqrt(max(s[1] / n - mean * mean, 0.0)), "completion_len": s[3] / max(s[9], 1.0),
+                "kl": s[4] / max(s[6], 1.0), "clip_frac": s[5] / max(s[6], 1.0),
+                "zero_std_groups": s[7] / max(s[8], 1.0), "groups_trained": int(s[10]),
+                "draws": s[11] / acc.num_processes, "loss": self.agg["loss"] / self.cfg.iterations, "lr": lr,
+                "gen_s": round(b["gen_s"], 3), "tok_s": rate}
 
-    state_dict = acc.get_state_dict(model) if acc.distributed_type in (DistributedType.FSDP,
-                                                                        DistributedType.DEEPSPEED) else None
-    seconds = elapsed + time.perf_counter() - t0
-    return {"steps": steps, "tokens": tokens, "seconds": seconds, "tok_s": tokens / max(seconds, 1e-9),
-            "history": history, "stopped_early": False, "engine": f"{acc.distributed_type.value} x{world}",
-            "model": acc.unwrap_model(model), "state_dict": state_dict,
-            "reward_first": history[0]["reward_mean"] if history else None,
-            "reward_last": history[-1]["reward_mean"] if history else None}
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state) -> None:
+        if isinstance(state, list):  # a checkpoint of the loop GRPO had before it was an objective: no step count
+            self.stream.load_state_dict(state)
+            self.step = None
+            return
+        self.stream.load_state_dict(state["stream"])
+        self.step = state["step"]
+
+    def stats(self, history) -> dict[str, Any]:
+        return {"reward_first": history[0]["reward_mean"] if history else None,
+                "reward_last": history[-1]["reward_mean"] if history else None}
+
+
+def train_grpo(model, tokenizer, sample: Sample, steps: int, cfg: GRPOConfig, tcfg: TrainConfig, *, lr: float,
+               seed: int, desc: str = "grpo", log: Callable[[dict[str, Any]], None] | None = None,
+               generate_fn: GenerateFn | None = None, out_dir: Path | None = None,
+               save_every: int = 100) -> dict[str, Any]:
+    """Train ``steps`` GRPO steps (``GRPOObjective`` on ``train_stage``); returns ``train_stage``'s summary plus the
+    first and last step's mean reward. With ``out_dir``, the full state (model, optimiser, scheduler, RNGs, prompt
+    stream) is checkpointed every ``save_every`` steps and a rerun resumes from it, ending with the same weights as
+    an uninterrupted run."""
+    objective = GRPOObjective(tokenizer, sample, cfg, tcfg, seed=seed, generate_fn=generate_fn)
+    return train_stage(model, objective, steps, tcfg, out_dir, lr=lr, save_every=save_every, desc=desc, log=log)

@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -137,22 +137,74 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-class Objective(Protocol):
-    """What a stage minimises. A batch is this process's rows of one optimiser step; the loop slices it into
-    micro-batches and averages the summed loss over the step's ``targets`` (all processes together)."""
+class Objective:
+    """What a stage minimises. A batch is this process's rows of one step; the loop slices it into micro-batches
+    and averages the summed loss over the step's ``targets`` (all processes together). The hooks below the
+    required methods have the defaults SFT needs; GRPO (``train.grpo.GRPOObjective``) overrides them: it brings
+    its own optimiser, takes several optimiser steps on each generated batch, normalises its loss itself and logs
+    every step."""
 
-    def next_batch(self) -> Any: ...
-    def rows(self, batch) -> int: ...
-    def targets(self, batch) -> torch.Tensor: ...  # the count the loss is averaged over (a 0-d tensor)
-    def tokens(self, batch) -> int: ...  # tokens processed, for throughput
-    def slice(self, batch, start: int, n: int, device) -> Any: ...
-    def loss(self, model, micro) -> torch.Tensor: ...  # summed over the micro-batch's targets
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-    def stats(self) -> dict[str, Any]: ...
+    updates_per_batch: int = 1  # optimiser steps on each batch (GRPO's ``iterations``)
+    compilable: bool = True  # whether ``train.compile`` may compile the model for this objective
+
+    # ------------------------------------------------------------------ required
+    def next_batch(self) -> Any:
+        raise NotImplementedError
+
+    def rows(self, batch) -> int:
+        raise NotImplementedError
+
+    def targets(self, batch) -> torch.Tensor:  # the count the loss is averaged over (a 0-d tensor)
+        raise NotImplementedError
+
+    def tokens(self, batch) -> int:  # tokens processed, for throughput
+        raise NotImplementedError
+
+    def slice(self, batch, start: int, n: int, device) -> Any:
+        raise NotImplementedError
+
+    def loss(self, model, micro) -> torch.Tensor:  # summed over the micro-batch's targets
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ optional, with defaults
+    def stats(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the stage's summary adds (``history``: the records logged, resumed ones included)."""
+        return {}
+
+    def normaliser(self, batch, acc: Accelerator) -> torch.Tensor:
+        """What the summed loss of a step is divided by: the step's targets over every process."""
+        n = self.targets(batch).to(acc.device)
+        return acc.reduce(n, reduction="sum") if acc.num_processes > 1 else n
+
+    def micro_rows(self, cfg: TrainConfig, world: int) -> int:
+        """Rows per forward pass on this process."""
+        if cfg.batch_size % (cfg.grad_accum * world):
+            raise UserError(f"train.batch_size {cfg.batch_size} must be divisible by grad_accum x processes "
+                            f"({cfg.grad_accum} x {world})")
+        return cfg.batch_size // cfg.grad_accum // world
+
+    def optimizer(self, model, lr: float, cfg: TrainConfig, acc: Accelerator) -> torch.optim.Optimizer | None:
+        """The stage's optimiser; None: the loop's AdamW (no decay on biases and norms)."""
+        return None
+
+    def begin(self, model, acc: Accelerator) -> None:
+        """Called once the model is prepared (placed, wrapped), before the first step."""
+
+    def record(self, step: int, steps: int, loss: float, lr: float, rate: float, cfg: TrainConfig,
+               desc: str) -> dict[str, Any] | None:
+        """The step's log record (``metrics.jsonl``), or None for a step that logs nothing."""
+        if step % cfg.log_every == 0 or step == steps or step == 1:
+            return {"stage": desc, "step": step, "loss": loss, "lr": lr, "tok_s": rate}
+        return None
 
 
-class PackedCE:
+class PackedCE(Objective):
     """SFT: next-token cross-entropy on the target tokens of packed rows (``train.data.PackedBatches``)."""
 
     def __init__(self, batches: PackedBatches):
@@ -182,7 +234,7 @@ class PackedCE:
     def load_state_dict(self, state):
         self.batches.load_state_dict(state)
 
-    def stats(self):
+    def stats(self, history):
         return {"truncated_examples": self.batches.truncated,
                 "padding_fraction": self.batches.padding / max(self.batches.slots, 1)}
 
@@ -192,7 +244,7 @@ def train_stage(
     batches: PackedBatches | Objective,
     steps: int,
     cfg: TrainConfig,
-    out_dir: Path,
+    out_dir: Path | None,
     *,
     lr: float | None = None,
     save_every: int = 100,
@@ -203,16 +255,18 @@ def train_stage(
     warmup_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``steps`` optimiser steps on ``batches`` (packed rows: SFT) or an ``Objective``; resume from
-    ``out_dir/ckpt`` when it exists.
+    """Train ``steps`` steps on ``batches`` (packed rows: SFT) or an ``Objective`` (each step takes the objective's
+    ``updates_per_batch`` optimiser steps on one batch); resume from ``out_dir/ckpt`` when it exists (``out_dir``
+    None: no checkpoints).
 
     ``on_step(step, model)`` runs after each step; returning True stops the stage early (gates).
     ``warmup_steps`` overrides ``cfg.warmup_frac``. Returns a summary: losses per logged step, tokens,
     seconds, whether stopped early.
     """
-    objective = batches if hasattr(batches, "next_batch") else PackedCE(batches)
+    objective = batches if isinstance(batches, Objective) else PackedCE(batches)
     acc = get_accelerator()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     model.train()
     if cfg.freeze_embeddings:
         for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
@@ -229,32 +283,36 @@ def train_stage(
     params = [p for p in model.parameters() if p.requires_grad]
     if trainable_rows is not None:
         params = []
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
-         *([{"params": [model.get_input_embeddings().weight], "weight_decay": 0.0}] if trainable_rows else [])],
-        lr=lr or cfg.lr,
-        betas=(0.9, 0.95),
-        fused=_fused_ok(acc, [*params, *([model.get_input_embeddings().weight] if trainable_rows else [])]) or None,
-    )
+    opt = objective.optimizer(model, lr or cfg.lr, cfg, acc)
+    if opt is None:
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+             *([{"params": [model.get_input_embeddings().weight], "weight_decay": 0.0}] if trainable_rows else [])],
+            lr=lr or cfg.lr,
+            betas=(0.9, 0.95),
+            fused=_fused_ok(acc, [*params, *([model.get_input_embeddings().weight] if trainable_rows else [])]) or None,
+        )
+    updates = objective.updates_per_batch
     sched = get_cosine_with_min_lr_schedule_with_warmup(
         opt,
-        num_warmup_steps=int(cfg.warmup_frac * steps) if warmup_steps is None else warmup_steps,
-        num_training_steps=steps,
+        num_warmup_steps=int(cfg.warmup_frac * steps * updates) if warmup_steps is None else warmup_steps,
+        num_training_steps=steps * updates,
         min_lr_rate=cfg.min_lr_ratio,
     )
     acc.free_memory()  # forget the previous stage's model and optimiser
     model, opt, sched = acc.prepare(model, opt, sched)
-    compiled = _compile(model, cfg.compile_backend) if cfg.compile else None
+    compiled = _compile(model, cfg.compile_backend) if cfg.compile and objective.compilable else None
     acc.gradient_accumulation_steps = 1  # we accumulate by hand over micro-batches
+    objective.begin(model, acc)
 
-    ckpt = out_dir / "ckpt"
+    ckpt = out_dir / "ckpt" if out_dir is not None else None
     step, history, tokens, elapsed = 0, [], 0, 0.0
-    if acc.is_main_process:
+    if ckpt is not None and acc.is_main_process:
         recover_checkpoint(ckpt)
     acc.wait_for_everyone()
-    if (ckpt / "progress.json").is_file():
+    if ckpt is not None and (ckpt / "progress.json").is_file():
         acc.load_state(str(ckpt))
         prog = json.loads((ckpt / "progress.json").read_text())
         step, history, tokens, elapsed = prog["step"], prog["history"], prog["tokens"], prog["elapsed"]
@@ -265,10 +323,7 @@ def train_stage(
         log.rewind(step)
 
     world = acc.num_processes
-    if cfg.batch_size % (cfg.grad_accum * world):
-        raise UserError(f"train.batch_size {cfg.batch_size} must be divisible by grad_accum x processes "
-                        f"({cfg.grad_accum} x {world})")
-    micro = cfg.batch_size // cfg.grad_accum // world  # rows per forward on this process
+    micro = objective.micro_rows(cfg, world)  # rows per forward on this process
     if acc.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum != 1:
         # DeepSpeed steps its optimiser inside backward on its own accumulation count
         raise UserError("train.grad_accum must be 1 under DeepSpeed (raise batch_size or use more GPUs)")
@@ -281,45 +336,46 @@ def train_stage(
         batch = objective.next_batch()  # rows for this process: batch_size / world
         # token-level mean over the whole global step (all micro-batches, all processes), in fp32:
         # DDP averages gradients over processes, so each process scales its sum by world / global count
-        n_target = objective.targets(batch).to(acc.device)
-        if world > 1:
-            n_target = acc.reduce(n_target, reduction="sum")
+        n_target = objective.normaliser(batch, acc)
         loss_sum = torch.zeros((), device=acc.device)
         starts = range(0, objective.rows(batch), micro)
-        for i in starts:
-            mb = objective.slice(batch, i, micro, acc.device)
-            # gradients are synchronised once per step, on the last micro-batch
-            sync = contextlib.nullcontext() if i == starts[-1] else acc.no_sync(model)
-            with sync:
-                with autocast(acc, cfg.bf16):
-                    loss = objective.loss(model, mb)
-                loss = loss * world / n_target.clamp(min=1)
-                acc.backward(loss)
-            loss_sum += loss.detach()
-        if cfg.grad_clip:
-            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        for _ in range(updates):
+            for i in starts:
+                mb = objective.slice(batch, i, micro, acc.device)
+                # gradients are synchronised once per update, on the last micro-batch
+                sync = contextlib.nullcontext() if i == starts[-1] else acc.no_sync(model)
+                with sync:
+                    with autocast(acc, cfg.bf16):
+                        loss = objective.loss(model, mb)
+                    loss = loss * world / n_target.clamp(min=1)
+                    acc.backward(loss)
+                loss_sum += loss.detach()
+            if not starts and params:  # no rows on this process this step: it still takes part in the update
+                (sum(p.sum() for p in params) * 0).backward()
+            if cfg.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
         step += 1
         ntok = objective.tokens(batch) * world
         tokens += ntok
         run_tokens += ntok
-        loss_val = acc.reduce(loss_sum, reduction="mean").item()
-        if step % cfg.log_every == 0 or step == steps or step == 1:
-            rate = run_tokens / max(time.perf_counter() - t0, 1e-9)
-            rec = {"stage": desc, "step": step, "loss": loss_val, "lr": sched.get_last_lr()[0], "tok_s": rate}
+        loss_val = acc.reduce(loss_sum, reduction="mean").item() / updates
+        rate = run_tokens / max(time.perf_counter() - t0, 1e-9)
+        rec = objective.record(step, steps, loss_val, sched.get_last_lr()[0], rate, cfg, desc)
+        if rec is not None:
             history.append(rec)
             if log and acc.is_main_process:
                 log(rec)
-            bar.set_postfix(loss=f"{loss_val:.4f}", tok_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rate:,.0f}")
         bar.update(1)
         if not math.isfinite(loss_val):
             raise FloatingPointError(f"loss became {loss_val} at step {step} of {desc}")
         stop = bool(on_step(step, acc.unwrap_model(model))) if on_step is not None else False
         if stop:
             stopped_early = True
-        if step % save_every == 0 and step < steps and not stop:
+        if ckpt is not None and step % save_every == 0 and step < steps and not stop:
             save_checkpoint(acc, ckpt, step, history, tokens, elapsed + time.perf_counter() - t0, objective, on_step)
         if stop:
             break
@@ -331,7 +387,7 @@ def train_stage(
     state_dict = None
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         state_dict = acc.get_state_dict(model)
-    if ckpt.exists() and acc.is_main_process:
+    if ckpt is not None and ckpt.exists() and acc.is_main_process:
         shutil.rmtree(ckpt, ignore_errors=True)
     seconds = elapsed + time.perf_counter() - t0
     return {
@@ -342,7 +398,7 @@ def train_stage(
         "history": history,
         "stopped_early": stopped_early,
         "engine": f"{acc.distributed_type.value} x{world}",
-        **objective.stats(),
+        **objective.stats(history),
         "model": acc.unwrap_model(model),
         "state_dict": state_dict,
     }
