@@ -14,7 +14,7 @@ import yaml
 
 from inweights.core.errors import UserError
 from inweights.feedback import OpenAIFeedback, TestsFeedback, describe_verdict, read_feedback_file
-from inweights.regimes.ilf.run import refine_prompt
+from inweights.regimes.ilf.tasks import refine_prompt
 from inweights.sandbox import run_program
 
 SMOKE = {
@@ -352,7 +352,7 @@ def test_fresh_generated_tasks_draw_new_names_from_the_pool():
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     import torch
 
-    from inweights.regimes.ilf.run import _EarlyStop
+    from inweights.regimes.ilf.early_stop import EarlyStop
 
     class FakeRun:
         def __init__(self, scores):
@@ -366,7 +366,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
 
     model = torch.nn.Linear(2, 1)
     run = FakeRun([0.1, 0.2, 0.5, 0.4, 0.5, 0.3, 0.9])
-    hook = _EarlyStop(run, None, ["t"], every=2, steps=20, patience=3, best_path=tmp_path / "best.pt", name="m")
+    hook = EarlyStop(run, None, ["t"], every=2, steps=20, patience=3, best_path=tmp_path / "best.pt", name="m")
     hook.start(model)
     stops = []
     for step in range(1, 21):
@@ -380,7 +380,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     assert hook.best_step == 4 and hook.best == 0.5 and hook.curve[0]["val_pass"] == 0.1
     hook.restore_best(model)
     assert model.weight.flatten().tolist() == [4.0, 4.0]
-    again = _EarlyStop(run, None, ["t"], 2, 20, 3, tmp_path / "best.pt", "m")
+    again = EarlyStop(run, None, ["t"], 2, 20, 3, tmp_path / "best.pt", "m")
     again.load_state_dict(hook.state_dict())  # resumable: the state rides in the training checkpoint
     assert again.summary() == hook.summary()
 

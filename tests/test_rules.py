@@ -265,7 +265,7 @@ def test_prepare_warm_start_resolves_another_base(root, tmp_path):
 
 
 def test_direct_answers_are_read_as_committed():
-    from inweights.regimes.rule_distill.run import Task
+    from inweights.regimes.rule_distill.tasks import Task
 
     t = Task("t", "r", [])
     assert t.read("Answer: leftAnswer:") == "left"  # ran on without the end-of-turn token
@@ -315,7 +315,7 @@ def _rules_cfg(tmp_path, files, ks="[4]", **extra):
 def test_a_k_shot_file_runs_k_with_the_papers_validation_files(tmp_path, capsys):
     from inweights.cli import main
     from inweights.config import load_config
-    from inweights.regimes.rule_distill.run import checked_alpaca_task, split
+    from inweights.regimes.rule_distill.tasks import checked_alpaca_task, split
 
     files = _alpaca_files(tmp_path, k=4)
     # without validation files, k = 4 from a 4-record file cannot also draw validation examples: validate says so
@@ -335,7 +335,7 @@ def test_a_k_shot_file_runs_k_with_the_papers_validation_files(tmp_path, capsys)
 def test_the_student_is_never_tested_with_the_rule_and_the_teacher_sees_each_test_records_rule(tmp_path, capsys):
     from inweights.cli import main
     from inweights.config import load_config
-    from inweights.regimes.rule_distill.run import checked_alpaca_task
+    from inweights.regimes.rule_distill.tasks import checked_alpaca_task
 
     files = _alpaca_files(tmp_path)
     extra = {"alpaca_valid": files["valid_full"], "alpaca_valid_no": files["valid_no"]}
@@ -379,7 +379,7 @@ def test_bad_alpaca_records_are_reported_together_and_the_good_ones_kept(tmp_pat
 def test_rule_distillation_and_the_probes_read_answers_with_one_function():
     """One answer extraction per domain: rule distillation's tasks read a generation as the domain's probes do."""
     from inweights import views
-    from inweights.regimes.rule_distill.run import generated_tasks
+    from inweights.regimes.rule_distill.tasks import generated_tasks
 
     cfg = validate({"name": "t", "domain": {"name": "rules", "rules": {"n_test": 2}}})
     domain = RulesDomain(cfg.domain.rules, cfg.seed)

@@ -27,12 +27,24 @@ from inweights.regimes.ilf import config as ilf_config
 from inweights.regimes.ilf.config import FeedbackConfig, ILFConfig
 from inweights.regimes.rule_distill import config as rule_distill_config
 from inweights.regimes.rule_distill.config import DistillConfig
-from inweights.stage_config import GateConfig, GroupName, GRPOConfig, MixItem, StageConfig, ViewName
+from inweights.sections import (
+    DataConfig,
+    EvalConfig,
+    GateConfig,
+    GroupName,
+    GRPOConfig,
+    MixItem,
+    PrepareConfig,
+    StageConfig,
+    ViewName,
+)
 
-# the domains' sections, the regimes' sections and the stage language, importable from here as before
+# the domains' sections, the regimes' sections and the shared ones (``sections``), importable from here as before
 __all__ = [
     "CodingConfig",
+    "DataConfig",
     "DistillConfig",
+    "EvalConfig",
     "FeedbackConfig",
     "GRPOConfig",
     "GateConfig",
@@ -42,6 +54,7 @@ __all__ = [
     "MixItem",
     "PBBConfig",
     "PlanningConfig",
+    "PrepareConfig",
     "ProgramsConfig",
     "RulesConfig",
     "StageConfig",
@@ -216,91 +229,9 @@ class TrainConfig(Strict):
         return self
 
 
-class EvalConfig(Strict):
-    batch_size: int = Field(128, gt=0)
-    max_new_tokens: int = Field(160, gt=0)
-    groups: list[Literal["with_io", "without_io", "composed", "test", "val"]] = Field(
-        default_factory=lambda: ["with_io", "without_io"])
-    modes: list[Literal["in_weights", "in_context"]] = Field(
-        default_factory=lambda: ["in_weights", "in_context"]
-    )
-    formats: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
-    max_units_per_group: int | None = Field(None, gt=0)
-    eval_base: bool = True  # also probe the starting model (the prepared base)
-    temperature: float = Field(0.0, ge=0)  # 0 = greedy; grammars need sampling to show variety
-    top_p: float = Field(1.0, gt=0, le=1)
-    # generation engine: transformers (its generate: the reference), lean (eval/decode.py: the same tokens with a
-    # preallocated cache and early exit, Llama-family models; others fall back to transformers), vllm (must be
-    # installed), auto (vllm when installed and a CUDA GPU is visible, else lean)
-    backend: Literal["transformers", "lean", "vllm", "auto"] = "auto"
-    # bf16 autocast while generating, where the hardware has native bf16 kernels (as training does; elsewhere it is
-    # emulated and slow, so fp32): SmolLM2 greedy evaluation 1.6x faster on an AMX CPU, same answers on 64 probes
-    bf16: bool = True
-    # extraction diagnostics (programs): with_io in-weights CoT probes on this many *training* inputs per unit
-    # (cell with_io/in_weights/cot/train), and one probe per unit that gives only a document's pointer
-    # sentence and asks for the document (doc-context recall, vs recall inside a question)
-    train_inputs: int = Field(2, ge=0)
-    doc_context: bool = True
-    # curves: every this many steps of every SFT stage, measured on validation inputs (never test) of up to
-    # ``curve_units`` units per group, ``curve_inputs`` inputs each: in-weights and in-context CoT accuracy, and
-    # (programs) document recall after the pointer sentence and statements recalled inside a question -- storage
-    # and extraction by step, what stage lengths, LR and replay are chosen on (needs domain.programs.n_val_inputs)
-    curve_every: int | None = Field(None, gt=0)
-    curve_units: int = Field(10, gt=0)
-    curve_inputs: int = Field(2, gt=0)
-
-
 def regime_name(cfg: ExperimentConfig) -> str:
     """The regime a config runs (``inweights.regimes``): ``regime:``, or the domain's default."""
     return cfg.regime or DOMAINS[cfg.domain.name].default_regime
-
-
-class PrepareConfig(Strict):
-    """The preparation stage: in-context execution on fresh programs until a gate is passed."""
-
-    max_steps: int = Field(6000, gt=0)
-    eval_every: int = Field(250, gt=0)
-    eval_programs: int = Field(200, gt=0)
-    gate: float = Field(0.9, gt=0, le=1)
-    warmup_statements: int = Field(2, gt=0)  # programs have 1..warmup_statements early on
-    warmup_frac: float = Field(0.15, ge=0, lt=1)
-    drill_frac: float = Field(0.15, ge=0, lt=1)  # single-statement programs
-    # copy drills: "Repeat exactly:" a string of 4-16 distinct random characters, a share of every batch.
-    # Copying an unseen string token by token is what an induction head does (find the current token earlier,
-    # write what followed it: Olsson et al. 2022), the mechanism an in-context lookup needs; 0 leaves the
-    # preparation's data stream as it was
-    copy_frac: float = Field(0.0, ge=0, lt=1)
-    direct_frac: float = Field(0.3, ge=0, le=1)
-    corpus_programs: int = Field(2000, gt=0)  # for training the tokenizer
-    # grammars: checking a random grammar takes ~30 ms (hundreds of Earley parses), too slow per example,
-    # so training draws from this many fresh grammars (none of them a held-out one), strings redrawn
-    pool_units: int = Field(3000, gt=0)
-    # warm start from another prepared base (a prepare config path): its weights and tokenizer, e.g. a base
-    # that already copies from its prompt; None = random init with a tokenizer trained on this domain
-    init_from: str | None = None
-    # programs: in-context prompts also show 0..distractors_max other functions; the question's name says
-    # which to use (the in-context analogue of extraction: find the named function, re-type it)
-    distractors_max: int = Field(0, ge=0, le=6)
-    # A "PBB-prepared" base (issue lever b): besides fresh in-context examples, a fixed pool of
-    # ``pool_programs`` programs from the preparation names, each trained as documents and executions
-    # (PBB's stage 1 on many programs), and ``pool_doc_only`` more seen only as documents, whose in-weights
-    # accuracy on held-out inputs is the transfer a later stage 2 relies on (measured at every gate check)
-    pool_programs: int = Field(0, ge=0)
-    pool_doc_only: int = Field(0, ge=0)
-    pool_decl_weight: float = Field(1.0, ge=0)
-    pool_exec_weight: float = Field(1.0, ge=0)
-    in_context_weight: float = Field(1.0, ge=0)  # fresh in-context examples, when there is a pool
-    pool_eval_probes: int = Field(100, gt=0)  # in-weights CoT probes per pool group at each gate check
-    # which measurement the gate compares with ``gate``: in-context accuracy on fresh programs, or in-weights
-    # CoT accuracy on the pool's held-out inputs (with I/O, or documents only)
-    gate_metric: Literal["in_context", "pool_with_io", "pool_doc_only"] = "in_context"
-
-
-class DataConfig(Strict):
-    """The loader policy for external data files (``inweights.core.rejects``): unreadable records are left out and
-    reported together (``rejected.jsonl`` beside the run); ``strict: true`` makes any of them an error."""
-
-    strict: bool = False
 
 
 class ExperimentConfig(Strict):

@@ -181,7 +181,7 @@ class _RuleDistill(Regime):
                                 "rule's input distribution); the Alpaca files hold no such distribution")
 
     def export(self, cfg, out):
-        from inweights.regimes.rule_distill.run import export_rules
+        from inweights.regimes.rule_distill.tasks import export_rules
 
         return export_rules(cfg, out)
 
@@ -193,7 +193,7 @@ class _RuleDistill(Regime):
         from inweights.preflight import check_units_and_stages
 
         if cfg.domain.section().alpaca_train:
-            from inweights.regimes.rule_distill.run import checked_alpaca_task
+            from inweights.regimes.rule_distill.tasks import checked_alpaca_task
 
             checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
         return check_units_and_stages(cfg, config_path, quiet, stages=False)
@@ -217,13 +217,13 @@ class _ILF(Regime):
                             "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
 
     def prepare_builder(self):
-        from inweights.regimes.ilf.run import build_starting_policy
+        from inweights.regimes.ilf.policy import build_starting_policy
 
         return build_starting_policy
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_memory, check_model
-        from inweights.regimes.ilf.run import check_pools, load_tasks
+        from inweights.regimes.ilf.tasks import check_pools, load_tasks
 
         if cfg.model.prepared_base:
             from inweights.runs import resolve_prepared

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from inweights.core.schema import Strict
-from inweights.stage_config import GateConfig
+from inweights.sections import GateConfig
 
 # the recipes a config of this regime runs when it names none: the domain's (None)
 DEFAULT_RECIPES: tuple[str, ...] | None = None

@@ -15,7 +15,6 @@ the one way every regime resumes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -40,18 +39,28 @@ from inweights.models import build_tiny, load_model, save_model, train_tokenizer
 from inweights.models.load import (
     add_name_tokens,
     check_lora_for_source,
-    is_adapter_dir,
     is_lora,
     resolve_source,
 )
+from inweights.regimes.experiment.evaluation import Evaluation
+from inweights.regimes.experiment.grpo_stages import GRPOStages
+from inweights.regimes.experiment.jobs import run_jobs
 from inweights.regimes.experiment.pbb import check_recipe_names, stages_for
-from inweights.runs import Run, Steps, ensure_prepared, eval_autocast, eval_bf16, finishing, load_units
+from inweights.runs import (
+    Run,
+    Steps,
+    content_key,
+    ensure_prepared,
+    eval_autocast,
+    finishing,
+    load_units,
+)
 from inweights.train.data import PackedBatches
 from inweights.train.loop import get_accelerator, train_stage
 
 
 def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return content_key(obj, 64)
 
 
 def loss_kind(stage) -> str:
@@ -110,7 +119,7 @@ def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
     return out
 
 
-class Experiment:
+class Experiment(GRPOStages, Evaluation):
     def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
         self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
         self.run = Run(out, cfg)
@@ -192,7 +201,7 @@ class Experiment:
             if acc.is_main_process:
                 print(f"{acc.num_processes} processes: jobs run one after another (workers {workers} ignored)")
             workers = 1
-        run_jobs(jobs, workers, self.cfg, self.out, self.config_path)
+        run_jobs(jobs, workers, self.cfg, self.out, self.config_path, _do_job)
         results: dict[str, Any] = {"recipes": {}}
         if cfg.eval.eval_base:
             results["base"] = self.evaluate_dir("base", base_dir, self.out / "base_eval", domain, units)
@@ -391,168 +400,6 @@ class Experiment:
 
         return Curve(measure, cfg.eval.curve_every, stage.steps, log)
 
-    def grpo_warmup(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
-        """``grpo.sft_warmup_steps`` SFT steps on the stage's mixture before its GRPO steps, when the starting
-        policy's greedy reward on ``floor_probes`` of the stage's training prompts is under ``warmup_floor`` (GRPO
-        learns nothing from groups that all fail). Returns (model, record); the record says what was measured and
-        whether the warm-up ran. A finished warm-up is kept in ``<stage>/warmup`` (its step record:
-        ``steps/<stage>_warmup.json``) and reused on a rerun."""
-        from inweights.curriculum import stage_prompts
-        from inweights.eval.generate import generate
-
-        cfg, g = self.cfg, self.cfg.grpo
-        wdir = sdir / "warmup"
-        if (rec := self.steps.done(f"{sdir.name}_warmup", key)) is not None:
-            if rec["ran"]:
-                model, _ = self.load(wdir / "model", None)
-            return model, rec
-        rng = random.Random(derive_seed(cfg.seed, key, "floor"))
-        try:
-            sample = stage_prompts(stage, domain, units)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        probes = [sample(rng) for _ in range(g.floor_probes)]
-        model.to(get_accelerator().device)
-        outs = generate(model, tok, [p for p, _ in probes], max_new_tokens=g.max_completion_length,
-                        batch_size=cfg.eval.batch_size)
-        reward = sum(r(o) for (_, r), o in zip(probes, outs)) / len(probes)
-        rec = {"event": "grpo_floor", "stage": f"{recipe}:{stage.name}", "reward_greedy": reward,
-               "floor": g.warmup_floor, "probes": len(probes), "ran": reward < g.warmup_floor,
-               "steps": g.sft_warmup_steps if reward < g.warmup_floor else 0}
-        if rec["ran"]:
-            acc = get_accelerator()
-            sft = stage.model_copy(update={"objective": "sft", "name": f"{stage.name}_warmup"})
-            batches = PackedBatches(stage_sampler(sft, domain, units, TokenCache(tok), derive_seed(cfg.seed, "demos")),
-                                    derive_seed(cfg.seed, key, "warmup", 0), cfg.train.batch_size, cfg.train.max_len,
-                                    tok.pad_token_id, shard=(acc.process_index, acc.num_processes))
-            out = train_stage(model, batches, g.sft_warmup_steps, cfg.train, wdir, lr=stage.lr,
-                              desc=f"{recipe}:{stage.name}:sft_warmup", save_every=cfg.train.save_every, log=log)
-            model = out["model"]
-            if acc.is_main_process:
-                save_model(model, tok, wdir / "model", base=str(prev_dir) if is_lora(model) else None,
-                           state_dict=out["state_dict"])
-        if get_accelerator().is_main_process:
-            log(rec)
-        self.steps.finish(f"{sdir.name}_warmup", key, rec)
-        return model, rec
-
-    def train_grpo_stage(self, recipe, stage, key, prev_dir: Path, sdir: Path, model, tok, domain, units, log):
-        """A grpo stage: prompts from the stage's mixture, rewards from the domain's scorer, samples from the
-        evaluation backend (transformers, or vllm with the policy's weights pushed each step)."""
-        from inweights.curriculum import stage_prompts
-        from inweights.eval.generate import VllmPolicy, choose_backend
-        from inweights.train.grpo import train_grpo
-
-        cfg, g = self.cfg, self.cfg.grpo
-        model.to(get_accelerator().device)
-        gen = None
-        backend = choose_backend(cfg.eval.backend)
-        if backend == "vllm":
-            gen = VllmPolicy(str(prev_dir), tok, max_new_tokens=g.max_completion_length, temperature=g.temperature,
-                             top_p=g.top_p, dtype=cfg.model.dtype, seed=cfg.seed)
-        elif backend == "lean":
-            from inweights.eval.generate import generate_ids
-
-            def gen(m, prompts, s):
-                return generate_ids(m, tok, prompts, max_new_tokens=g.max_completion_length, batch_size=len(prompts),
-                                    temperature=g.temperature, top_p=g.top_p, seed=s, backend="lean")
-        try:
-            sample = stage_prompts(stage, domain, units)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        return train_grpo(model, tok, sample, stage.steps, g, cfg.train, lr=g.lr or stage.lr or cfg.train.lr,
-                          seed=derive_seed(cfg.seed, key, "grpo"), desc=f"{recipe}:{stage.name}", log=log,
-                          generate_fn=gen, out_dir=sdir, save_every=cfg.train.save_every)
-
-    def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
-        """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        # the model named relative to the run folder when it is inside it: a copied run folder keeps its evaluations
-        where, run = Path(model_dir).resolve(), self.out.resolve()
-        named = str(where.relative_to(run)) if where.is_relative_to(run) else str(model_dir)
-        probe_key = _sha({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": named})
-        if (ev := Steps(cache_dir).done("eval", probe_key)) is not None:
-            self._link_samples(label, cache_dir)
-            return ev
-        from inweights.core.progress import progress
-        from inweights.eval.generate import choose_backend, generate, generate_vllm
-
-        acc = get_accelerator()
-        ecfg = self.cfg.eval
-        backend = choose_backend(ecfg.backend)
-        model, tok = self.load(model_dir)
-        model.to(acc.device)
-        if backend == "lean":
-            from inweights.eval.decode import supports
-
-            backend = "lean" if supports(model) else "transformers"
-        vllm_dir = str(model_dir)
-        if backend == "vllm" and is_adapter_dir(model_dir):  # vllm wants plain weights: merge once
-            vllm_dir = str(cache_dir / "merged")
-            if acc.is_main_process and not (cache_dir / "merged" / "config.json").is_file():
-                save_model(model, tok, cache_dir / "merged")
-            acc.wait_for_everyone()
-
-        def local(prompts, bar):
-            if backend == "vllm":
-                outs = generate_vllm(vllm_dir, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
-                                     dtype=self.cfg.model.dtype, seed=self.cfg.seed,
-                                     temperature=ecfg.temperature, top_p=ecfg.top_p)
-                bar.update(len(prompts))
-                return outs
-            return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
-                            progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
-                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend)
-
-        def sharded(prompts):
-            """Each process generates every N-th probe; the outputs are gathered back in order."""
-            mine = list(range(acc.process_index, len(prompts), acc.num_processes))
-            with progress(total=len(mine), desc=f"eval {label}", unit="probe",
-                          disable=not acc.is_main_process) as bar:
-                outs = local([prompts[i] for i in mine], bar)
-            if acc.num_processes == 1:
-                return outs
-            from accelerate.utils import gather_object
-
-            full: list[str | None] = [None] * len(prompts)
-            for i, o in gather_object(list(zip(mine, outs))):
-                full[i] = o
-            return full
-
-        t0 = time.time()
-        with eval_autocast(self.cfg):
-            cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
-        ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
-              "eval_seconds": round(time.time() - t0, 1),
-              "backend": backend, "processes": acc.num_processes, "bf16_autocast": eval_bf16(self.cfg),
-              "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
-        if acc.is_main_process:
-            with (cache_dir / "samples.jsonl.tmp").open("w") as f:
-                for s in samples:
-                    f.write(json.dumps(s) + "\n")
-            os.replace(cache_dir / "samples.jsonl.tmp", cache_dir / "samples.jsonl")
-            Steps(cache_dir).finish("eval", probe_key, ev)
-        acc.wait_for_everyone()
-        self.run.log({"event": "eval", "recipe": label, "cells": {k: v["acc"] for k, v in cells.items()},
-                      "eval_seconds": ev["eval_seconds"]})
-        self._link_samples(label, cache_dir)
-        return ev
-
-    def _link_samples(self, label: str, cache_dir: Path) -> None:
-        self._samples = getattr(self, "_samples", [])
-        self._samples.append((label, cache_dir / "samples.jsonl"))
-
-    def collect_samples(self) -> None:
-        """samples.jsonl of the run: every sample of every evaluated model, tagged with its recipe."""
-        tmp = self.out / "samples.jsonl.tmp"
-        with tmp.open("w") as f:
-            for label, path in getattr(self, "_samples", []):
-                with path.open() as src:
-                    for line in src:
-                        f.write(json.dumps({"recipe": label, **json.loads(line)}) + "\n")
-        os.replace(tmp, self.out / "samples.jsonl")
-
-
 def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | None, threads: int | None) -> str:
     """One job, in this process or a worker process (spawned: it rebuilds everything it needs)."""
     from inweights.config import ExperimentConfig, StageConfig
@@ -570,66 +417,6 @@ def _do_job(job: dict[str, Any], cfg_json: str, out: str, config_path: str | Non
         # every process generates its share of the probes; the main one scores and writes
         exp.evaluate_dir(job["label"], job["model"], Path(job["cache"]), domain, units)
     return job["id"]
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker process ends when the run's process ends, however it ends (SIGKILL included): otherwise it would
-    go on writing into a run folder whose lock is free, beside the resumed run. Linux: the kernel's parent-death
-    signal (``prctl(PR_SET_PDEATHSIG)``, through ctypes: no library wraps it); elsewhere a thread that watches."""
-    import signal
-    import threading
-
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg: ExperimentConfig, out: Path,
-             config_path: Path | None) -> None:
-    """Run jobs in dependency order; with workers > 1, independent ones run in parallel processes,
-    each with cores/workers threads (two 1-thread jobs beat one 2-thread job on a 2-core CPU)."""
-    cfg_json = cfg.model_dump_json()
-    cp = str(config_path) if config_path else None
-    ids = {j["id"] for j in jobs}
-    done: set[str] = {d for j in jobs for d in j["deps"] if d not in ids}  # finished in an earlier run
-    pending = list(jobs)
-    if workers == 1:
-        while pending:
-            job = next(j for j in pending if all(d in done for d in j["deps"]))
-            pending.remove(job)
-            done.add(_do_job(job, cfg_json, str(out), cp, None))
-        return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    threads = max(1, (cfg.train.threads or os.cpu_count() or 1) // workers)
-    running: dict[Any, str] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        while pending or running:
-            ready = [j for j in pending if all(d in done for d in j["deps"])]
-            # training first (evaluations are short and unblock nothing)
-            ready.sort(key=lambda j: j["kind"] != "train")
-            for job in ready[: workers - len(running)]:
-                pending.remove(job)
-                running[pool.submit(_do_job, job, cfg_json, str(out), cp, threads)] = job["id"]
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in finished:
-                running.pop(f)
-                done.add(f.result())
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):

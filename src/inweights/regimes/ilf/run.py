@@ -30,10 +30,7 @@ writes the programs to annotate (``inweights feedback export`` / ``import``, the
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -43,23 +40,24 @@ import torch
 from inweights.config import ExperimentConfig, dump_config, same_config
 from inweights.core.errors import UserError
 from inweights.core.seeds import derive_seed
-from inweights.curriculum import TokenCache
 from inweights.domains.coding import (
     CodingTask,
-    fresh_generated_task,
-    generated_tasks,
     program_of,
-    prompt,
-    read_humaneval,
-    read_mbpp,
-    spec_key,
 )
 from inweights.eval.stats import pass_at_k
-from inweights.feedback import make_provider, program_key
-from inweights.runs import Run, Steps, content_key
-from inweights.sandbox import Limits, run_many
-
-POOLS = ("prepare", "refine", "train", "test")
+from inweights.feedback import make_provider
+from inweights.regimes.ilf.policy import PolicyRun
+from inweights.regimes.ilf.tasks import (
+    _request,
+    _slim_request,
+    bootstrap_ci,
+    check_pools,
+    completion_of,
+    load_tasks,
+    policy_record,
+    refine_prompt,
+    refine_record,
+)
 
 
 class WaitingForFeedback(Exception):
@@ -71,243 +69,8 @@ class WaitingForFeedback(Exception):
 
 
 # ------------------------------------------------------------------------------------------ tasks
-def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[CodingTask]]:
-    c = cfg.domain.section()
-    if c.source == "generated":
-        # what the experiment's tasks compute never appears among the starting policy's training tasks: the
-        # prepare pool draws from the preparation's share of the functions, the others from the rest
-        out = {p: generated_tasks(n, cfg.seed, p, c.n_tests, family=c.family)
-               for p, n in (("refine", c.n_refine), ("train", c.n_train), ("test", c.n_test))}
-        out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests) if c.n_prepare else []
-        return out
-    if c.source == "mbpp":
-        from inweights.core import rejects
-
-        with rejects.collecting() as found:
-            out = {"prepare": [], "refine": read_mbpp(c.mbpp_path, c.refine_ids),
-                   "train": read_mbpp(c.mbpp_path, c.train_ids), "test": read_mbpp(c.mbpp_path, c.test_ids)}
-        rejects.settle(found, cfg.data.strict, quiet=quiet)
-        return out
-    tasks = read_humaneval()
-    rest, test = tasks[: -c.humaneval_test], tasks[-c.humaneval_test:]
-    return {"prepare": [], "refine": rest[: len(rest) // 2], "train": rest[len(rest) // 2:], "test": test}
-
-
-def check_pools(cfg: ExperimentConfig, tasks: dict[str, list[CodingTask]]) -> None:
-    """The held-out shares must leave tasks to work on (checked before a run writes anything)."""
-    ilf = cfg.ilf
-    if ilf.val_tasks >= len(tasks["train"]):
-        raise UserError(f"ilf.val_tasks ({ilf.val_tasks}) must be fewer than the train pool's {len(tasks['train'])} tasks")
-    if ilf.check_tasks >= len(tasks["refine"]):
-        raise UserError(f"ilf.check_tasks ({ilf.check_tasks}) must be fewer than the refine pool's "
-                        f"{len(tasks['refine'])} tasks")
-
-
-def policy_record(task: CodingTask, code: str) -> dict[str, Any]:
-    msgs = [{"role": "user", "content": prompt(task)}, {"role": "assistant", "content": code}]
-    return {"messages": msgs, "prompt": msgs[:1], "completion": msgs[1:], "task": task.id}
-
-
-def refine_prompt(task: CodingTask, old: str, feedback: str | None) -> str:
-    """The ILF layout: the task, OLD CODE, FEEDBACK (absent for the no-feedback refiner), REFINEMENT."""
-    text = f"{prompt(task)}\n\nOLD CODE:\n{old.strip()}\n\n"
-    if feedback is not None:
-        text += f"FEEDBACK:\n{feedback.strip()}\n\n"
-    return text + "REFINEMENT:"
-
-
-def refine_record(task: CodingTask, old: str, feedback: str | None, new: str) -> dict[str, Any]:
-    msgs = [{"role": "user", "content": refine_prompt(task, old, feedback)}, {"role": "assistant", "content": new}]
-    return {"messages": msgs, "prompt": msgs[:1], "completion": msgs[1:], "task": task.id}
-
-
-def completion_of(task: CodingTask, code: str) -> str:
-    """What the policy is trained to write: the whole program (HumanEval: the part after the prefix)."""
-    return code[len(task.prefix):] if task.prefix and code.startswith(task.prefix) else code
-
-
-# ------------------------------------------------------------------------------------------ the run
-class ILFRun:
-    def __init__(self, cfg: ExperimentConfig, out: Path, config_path: Path | None, resume: bool):
-        self.cfg, self.out, self.config_path, self.resume = cfg, out, config_path, resume
-        self.ilf = cfg.ilf
-        self.limits = Limits(wall_seconds=self.ilf.timeout, cpu_seconds=self.ilf.timeout)
-        self.t0 = time.time()
-        self.prepared: dict[str, Any] | None = None  # the prepared starting policy's record, when there is one
-        self.run = Run(out, cfg)
-        self.steps = Steps(out / "steps")
-
-    # -- bookkeeping (the run folder's status and metrics log, as every regime keeps them)
-    def log(self, rec: dict[str, Any]) -> None:
-        self.run.log(rec)
-
-    def status(self, state: str, **extra: Any) -> None:
-        self.run.status(state, **extra)
-
-    # ILF resumes as every regime does (``runs.Steps``). A sampling, feedback or refinement step's inputs follow from
-    # the config (which --resume requires to be the same) and the steps before it, so its key is its name and the
-    # seed; a fine-tune's key also hashes the records it trains on
-    def key(self, name: str, inputs: Any = None) -> str:
-        return content_key({"step": name, "seed": self.cfg.seed, **({"inputs": inputs} if inputs is not None else {})})
-
-    def cached(self, name: str):
-        return self.steps.done(name, self.key(name))
-
-    def save_step(self, name: str, rec: dict[str, Any]) -> None:
-        self.steps.finish(name, self.key(name), rec)
-
-    # -- models
-    def load(self, source):
-        from inweights.models import load_model
-        from inweights.train.loop import get_accelerator
-
-        m = self.cfg.model
-        model, tok = load_model(source, m.dtype, None, m.attn_implementation)
-        return model.to(get_accelerator().device), tok
-
-    def train(self, name: str, start, records: list[dict[str, Any]], steps: int | None, lr: float | None, *,
-              replay: list[dict[str, Any]] = (), draw=None, val: list[CodingTask] = ()) -> Path:
-        """SFT ``start`` (loss on the assistant turn) -> models/<name>/model; cached.
-
-        Examples come from ``records`` (or ``draw(rng)``, a record per call), a ``ilf.replay`` share of them from
-        ``replay``. ``steps=None``: a budget of ``ilf.policy_epochs`` epochs over ``records``; with ``val`` tasks,
-        the greedy pass rate on them is measured every ``ilf.val_every`` epochs, training stops after
-        ``ilf.patience`` measurements without improvement and the best checkpoint is what is saved."""
-        from inweights.models import load_model, save_model
-        from inweights.models.load import is_lora
-        from inweights.train.data import PackedBatches
-        from inweights.train.loop import train_stage
-
-        d = self.out / "models" / name
-        key = self.key(f"model_{name}", {"records": records, "replay": len(replay), "steps": steps, "lr": lr,
-                                         "draw": draw is not None, "val": [t.id for t in val or ()]})
-        if self.steps.done(f"model_{name}", key) is not None:
-            return d / "model"
-        if not records and draw is None:
-            raise UserError(f"ILF step {name}: nothing to train on (no records)")
-        m, t = self.cfg.model, self.cfg.train
-        model, tok = load_model(start, m.dtype, m.lora, m.attn_implementation, 
-                                seed=derive_seed(self.cfg.seed, name, "lora"))
-        tokens = TokenCache(tok)
-        share = self.ilf.replay if replay else 0.0
-        budget: dict[str, Any] = {"replay": share, "replay_records": len(replay)}
-        # an epoch over ``records``: their tokens over the tokens a step gives them
-        own = sum(len(tokens(r, "completion")[0]) for r in records)
-        per_epoch = own / ((1 - share) * t.batch_size * t.max_len) if draw is None else None
-        if steps is None:
-            steps = max(1, math.ceil(self.ilf.policy_epochs * per_epoch))
-        if per_epoch:
-            budget.update(epochs=round(steps / per_epoch, 2), steps_per_epoch=round(per_epoch, 3))
-
-        def sample(rng):
-            if share and rng.random() < share:
-                return tokens(rng.choice(replay), "completion")
-            return tokens(draw(rng) if draw is not None else rng.choice(records), "completion")
-
-        batches = PackedBatches(sample, derive_seed(self.cfg.seed, "ilf", name, "stream"), t.batch_size,
-                                t.max_len, tok.pad_token_id)
-        hook = None
-        if val and per_epoch:
-            every = max(1, round(self.ilf.val_every * per_epoch))
-            hook = _EarlyStop(self, tok, list(val), every, steps, self.ilf.patience, d / "best.pt", name)
-            from inweights.train.loop import get_accelerator
-
-            hook.start(model.to(get_accelerator().device))
-        log = self.run.stage_log(model=name)
-        res = train_stage(model, batches, steps, t, d, lr=lr, desc=f"ilf:{name}",
-                          save_every=t.save_every, log=log, on_step=hook)
-        if hook is not None:
-            hook.restore_best(res["model"])
-            budget.update(hook.summary())
-            self.log({"event": "early_stopping", "model": name, **hook.summary()})
-        tmp = d / "model.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_model(res["model"], tok, tmp, base=str(start) if is_lora(res["model"]) else None,
-                   state_dict=res["state_dict"])
-        if (d / "model").exists():
-            shutil.rmtree(d / "model")
-        os.replace(tmp, d / "model")
-        info = {k: v for k, v in res.items() if k not in ("model", "state_dict", "losses")}
-        self.steps.finish(f"model_{name}", key, {**info, **budget, "planned_steps": steps, "records": len(records)})
-        (d / "best.pt").unlink(missing_ok=True)
-        return d / "model"
-
-    def val_pass(self, model, tok, tasks: list[CodingTask]) -> float:
-        """Greedy pass rate of ``model`` on ``tasks`` (early stopping's measure)."""
-        from inweights.eval.generate import generate
-
-        chat = [[{"role": "user", "content": prompt(task)}] for task in tasks]
-        outs = generate(model, tok, chat, max_new_tokens=self.ilf.max_new_tokens, batch_size=self.cfg.eval.batch_size)
-        verdicts = self.judge(tasks, [[program_of(task, x)] for task, x in zip(tasks, outs)])
-        return sum(v[0]["status"] == "passed" for v in verdicts) / len(tasks)
-
-    def base_policy(self, tasks) -> Path | str:
-        cfg = self.cfg
-        if cfg.model.preset != "tiny" and not cfg.model.prepared_base:
-            from inweights.models.load import resolve_source
-
-            return resolve_source(cfg.model)[0]
-        if cfg.model.prepared_base:
-            from inweights.runs import ensure_prepared
-
-            folder, rec = ensure_prepared(cfg, self.config_path, build_starting_policy)
-            self.prepared = {k: rec.get(k) for k in ("name", "seed", "steps", "gate_value", "name_errors",
-                                                     "prepare_functions", "weights_sha256")}
-            return folder
-        init = self.out / "models" / "init"
-        if not (init / "config.json").is_file():
-            from inweights.models import build_tiny, save_model, train_tokenizer
-
-            texts = [prompt(t) + "\n" + t.gold for p in ("prepare", "refine", "train") for t in tasks[p]]
-            texts += [refine_prompt(t, t.gold, "The code is wrong.") for t in (tasks["refine"] or tasks["prepare"])[:50]]
-            tok = train_tokenizer(texts, cfg.model.tiny.vocab_size)
-            save_model(build_tiny(cfg.model.tiny, tok, cfg.seed), tok, init)
-        if not self.ilf.pretrain_steps:
-            return init
-        if not tasks["prepare"]:
-            raise UserError("ilf.pretrain_steps needs the generated prepare pool (domain.coding.n_prepare > 0)")
-        recs = [policy_record(t, t.gold) for t in tasks["prepare"]]
-        draw = None
-        if self.ilf.pretrain_fresh_names and cfg.domain.section().source == "generated":
-            specs = [t.meta["spec"] for t in tasks["prepare"]]
-            n_tests = cfg.domain.section().n_tests
-
-            def draw(rng):
-                t = fresh_generated_task(rng, specs, "prepare", n_tests)
-                return policy_record(t, t.gold)
-        return self.train("policy_base", init, recs, self.ilf.pretrain_steps, self.ilf.pretrain_lr, draw=draw)
-
-    # -- sampling and judging
-    def sample(self, model_dir, prompts: list[str], n: int, name: str) -> list[list[str]]:
-        from inweights.eval.generate import generate
-
-        model, tok = self.load(model_dir)
-        chat = [[{"role": "user", "content": p}] for p in prompts for _ in range(n)]
-        outs = generate(model, tok, chat, max_new_tokens=self.ilf.max_new_tokens,
-                        batch_size=self.cfg.eval.batch_size, temperature=self.ilf.temperature,
-                        top_p=self.ilf.top_p, seed=derive_seed(self.cfg.seed, "ilf", name, "sample"))
-        return [outs[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-    def judge(self, tasks: list[CodingTask], programs: list[list[str]]) -> list[list[dict[str, Any]]]:
-        progs = [t.sandboxed(code) for t, codes in zip(tasks, programs) for code in codes]
-        verdicts = iter(run_many(progs, limits=self.limits, workers=self.ilf.workers))
-        return [[next(verdicts).to_dict() for _ in codes] for codes in programs]
-
-    def sample_and_judge(self, name: str, model_dir, tasks: list[CodingTask], n: int) -> dict[str, Any]:
-        """Programs sampled for each task and their verdicts; cached in steps/<name>.json."""
-        hit = self.cached(name)
-        if hit is not None:
-            return hit
-        t0 = time.time()
-        texts = self.sample(model_dir, [prompt(t) for t in tasks], n, name)
-        programs = [[program_of(t, x) for x in xs] for t, xs in zip(tasks, texts)]
-        verdicts = self.judge(tasks, programs)
-        rec = {"tasks": [{"task_id": t.id, "programs": p, "verdicts": [_slim(v) for v in vs]}
-                         for t, p, vs in zip(tasks, programs, verdicts)],
-               "seconds": round(time.time() - t0, 1)}
-        self.save_step(name, rec)
-        return rec
+class ILFRun(PolicyRun):
+    """One ILF run: the refiners, the feedback check, the rounds, the fine-tunes and their evaluation."""
 
     def feedback(self, name: str, requests: list[dict[str, Any]]) -> list[str | None]:
         """Feedback for each request; provider ``file`` stops the run when some is missing."""
@@ -563,130 +326,6 @@ class ILFRun:
         summary = write_report(out, cfg, results)
         self.status("finished", wall_seconds=results["wall_seconds"])
         return summary
-
-
-class _EarlyStop:
-    """``train_stage``'s step hook: the greedy pass rate on the validation tasks every ``every`` steps (and at the
-    last), the best checkpoint's trainable weights in ``best_path``, a stop after ``patience`` measurements
-    without improvement. Resumable (its state rides in the training checkpoint)."""
-
-    def __init__(self, run: ILFRun, tok, tasks: list[CodingTask], every: int, steps: int, patience: int,
-                 best_path: Path, name: str):
-        self.run, self.tok, self.tasks, self.every, self.steps = run, tok, tasks, every, steps
-        self.patience, self.best_path, self.name = patience, best_path, name
-        self.curve: list[dict[str, Any]] = []
-        self.best: float | None = None
-        self.best_step: int | None = None
-        self.bad = 0
-
-    def start(self, model) -> None:
-        if not self.curve:  # the starting point, for the curve (never chosen: the stage is meant to train)
-            self.curve.append({"step": 0, "val_pass": self.run.val_pass(model, self.tok, self.tasks)})
-
-    def __call__(self, step: int, model) -> bool:
-        if step % self.every and step != self.steps:
-            return False
-        score = self.run.val_pass(model, self.tok, self.tasks)
-        self.curve.append({"step": step, "val_pass": score})
-        self.run.log({"event": "val", "model": self.name, "step": step, "val_pass": score})
-        if self.best is None or score > self.best:
-            self.best, self.best_step, self.bad = score, step, 0
-            torch.save({n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
-                       self.best_path)
-        else:
-            self.bad += 1
-        return self.bad >= self.patience
-
-    def restore_best(self, model) -> None:
-        if self.best_step is not None and self.best_step != self.curve[-1]["step"]:
-            model.load_state_dict(torch.load(self.best_path, weights_only=True), strict=False)
-
-    def summary(self) -> dict[str, Any]:
-        return {"val_tasks": len(self.tasks), "val_every_steps": self.every, "best_step": self.best_step,
-                "best_val_pass": self.best, "curve": self.curve}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"curve": self.curve, "best": self.best, "best_step": self.best_step, "bad": self.bad}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.curve, self.best, self.best_step, self.bad = state["curve"], state["best"], state["best_step"], state["bad"]
-
-
-def _slim(v: dict[str, Any]) -> dict[str, Any]:
-    """What a step file keeps of a verdict (enough for feedback and for the report)."""
-    keep = ("status", "reason", "error_type", "message", "tests_passed", "tests_total")
-    return {**{k: v.get(k) for k in keep}, "tests": [{k: t.get(k) for k in ("test", "passed", "actual", "expected")}
-                                                     for t in v.get("tests", [])]}
-
-
-def _request(task: CodingTask, program: str, verdict: dict[str, Any]) -> dict[str, Any]:
-    return {"task_id": task.id, "text": task.text, "tests": list(task.judged_tests), "program": program,
-            "verdict": verdict, "key": program_key(task.id, program)}
-
-
-def _slim_request(r: dict[str, Any]) -> dict[str, Any]:
-    return {"task_id": r["task_id"], "program": r["program"], "reason": r["verdict"]["reason"]}
-
-
-def bootstrap_ci(values: list[float], seed: int, n: int = 1000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean over tasks."""
-    if not values:
-        return (0.0, 0.0)
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n))
-    return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
-
-
-def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str) -> dict[str, Any]:
-    """The coding domain's prepared base (``inweights prepare configs/prepare_coding.yaml``): the tiny starting
-    policy, trained once for ``prepare.max_steps`` steps on a stream of the preparation's functions
-    (``spec_is_prepare``) under fresh names, exactly as an ILF run trains its own (``ILFRun.base_policy``), so an
-    experiment of any seed starts from it without spending the time. Its gate: the greedy pass rate on
-    ``prepare.eval_programs`` fresh-name tasks (the preparation's functions, new names and inputs)."""
-    from inweights.core.io import sha256_file
-    from inweights.models import save_model
-
-    if cfg.model.preset != "tiny":
-        raise UserError("a coding prepared base is a tiny starting policy: model.preset must be tiny")
-    c = cfg.domain.section()
-    if c.source != "generated" or not c.n_prepare:
-        raise UserError("a coding prepared base trains on the generated prepare pool: set domain.coding.source: "
-                        "generated and domain.coding.n_prepare > 0")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    cfg = cfg.model_copy(deep=True)
-    cfg.ilf.pretrain_steps, cfg.ilf.pretrain_fresh_names = cfg.prepare.max_steps, True
-    run = ILFRun(cfg, work, None, resume=True)
-    tasks = {"prepare": generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests), "refine": [], "train": []}
-    model_dir = Path(run.base_policy(tasks))
-    specs = [t.meta["spec"] for t in tasks["prepare"]]
-    rng = random.Random(derive_seed(cfg.seed, "prepare", "eval"))
-    held = [fresh_generated_task(rng, specs, "prepare", c.n_tests) for _ in range(cfg.prepare.eval_programs)]
-    model, tok = run.load(model_dir)
-    from inweights.eval.generate import generate
-
-    outs = generate(model, tok, [[{"role": "user", "content": prompt(t)}] for t in held],
-                    max_new_tokens=cfg.ilf.max_new_tokens, batch_size=cfg.eval.batch_size)
-    verdicts = [v[0] for v in run.judge(held, [[program_of(t, o)] for t, o in zip(held, outs)])]
-    passed = sum(v["status"] == "passed" for v in verdicts) / len(held)
-    name_errors = sum(v.get("error_type") == "NameError" for v in verdicts) / len(held)
-    save_model(model, tok, out_dir)
-    done = run.steps.read(f"model_{model_dir.parent.name}")
-    from inweights.prepare import config_digest
-
-    record = {
-        "name": cfg.name, "domain": "coding", "seed": cfg.seed, "gate": cfg.prepare.gate,
-        "passed": passed >= cfg.prepare.gate, "gate_format": "pass@1 (greedy)", "gate_metric": "fresh_tasks",
-        "gate_value": passed, "in_context": passed, "name_errors": name_errors,
-        "eval_programs": len(held), "prepare_tasks": len(tasks["prepare"]),
-        "prepare_functions": len({spec_key(s) for s in specs}),
-        "steps": done.get("steps"), "tokens": done.get("tokens"), "train_seconds": round(done.get("seconds", 0.0), 1),
-        "wall_seconds": round(time.time() - t0, 1), "gate_history": [], "init_from": None, "command": command,
-        "config_sha256": config_digest(cfg), "weights_sha256": sha256_file(out_dir / "model.safetensors"),
-    }
-    (out_dir / "config.yaml").write_text(dump_config(cfg))
-    (out_dir / "prepare.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
 
 
 def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
