@@ -12,13 +12,12 @@ from inweights.cli import main
 from inweights.config import ExperimentConfig, PlanningConfig
 from inweights.core import rejects
 from inweights.core.errors import UserError
-from inweights.domains.planning import (
-    PlanningDomain,
+from inweights.domains.asynchow import load_asynchow
+from inweights.domains.planning import PlanningDomain, instance_pool
+from inweights.domains.planning_graphs import (
     analogy_table,
     graph_structure,
     histogram_jaccard,
-    instance_pool,
-    load_asynchow,
     longest_path,
     parse_duration,
     parse_minutes,
@@ -101,7 +100,7 @@ def test_rewrite_trace_reads_every_rendering_into_one_graph_form():
     (hours converted), each step with exactly the steps it waits for, finish times from networkx's graph; the code
     rendering keeps its own node ids."""
     d = PlanningDomain(PlanningConfig(n_train=60, n_test=30, trace="rewrite", hours_prob=1.0), 0)
-    from inweights.domains.planning import dag
+    from inweights.domains.planning_graphs import dag
 
     for u in d.build()[:40]:
         m = u.meta
