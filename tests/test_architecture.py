@@ -83,3 +83,35 @@ def test_the_cycle_check_sees_parent_packages():
     g = import_graph()
     assert g.has_edge("inweights.config", "inweights.regimes")  # through regimes.<name>.config
     assert not any(b == "inweights.config" for a, b in g.edges if a == "inweights.regimes")
+
+
+REGIME_PACKAGES = ("inweights.regimes.experiment", "inweights.regimes.ilf", "inweights.regimes.rule_distill")
+
+
+def test_a_regime_is_imported_only_by_the_registry():
+    """Each regime lives in its package (issue 39): nothing outside it imports from it but the registry — and the
+    config, which composes the regimes' sections from their ``config`` modules only."""
+    g = import_graph()
+    bad = []
+    for a, b in g.edges:
+        pkg = next((p for p in REGIME_PACKAGES if b == p or b.startswith(p + ".")), None)
+        if pkg is None or a == pkg or a.startswith(pkg + ".") or a == "inweights.regimes.registry":
+            continue
+        if a == "inweights.config" and b in (pkg, pkg + ".config"):
+            continue
+        bad.append((a, b))
+    assert not bad, bad
+    # ... and every regime's section is its own: none is defined in config.py
+    import inweights.config as config
+
+    for section in ("PBBConfig", "TwoStageConfig", "SweepConfig", "DistillConfig", "ILFConfig", "FeedbackConfig"):
+        assert getattr(config, section).__module__.startswith("inweights.regimes."), section
+
+
+def test_no_module_is_over_500_lines_but_the_documented_one():
+    """docs/architecture.md says why ``sandbox/child.py`` is one file (it is marshalled whole into each sandboxed
+    interpreter and may import nothing of inweights)."""
+    long = sorted(str(p.relative_to(SRC / "inweights")) for p in (SRC / "inweights").rglob("*.py")
+                  if len(p.read_text().splitlines()) > 500)
+    assert long == ["sandbox/child.py"], long
+    assert "sandbox/child.py" in (SRC.parent / "docs" / "architecture.md").read_text()

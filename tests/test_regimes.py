@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ToyRegime(Regime):
     """Counts the domain's units per group: the smallest regime there is, with the run folder's life (checks,
-    lock, status, atomic summary) from the shared core."""
+    lock, status, the end of a run however it ends, resuming by steps, atomic summary) from the shared machinery
+    (``inweights.runs``). docs/architecture.md shows it as the worked example of "add a regime"."""
 
     name = "toy_count"
 
@@ -28,24 +29,26 @@ class ToyRegime(Regime):
         return {}
 
     def run(self, cfg, out, config_path, resume):
-        from inweights.config import dump_config
+        from inweights.config import dump_config, same_config
         from inweights.core.io import atomic_write
-        from inweights.core.rundir import open_run, release
-        from inweights.runs import Run, load_units
+        from inweights.core.rundir import open_run
+        from inweights.runs import Run, Steps, content_key, finishing, load_units
 
-        open_run(out, resume, dump_config(cfg))
-        run = Run(out)
-        try:
+        open_run(out, resume, dump_config(cfg), same_config)  # the lock; --resume only over the same config
+        run = Run(out, cfg)
+        with finishing(run, out):  # failed / interrupted recorded in status.json, the lock released
             run.status("running")
             _, units = load_units(cfg, quiet=True)
-            counts = {g: sum(u.group == g for u in units) for g in sorted({u.group for u in units})}
+            steps, key = Steps(out / "steps"), content_key({"units": [u.id for u in units]})
+            counts = steps.done("count", key)  # a finished step is read back on --resume
+            if counts is None:
+                counts = steps.finish("count", key, {g: sum(u.group == g for u in units)
+                                                     for g in sorted({u.group for u in units})})
             summary = {"counts": counts, "bars": [f"toy: {sum(counts.values())} units"]}
             atomic_write(out / "summary.json", json.dumps(summary) + "\n")
             atomic_write(out / "report.md", f"# toy\n\n{counts}\n")
             run.status("finished")
             return summary
-        finally:
-            release(out)
 
 
 @pytest.fixture
@@ -68,6 +71,9 @@ def test_a_regime_from_a_test_file_runs_end_to_end(toy, tmp_path, capsys):
     assert summary["counts"] == {"with_io": 9, "without_io": 3}
     assert "toy: 12 units" in capsys.readouterr().out
     assert main(["status", str(out)]) == 0 and "finished" in capsys.readouterr().out
+    assert main(["run", str(cfg), "--out", str(out), "--resume"]) == 0  # its step is read back
+    assert json.loads((out / "steps" / "count.json").read_text())["record"] == summary["counts"]
+    capsys.readouterr()
     # its own checks run before any work, through `validate` and `run` alike
     cfg.write_text(text.replace("recipes: [count]", "recipes: [other]"))
     assert main(["validate", str(cfg)]) == 2

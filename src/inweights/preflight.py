@@ -12,21 +12,22 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from inweights.config import ExperimentConfig
 from inweights.core.errors import UserError
-from inweights.domains.capabilities import FreshUnits, need
 
 TRUNCATION_SAMPLE = 200  # training examples drawn per stage to measure the share max_len would cut
 TRUNCATION_WARN = 0.05
 
 
 def check_units_and_stages(cfg: ExperimentConfig, config_path: Path | None, quiet: bool = False,
-                           stages: bool = True) -> dict[str, Any]:
-    """The checks of a run on a domain's units: data files, model, prepared base, memory and (``stages``) every
-    recipe's stages and the share of their examples ``train.max_len`` cuts."""
+                           stages_of: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The checks of a run on a domain's units: data files, model, prepared base, memory and, for a regime that
+    trains stages (``stages_of(cfg, domain, units) -> {name: StageConfig}``, each checked by the regime), the eval
+    groups and the share of the stages' examples ``train.max_len`` cuts."""
     from inweights.runs import load_units, resolve_prepared
 
     found: dict[str, Any] = {}
@@ -36,9 +37,9 @@ def check_units_and_stages(cfg: ExperimentConfig, config_path: Path | None, quie
     if cfg.model.prepared_base:
         resolve_prepared(cfg, config_path)
     check_memory(cfg)
-    if stages:
+    if stages_of is not None:
         check_eval_groups(cfg, domain, units)
-        by_name = recipe_stages(cfg, domain, units)
+        by_name = stages_of(cfg, domain, units)
         found["truncated"] = check_truncation(cfg, domain, units, by_name, config_path, quiet)
     return found
 
@@ -67,46 +68,6 @@ def check_eval_groups(cfg: ExperimentConfig, domain, units) -> None:
         if not any(u.test_inputs for u in chosen[: cfg.eval.max_units_per_group]):
             raise UserError(f"config error at eval.groups: the {group} units have no held-out inputs, so the group "
                             f"yields no probes; remove it from eval.groups")
-
-
-# ----------------------------------------------------------------------------------------------- recipes
-def recipe_stages(cfg: ExperimentConfig, domain, units) -> dict[str, Any]:
-    """name -> StageConfig of every stage of every recipe, each checked: its groups hold units."""
-    from inweights.curriculum import select
-    from inweights.regimes.experiment.pbb import stages_for
-
-    names = list(cfg.recipes)
-    if cfg.sweep:
-        names += [cfg.sweep.reference] + [f"demos_only@k{k}" for k in cfg.sweep.demos_k]
-    out = {}
-    for recipe in dict.fromkeys(names):
-        try:
-            stages = stages_for(recipe.partition(":")[0], cfg)
-        except (ValueError, KeyError) as e:
-            raise UserError(f"recipe '{recipe}': {e}") from None
-        for st in stages:
-            for item in st.mixture:
-                if item.group == "fresh":  # drawn per example: the domain must be able to draw them
-                    if not units:
-                        raise UserError(f"recipe '{recipe}', stage {st.name}: no units")
-                    try:
-                        need(domain, FreshUnits, "needs fresh units").fresh_unit(random.Random(0), "prepare", set())
-                    except UserError as e:
-                        raise UserError(f"recipe '{recipe}', stage {st.name}: group fresh: {e}") from None
-                    continue
-                if not select(units, item.group):
-                    raise UserError(f"recipe '{recipe}', stage {st.name}: group {item.group} has no units "
-                                    f"{domain.why_empty(item.group)}")
-                if item.representation is not None:  # planning: the instances must be shown in it
-                    missing = next((u for u in select(units, item.group)
-                                    if u.train_inputs and item.representation not in u.train_inputs), None)
-                    if missing is not None:
-                        raise UserError(f"recipe '{recipe}', stage {st.name}: trains on the {item.representation} "
-                                        f"representation, which the {item.group} instances are not shown in "
-                                        f"({', '.join(missing.train_inputs)}); add it to domain.planning.representations, or "
-                                        f"drop the recipe")
-            out[st.name] = st
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ memory

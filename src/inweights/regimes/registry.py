@@ -125,8 +125,9 @@ class _Experiment(Regime):
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_units_and_stages
+        from inweights.regimes.experiment.checks import recipe_stages
 
-        return check_units_and_stages(cfg, config_path, quiet, stages=True)
+        return check_units_and_stages(cfg, config_path, quiet, stages_of=recipe_stages)
 
     def run(self, cfg, out, config_path, resume):
         from inweights.regimes.experiment.run import run_experiment
@@ -196,7 +197,7 @@ class _RuleDistill(Regime):
             from inweights.regimes.rule_distill.tasks import checked_alpaca_task
 
             checked_alpaca_task(cfg)  # the files are read, every record checked, every k of distill.ks served
-        return check_units_and_stages(cfg, config_path, quiet, stages=False)
+        return check_units_and_stages(cfg, config_path, quiet)
 
     def run(self, cfg, out, config_path, resume):
         from inweights.regimes.rule_distill.run import run_rule_distill
