@@ -1,22 +1,7 @@
 """Random context-free grammars: the instruction is the grammar's rules (BNF text), the behaviour is
 generating a string of its language.
 
-Membership is decided by `lark`'s Earley parser, never by re-implementing the grammar: Earley handles
-any CFG (ambiguous, left-recursive) without the grammar being massaged into LL/LALR form, lark is
-maintained, fast enough for thousands of short strings, and its tree tells which production was used
-(each alternative is aliased), which is what rule coverage needs. The BNF text a user supplies is read
-by a lark grammar too, so a syntax error comes back with its line and column. (nltk's chart parsers
-would also decide membership; lark was picked for the error reporting and the speed.)
-
-BNF as written here::
-
-    S ::= "a" A | B "b"
-    A ::= "c" | "a" A
-
-Nonterminals are capitalised identifiers, terminals are double-quoted strings, alternatives are
-separated by ``|``; rules for the same nonterminal on several lines are merged; the first rule's
-left-hand side is the start symbol; ``#`` starts a comment.
-
+Membership is decided by lark's Earley parser on the grammar's BNF (why lark, and the BNF syntax: ``domains/cfg.py``).
 The grammars themselves (BNF reading, membership, derivations, random grammars) are in ``domains/cfg.py``.
 """
 
