@@ -102,7 +102,7 @@ def test_a_regime_is_imported_only_by_the_registry():
         bad.append((a, b))
     assert not bad, bad
     # ... and every regime's section is its own: none is defined in config.py
-    import inweights.config as config
+    from inweights import config
 
     for section in ("PBBConfig", "TwoStageConfig", "SweepConfig", "DistillConfig", "ILFConfig", "FeedbackConfig"):
         assert getattr(config, section).__module__.startswith("inweights.regimes."), section
