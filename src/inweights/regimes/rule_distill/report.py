@@ -45,9 +45,14 @@ def accuracy_vs_k_plot(out: Path, summary: dict[str, Any], task: str) -> Path:
     return path
 
 
+DISTILLED = ("rule_distill_enhanced", "rule_distill_base", "rule_distill_transfer")
+
+
 def verdict_lines(cfg, summary: dict[str, Any]) -> list[str]:
-    """Per task: is rung 1 (the base follows the rule in context) there, and does a distilled student beat SFT on
-    the examples at the bar's k (≤ 8), split by split, by its mean and 95% CI over seeds."""
+    """Per task, the ladder: rung 1 (the base follows the rule in its prompt); then at every k of the bar (<= 8)
+    rung 2 (the rule in the weights: the best distilled student, tested without the rule, against the teacher and
+    against what memorising the k examples' pairs can reach, where the domain counts it) and the comparison with
+    SFT on the examples, split by split, by its mean and 95% CI over seeds."""
     from inweights.report.verdict import compare
 
     cells = {(c["task"], c["recipe"], c["k"]): c for c in summary["cells"]}
@@ -57,23 +62,34 @@ def verdict_lines(cfg, summary: dict[str, Any]) -> list[str]:
     for task in sorted({c["task"] for c in summary["cells"]}):
         ic = [c["acc_id"]["mean"] for c in summary["cells"] if c["task"] == task and c["recipe"] == "in_context"
               and "acc_id" in c]
-        if ic:
-            acc = sum(ic) / len(ic)
-            lines.append(f"- **{task}, rung 1** (the base follows the rule in its prompt): {100 * acc:.1f}% — "
-                         + ("holds." if acc >= gate else f"**fails** (gate {100 * gate:.0f}%): no comparison below "
-                                                         "can show what distillation adds."))
-        k = max(ks)
-        s = cells.get((task, "sft_without_rule", k))
-        for recipe in ("rule_distill_enhanced", "rule_distill_base", "rule_distill_transfer"):
-            e = cells.get((task, recipe, k))
-            if not (e and s):
+        teacher = sum(ic) / len(ic) if ic else None
+        if teacher is not None:
+            lines.append(f"- **{task}, rung 1** (the base follows the rule in its prompt): {100 * teacher:.1f}% — "
+                         + ("holds." if teacher >= gate else f"**fails** (gate {100 * gate:.0f}%): no comparison below "
+                                                             "can show what distillation adds."))
+        for k in ks:
+            s = cells.get((task, "sft_without_rule", k))
+            have = [cells[(task, r, k)] for r in DISTILLED if (task, r, k) in cells and "acc_id" in cells[(task, r, k)]]
+            if not (have and s):
                 continue
+            best = max(have, key=lambda c: (c["acc_id"]["mean"] + c.get("acc_ood", c["acc_id"])["mean"]))
+            recipe = best["recipe"]
+            cov = best.get("covered_id")
+            rung2 = (f"- **{task} k={k}, rung 2** (the rule in the weights, no rule in the prompt): best distilled "
+                     f"`{recipe}` {100 * best['acc_id']['mean']:.1f}% in distribution")
+            if teacher is not None:
+                rung2 += f" of the teacher's {100 * teacher:.1f}%"
+            if cov is not None:
+                beyond = best["acc_id"]["mean"] > cov["mean"] + 0.05
+                rung2 += (f"; the k examples fully reveal {100 * cov['mean']:.1f}% of the test items (what memorising "
+                          f"their pairs can reach) — " + ("the student goes beyond them." if beyond
+                                                          else "the student does not go beyond them."))
+            lines.append(rung2)
             for sp in ("ood", "id"):
-                if f"acc_{sp}" in e and f"acc_{sp}" in s:
-                    a, b = e[f"acc_{sp}"], s[f"acc_{sp}"]
+                if f"acc_{sp}" in best and f"acc_{sp}" in s:
+                    a, b = best[f"acc_{sp}"], s[f"acc_{sp}"]
                     lines.append(compare(f"{task} k={k} {sp.upper()}: {recipe} vs sft_without_rule", recipe,
                                          a["mean"], a["ci95"], "sft_without_rule", b["mean"], b["ci95"]))
-            break
     return lines
 
 

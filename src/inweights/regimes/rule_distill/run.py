@@ -328,7 +328,7 @@ def _separate_teacher(cfg: ExperimentConfig, tok):
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """mean and std over seeds per (task, recipe, k, split)."""
+    """mean, std and 95% t-interval over seeds per (task, recipe, k, split); a share's interval clipped to [0, 1]."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["recipe"], r["k"]), []).append(r)
@@ -340,6 +340,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                            or key == "hypotheses"}):
             vals = [r[key] for r in rs if key in r]
             m, lo, hi = mean_ci(vals)
+            if key != "hypotheses":  # a share: its interval stays within [0, 1] (a t-interval over 3 seeds need not)
+                lo, hi = max(lo, 0.0), min(hi, 1.0)
             cell[key] = {"mean": m, "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0, "ci95": [lo, hi]}
         out.append(cell)
     return {"cells": out}
