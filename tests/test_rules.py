@@ -444,6 +444,36 @@ def test_the_transfer_set_recipe_runs_on_fresh_inputs_only(tiny_base, tmp_path):
         validate_run({**raw, "distill": {**raw["distill"], "transfer_inputs": 0}})
 
 
+def test_the_base_answers_once_and_an_adapter_is_answered_merged_without_touching_it(tiny_base, monkeypatch):
+    from inweights.eval import generate as generate_module
+    from inweights.models.load import load_model
+    from inweights.regimes.rule_distill import run as rd
+
+    cfg = validate({"name": "rd", "domain": {"name": "rules"}, "model": {"path": str(tiny_base),
+                    "lora": {"r": 4, "alpha": 8}}, "distill": {"max_new_tokens": 6}, "eval": {"batch_size": 4}})
+    base, tok = load_model(str(tiny_base))
+    base = rd.frozen(base)
+    calls = []
+    monkeypatch.setattr(rd, "generate", lambda m, *a, **k: calls.append(m) or generate_module.generate(m, *a, **k))
+    prompts = [[{"role": "user", "content": f"Compute {i} @@@ 3."}] for i in range(5)]
+    answers = rd.Answers(base)
+    first = answers(base, tok, prompts, cfg)
+    assert answers(base, tok, prompts, cfg) == first and len(calls) == 1  # the base's answers are kept
+    assert answers(base, tok, prompts[:3], cfg) == first[:3] and len(calls) == 2  # other prompts: answered
+    student = rd.trainable_copy(base, cfg, 0)
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # an adapter that changes the answers
+    before = {n: p.clone() for n, p in student.named_parameters()}
+    merged = answers(student, tok, prompts, cfg)
+    assert answers(student, tok, prompts, cfg) == merged and len(calls) == 4  # another model's answers: never kept
+    assert calls[-1] is not student and not hasattr(calls[-1], "peft_config")  # a merged copy answered
+    assert hasattr(student, "peft_config") and all(torch.equal(p, before[n]) for n, p in student.named_parameters())
+    reference = generate_module.generate(student, tok, prompts, max_new_tokens=6, batch_size=4)  # unmerged
+    assert merged == reference and merged != first
+
+
 @pytest.mark.slow
 def test_rule_distillation_runs_on_programs_the_rule_being_the_source(tmp_path):
     """Any domain's units are rules: a program's source is the teacher's rule, its chain of thought the answer."""
@@ -631,3 +661,27 @@ def test_the_verdict_climbs_the_ladder_at_every_k():
     assert "**t k=1, rung 2**" in text and "`rule_distill_transfer` 90.0%" in text and "goes beyond them" in text
     assert "**t k=2, rung 2**" in text and "does not go beyond them" in text
     assert "k=1 ID: rule_distill_transfer vs sft_without_rule" in text and "k=16" not in text
+
+
+def test_operator_hypotheses_count_the_family_that_random_spec_draws():
+    """The operators consistent with k examples, counted against the family as ``random_spec`` draws it (the
+    expressions collected from 20,000 draws, evaluated with Python's own arithmetic)."""
+    from inweights.domains.rules import RulesConfig, RulesDomain
+
+    d = RulesDomain(RulesConfig(tasks=["arith"], kinds=["operator"]), 0)
+    u = d.build()[0]
+    assert u.meta["spec"]["expr"] == "a + b + 1"
+    rng = random.Random(3)
+    family = {d.random_spec(rng)["expr"] for _ in range(20_000)}
+    assert len(family) == 152
+
+    def fits(xs):
+        return sum(all(eval(e, {"max": max, "min": min}, {"a": a, "b": b}) == a + b + 1 for a, b in xs)
+                   for e in family)
+
+    counts = [d.hypotheses(u, u.train_inputs[:k]) for k in (1, 2, 4, 8)]
+    assert counts == [fits(u.train_inputs[:k]) for k in (1, 2, 4, 8)]
+    assert counts[-1] >= 1 and counts == sorted(counts, reverse=True)
+    # equal operands leave many: 5 @@@ 5 = 11 is also 2a + b - 4, max(a, b) + 6, a + b + b - 4, ...
+    assert d.hypotheses(u, [(5, 5)]) == fits([(5, 5)]) >= 6 and d.hypotheses(u, [(5, 5), (7, 2)]) == 1
+    assert d.covered(u, u.test_inputs, u.train_inputs[:1]) is None

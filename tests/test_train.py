@@ -646,6 +646,32 @@ def test_a_distill_stage_resumes_after_a_kill_to_the_same_weights(tok, tmp_path)
     assert all(h["loss"] > 0 for h in ref["history"])  # the KL of a student that does not read the longer prompt
 
 
+def test_the_frozen_teacher_is_computed_once_per_example_and_gives_the_same_stage(tok, tmp_path, monkeypatch):
+    """The teacher's side of every example is kept after the first step: the same losses and weights (to float
+    rounding: the teacher's rows come from other batches) as running the teacher beside the student every step,
+    with one teacher pass per chunk of examples instead of one per step."""
+    from inweights.train import distill
+
+    calls = []
+    real = distill.forward
+
+    def counting(model, ids, mask, hidden):
+        calls.append(ids.shape[0])
+        return real(model, ids, mask, hidden)
+
+    monkeypatch.setattr(distill, "forward", counting)
+    obj, cached = _distill(tok, tmp_path / "cached", 9)
+    n_cached = len(calls)
+    calls.clear()
+    monkeypatch.setattr(distill.PairObjective, "cache_bytes", 0)
+    obj2, plain = _distill(tok, tmp_path / "plain", 9)
+    assert obj._teacher_cache and obj2._teacher_cache == []
+    assert n_cached == 9 + 3 and len(calls) == 9 + 9  # student passes + the teacher's: 3 chunks of 7 examples, or 9 steps
+    assert [h["loss"] for h in cached["history"]] == pytest.approx([h["loss"] for h in plain["history"]], rel=1e-4)
+    for p, q in zip(cached["model"].parameters(), plain["model"].parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
 def test_pair_objective_visits_every_example_once_per_epoch():
     from inweights.train.distill import PairObjective
 

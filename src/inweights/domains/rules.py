@@ -151,6 +151,13 @@ def with_parity(spec: dict[str, Any], odd: bool) -> dict[str, Any]:
 _ALLOWED_BINOPS = {ast.Add: lambda x, y: x + y, ast.Sub: lambda x, y: x - y, ast.Mult: lambda x, y: x * y}
 
 
+def operator_family(const_max: int) -> list[str]:
+    """Every operator expression ``random_spec`` can draw: a form, alone or with a constant 1..const_max added
+    or subtracted."""
+    return [f if c == 0 else f"{f} {sign} {c}" for f in OPERATOR_FORMS for c in range(const_max + 1)
+            for sign in (("+",) if c == 0 else ("+", "-"))]
+
+
 def eval_expression(expr: str, a: int, b: int) -> int:
     """Evaluate an operator rule's right-hand side on integers; anything but + - *, max, min, a, b and
     integer literals is refused (a rule text never runs as code)."""
@@ -331,13 +338,19 @@ class RulesDomain(Domain, FreshUnits, FreshInputs, Hypotheses):
         return 0.5 if unit.family == "label" else 0.0
 
     def hypotheses(self, unit: Unit, inputs) -> int | None:
-        """How many rules of the unit's family give the same answers as the rule on ``inputs`` (computed by
-        counting: a map rule's table is fixed on the digits the inputs show, any permutation of the rest
-        fits); None for kinds where the family is not counted."""
-        if unit.family != "map":
-            return None
-        seen = {d for x in inputs for d in x}
-        return math.factorial(10 - len(seen))
+        """How many rules of the unit's family give the same answers as the rule on ``inputs``: a map rule's
+        table is fixed on the digits the inputs show, any permutation of the rest fits (counted); an operator's
+        family is every form of ``OPERATOR_FORMS`` with a constant up to ``const_max`` added or subtracted
+        (``random_spec``'s family, the paper's a + b + 1 among them), each evaluated on the inputs. None for
+        the other kinds."""
+        if unit.family == "map":
+            seen = {d for x in inputs for d in x}
+            return math.factorial(10 - len(seen))
+        if unit.family == "operator":
+            want = [apply_rule(unit.meta["spec"], x) for x in inputs]
+            return sum(all(str(eval_expression(e, a, b)) == w for (a, b), w in zip(inputs, want))
+                       for e in operator_family(self.cfg.const_max))
+        return None
 
     def covered(self, unit: Unit, inputs, by) -> float | None:
         """Share of ``inputs`` that the inputs ``by`` fully reveal (every digit seen): the test items a

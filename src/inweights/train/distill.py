@@ -39,9 +39,10 @@ class PairBatch:
     s_pos: torch.Tensor  # (N,) flat indices b * Ls + position predicting an answer token
     t_pos: torch.Tensor  # (N,) the same answer tokens in the teacher's rows
     targets: torch.Tensor  # (N,) the gold answer tokens
+    rows: torch.Tensor | None = None  # which of an objective's examples each row is (set by ``PairObjective``)
 
     def to(self, device) -> PairBatch:
-        return PairBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return PairBatch(**{k: v.to(device) if v is not None else None for k, v in self.__dict__.items()})
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,13 +88,36 @@ def default_layers(n_hidden: int) -> list[int]:
     return list(range(1, n_hidden - 1))
 
 
+def teacher_rows(t_logits: torch.Tensor, batch: PairBatch, t_hidden=None,
+                 layers: list[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The teacher's logits (N, V) and, given its hidden states, each layer's (N, H) at the batch's answer
+    positions, in answer-token order."""
+    t = t_logits.reshape(-1, t_logits.shape[-1]).index_select(0, batch.t_pos).float().detach()
+    if t_hidden is None:
+        return t, None
+    layers = layers if layers is not None else default_layers(len(t_hidden))
+    return t, [t_hidden[li].reshape(-1, t_hidden[li].shape[-1]).index_select(0, batch.t_pos).float().detach()
+               for li in layers]
+
+
 def distill_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, batch: PairBatch, *, tau: float = 1.0,
                  beta: float = 0.0, s_hidden=None, t_hidden=None, layers: list[int] | None = None,
                  ce_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The objective on answer positions; returns the total and its parts (``kl``, ``hidden``, ``ce``)."""
+    if beta > 0 and (s_hidden is None or t_hidden is None):
+        raise ValueError("beta > 0 needs the hidden states of both models")
+    t, ht = teacher_rows(t_logits, batch, t_hidden if beta > 0 else None, layers)
+    return distill_loss_rows(s_logits, t, batch, tau=tau, beta=beta, s_hidden=s_hidden, t_hidden_rows=ht,
+                             layers=layers, ce_weight=ce_weight)
+
+
+def distill_loss_rows(s_logits: torch.Tensor, t: torch.Tensor, batch: PairBatch, *, tau: float = 1.0,
+                      beta: float = 0.0, s_hidden=None, t_hidden_rows: list[torch.Tensor] | None = None,
+                      layers: list[int] | None = None, ce_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """``distill_loss`` with the teacher's side already gathered (``teacher_rows``; computed once and kept, when
+    the teacher cannot change)."""
     vocab = s_logits.shape[-1]
     s = s_logits.reshape(-1, vocab).index_select(0, batch.s_pos).float()
-    t = t_logits.reshape(-1, t_logits.shape[-1]).index_select(0, batch.t_pos).float().detach()
     if t.shape[-1] != vocab:
         raise ValueError(f"teacher vocabulary {t.shape[-1]} != student vocabulary {vocab}")
     log_ps = F.log_softmax(s / tau, dim=-1)
@@ -102,13 +126,14 @@ def distill_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, batch: PairBatc
     zero = kl.new_zeros(())
     hid = zero
     if beta > 0:
-        if s_hidden is None or t_hidden is None:
+        if s_hidden is None or t_hidden_rows is None:
             raise ValueError("beta > 0 needs the hidden states of both models")
         layers = layers if layers is not None else default_layers(len(s_hidden))
+        if len(layers) != len(t_hidden_rows):
+            raise ValueError(f"{len(t_hidden_rows)} teacher layers for {len(layers)} student layers")
         parts = []
-        for li in layers:
+        for li, ht in zip(layers, t_hidden_rows):
             hs = s_hidden[li].reshape(-1, s_hidden[li].shape[-1]).index_select(0, batch.s_pos).float()
-            ht = t_hidden[li].reshape(-1, t_hidden[li].shape[-1]).index_select(0, batch.t_pos).float().detach()
             parts.append((F.normalize(hs, dim=-1) - F.normalize(ht, dim=-1)).pow(2).sum(-1).mean())
         hid = torch.stack(parts).mean()
     ce = F.cross_entropy(s, batch.targets) if ce_weight > 0 else zero
@@ -124,7 +149,15 @@ class PairObjective(Objective):
     Otherwise the ``distill_loss`` of the student reading the student prompt against the teacher reading the
     teacher prompt: ``teacher`` is a frozen model, or ``"adapter_off"`` (the trained model itself with its
     LoRA adapter disabled). ``parts`` accumulates each term's per-example mean over the current epoch.
+
+    The teacher is frozen, so what it gives each example never changes: at the first step its logits and hidden
+    states at every example's answer positions are computed once — in fixed chunks of examples in index order,
+    in eval mode, so the same examples give the same values however the stage was interrupted and resumed — and
+    kept for every epoch (an epoch then costs the student's passes only), unless they would take more than
+    ``cache_bytes`` (long answers over a large vocabulary), when the teacher runs beside the student every step.
     """
+
+    cache_bytes = 2 << 30
 
     def __init__(self, examples: list[tuple[list[int], list[int], list[int]]], batch_size: int, seed: int,
                  pad_id: int, *, teacher=None, tau: float = 1.0, beta: float = 0.0,
@@ -134,6 +167,7 @@ class PairObjective(Objective):
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
         self.teacher, self.tau, self.beta, self.layers, self.ce_weight = teacher, tau, beta, layers, ce_weight
         self.steps_per_epoch = math.ceil(len(examples) / batch_size)
+        self._teacher_cache: list[tuple[torch.Tensor, list[torch.Tensor] | None]] | None = None
         self._reset(0, 0)
 
     def _reset(self, epoch: int, pos: int) -> None:
@@ -169,9 +203,70 @@ class PairObjective(Objective):
                    for s, t, a in (self.examples[i] for i in batch))
 
     def slice(self, batch, start, n, device) -> PairBatch:
-        exs = [self.examples[i] for i in batch[start : start + n]]
-        return make_pair_batch([s for s, _, _ in exs], [t for _, t, _ in exs], [a for _, _, a in exs],
-                               self.pad_id).to(device)
+        rows = batch[start : start + n]
+        exs = [self.examples[i] for i in rows]
+        mb = make_pair_batch([s for s, _, _ in exs], [t for _, t, _ in exs], [a for _, _, a in exs], self.pad_id)
+        mb.rows = torch.tensor(rows, dtype=torch.long)
+        return mb.to(device)
+
+    def _teacher_model(self, model):
+        """The frozen teacher and a context that makes it one (the adapter off, for ``"adapter_off"``)."""
+        import contextlib
+
+        if self.teacher == "adapter_off":
+            inner = getattr(model, "module", model)  # under DDP the PEFT model is wrapped
+            return inner, inner.disable_adapter()
+        return self.teacher, contextlib.nullcontext()
+
+    def _teacher_side(self, model, mb: PairBatch) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The teacher's logits and hidden states at ``mb``'s answer positions (``teacher_rows``): from the cache
+        when it fits (filled at the first call), else from a forward beside the student's."""
+        need_h = self.beta > 0
+        if self._teacher_cache is None and mb.rows is not None:
+            size = self._cache_size(model)
+            self._teacher_cache = self._fill_cache(model, mb.s_ids.device) if size <= self.cache_bytes else []
+        if self._teacher_cache:
+            rows = mb.rows.tolist()
+            t = torch.cat([self._teacher_cache[i][0] for i in rows])
+            if not need_h:
+                return t, None
+            n_layers = len(self._teacher_cache[rows[0]][1])
+            return t, [torch.cat([self._teacher_cache[i][1][li] for i in rows]) for li in range(n_layers)]
+        teacher, ctx = self._teacher_model(model)
+        with torch.no_grad(), ctx:
+            out = forward(teacher, mb.t_ids, mb.t_mask, need_h)
+        return teacher_rows(out.logits, mb, out.hidden_states if need_h else None, self.layers)
+
+    def _cache_size(self, model) -> float:
+        """Bytes the teacher's side of every example would take (fp32 logits, and hidden states when used)."""
+        config = getattr(getattr(model, "module", model), "config", None)
+        vocab, width, n_layers = (getattr(config, a, None) for a in ("vocab_size", "hidden_size", "num_hidden_layers"))
+        if None in (vocab, width, n_layers):
+            return math.inf  # a model that does not say its sizes: no cache
+        layers = len(self.layers) if self.layers is not None else n_layers - 1
+        per_token = vocab + (layers * width if self.beta > 0 else 0)
+        return 4 * per_token * sum(len(a) for _, _, a in self.examples)
+
+    def _fill_cache(self, model, device) -> list[tuple[torch.Tensor, list[torch.Tensor] | None]]:
+        need_h = self.beta > 0
+        teacher, ctx = self._teacher_model(model)
+        was_training = teacher.training
+        teacher.eval()  # a frozen teacher: no dropout
+        cache = []
+        try:
+            with torch.no_grad(), ctx:
+                for start in range(0, len(self.examples), self.batch_size):
+                    exs = self.examples[start : start + self.batch_size]
+                    mb = make_pair_batch([t for _, t, _ in exs], [t for _, t, _ in exs], [a for _, _, a in exs],
+                                         self.pad_id).to(device)
+                    out = forward(teacher, mb.t_ids, mb.t_mask, need_h)
+                    t, ht = teacher_rows(out.logits, mb, out.hidden_states if need_h else None, self.layers)
+                    ends = torch.tensor([len(a) for _, _, a in exs]).cumsum(0).tolist()
+                    for lo, hi in zip([0] + ends[:-1], ends):
+                        cache.append((t[lo:hi].clone(), [h[lo:hi].clone() for h in ht] if ht is not None else None))
+        finally:
+            teacher.train(was_training)
+        return cache
 
     def loss(self, model, mb: PairBatch) -> torch.Tensor:
         n = mb.targets.numel()
@@ -183,18 +278,11 @@ class PairObjective(Objective):
             self.parts["loss"] += float(ce.detach()) / n * share
             return ce
         need_h = self.beta > 0
-        with torch.no_grad():
-            if self.teacher == "adapter_off":
-                inner = getattr(model, "module", model)  # under DDP the PEFT model is wrapped
-                with inner.disable_adapter():
-                    t_out = forward(inner, mb.t_ids, mb.t_mask, need_h)
-            else:
-                t_out = forward(self.teacher, mb.t_ids, mb.t_mask, need_h)
+        t, t_hidden = self._teacher_side(model, mb)
         s_out = forward(model, mb.s_ids, mb.s_mask, need_h)
-        out = distill_loss(s_out.logits, t_out.logits, mb, tau=self.tau, beta=self.beta,
-                           s_hidden=s_out.hidden_states if need_h else None,
-                           t_hidden=t_out.hidden_states if need_h else None,
-                           layers=self.layers, ce_weight=self.ce_weight)
+        out = distill_loss_rows(s_out.logits, t, mb, tau=self.tau, beta=self.beta,
+                                s_hidden=s_out.hidden_states if need_h else None, t_hidden_rows=t_hidden,
+                                layers=self.layers, ce_weight=self.ce_weight)
         for key in self.parts:
             self.parts[key] += float(out[key].detach()) * share
         return out["loss"] * n

@@ -203,12 +203,35 @@ def load_best(model, state: dict[str, torch.Tensor]):
 
 
 # --------------------------------------------------------------------------- evaluation
-def accuracy(model, tok, task: Task, side: str, cfg: ExperimentConfig) -> tuple[dict[str, float], list[dict]]:
+class Answers:
+    """Greedy answers of one model, kept by prompt: the frozen base answers the same prompts in many cells (the
+    rule-in-prompt tests and the transfer inputs do not depend on k or the seed when no worked examples are
+    shown), and greedy decoding of the same prompts in the same batches gives the same tokens, so the first
+    cell's answers serve the others. A model with a LoRA adapter is answered by a merged copy (the lean decoder
+    drives plain models only; the copy is dropped after)."""
+
+    def __init__(self, model=None):
+        self.model, self.kept = model, {}
+
+    def __call__(self, model, tok, prompts: list[list[dict[str, str]]], cfg: ExperimentConfig) -> list[str]:
+        key = (json.dumps(prompts), cfg.distill.max_new_tokens, cfg.eval.batch_size)
+        if model is self.model and key in self.kept:
+            return self.kept[key]
+        runner = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        outs = generate(runner, tok, prompts, max_new_tokens=cfg.distill.max_new_tokens,
+                        batch_size=cfg.eval.batch_size)
+        if model is self.model:
+            self.kept[key] = outs
+        return outs
+
+
+def accuracy(model, tok, task: Task, side: str, cfg: ExperimentConfig,
+             answers: Answers | None = None) -> tuple[dict[str, float], list[dict]]:
     accs, samples = {}, []
+    answers = answers or Answers()
     for split_name, exs in task.tests.items():
         prompts = [[{"role": "user", "content": getattr(e, side)}] for e in exs]
-        outs = generate(model, tok, prompts, max_new_tokens=cfg.distill.max_new_tokens,
-                        batch_size=cfg.eval.batch_size)
+        outs = answers(model, tok, prompts, cfg)
         ok = [task.read(o) == e.gold for o, e in zip(outs, exs)]
         accs[split_name] = sum(ok) / len(ok)
         samples += [{"split": split_name, "prompt": getattr(e, side), "output": o, "gold": e.gold, "correct": c}
@@ -218,9 +241,11 @@ def accuracy(model, tok, task: Task, side: str, cfg: ExperimentConfig) -> tuple[
 
 # --------------------------------------------------------------------------- the experiment
 def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, log,
-             keep_samples=None) -> list[dict[str, Any]]:
-    """Every recipe at one (task, k, seed); ``keep_samples(records)`` receives every test generation."""
+             keep_samples=None, answers: Answers | None = None) -> list[dict[str, Any]]:
+    """Every recipe at one (task, k, seed); ``keep_samples(records)`` receives every test generation;
+    ``answers``: the base's answers kept across cells (``Answers(base)``)."""
     dc = cfg.distill
+    answers = answers if answers is not None else Answers(base)
     enc = Encoder(tok, next(base.parameters()).device)
     train_ex, val_ex = split(task, k, seed, cfg.seed)
     wseed = derive_seed(cfg.seed, "worked", task.name, k, seed)
@@ -231,7 +256,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
     rows = []
 
     def evaluate(model, t, side, recipe):
-        accs, samples = accuracy(model, tok, t, side, cfg)
+        accs, samples = accuracy(model, tok, t, side, cfg, answers)
         if keep_samples is not None:
             keep_samples([{"task": task.name, "k": k, "seed": seed, "recipe": recipe, **x} for x in samples])
         return accs
@@ -290,8 +315,7 @@ def run_cell(base, tok, task: Task, k: int, seed: int, cfg: ExperimentConfig, lo
         # forcing on them) beside the k gold examples. The gold of the fresh inputs is only used to report.
         teacher = _separate_teacher(cfg, tok) if cfg.distill.teacher_path else base
         fresh = with_worked_examples(task.transfer, dc.teacher_examples, wseed, train_ex)
-        outs = generate(teacher, tok, [[{"role": "user", "content": e.teacher}] for e in fresh],
-                        max_new_tokens=dc.max_new_tokens, batch_size=cfg.eval.batch_size)
+        outs = answers(teacher, tok, [[{"role": "user", "content": e.teacher}] for e in fresh], cfg)
         answered = [(e, o.strip()) for e, o in zip(fresh, outs) if task.read(o) is not None]
         labelled = [Example(e.student, e.teacher, o, e.gold, e.x) for e, o in answered]
         t_acc = sum(task.read(o) == e.gold for e, o in answered) / max(len(fresh), 1)
@@ -382,7 +406,7 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
     rejects.write(out, [i for t in tasks for i in t.rejected])  # (written once every input has been checked)
     (out / "config.yaml").write_text(dump_config(cfg))
     run.status("running")
-    steps, rows, all_samples = Steps(out / "steps"), [], []
+    steps, rows, all_samples, answers = Steps(out / "steps"), [], [], Answers(base)
     for task in tasks:
         for k in cfg.distill.ks:
             for seed in cfg.distill.seeds:
@@ -394,7 +418,7 @@ def _run_rule_distill(cfg: ExperimentConfig, out: Path, config_path: Path | None
                     # an interrupted cell restarts from scratch: the metrics it logged before the interrupt go
                     run.metrics.rewind({"task": task.name, "k": k, "seed": seed}, None)
                     samples: list[dict[str, Any]] = []
-                    cell = run_cell(base, tok, task, k, seed, cfg, run.log, samples.extend)
+                    cell = run_cell(base, tok, task, k, seed, cfg, run.log, samples.extend, answers)
                     rec = steps.finish(name, key, {"rows": cell, "samples": samples})
                 rows += rec["rows"]
                 all_samples += rec["samples"]

@@ -206,7 +206,8 @@ def cell_diagnostics(task: Task, train_ex: list[Example]) -> dict[str, Any]:
     h = d.hypotheses(u, xs)
     if h is None:
         return {}
-    return {"hypotheses": h, **{f"covered_{sp}": d.covered(u, [e.x for e in exs], xs) for sp, exs in task.tests.items()}}
+    covered = {f"covered_{sp}": d.covered(u, [e.x for e in exs], xs) for sp, exs in task.tests.items()}
+    return {"hypotheses": h, **{key: c for key, c in covered.items() if c is not None}}
 
 
 # ------------------------------------------------------------------ export (`inweights data rules`)
