@@ -30,3 +30,29 @@ def test_config_as_mapping_or_object():
     assert cfg2.recipes == ["mixture"]
     with pytest.raises(inweights.UserError, match="config must be"):
         _config(42, {}, None)
+
+
+def test_the_api_is_quiet_by_default_and_gives_the_callers_setting_back(tmp_path, monkeypatch):
+    """No progress bars from a run through the API (ours and the Hugging Face libraries'), unless asked; the
+    caller's mode and Hugging Face's bars are as they were afterwards, even when the run fails."""
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    from inweights import api
+
+    seen = []
+    monkeypatch.setattr(api, "_run", lambda *a: seen.append((os.environ.get("INWEIGHTS_PROGRESS"),
+                                                              hf_logging.is_progress_bar_enabled())) or "done")
+    monkeypatch.setenv("INWEIGHTS_PROGRESS", "lines")
+    hf_logging.enable_progress_bar()
+    assert inweights.run("smoke", out=tmp_path / "r") == "done"
+    assert inweights.run("smoke", out=tmp_path / "r", progress="bar") == "done"
+    assert seen == [("none", False), ("bar", True)]
+    assert os.environ["INWEIGHTS_PROGRESS"] == "lines" and hf_logging.is_progress_bar_enabled()
+    monkeypatch.setattr(api, "_run", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        inweights.run("smoke", out=tmp_path / "r")
+    assert os.environ["INWEIGHTS_PROGRESS"] == "lines" and hf_logging.is_progress_bar_enabled()
+    with pytest.raises(inweights.UserError, match="progress: 'loud'"):
+        inweights.run("smoke", out=tmp_path / "r", progress="loud")

@@ -37,6 +37,36 @@ def test_overrides_are_typed():
     assert cfg.train.lr == 3e-4 and cfg.recipes == ["proactive"] and cfg.eval.eval_base is False
 
 
+def test_one_key_switches_the_model_whatever_the_config_named(tmp_path):
+    """model.path (or name, or preset) alone replaces the config's model: its source, revision and the prepared
+    base built for it go, unless the same overrides set them again; a config over another (extends, the Python
+    API's sections) switches the same way."""
+    from inweights.config import load_raw, merge_configs
+
+    shipped = {"name": "x", "model": {"preset": "smollm2-135m", "prepared_base": "configs/prepare_smollm2_programs.yaml",
+                                      "lora": {"r": 16, "alpha": 32}}}
+    cfg = validate(apply_overrides(shipped, ["model.path=/models/mine"]))
+    assert (cfg.model.path, cfg.model.preset, cfg.model.prepared_base) == ("/models/mine", None, None)
+    assert cfg.model.lora.r == 16  # what is not about which model stays
+    cfg = validate(apply_overrides(shipped, ["model.name=org/m", "model.revision=v1"]))
+    assert (cfg.model.name, cfg.model.revision, cfg.model.preset) == ("org/m", "v1", None)
+    # a prepared base named in the same overrides, before or after the switch, is kept
+    for order in (["model.prepared_base=p.yaml", "model.path=/m"], ["model.path=/m", "model.prepared_base=p.yaml"]):
+        assert validate(apply_overrides(shipped, order)).model.prepared_base == "p.yaml"
+    tiny = {"name": "x", "model": {"preset": "tiny", "prepared_base": "configs/prepare_tiny.yaml"}}
+    assert validate(apply_overrides(tiny, ["model.path=/m"])).model.prepared_base is None
+    back = validate(apply_overrides({"name": "x", "model": {"path": "/m"}}, ["model.preset=tiny"])).model
+    assert back.preset == "tiny" and back.path is None
+    assert validate(apply_overrides(shipped, ["model.lora.r=4"])).model.preset == "smollm2-135m"  # no switch
+    # null is no model: the config's stays and the one-source check speaks
+    assert apply_overrides(shipped, ["model.path=null"])["model"]["preset"] == "smollm2-135m"
+    assert merge_configs(shipped, {"model": {"path": "/m"}})["model"] == {"path": "/m", "lora": {"r": 16, "alpha": 32}}
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: p\nmodel: {preset: tiny, prepared_base: configs/prepare_tiny.yaml}\n")
+    (tmp_path / "child.yaml").write_text("extends: parent.yaml\nname: c\nmodel: {path: /m}\n")
+    assert load_raw(tmp_path / "child.yaml")["model"] == {"path": "/m"}
+
+
 def _write(tmp_path, text):
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -138,10 +168,19 @@ def test_shipped_config_by_name_from_anywhere(tmp_path, monkeypatch, capsys):
     assert main(["validate", "smoke"]) == 0
     assert "ok (experiment 'smoke')" in capsys.readouterr().out
     assert main(["configs"]) == 0
-    listing = capsys.readouterr().out.splitlines()
-    names = [ln.split()[0] for ln in listing]
+    listing = capsys.readouterr().out
+    experiments, preparations = listing.split("Prepared bases")
+    names = [ln.strip() for ln in experiments.splitlines() if ln.startswith("  ") and not ln.startswith("   ")]
+    prepared = [ln.strip() for ln in preparations.splitlines() if ln.startswith("  ") and not ln.startswith("   ")]
     assert "smoke" in names and "pbb_programs" in names and "gpu/ilf_mbpp_qwen2.5-0.5b_lora" in names
-    assert not any(n.startswith("accelerate/") for n in names)
+    assert "prepare_tiny" in prepared and not any(n.startswith("prepare_") for n in names)
+    assert not any(n.startswith("accelerate/") for n in names + prepared)
+    # descriptions whole: the header's sentence to its end, never cut mid-word ("e.g." does not end it)
+    from inweights.catalog import config_description
+
+    assert config_description("# A b c, e.g. d\n# e f. Next one.\n# more\nname: x\n") == "A b c, e.g. d e f."
+    assert config_description("# Short.\n# Second.\nname: x") == "Short."
+    assert config_description("name: x") == ""
     # a user's own config outside the checkout that extends a shipped one and keeps its prepared base
     (tmp_path / "mine.yaml").write_text("extends: pbb_programs\nname: mine\npbb: {stage2_steps: 10}\n")
     from inweights.config import load_config
@@ -168,3 +207,28 @@ def test_prepared_bases_of_an_installed_package_go_to_the_cache(tmp_path, monkey
     (tmp_path / "cache" / "prepare_x").mkdir(parents=True)
     (tmp_path / "cache" / "prepare_x" / "prepare.json").write_text("{}")  # built there earlier: found there
     assert prepared_dir(checkout / "prepare_x.yaml", "prepare_x") == tmp_path / "cache" / "prepare_x"
+
+
+def test_every_option_has_help_and_the_version_prints(capsys):
+    """`inweights --version`, and help text on every argument of every command (a user reads --help, not the
+    source)."""
+    import argparse
+
+    import inweights
+    from inweights.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"inweights {inweights.__version__}"
+
+    def walk(parser, where):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{where} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield where, action
+
+    missing = [f"{where}: {'/'.join(a.option_strings) or a.dest}" for where, a in walk(build_parser(), "inweights")
+               if not a.help]
+    assert not missing, missing

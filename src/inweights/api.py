@@ -75,10 +75,20 @@ def _config(config: Any, sections: dict[str, Any], overrides: list[str] | None):
 
 
 def run(config: Any, out: str | Path | None = None, *, resume: bool = False, overrides: list[str] | None = None,
-        **sections: Any) -> RunResult:
+        progress: str = "none", **sections: Any) -> RunResult:
     """Run an experiment as ``inweights run`` does (the same checks first, the same run directory); returns
     the finished run's ``RunResult``. ``out`` defaults to runs/<name>. A run that stops to wait for people's
-    feedback returns with state ``waiting_for_feedback`` and no summary."""
+    feedback returns with state ``waiting_for_feedback`` and no summary. ``progress``: ``none`` (the default:
+    no bars in a notebook or a script's output, the Hugging Face libraries' included), ``bar``, ``lines`` or
+    ``auto`` (as the CLI picks); the caller's own setting is back afterwards."""
+    from inweights.core.progress import progress_mode
+
+    with progress_mode(progress):
+        return _run(config, out, resume, overrides, sections)
+
+
+def _run(config: Any, out: str | Path | None, resume: bool, overrides: list[str] | None,
+         sections: dict[str, Any]) -> RunResult:
     from inweights.core.io import check_out
     from inweights.regimes.registry import RunPaused, preflight, regime_of
 

@@ -354,20 +354,17 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_configs(args) -> int:
-    """The shipped configs (``inweights run NAME`` runs one), each with the first line of its header comment."""
-    from inweights.config import shipped_configs
+    from inweights.catalog import print_configs
 
-    root = shipped_configs()
-    for p in sorted(root.rglob("*.yaml")):
-        if p.parent.name == "accelerate":
-            continue  # accelerate launch files, not experiment configs
-        first = next((ln.lstrip("# ").strip() for ln in p.read_text().splitlines() if ln.startswith("#")), "")
-        print(f"{p.relative_to(root).with_suffix('')!s:42s} {first[:100]}")
+    print_configs()
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from inweights import __version__
+
     parser = argparse.ArgumentParser(prog="inweights", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"inweights {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, with_out=True):
@@ -397,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="export a domain's views as JSONL with a manifest")
     p.add_argument("domain", help="the domain whose views to export (domain.name; any registered domain)")
     p.add_argument("--config", help="take the domain settings and seed from this experiment YAML")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a domain or config key, e.g. --set domain.programs.n_programs=20 (repeatable)")
+    p.add_argument("--out", required=True, help="output directory for the JSONL files and manifest.json")
     p.add_argument("--format", choices=["inweights", "trl"], default="inweights",
                    help="inweights: records with messages and prompt/completion and every field; trl: TRL's "
                         "conversational prompt-completion layout, the same columns in every file, the matching "
@@ -434,11 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     fsub = p.add_subparsers(dest="action", required=True)
     q = fsub.add_parser("export", help="write the programs waiting for feedback to a JSONL file")
     q.add_argument("run", help="the ILF run directory")
-    q.add_argument("--out", required=True)
+    q.add_argument("--out", required=True, help="the JSONL file to write (one record per program)")
     q.set_defaults(func=cmd_feedback)
     q = fsub.add_parser("import", help="check an annotated JSONL file and install it in the run")
-    q.add_argument("file")
-    q.add_argument("--run", required=True)
+    q.add_argument("file", help="the annotated JSONL file (records as `feedback export` wrote them, feedback filled)")
+    q.add_argument("--run", required=True, help="the ILF run directory waiting for this feedback")
     q.set_defaults(func=cmd_feedback)
     p = sub.add_parser("configs", help="list the shipped configs (run one by name: inweights run smoke)")
     p.set_defaults(func=cmd_configs)
@@ -450,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", help="with --markdown-table: only these cells, comma-separated")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("status", help="where a run stands: running, finished, failed, interrupted")
-    p.add_argument("run")
+    p.add_argument("run", help="a run directory (the --out of inweights run)")
     p.set_defaults(func=cmd_status)
     return parser
 
@@ -470,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"inweights: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`inweights configs | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        return 0
     except OSError as e:
         from inweights.core.io import describe_os_error, is_environment_error
 

@@ -322,6 +322,18 @@ def parse_value(text: str) -> Any:
         return text
 
 
+MODEL_SOURCES = ("preset", "path", "name")
+
+
+def switch_model(model: Any, delta: dict[str, Any]) -> Any:
+    """A config's ``model`` section when ``delta`` (an override or a config over it) names another model: the
+    model it had goes whole — its source (preset, path or name), its revision and the prepared base built for
+    it — unless ``delta`` sets them too, so ``model.path=X`` alone is a complete switch."""
+    if not isinstance(model, dict) or not any(delta.get(k) is not None for k in MODEL_SOURCES):
+        return model
+    return {k: v for k, v in model.items() if k not in (*MODEL_SOURCES, "revision", "prepared_base") or k in delta}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     raw = copy.deepcopy(raw)
     for item in overrides:
@@ -329,6 +341,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise UserError(f"--set expects key.path=value, got '{item}'")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if len(parts) == 2 and parts[0] == "model" and parts[1] in MODEL_SOURCES:
+            later = {o.split("=", 1)[0].strip().split(".")[-1] for o in overrides
+                     if o.split("=", 1)[0].strip().startswith("model.")}
+            raw["model"] = switch_model(raw.get("model"), {k: None for k in later} | {parts[1]: parse_value(value)})
         node = raw
         for p in parts[:-1]:
             nxt = node.get(p)
@@ -386,6 +402,8 @@ def merge_configs(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]
     number, ``null`` — replaces what ``base`` had whole (lists are never concatenated: a delta's ``recipes:
     [a, b]`` is the recipe list)."""
     out = copy.deepcopy(base)
+    if isinstance(delta.get("model"), dict) and "model" in out:
+        out["model"] = switch_model(out["model"], delta["model"])
     for k, v in delta.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = merge_configs(out[k], v)

@@ -34,6 +34,39 @@ def set_mode(m: str) -> None:
             pass
 
 
+class progress_mode:  # a context manager, named like the function it is used as
+    """``set_mode`` for a block, the previous mode (and the Hugging Face libraries' bars) back after it: the
+    Python API runs quietly by default without changing what the caller's own code shows afterwards."""
+
+    def __init__(self, m: str):
+        if m not in MODES:
+            from inweights.core.errors import UserError
+
+            raise UserError(f"progress: {m!r} is not one of {', '.join(MODES)}")
+        self.m = m
+
+    def __enter__(self) -> Self:
+        self.before = os.environ.get("INWEIGHTS_PROGRESS")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            self.hf_bars = hf_logging.is_progress_bar_enabled()
+        except ImportError:
+            self.hf_bars = None
+        set_mode(mode() if self.m == "auto" else self.m)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.before is None:
+            os.environ.pop("INWEIGHTS_PROGRESS", None)
+        else:
+            os.environ["INWEIGHTS_PROGRESS"] = self.before
+        if self.hf_bars:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
+
+
 class LineProgress:
     """tqdm's interface (update, set_postfix, close, context manager), printed as plain lines."""
 

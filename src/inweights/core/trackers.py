@@ -36,8 +36,8 @@ def check_installed(names: list[str]) -> None:
     for n in names:
         mod = PACKAGES[n]
         if importlib.util.find_spec(mod) is None:
-            raise UserError(f"train.report_to: {n} needs the `{mod}` package (pip install {mod}, or "
-                            f"pip install 'inweights[track]')")
+            extra = " (or pip install 'inweights[track]', which installs it)" if n == "tensorboard" else ""
+            raise UserError(f"train.report_to: {n} needs the `{mod}` package: pip install {mod}{extra}")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:

