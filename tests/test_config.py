@@ -232,3 +232,17 @@ def test_every_option_has_help_and_the_version_prints(capsys):
     missing = [f"{where}: {'/'.join(a.option_strings) or a.dest}" for where, a in walk(build_parser(), "inweights")
                if not a.help]
     assert not missing, missing
+
+
+@pytest.mark.slow
+def test_the_smoke_config_runs_on_a_saved_model_folder_by_one_key(tmp_path, capsys):
+    """The issue's bar: `--set model.path=DIR` alone (no preset=null, no prepared_base=null) runs smoke on a
+    saved model — here one a first smoke run trained."""
+    assert main(["run", "smoke", "--out", str(tmp_path / "first"), "--quiet"]) == 0
+    saved = next((tmp_path / "first" / "stages").glob("1_mix_all_*/model"))
+    assert main(["run", "smoke", "--out", str(tmp_path / "mine"), "--quiet", "--set", f"model.path={saved}"]) == 0
+    from inweights.config import load_config
+
+    cfg = load_config(tmp_path / "mine" / "config.yaml")
+    assert cfg.model.path == str(saved) and cfg.model.preset is None and cfg.model.prepared_base is None
+    assert (tmp_path / "mine" / "report.md").is_file()
