@@ -232,3 +232,83 @@ def test_a_regime_refuses_a_domain_it_cannot_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("inweights: error: config error at regime: the ilf regime runs on the coding domain, not programs "
                    "(domain.name: coding)")
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """The registries as a fresh process has them: no entry point loaded yet; what a test registers goes after."""
+    from inweights.domains import base
+    from inweights.regimes import registry
+
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.delenv("INWEIGHTS_IMPORT", raising=False)
+    yield
+    DOMAINS.pop("toy_shift", None)
+    registry.REGIMES.pop("toy_count", None)
+
+
+def _installed_package(site: Path, entry_points: str) -> None:
+    """A distribution installed in ``site`` as pip leaves one: a dist-info with its entry points."""
+    info = site / "toyplug-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    (site / "toyplug.py").write_text("from test_domains_registry import ShiftDomain\nfrom test_regimes import ToyRegime\n")
+
+
+def test_a_domain_and_a_regime_from_an_installed_package_run_through_their_entry_points(fresh_plugins, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """The issue's bar: a domain defined in a separate installed package is found through its entry point and runs
+    via the CLI — here with the regime that package also declares; nothing registers them by hand."""
+    site = tmp_path / "site"
+    _installed_package(site, "[inweights.domains]\ntoy_shift = toyplug:ShiftDomain\n\n"
+                             "[inweights.regimes]\ntoy_count = toyplug:ToyRegime\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert "toy_shift" not in DOMAINS
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(CONFIG.replace("recipes: [proactive, stage2_only]", "recipes: [count]") + "regime: toy_count\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["counts"] == {"with_io": 3, "without_io": 3}
+    assert DOMAINS["toy_shift"].__module__ == "test_domains_registry"
+
+
+def test_a_broken_entry_point_is_one_line_naming_it(fresh_plugins, tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"
+    _installed_package(site, "[inweights.domains]\nfacts = toyplug:NoSuchClass\n")
+    monkeypatch.syspath_prepend(str(site))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\n")
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("inweights: error: entry point facts = toyplug:NoSuchClass (inweights.domains, package "
+                          "toyplug) failed to load: AttributeError") and "\n" not in err
+
+
+def test_import_names_a_module_that_registers_a_domain_and_workers_get_it_too(fresh_plugins, tmp_path, monkeypatch,
+                                                                              capsys):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "myfacts.py").write_text("from test_domains_registry import ShiftDomain\n"
+                                     "from inweights.domains import register_domain\nregister_domain(ShiftDomain)\n")
+    monkeypatch.syspath_prepend(str(mods))
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(CONFIG)
+    assert main(["validate", str(cfg)]) == 2  # not imported: an unknown key
+    capsys.readouterr()
+    assert main(["--import", "myfacts", "validate", str(cfg)]) == 0
+    import os
+
+    assert os.environ["INWEIGHTS_IMPORT"] == "myfacts"  # what a spawned worker imports at its start
+    DOMAINS.pop("toy_shift")
+    from inweights.regimes.experiment.jobs import _worker_start
+
+    monkeypatch.setattr("inweights.regimes.experiment.jobs._die_with_parent", lambda parent: None)
+    import sys
+
+    sys.modules.pop("myfacts")
+    _worker_start(os.getpid())
+    assert "toy_shift" in DOMAINS
+    assert main(["--import", "no_such_module_here", "validate", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip() == ("inweights: error: --import no_such_module_here: ModuleNotFoundError: "
+                                               "No module named 'no_such_module_here'")

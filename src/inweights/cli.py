@@ -365,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="inweights", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"inweights {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import this module first (repeatable; before the command): a domain or regime it "
+                             "registers is then known, e.g. inweights --import mypkg.facts run my.yaml. Installed "
+                             "packages can instead declare inweights.domains / inweights.regimes entry points")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, with_out=True):
@@ -460,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         from inweights.core.progress import mode, set_mode
 
         set_mode(getattr(args, "progress", None) or mode())  # fixed here, so worker processes inherit it
+        from inweights.core.plugins import import_env_modules, import_modules
+
+        import_env_modules()  # INWEIGHTS_IMPORT, then --import (both reach spawned workers through the environment)
+        import_modules(args.imports)
         if getattr(args, "config", None):
             from inweights.config import resolve_config_path
 

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from inweights.core.errors import UserError
 from inweights.core.schema import Strict
 from inweights.domains import DOMAINS
+from inweights.domains.base import load_domain_plugins
 from inweights.domains.coding import CodingConfig
 from inweights.domains.grammars import GrammarsConfig
 from inweights.domains.planning import PlanningConfig
@@ -96,6 +97,7 @@ class DomainConfig(Strict):
         """Every registered domain's section, validated by its own class; any other key is an error."""
         if not isinstance(data, dict):
             return data
+        load_domain_plugins()  # domains from other installed packages (entry points), once
         data = dict(data)
         for key in data:
             if key not in cls.model_fields and key not in DOMAINS:

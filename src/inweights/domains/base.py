@@ -148,6 +148,25 @@ def register_domain(cls: type[Domain]) -> type[Domain]:
     return cls
 
 
+_plugins_loaded = False
+
+
+def load_domain_plugins() -> None:
+    """The domains other installed packages declare (entry-point group ``inweights.domains``, each a ``Domain``
+    subclass), registered once per process; the config's domain section calls this before it reads ``DOMAINS``."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from inweights.core.plugins import entry_point_objects
+
+    for where, obj in entry_point_objects("inweights.domains"):
+        if not (isinstance(obj, type) and issubclass(obj, Domain)):
+            raise UserError(f"entry point {where} (inweights.domains) is not a Domain subclass")
+        if DOMAINS.get(obj.name) is not obj:
+            register_domain(obj)
+
+
 def domain_class(name: str) -> type[Domain]:
     if name not in DOMAINS:
         raise UserError(f"domain.name: unknown domain '{name}' (known: {', '.join(sorted(DOMAINS))})")

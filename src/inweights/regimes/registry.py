@@ -108,7 +108,29 @@ def _known(cfg, names: tuple[str, ...], what: str) -> None:
             raise UserError(f"config error at recipes: unknown {what} '{r}' (known: {', '.join(names)})")
 
 
+_plugins_loaded = False
+
+
+def load_regime_plugins() -> None:
+    """The regimes other installed packages declare (entry-point group ``inweights.regimes``: a ``Regime``
+    instance, or a subclass to instantiate), registered once per process, on first use."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from inweights.core.plugins import entry_point_objects
+
+    for where, obj in entry_point_objects("inweights.regimes"):
+        if isinstance(obj, type) and issubclass(obj, Regime):
+            obj = obj()
+        if not isinstance(obj, Regime):
+            raise UserError(f"entry point {where} (inweights.regimes) is not a Regime")
+        if REGIMES.get(obj.name) is None:
+            register(obj)
+
+
 def regime_of(cfg) -> Regime:
+    load_regime_plugins()
     name = regime_name(cfg)
     if name not in REGIMES:
         raise UserError(f"regime: unknown regime '{name}' (known: {', '.join(sorted(REGIMES))})")

@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _worker_start(parent: int) -> None:
+    """A spawned worker's start: it dies with the run's process, and imports the modules the run was given with
+    ``--import`` (a domain they register is then known here too)."""
+    from inweights.core.plugins import import_env_modules
+
+    _die_with_parent(parent)
+    import_env_modules()
+
+
 def _die_with_parent(parent: int) -> None:
     """A worker process ends when the run's process ends, however it ends (SIGKILL included): otherwise it would
     go on writing into a run folder whose lock is free, beside the resumed run. Linux: the kernel's parent-death
@@ -57,7 +66,7 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, cfg, out: Path, config_pa
 
     threads = max(1, (cfg.train.threads or os.cpu_count() or 1) // workers)
     running: dict[Any, str] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_start,
                              initargs=(os.getpid(),)) as pool:
         while pending or running:
             ready = [j for j in pending if all(d in done for d in j["deps"])]
