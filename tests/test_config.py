@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -245,4 +246,8 @@ def test_the_smoke_config_runs_on_a_saved_model_folder_by_one_key(tmp_path, caps
 
     cfg = load_config(tmp_path / "mine" / "config.yaml")
     assert cfg.model.path == str(saved) and cfg.model.preset is None and cfg.model.prepared_base is None
-    assert (tmp_path / "mine" / "report.md").is_file()
+    # the smoke report says first what it is (its config's description), and no target is cut by its budget
+    report = (tmp_path / "first" / "report.md").read_text().splitlines()
+    assert report[0] == "# smoke" and report[2].startswith("> An install check, not an experiment")
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert all(c["too_long"] == 0 for r in summary["rows"].values() for c in r["cells"].values())

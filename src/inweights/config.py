@@ -243,6 +243,9 @@ class ExperimentConfig(Strict):
     # domain's default (Domain.default_regime)
     regime: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
+    # what the run is for, in a sentence or two: the first lines of its report (smoke: an install check, and why
+    # its trained cells are at chance)
+    description: str | None = None
     domain: DomainConfig = Field(default_factory=DomainConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

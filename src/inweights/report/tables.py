@@ -97,3 +97,9 @@ def table_options(opts: list[str]) -> list[str] | None:
         if o.startswith("cells="):
             return o[len("cells="):].split(",")
     return None
+
+
+def described(cfg) -> list[str]:
+    """A report's first lines after its title: the config's ``description`` (what the run is for), if it has one."""
+    text = " ".join((getattr(cfg, "description", None) or "").split())
+    return [f"> {text}", ""] if text else []

@@ -10,7 +10,7 @@ from inweights.core.provenance import bf16_supported
 from inweights.domains import DOMAINS
 from inweights.domains.capabilities import Acceptance, Representations, supports
 from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
-from inweights.report.tables import _cells_order, _pct
+from inweights.report.tables import _cells_order, _pct, described
 
 
 def near_chance(c: dict[str, Any] | None) -> bool:
@@ -338,7 +338,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     loss_plot(out, out / "metrics.jsonl", results.get("recipes"))
     reward = reward_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
-    md = [f"# {cfg.name}", "",
+    md = [f"# {cfg.name}", "", *described(cfg),
           (f"seed {cfg.seed}; {results['counts']['with_io']} with_io and {results['counts']['without_io']} "
           f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
     verdicts = verdict_lines(rows, "without_io/in_weights/cot" if "without_io/in_weights/cot" in cells

@@ -10,6 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from inweights.report.tables import described
+
 
 def correlation(xs: list[float], ys: list[float]) -> dict[str, Any]:
     """Pearson r (point-biserial when ys is 0/1) with a 95% CI from Fisher's z; r None when either side is
@@ -126,7 +128,7 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
     accuracy_plot(out, rows, cells)
     counts = results["counts"]
     t = cfg.two_stage
-    md = [f"# {cfg.name}", "",
+    md = [f"# {cfg.name}", "", *described(cfg),
           (f"seed {cfg.seed}; {counts.get('train', 0)} training and {counts.get('test', 0)} test instances; "
            f"symbolic representation `{t.symbolic}`; default objective `{t.objective}`; wall time "
            f"{results['wall_seconds'] / 60:.1f} min."), ""]

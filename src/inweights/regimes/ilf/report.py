@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from inweights.core.io import write_summary
+from inweights.report.tables import described
 
 DESCRIPTIONS = {
     "zero_shot": "the starting policy, no further training",
@@ -117,7 +118,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                "ordering_cell": f"test {order_key}", "verdicts": verdicts}
     summary = write_summary(out / "summary.json", summary)
     c = cfg.domain.section()
-    md = [f"# {cfg.name}", "",
+    md = [f"# {cfg.name}", "", *described(cfg),
           (f"ILF on {c.source} coding tasks (pools: " + ", ".join(f"{p} {n}" for p, n in results["pools"].items() if n)
            + f"); feedback from `{results['feedback_provider']}`; {ilf.rounds} round(s); {ilf.n_samples} samples per "
            f"task at temperature {ilf.temperature}, {ilf.refine_samples} refinements per failing program; "

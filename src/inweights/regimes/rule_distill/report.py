@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from inweights.report.tables import described
+
 SPLIT_NAMES = {"id": "in distribution", "ood": "out of distribution", "test": "test"}
 
 
@@ -95,7 +97,7 @@ def verdict_lines(cfg, summary: dict[str, Any]) -> list[str]:
 
 def write_report(cfg, out: Path, summary: dict[str, Any]) -> Path:
     dc = cfg.distill
-    md = [f"# {cfg.name}", "",
+    md = [f"# {cfg.name}", "", *described(cfg),
           (f"Rule distillation: k in {dc.ks}, seeds {dc.seeds}, {dc.epochs} epochs, batch {dc.batch_size}, "
           f"lr {dc.lr}, tau {dc.tau}, beta {dc.beta}, ce_weight {dc.ce_weight}, "
           f"{'LoRA r=' + str(cfg.model.lora.r) if cfg.model.lora else 'all weights'}; "
