@@ -251,3 +251,24 @@ def test_the_smoke_config_runs_on_a_saved_model_folder_by_one_key(tmp_path, caps
     assert report[0] == "# smoke" and report[2].startswith("> An install check, not an experiment")
     summary = json.loads((tmp_path / "first" / "summary.json").read_text())
     assert all(c["too_long"] == 0 for r in summary["rows"].values() for c in r["cells"].values())
+
+
+@pytest.mark.slow
+def test_a_positive_control_probes_a_named_prepared_base_in_context(tmp_path, capsys):
+    """eval.positive_control: the prepared base of a prepare config reads each unit in its prompt on the run's own
+    units; the summary keeps its cells and the report says, before the verdicts, whether it is high."""
+    out = tmp_path / "run"
+    assert main(["run", "smoke", "--out", str(out), "--quiet", "--set", "recipes=[stage2_only]",
+                 "--set", "eval.positive_control=configs/prepare_tiny.yaml"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    pc = summary["positive_control"]
+    assert set(pc["cells"]) == {"with_io/in_context/cot", "without_io/in_context/cot"}
+    assert pc["cells"]["with_io/in_context/cot"]["n"] == 36 and pc["model"].endswith("prepare_tiny")
+    # a model with the skill: far above the untrained recipe on the same probes
+    assert pc["cells"]["with_io/in_context/cot"]["acc"] > 0.4 > summary["rows"]["stage2_only"]["cells"][
+        "with_io/in_context/cot"]["acc"]
+    report = (out / "report.md").read_text()
+    assert report.index("**Positive control**") < report.index("## Accuracy")
+    capsys.readouterr()
+    assert main(["validate", "smoke", "--set", "eval.positive_control=configs/nope.yaml"]) == 2  # before any work
+    assert "eval.positive_control: prepare config not found: configs/nope.yaml" in capsys.readouterr().err

@@ -124,6 +124,9 @@ class EvalConfig(Strict):
     formats: list[Literal["direct", "cot"]] = Field(default_factory=lambda: ["direct", "cot"])
     max_units_per_group: int | None = Field(None, gt=0)
     eval_base: bool = True  # also probe the starting model (the prepared base)
+    # a prepare config whose base reads each unit in its prompt (in context, chain of thought) on this run's units:
+    # a model known to have the skill, whose number should be high — else the probes, not the training, are wrong
+    positive_control: str | None = None
     temperature: float = Field(0.0, ge=0)  # 0 = greedy; grammars need sampling to show variety
     top_p: float = Field(1.0, gt=0, le=1)
     # generation engine: transformers (its generate: the reference), lean (eval/decode.py: the same tokens with a

@@ -149,6 +149,11 @@ class _Experiment(Regime):
         from inweights.preflight import check_units_and_stages
         from inweights.regimes.experiment.checks import recipe_stages
 
+        if cfg.eval.positive_control:
+            from inweights.prepare import find_config
+
+            if find_config(cfg.eval.positive_control, config_path) is None:
+                raise UserError(f"eval.positive_control: prepare config not found: {cfg.eval.positive_control}")
         return check_units_and_stages(cfg, config_path, quiet, stages_of=recipe_stages)
 
     def run(self, cfg, out, config_path, resume):

@@ -20,13 +20,16 @@ from inweights.train.loop import get_accelerator
 
 
 class Evaluation:
-    def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units) -> dict[str, Any]:
-        """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes)."""
+    def evaluate_dir(self, label: str, model_dir: Path | str, cache_dir: Path, domain, units,
+                     ecfg=None) -> dict[str, Any]:
+        """Probe a model (folder or hub id); cached in cache_dir/eval.json (same model, same probes). ``ecfg``: other
+        probes than the config's ``eval`` section (the positive control's)."""
         cache_dir.mkdir(parents=True, exist_ok=True)
+        ecfg = ecfg or self.cfg.eval
         # the model named relative to the run folder when it is inside it: a copied run folder keeps its evaluations
         where, run = Path(model_dir).resolve(), self.out.resolve()
         named = str(where.relative_to(run)) if where.is_relative_to(run) else str(model_dir)
-        probe_key = content_key({"eval": self.cfg.eval.model_dump(), "seed": self.cfg.seed, "model": named}, 64)
+        probe_key = content_key({"eval": ecfg.model_dump(), "seed": self.cfg.seed, "model": named}, 64)
         if (ev := Steps(cache_dir).done("eval", probe_key)) is not None:
             self._link_samples(label, cache_dir)
             return ev
@@ -34,7 +37,6 @@ class Evaluation:
         from inweights.eval.generate import choose_backend, generate, generate_vllm
 
         acc = get_accelerator()
-        ecfg = self.cfg.eval
         backend = choose_backend(ecfg.backend)
         model, tok = self.load(model_dir)
         model.to(acc.device)
@@ -93,6 +95,26 @@ class Evaluation:
                       "eval_seconds": ev["eval_seconds"]})
         self._link_samples(label, cache_dir)
         return ev
+
+    def positive_control(self, domain, units) -> dict[str, Any]:
+        """``eval.positive_control``: the named prepare config's base reading each unit in its prompt (in context,
+        chain of thought) on this run's units — a model known to have the skill, so a low number here says the
+        probes, the scorer or the generation budget are wrong, not the training. Built once if missing."""
+        from inweights.config import load_config
+        from inweights.core.errors import UserError
+        from inweights.prepare import find_config
+        from inweights.runs import ensure_prepared
+
+        ref = self.cfg.eval.positive_control
+        pconf = find_config(ref, self.config_path)
+        if pconf is None:
+            raise UserError(f"eval.positive_control: prepare config not found: {ref}")
+        pcfg = load_config(pconf)
+        probe = self.cfg.model_copy(update={"model": pcfg.model.model_copy(update={"prepared_base": str(pconf)})})
+        pdir, _ = ensure_prepared(probe, self.config_path)
+        ecfg = self.cfg.eval.model_copy(update={"modes": ["in_context"], "formats": ["cot"], "positive_control": None})
+        ev = self.evaluate_dir("positive_control", pdir, self.out / "positive_control", domain, units, ecfg)
+        return {"prepare": str(ref), "model": str(pdir), **ev}
 
     def _link_samples(self, label: str, cache_dir: Path) -> None:
         self._samples = getattr(self, "_samples", [])

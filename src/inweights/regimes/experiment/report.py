@@ -321,6 +321,20 @@ def verdict_lines(rows: dict[str, dict[str, Any]], cell: str, noun: str = "progr
     return lines
 
 
+def positive_control_lines(pc: dict[str, Any] | None) -> list[str]:
+    """The positive control's line (``eval.positive_control``): a model known to have the skill, on these probes."""
+    if not pc:
+        return []
+    parts = [f"{name.split('/')[0]} {_pct(c)}" for name, c in pc["cells"].items()]
+    low = [name for name, c in pc["cells"].items() if c["acc"] < 0.8]
+    verdict = (f"**low** ({', '.join(n.split('/')[0] for n in low)} under 80%): before reading any cell below, check "
+               "the probes, the scorer and the generation budget" if low else "high, as it should be: the probes and "
+               "the scorer can show a skill that is there")
+    line = (f"**Positive control** — `{pc['prepare']}`'s base reading each unit in its prompt (chain of thought): "
+            f"{'; '.join(parts)} — {verdict}.")
+    return [line, ""]
+
+
 def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     dom = DOMAINS[cfg.domain.name]
     if supports(dom, Representations):  # one instance in several representations: the curriculum report
@@ -343,6 +357,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
           f"without_io {noun}; wall time {results['wall_seconds'] / 60:.1f} min."), ""]
     verdicts = verdict_lines(rows, "without_io/in_weights/cot" if "without_io/in_weights/cot" in cells
                              else next((c for c in cells if c.startswith("without_io/in_weights/")), ""), noun)
+    md += positive_control_lines(results.get("positive_control"))
     if verdicts:
         md += ["## Verdict", ""] + verdicts + [""]
     if results.get("time"):
@@ -434,6 +449,10 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
                         for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew, "verdicts": verdicts}
+    if results.get("positive_control"):
+        pc = results["positive_control"]
+        summary["positive_control"] = {"prepare": pc["prepare"], "model": pc["model"], "cells": pc["cells"],
+                                       "eval_seconds": pc.get("eval_seconds")}
     from inweights.core.io import atomic_write, write_summary
 
     summary = write_summary(out / "summary.json", summary)

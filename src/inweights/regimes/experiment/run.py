@@ -209,6 +209,8 @@ class Experiment(GRPOStages, Evaluation):
             for name, (odir, _, orec) in others.items():
                 ev = self.evaluate_dir(f"base:{name}", odir, self.out / f"base_eval_{name}", domain, units)
                 results["other_bases"][f"base:{name}"] = {**ev, "prepared": orec}
+        if cfg.eval.positive_control:
+            results["positive_control"] = self.positive_control(domain, units)
         for recipe, chain in finals.items():
             stages_out = []
             for key in chain:
