@@ -31,10 +31,14 @@ def test_files_are_one_layout_with_consistent_columns(exported):
     assert len(both) == sum(f["records"] for f in manifest["files"].values())
     notes = {n: f["trl"]["completion_only_loss"] for n, f in manifest["files"].items()}
     assert notes["train/decl_with_io.jsonl"] is False and notes["train/exec_with_io.jsonl"] is True
+    # held-out material never sits under train/: training on all of train/ keeps the comparison
+    assert not any(n.startswith("train/") and n.endswith("without_io.jsonl") and "decl" not in n
+                   for n in manifest["files"])
+    assert "heldout/exec_without_io.jsonl" in manifest["files"] and "Never train" in manifest["heldout"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["train/decl_with_io.jsonl", "train/in_context_without_io.jsonl"])
+@pytest.mark.parametrize("name", ["train/decl_with_io.jsonl", "heldout/in_context_without_io.jsonl"])
 def test_trl_trains_on_each_kind_with_our_token_masks(exported, root, tmp_path, name):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -4,7 +4,11 @@ Export layout (every file JSONL with chat ``messages`` plus ``prompt``/``complet
 ``datasets.load_dataset("json", data_files=...)`` and TRL read as they are)::
 
     units.jsonl                          one program per line (id, pointer, source, group, inputs)
-    train/{view}_{group}.jsonl           decl (every template), exec and in_context (train inputs)
+    train/{view}_{group}.jsonl           what PBB trains on: decl (every template) of both groups; exec and
+                                         in_context (train inputs) of with_io programs
+    heldout/{view}_without_io.jsonl      exec and in_context of without_io programs: never train on these (a
+                                         without_io program trained on its I/O is a with_io one: the comparison
+                                         is void); they are here for the mixture baselines and analysis
     probes/{group}_{mode}_{format}.jsonl held-out inputs, exactly what the evaluator asks
     manifest.json                        seed, config, counts per group and view, sha256 per file
 
@@ -94,8 +98,15 @@ def export(cfg: ExperimentConfig, out: Path, domain, units: list[Unit]) -> dict[
             sha = _write_jsonl(tmp / name, recs)
             manifest["files"][name] = {"records": len(recs), "sha256": sha}
         manifest["counts"] = {g: sum(u.group == g for u in units) for g in domain.groups}
+        if any(n.startswith("heldout/") for n in files):
+            manifest["heldout"] = HELDOUT_NOTE
         _publish(cfg, tmp, out, manifest)
     return manifest
+
+
+HELDOUT_NOTE = ("heldout/: the execution of without_io programs. Never train on these files: a without_io program "
+                "whose input/output pairs are trained on is a with_io one, and the in-weights comparison is void. "
+                "train/ holds everything the PBB recipes may train on; probes/ what the evaluator asks.")
 
 
 def pbb_files(cfg: ExperimentConfig, domain, units: list[Unit]) -> dict[str, list[dict[str, Any]]]:
@@ -106,10 +117,13 @@ def pbb_files(cfg: ExperimentConfig, domain, units: list[Unit]) -> dict[str, lis
         # every unit once with each pointer template
         decl = [views.decl(domain, u, rng, template=t) for u in chosen for t in range(len(domain.decl_templates))]
         files[f"train/decl_{group}.jsonl"] = decl
-        files[f"train/exec_{group}.jsonl"] = [views.execution(domain, u, x, f, rng)
-                                              for u in chosen for x in u.train_inputs for f in ("direct", "cot")]
-        files[f"train/in_context_{group}.jsonl"] = [views.in_context(domain, u, x, f, rng)
-                                                    for u in chosen for x in u.train_inputs for f in ("direct", "cot")]
+        # a without_io program's execution is held out: only its source may be trained on (the export keeps it
+        # apart, so "train on everything under train/" keeps the comparison)
+        where = "train" if group == "with_io" else "heldout"
+        files[f"{where}/exec_{group}.jsonl"] = [views.execution(domain, u, x, f, rng)
+                                                for u in chosen for x in u.train_inputs for f in ("direct", "cot")]
+        files[f"{where}/in_context_{group}.jsonl"] = [views.in_context(domain, u, x, f, rng) for u in chosen
+                                                      for x in u.train_inputs for f in ("direct", "cot")]
     for p in build_probes(domain, units, cfg.eval, cfg.seed):
         files.setdefault(f"probes/{p['cell'].replace('/', '_')}.jsonl", []).append(p)
     return files
@@ -174,5 +188,7 @@ def export_trl(cfg: ExperimentConfig, out: Path, write_native) -> dict[str, Any]
             sha = _write_jsonl(tmp / name, [trl_record(r) for r in recs])
             manifest["files"][name] = {"records": len(recs), "sha256": sha, "trl": note}
         manifest["counts"] = native.get("counts")
+        if "heldout" in native:
+            manifest["heldout"] = native["heldout"]
         _publish(cfg, tmp, out, manifest)
     return manifest
