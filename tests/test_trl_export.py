@@ -78,3 +78,26 @@ def test_trl_trains_on_each_kind_with_our_token_masks(exported, root, tmp_path, 
         assert theirs[: last + 1] == ours[: last + 1] and all(theirs[last + 1:]), i
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss == result.training_loss  # finite, not NaN
+
+
+@pytest.mark.slow
+def test_the_sfttrainer_example_trains_every_train_file_with_our_masks(exported, root, tmp_path):
+    """examples/trl_sft.py: TRL trains the export's train/ files with inweights' masks (documents on every token,
+    answers on the completion), never a heldout/ file; its labels are ours token for token."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    out, manifest = exported
+    spec = importlib.util.spec_from_file_location("trl_sft", root / "examples" / "trl_sft.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tok = AutoTokenizer.from_pretrained(root / "prepared" / "prepare_tiny")
+    rows = mod.tokenized(out, tok)
+    train_records = sum(f["records"] for n, f in manifest["files"].items() if n.startswith("train/"))
+    assert len(rows) == train_records < sum(f["records"] for f in manifest["files"].values())
+    docs = manifest["files"]["train/decl_with_io.jsonl"]["records"]
+    assert all(r["labels"] == r["input_ids"] for r in rows[:docs])  # decl_* sorts first: every token trained
+    assert all(-100 in r["labels"] and r["labels"] != r["input_ids"] for r in rows[-5:])  # answers: the completion
+    assert mod.main([str(out), str(root / "prepared" / "prepare_tiny"), "--out", str(tmp_path / "sft"),
+                     "--max-steps", "2", "--batch-size", "2"]) == 0
