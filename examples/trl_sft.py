@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    if not (args.export / "manifest.json").is_file():
+        print(f"{args.export}: not an `inweights data --format trl` folder (no manifest.json)", file=sys.stderr)
+        return 2
     tok = AutoTokenizer.from_pretrained(args.model)
     rows = tokenized(args.export, tok)
     if not rows:

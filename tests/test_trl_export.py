@@ -101,3 +101,4 @@ def test_the_sfttrainer_example_trains_every_train_file_with_our_masks(exported,
     assert all(-100 in r["labels"] and r["labels"] != r["input_ids"] for r in rows[-5:])  # answers: the completion
     assert mod.main([str(out), str(root / "prepared" / "prepare_tiny"), "--out", str(tmp_path / "sft"),
                      "--max-steps", "2", "--batch-size", "2"]) == 0
+    assert mod.main([str(tmp_path), str(root / "prepared" / "prepare_tiny"), "--out", str(tmp_path / "x")]) == 2

@@ -8,7 +8,7 @@ Export layout (every file JSONL with chat ``messages`` plus ``prompt``/``complet
                                          in_context (train inputs) of with_io programs
     heldout/{view}_without_io.jsonl      exec and in_context of without_io programs: never train on these (a
                                          without_io program trained on its I/O is a with_io one: the comparison
-                                         is void); they are here for the mixture baselines and analysis
+                                         is void); kept for analysis and controls that mean to train on them
     probes/{group}_{mode}_{format}.jsonl held-out inputs, exactly what the evaluator asks
     manifest.json                        seed, config, counts per group and view, sha256 per file
 
