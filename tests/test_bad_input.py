@@ -122,7 +122,8 @@ CASES = [
                                           "--set", "domain.planning.durations=[5,10]"], {"c.yaml": SMOKE},
       needle="domain.planning"),
     C("validate-names-run-out", ["validate", "{d}/c.yaml", "--set", "domain.programs.n_programs=1100",
-                                 "--set", "domain.programs.name_style=digits"], {"c.yaml": SMOKE}, needle="name"),
+                                 "--set", "domain.programs.name_style=digits", "--set", "domain.programs.cond_prob=0.25"],
+      {"c.yaml": SMOKE}, needle="name"),
     # --- data files
     C("validate-units-not-utf8", ["validate", "{d}/c.yaml", "--set", "domain.data_file={d}/u.jsonl"],
       {"c.yaml": SMOKE, "u.jsonl": b'{"name": "f\xff"}\n'}, needle="UTF-8"),

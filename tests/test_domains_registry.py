@@ -138,11 +138,11 @@ def test_an_unknown_domain_is_one_line(tmp_path, capsys):
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("inweights: error: config error at domain.toy_shift: unknown key "
-                   "(domains: coding, grammars, mbpp, planning, programs, rules)")
+                   "(domains: coding, documents, grammars, mbpp, planning, programs, rules)")
     cfg.write_text(CONFIG.replace("  toy_shift: {n_units: 6, modulus: 7}\n", ""))
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "unknown domain 'toy_shift' (known: coding, grammars, mbpp, planning, programs, rules)" in err
+    assert err.count("\n") == 0 and "unknown domain 'toy_shift' (known: coding, documents, grammars, mbpp, planning, programs, rules)" in err
 
 
 def _string_compares(text: str, names: set[str], where: str) -> list[str]:
@@ -191,6 +191,7 @@ def test_capabilities_are_declared_and_discoverable():
     assert capabilities(DOMAINS["grammars"]) == ["FreshUnits", "Acceptance", "UnitFiles"]
     assert capabilities(DOMAINS["planning"]) == ["FreshUnits", "Representations", "ReleaseLayout"]
     assert capabilities(DOMAINS["rules"]) == ["FreshUnits", "FreshInputs", "Hypotheses"]
+    assert capabilities(DOMAINS["documents"]) == ["FreshUnits"]
     assert capabilities(Domain) == []
     # what a capability gives is not on the protocol every domain implements: no one-domain flag read by the engine
     for cap in CAPABILITIES:

@@ -132,7 +132,10 @@ def test_experiment_end_to_end_and_stage_sharing(root, tmp_path):
     stage_dirs = list((out / "stages").iterdir())
     assert len(stage_dirs) == 7  # 8 recipe stages, one shared
     samples = [json.loads(ln) for ln in (out / "samples.jsonl").open()]
-    assert sum(s["mode"] != "doc_context" for s in samples) == sum(c["n"] for r in rows.values() for c in r["cells"].values())
+    pc = summary["positive_control"]["cells"]  # smoke's positive control: the prepared tiny base, in context
+    assert sum(s["mode"] != "doc_context" for s in samples) == (
+        sum(c["n"] for r in rows.values() for c in r["cells"].values()) + sum(c["n"] for c in pc.values()))
+    assert all(c["acc"] >= 0.8 for c in pc.values()) and "**Positive control**" in (out / "report.md").read_text()
     assert all(r["diagnostics"]["rung"]["failed"] for r in rows.values())  # every model's ladder is diagnosed
     report = (out / "report.md").read_text()
     assert "| proactive |" in report and "near chance" in report

