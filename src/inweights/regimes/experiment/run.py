@@ -115,6 +115,8 @@ def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
     train, ev = sum(stages.values()), sum(evals)
     out = {"workers": workers, "wall_seconds": results["wall_seconds"], "train_seconds": round(train, 1),
            "eval_seconds": round(ev, 1), "other_seconds": round(max(capacity - train - ev, 0.0), 1)}
+    if train + ev > capacity * 1.02:  # a resumed run: most of the work was done (and timed) by an earlier invocation
+        return out | {"reused": True}
     out |= {f"{k}_share": round(out[f"{k}_seconds"] / capacity, 3) for k in ("train", "eval", "other")}
     return out
 
