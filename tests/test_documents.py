@@ -95,7 +95,7 @@ def test_file_units_groups_and_splits(tmp_path):
     assert dom.document_text(u, rng) == u.instruction
 
 
-def test_bad_records_reported_together(tmp_path):
+def test_bad_records_reported_together(tmp_path, capsys):
     lines = [_rec("A"), "not json", {"name": "B", "text": "B is b.", "questions": []}, _rec("C"),
              {**_rec("D"), "questions": [{"question": "q?", "answer": "x", "score": "regex", "pattern": "("}]},
              {**_rec("E"), "questions": [{"question": "q?", "answer": "x", "score": "choice", "choices": ["y", "z"]}]},
@@ -112,18 +112,24 @@ def test_bad_records_reported_together(tmp_path):
     assert "questions" in reasons["3"] and "pattern" in reasons["5"] and "not among its choices" in reasons["6"]
     assert "repeats" in reasons["7"] and "colour" in reasons["8"]
     # --strict: the first bad record is one line, exit 2, no traceback
-    r = _cli("validate", str(cfg_path), "--strict", cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "d.jsonl:2" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    from inweights.cli import main
+
+    assert main(["validate", str(cfg_path), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "d.jsonl:2" in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_settings_are_one_line(tmp_path):
+def test_bad_settings_are_one_line(tmp_path, capsys, monkeypatch):
+    from inweights.cli import main
+
+    monkeypatch.chdir(tmp_path)
     for section, needle in (({}, "give file"), ({"file": "nowhere.jsonl"}, "nowhere.jsonl not found")):
-        r = _cli("validate", str(_cfg(tmp_path, section)), cwd=tmp_path)
-        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert main(["validate", str(_cfg(tmp_path, section))]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and err.count("\n") == 1, err
     f = _write(tmp_path / "one.jsonl", [_rec("A", group="with_io"), _rec("B", group="with_io")])
-    r = _cli("validate", str(_cfg(tmp_path, {"file": str(f)})))
-    assert r.returncode == 2 and "no without_io document" in r.stderr
+    assert main(["validate", str(_cfg(tmp_path, {"file": str(f)}))]) == 2
+    assert "no without_io document" in capsys.readouterr().err
 
 
 def test_generated_biographies_section(tmp_path):
