@@ -174,6 +174,9 @@ def test_shipped_example_runs_end_to_end(bios_run):
         assert cells["without_io/in_weights/direct"]["n"] == 4 * 6
         assert cells["with_io/in_weights/direct"]["n"] == 4 * 3
         assert {"without_io/in_context/cot", "with_io/in_context/direct"} <= set(cells)
+        # the ladder from the cells (no listings to read back): a micro model cannot even answer in context
+        assert summary["rows"][name]["ladder"]["failed"] == "in_context"
+    assert "## Ladder: which rung fails" in report and "- base: **in_context** — text-in-prompt CoT accuracy" in report
 
 
 @pytest.mark.slow
@@ -219,3 +222,10 @@ def test_fresh_units_are_biographies_of_people_no_experiment_has(tmp_path):
     assert not set(biographies.PREPARE_FIRST) & set(biographies.FIRST)
     u = fresh[0]
     assert dom.score(u, u.test_inputs[0], dom.answer_text(u, u.test_inputs[0]))
+
+
+def test_biographies_writer_refuses_impossible_counts(capsys):
+    assert biographies.main(["--people", "0"]) == 2
+    assert biographies.main(["--people", "99999"]) == 2 and "distinct names" in capsys.readouterr().err
+    assert biographies.main(["--people", "3", "--seed", "0"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3

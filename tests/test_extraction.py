@@ -120,6 +120,10 @@ def test_rung_names_the_first_failure():
     assert rung(cells, diag)["failed"] == "transfer"
     cells["without_io/in_weights/cot"] = good
     assert rung(cells, diag)["failed"] == "none"
+    # a run that probed no chain of thought: the same ladder on the direct cells
+    direct = {"without_io/in_context/direct": good, "with_io/in_weights/direct": good, "without_io/in_weights/direct": bad}
+    assert rung(direct, {"groups": {}}, "documents", "text", "use")["failed"] == "transfer"
+    assert "documents" in rung({"without_io/in_context/direct": bad}, {"groups": {}}, "documents", "text", "use")["why"]
     assert units  # the domain builds
 
 

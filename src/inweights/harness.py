@@ -98,6 +98,9 @@ def export_task(config: str | Path, out: Path, overrides: list[str] | None = Non
             raise UserError(f"--cell {', '.join(unknown)}: not a probe cell of this config "
                             f"(it has: {', '.join(by_cell)})")
         by_cell = {c: by_cell[c] for c in cells}
+    for cell, ps in by_cell.items():  # checked before anything is written
+        if any(len(p["prompt"]) != 1 for p in ps):
+            raise UserError(f"{cell}: probes with a prefilled assistant turn cannot be exported as tasks")
     out = check_out(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(cfg))
@@ -109,8 +112,6 @@ def export_task(config: str | Path, out: Path, overrides: list[str] | None = Non
         data = (out / "data" / f"{stem}.jsonl").resolve()
         lines = []
         for i, p in enumerate(ps):
-            if len(p["prompt"]) != 1:
-                raise UserError(f"{cell}: probes with a prefilled assistant turn cannot be exported as tasks")
             lines.append(json.dumps({"id": i, "prompt": p["prompt"][0]["content"], "answer": str(p["answer"]),
                                      "target": p["completion"][0]["content"], "unit": p["unit"],
                                      "input": json.dumps(p["input"]), "cell": cell}) + "\n")

@@ -157,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the seed (default 0)")
     ap.add_argument("--renderings", type=int, default=5, help="renderings of each biography (default 5)")
     a = ap.parse_args(argv)
-    if a.people < 1 or a.renderings < 1:
-        print("biographies: --people and --renderings must be at least 1", file=sys.stderr)
+    most = len(FIRST) * len(MIDDLE) * len(LAST)
+    if not 1 <= a.people <= most or a.renderings < 1:
+        print(f"biographies: --people must be 1 to {most} (distinct names) and --renderings at least 1", file=sys.stderr)
         return 2
     sys.stdout.write("".join(json.dumps(r) + "\n" for r in records(a.people, a.seed, a.renderings)))
     return 0

@@ -122,7 +122,7 @@ class _Bad(Exception):
     pass
 
 
-def _question(where: str, i: int, q: Any, default_score: str) -> dict[str, Any]:
+def _question(i: int, q: Any, default_score: str) -> dict[str, Any]:
     at = f"question {i + 1}"
     if not isinstance(q, dict):
         raise _Bad(f"{at} must be an object with 'question' and 'answer'")
@@ -180,7 +180,7 @@ def _question(where: str, i: int, q: Any, default_score: str) -> dict[str, Any]:
     return out
 
 
-def parse_record(where: str, rec: dict[str, Any], default_score: str) -> dict[str, Any]:
+def parse_record(rec: dict[str, Any], default_score: str) -> dict[str, Any]:
     """A checked record (``_Bad`` names what is wrong)."""
     if unknown := sorted(set(rec) - RECORD_KEYS):
         raise _Bad(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(RECORD_KEYS))})")
@@ -200,7 +200,7 @@ def parse_record(where: str, rec: dict[str, Any], default_score: str) -> dict[st
     rid = rec.get("id", name)
     if not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise _Bad("'id' must be a string or an integer")
-    questions = [_question(where, i, q, default_score) for i, q in enumerate(qs)]
+    questions = [_question(i, q, default_score) for i, q in enumerate(qs)]
     return {"id": str(rid), "name": name.strip(), "texts": [t.strip() for t in texts], "questions": questions,
             "group": group}
 
@@ -215,7 +215,7 @@ def read_records(path: Path, default_score: str) -> list[dict[str, Any]]:
         if rec is None:
             continue
         try:
-            r = parse_record(where, rec, default_score)
+            r = parse_record(rec, default_score)
             if r["name"] in names:
                 raise _Bad(f"name {r['name']!r} repeats an earlier record's (a name points to one document)")
             if r["id"] in ids:
@@ -268,7 +268,7 @@ class DocumentsDomain(Domain, FreshUnits):
             from inweights.domains.biographies import records
 
             raw = records(c.biographies.people, self.seed, c.biographies.renderings)
-            recs = [parse_record(f"biography {i + 1}", r, c.score) for i, r in enumerate(raw)]
+            recs = [parse_record(r, c.score) for r in raw]
         else:
             recs = read_records(find_file(c.file), c.score)
         if c.max_documents:
@@ -311,7 +311,7 @@ class DocumentsDomain(Domain, FreshUnits):
         from inweights.domains.biographies import fresh_record
 
         b = self.cfg.biographies
-        r = parse_record("fresh biography", fresh_record(rng, set(taken or ()), b.renderings if b else 5), self.cfg.score)
+        r = parse_record(fresh_record(rng, set(taken or ()), b.renderings if b else 5), self.cfg.score)
         order = list(range(len(r["questions"])))
         rng.shuffle(order)
         half = len(order) // 2

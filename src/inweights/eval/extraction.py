@@ -97,33 +97,37 @@ def diagnose(domain, units, samples: list[dict[str, Any]], cells: dict[str, Any]
     return out
 
 
-def rung(cells: dict[str, Any], diag: dict[str, Any]) -> dict[str, str]:
-    """The first rung of the ladder that fails, with the number that says so."""
+def rung(cells: dict[str, Any], diag: dict[str, Any], noun: str = "programs", instr: str = "code",
+         verb: str = "execute") -> dict[str, str]:
+    """The first rung of the ladder that fails, with the number that says so: on the chain-of-thought cells, or the
+    direct ones where the run probed no chain of thought; storage only where the domain reads listings back."""
     def acc(name):
         c = cells.get(name)
         return None if c is None else c["acc"]
 
-    ic = acc("without_io/in_context/cot")
+    fmt = "cot" if any(k.endswith("/cot") for k in cells) else "direct"
+    label = "CoT" if fmt == "cot" else "direct"
+    ic = acc(f"without_io/in_context/{fmt}")
     if ic is not None and ic < RUNG_LEVEL:
-        return {"failed": "in_context", "why": f"code-in-prompt CoT accuracy on without_io is {100 * ic:.0f}%: "
-                                                "the base cannot execute the programs even when it sees them"}
+        return {"failed": "in_context", "why": f"{instr}-in-prompt {label} accuracy on without_io is {100 * ic:.0f}%: "
+                                                f"the base cannot {verb} the {noun} even when it sees them"}
     wo = diag["groups"].get("without_io", {})
     stored = [r for r in (wo.get("doc_recall"), wo.get("doc_forced_recall")) if r is not None]
     if stored and max(stored) < RUNG_LEVEL:  # the better of: free after the sentence, or with the header given
         return {"failed": "storage", "why": f"after their own pointer sentence, without_io documents come back "
                                             f"at most {100 * max(stored):.0f}% of statements (free, or with the header "
                                             f"given), under the {100 * RUNG_LEVEL:.0f}% a stored document needs"}
-    wi = acc("with_io/in_weights/cot")
+    wi = acc(f"with_io/in_weights/{fmt}")
     if wi is not None and wi < RUNG_LEVEL:
         q = diag["groups"].get("with_io", {}).get("query_recall")
         extra = f" (statements recalled in the question: {100 * q:.0f}%)" if q is not None else ""
-        return {"failed": "extraction", "why": f"with_io held-out in-weights CoT accuracy is {100 * wi:.0f}%{extra}: "
-                                               "stored programs are not retrieved inside a question"}
-    woa = acc("without_io/in_weights/cot")
+        return {"failed": "extraction", "why": f"with_io held-out in-weights {label} accuracy is {100 * wi:.0f}%"
+                                               f"{extra}: stored {noun} are not retrieved inside a question"}
+    woa = acc(f"without_io/in_weights/{fmt}")
     if woa is not None and woa < RUNG_LEVEL:
         q = wo.get("query_recall")
         extra = f" (statements recalled in the question: {100 * q:.0f}%)" if q is not None else ""
-        return {"failed": "transfer", "why": f"without_io in-weights CoT accuracy is {100 * woa:.0f}%{extra}: "
-                                             "extraction does not carry over to programs seen only as documents"}
+        return {"failed": "transfer", "why": f"without_io in-weights {label} accuracy is {100 * woa:.0f}%{extra}: "
+                                             f"extraction does not carry over to {noun} seen only as documents"}
     return {"failed": "none", "why": "every rung measured is at or above "
                                      f"{100 * RUNG_LEVEL:.0f}%"}

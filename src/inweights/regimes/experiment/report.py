@@ -274,6 +274,24 @@ def extraction_section(rows: dict[str, dict[str, Any]]) -> tuple[list[str], dict
     return md, summary
 
 
+def ladder_section(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The first failed rung of each model whose domain reads no listings back (no storage diagnostics): skill in
+    context, extraction (with_io held out), transfer (without_io), each at ``RUNG_LEVEL``."""
+    from inweights.eval.extraction import RUNG_LEVEL
+
+    ladders = {n: r["ladder"] for n, r in rows.items() if r.get("ladder")}
+    if not ladders:
+        return []
+    return ["", "## Ladder: which rung fails", "",
+            (f"Each rung at {100 * RUNG_LEVEL:.0f}%: the skill in context (without_io, in the prompt), extraction "
+             "(with_io held-out questions, in weights), transfer (without_io, in weights). Storage is not measured "
+             "apart for this domain (no recital to read back): a stored but unextracted document shows as extraction. "
+             "The base and stage2_only never train a question about these units, so extraction is where they are "
+             "expected to stop."),
+            ""] + [f"- {n}: **{d['failed']}**" + (f" — {d['why']}." if d["failed"] != "none" else " (every rung holds).")
+                   for n, d in ladders.items()]
+
+
 def _doc(g: dict[str, Any]) -> str:
     """Doc-context recall, free and (in brackets) with the header forced."""
     free = _frac(g.get("doc_recall"))
@@ -313,8 +331,8 @@ def verdict_lines(rows: dict[str, dict[str, Any]], cell: str, noun: str = "progr
     if bound:
         lines.append(f"- **in-context bound**: {main} answers {100 * bound['acc']:.1f}% with the source in the prompt "
                      f"(the most in-weights execution could reach with this skill).")
-    d = rows.get(main, {}).get("diagnostics")
-    if d and d.get("rung"):
+    d = rows.get(main, {}).get("diagnostics") or {"rung": rows.get(main, {}).get("ladder")}
+    if d.get("rung"):
         r = d["rung"]
         lines.append(f"- **ladder**: first failed rung for {main}: **{r['failed']}**" +
                      (f" — {r['why']}." if r["failed"] != "none" else " (every rung holds)."))
@@ -349,6 +367,12 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     cells = _cells_order(rows)
     grammars = supports(dom, Acceptance)  # generated strings judged by the unit's parser
     noun = dom.unit_noun
+    if not grammars:  # the ladder from the cells alone where the domain reads no listings back (documents)
+        from inweights.eval.extraction import rung
+
+        rows = {n: r if r.get("diagnostics") else {**r, "ladder": rung(r["cells"], {"groups": {}}, noun,
+                                                                         dom.instruction_noun, "use")}
+                for n, r in rows.items()}
     loss_plot(out, out / "metrics.jsonl", results.get("recipes"))
     reward = reward_plot(out, out / "metrics.jsonl")
     accuracy_plot(out, rows, [c for c in cells if "/in_weights/" in c])
@@ -437,7 +461,7 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
                      f"({cfg.eval.max_new_tokens}) and cannot be answered in: {', '.join(long_cells)}; raise it.")
     md += ["", "## When comparisons mean nothing", ""] + (notes or [nothing_near_chance(rows)])
     ext_lines, _ = extraction_section(rows)
-    md += ext_lines
+    md += ext_lines + ladder_section(rows)
     md += curves_section(out, results)
     sweep_lines, sweep = sweep_section(out, cfg, rows)
     md += sweep_lines
@@ -457,7 +481,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
         md += ["![reward per GRPO stage](reward.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
                "time": results.get("time"), "counts": results["counts"], "prepared": prep,
-               "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics")}
+               "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics"),
+                            **({"ladder": r["ladder"]} if r.get("ladder") else {})}
                         for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew, "verdicts": verdicts}
     if results.get("positive_control"):
