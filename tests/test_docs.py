@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from inweights.report.tables import markdown_table, marked_tables, table_options
+from inweights.report.tables import marked_tables, pooled_table, table_options
 
 DOCS = ["README.md", *[f"docs/{p}" for p in ("api.md", "architecture.md", "commands.md", "data.md", "domains.md",
                                              "gpus.md", "models.md", "papers.md", "performance.md", "regimes.md",
@@ -17,8 +17,8 @@ DOCS = ["README.md", *[f"docs/{p}" for p in ("api.md", "architecture.md", "comma
 def test_marked_tables_match_their_runs(root, doc):
     path = root / doc
     for src, table, opts in marked_tables(path.read_text()):
-        summary = json.loads((path.parent / src).read_text())
-        assert table == markdown_table(summary, table_options(opts)), f"{doc}: the table from {src} has drifted"
+        summaries = [json.loads((path.parent / one).read_text()) for one in src.split(",")]  # several: seeds pooled
+        assert table == pooled_table(summaries, table_options(opts)), f"{doc}: the table from {src} has drifted"
 
 
 def test_some_tables_are_generated(root):
@@ -51,3 +51,26 @@ def test_cli_prints_the_table(root, capsys, tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     assert main(["report", str(tmp_path / "summary.json"), "--markdown-table"]) == 2
     assert "no results table" in capsys.readouterr().err
+
+
+def test_seeds_pool_into_one_table(tmp_path, capsys):
+    """Several seeds' summaries: pooled accuracy over every instance (Wilson CI), each seed's own after it."""
+    from inweights.cli import main
+
+    def summary(a, b):
+        cell = lambda k: {"n": 100, "correct": k, "acc": k / 100, "ci95": [0, 1]}  # noqa: E731
+        return {"rows": {"base": {"cells": {"test/in_weights/cot/nl": cell(a)}},
+                         "two_stage": {"cells": {"test/in_weights/cot/nl": cell(b)}}}}
+
+    files = []
+    for i, (a, b) in enumerate([(20, 30), (22, 50)]):
+        files.append(tmp_path / f"s{i}.json")
+        files[-1].write_text(json.dumps(summary(a, b)))
+    table = pooled_table([json.loads(f.read_text()) for f in files])
+    assert "| base | 21.0 [16–27] (20 / 22) |" in table and "| two_stage | 40.0 [33–47] (30 / 50) |" in table
+    assert main(["report", *map(str, files), "--markdown-table"]) == 0
+    assert capsys.readouterr().out.strip() == table
+    files[1].write_text(json.dumps({"rows": {"base": summary(1, 1)["rows"]["base"]}}))
+    assert main(["report", *map(str, files), "--markdown-table"]) == 2
+    assert "same recipes" in capsys.readouterr().err
+    assert main(["report", *map(str, files)]) == 2  # several runs: only as one table

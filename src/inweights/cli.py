@@ -132,7 +132,19 @@ def cmd_report(args) -> int:
     from inweights.core.io import read_json_object, read_text
     from inweights.core.rundir import state_of
 
-    run = Path(args.run)
+    if len(args.run) > 1:  # several seeds' summaries: one pooled table
+        if not args.markdown_table:
+            raise UserError("several runs are read only with --markdown-table (one pooled table)")
+        from inweights.report.tables import pooled_table
+
+        datas = [read_json_object(Path(r) / "summary.json" if Path(r).is_dir() else Path(r), "run summary")
+                 for r in args.run]
+        try:
+            print(pooled_table(datas, args.cells.split(",") if args.cells else None))
+        except (KeyError, ValueError, TypeError, ZeroDivisionError) as e:
+            raise UserError(f"no pooled table can be made from these runs ({type(e).__name__}: {e})") from None
+        return 0
+    run = Path(args.run[0])
     summary = run / "summary.json"
     if args.markdown_table and run.is_file():
         run, summary = run.parent, run
@@ -430,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("configs", help="list the shipped configs (run one by name: inweights run smoke)")
     p.set_defaults(func=cmd_configs)
     p = sub.add_parser("report", help="print the report of a run directory")
-    p.add_argument("run", help="a run directory (or, with --markdown-table, a summary.json file)")
+    p.add_argument("run", nargs="+", help="a run directory (or, with --markdown-table, a summary.json file; several: "
+                                          "one table pooling their seeds)")
     p.add_argument("--markdown-table", action="store_true",
                    help="print only the main results table, generated from summary.json (docs paste it between "
                         "<!-- table: FILE --> markers; tests/test_docs.py checks them)")

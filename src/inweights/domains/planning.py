@@ -64,6 +64,11 @@ class PlanningConfig(Strict):
     eval_representations: list[Rep] = Field(default_factory=lambda: ["nl"], min_length=1)
     # the preparation stage trains on fresh instances in these representations (not the experiment's)
     prepare_representations: list[Rep] = Field(default_factory=lambda: ["code"], min_length=1)
+    # relative weight of each of ``prepare_representations`` (unnamed ones weigh 1): e.g. {nl: 0.1, graph: 1,
+    # code: 1} shows NL in about one preparation example in 21 -- a base strong in symbols and weaker in language
+    # (issue 42). With shares, each preparation instance is drawn in one representation, and the gate measures
+    # the same mixture; without them every instance may be shown in any of them, evenly.
+    prepare_shares: dict[Rep, float] = Field(default_factory=dict)
     # the chain of thought: ``finish`` gives each step's finish time in topological order ("Step 3 ends at
     # max(10, 25) + 15 = 40"); ``rewrite`` first rewrites the problem in one graph form whatever it was shown in
     # ("Durations: 1=10 2=25 3=15", "Edges: 1>3 2>3") and solves from that, each step with the steps it waits for:
@@ -82,6 +87,12 @@ class PlanningConfig(Strict):
             raise ValueError("max_steps must be >= min_steps")
         if any(d <= 0 for d in self.durations):
             raise ValueError("durations must be positive minutes")
+        if stray := [r for r in self.prepare_shares if r not in self.prepare_representations]:
+            raise ValueError(f"prepare_shares names {', '.join(repr(r) for r in stray)}, which prepare_representations "
+                             f"({', '.join(self.prepare_representations)}) does not list")
+        if any(w < 0 for w in self.prepare_shares.values()) or not any(
+                self.prepare_shares.get(r, 1.0) > 0 for r in self.prepare_representations):
+            raise ValueError("prepare_shares must be >= 0, with at least one representation above 0")
         if self.asynchow_dir:  # the released files hold three representations; a fourth cannot be read from them
             for key in ("representations", "eval_representations"):
                 lacking = [r for r in getattr(self, key) if r not in RELEASED_REPRESENTATIONS]
@@ -273,10 +284,13 @@ class PlanningDomain(Domain, FreshUnits, Representations, ReleaseLayout):
         disjoint pools by a hash of their structure (durations and constraints): experiments draw only from
         one, preparation only from the other, so a prepared base never saw a test instance whatever seeds
         the two use."""
+        reps = tuple(self.cfg.prepare_representations)
         for _ in range(MAX_MISSES):
             inst = self.random_instance(rng)
-            u = self.make_unit(f"prep-{rng.getrandbits(32):08x}", "prepare", inst,
-                               tuple(self.cfg.prepare_representations))
+            shown = reps
+            if self.cfg.prepare_shares:  # one representation per instance, drawn by its share
+                shown = tuple(rng.choices(reps, [self.cfg.prepare_shares.get(r, 1.0) for r in reps]))
+            u = self.make_unit(f"prep-{rng.getrandbits(32):08x}", "prepare", inst, shown)
             if instance_pool(self.signature(u)) == "prepare":
                 return u
         raise UserError("domain.planning: no preparation instance found; allow more steps (max_steps) or durations")
@@ -385,9 +399,13 @@ class PlanningDomain(Domain, FreshUnits, Representations, ReleaseLayout):
         return super().why_empty(group)
 
     def summary_extras(self, units: list[Unit]) -> dict[str, Any]:
-        """How near each test instance is to the training ones (the report's analogy table)."""
-        return {"analogy": analogy_table([u for u in units if u.group == "test"],
-                                         [u for u in units if u.group == "train"], self.cfg.related_threshold)}
+        """How near each probed (test or validation) instance is to the training ones (the report's analogy table),
+        and each one's reference chain of thought per probed representation (the report's first-wrong-line table:
+        does a wrong answer come from reading the problem or from solving it)."""
+        probed = [u for u in units if u.group in ("test", "val")]
+        traces = {u.id: {x: self.steps(u, x) for x in u.test_inputs} for u in probed if "texts" not in u.meta}
+        return {"analogy": analogy_table(probed, [u for u in units if u.group == "train"], self.cfg.related_threshold),
+                "traces": traces}
 
     def steps(self, unit: Unit, x: str) -> list[str]:
         """Each step's finish time in topological order, then the end: ``Step 3 ends at max(10, 25) + 15 = 40``.

@@ -64,6 +64,32 @@ def markdown_table(summary: dict[str, Any], cells: list[str] | None = None) -> s
     raise ValueError("this summary.json has no results table (no rows, recipes with pass@k, or table)")
 
 
+def pooled_table(summaries: list[dict[str, Any]], cells: list[str] | None = None) -> str:
+    """Several seeds' runs of one config as one table: per recipe x cell, the pooled accuracy (every seed's
+    instances together, Wilson 95% CI) and each seed's own after it, ``76.0 [70–81] (76 / 76 / 79)``.
+    Docs mark it ``<!-- table: a.json,b.json -->``; the runs must share recipes and cells (else ValueError)."""
+    if len(summaries) == 1:
+        return markdown_table(summaries[0], cells)
+    from inweights.eval.stats import wilson
+
+    rows = [s["rows"] for s in summaries]
+    if any(list(r) != list(rows[0]) for r in rows):
+        raise ValueError("the runs do not have the same recipes")
+    cols = cells or [c for c in _cells_order(rows[0]) if not c.endswith("/train")]
+    head = ["recipe", *[f"`{c}` pooled (seed by seed)" for c in cols]]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in rows[0]:
+        shown = [name]
+        for c in cols:
+            each = [r[name]["cells"][c] for r in rows]
+            n, k = sum(e["n"] for e in each), sum(e["correct"] for e in each)
+            lo, hi = wilson(k, n)
+            shown.append(f"{100 * k / n:.1f} [{100 * lo:.0f}–{100 * hi:.0f}] ("
+                         + " / ".join(f"{100 * e['acc']:.0f}" for e in each) + ")")
+        out.append("| " + " | ".join(shown) + " |")
+    return "\n".join(out)
+
+
 def _mean_std(x: Any) -> str:
     if not isinstance(x, dict) or x.get("mean") is None:
         return "–"

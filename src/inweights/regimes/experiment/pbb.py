@@ -145,8 +145,11 @@ def check_recipe_names(cfg) -> None:
         if sep and not re.fullmatch(r"[A-Za-z0-9_.-]+", other):
             raise bad(f"recipe '{r}:{other}': after ':' comes a prepare config's name (configs/NAME.yaml)")
         base, at, arg = r.partition("@")
-        if base in two_stage.NAMES and arg and arg not in ("sft", "grpo"):
-            raise bad(f"recipe '{r}': the suffix is the objective, sft or grpo")
+        if base in two_stage.NAMES and arg:
+            try:
+                two_stage.parse_suffix(arg)
+            except ValueError as e:
+                raise bad(f"recipe '{r}': {e}") from None
         if base == "demos_only" and at and not re.fullmatch(r"k?[1-9][0-9]*", arg):
             raise bad(f"recipe '{r}': the suffix is the number of examples per program, e.g. demos_only@k30")
         if at and base not in (*two_stage.NAMES, "demos_only"):

@@ -25,17 +25,97 @@ def correlation(xs: list[float], ys: list[float]) -> dict[str, Any]:
     return {"r": r, "n": n, "ci95": [math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)]}
 
 
+def curricula_ladder(rows: dict[str, Any], nl: str | None, graph: str | None) -> dict[str, Any] | None:
+    """The rungs a transfer claim stands on, each measured: (1) the base's asymmetry -- symbols read well, language
+    less; (2) training on NL raises NL (nl_only above the base, intervals apart): the positive control that the
+    training instances can teach NL at all; (3) transfer: the symbolic-first curriculum above NL alone. A comparison
+    is read only off rungs that hold."""
+    def cell(name, c):
+        return rows.get(name, {}).get("cells", {}).get(c) if c else None
+
+    base_nl, base_graph = cell("base", nl), cell("base", graph)
+    if not base_nl:
+        return None
+    pct = lambda x: f"{100 * x['acc']:.1f}% [{100 * x['ci95'][0]:.0f}–{100 * x['ci95'][1]:.0f}]"  # noqa: E731
+    rungs = []
+    if base_graph:
+        rungs.append({"rung": "1. the base's asymmetry", "holds": base_graph["ci95"][0] > base_nl["ci95"][1],
+                      "what": f"base graph {pct(base_graph)} vs NL {pct(base_nl)}"})
+    nl_only, two = cell("nl_only", nl), cell("two_stage", nl)
+    if nl_only:
+        rungs.append({"rung": "2. training on NL raises NL", "holds": nl_only["ci95"][0] > base_nl["ci95"][1],
+                      "what": f"nl_only {pct(nl_only)} vs base {pct(base_nl)}"})
+    if nl_only and two:
+        rungs.append({"rung": "3. transfer: symbolic first beats NL alone", "holds": two["ci95"][0] > nl_only["ci95"][1],
+                      "what": f"two_stage {pct(two)} vs nl_only {pct(nl_only)}"})
+    failed = next((r for r in rungs if not r["holds"]), None)
+    if failed is None:
+        verdict = "Every rung holds."
+    else:
+        verdict = f"First failed rung: **{failed['rung']}**" + (
+            "; the comparisons above it cannot be read as transfer (or its absence)." if failed is not rungs[-1] else ".")
+    return {"rungs": rungs, "first_failed": failed["rung"] if failed else None, "verdict": verdict}
+
+
+def _part(line: str) -> str:
+    """A reference trace line's part: its header word (``Durations``, ``Edges``: reading the problem) or
+    ``solving`` (a step's line, the end, the answer)."""
+    head, colon, _ = line.partition(":")
+    return head.strip() if colon and head.strip() and not any(ch.isdigit() for ch in head) else "solving"
+
+
+def trace_section(samples_path: Path, traces: dict[str, dict[str, list[str]]]) -> tuple[list[str], dict]:
+    """Per recipe x cell: the share of outputs whose chain of thought first departs from the reference in each part
+    (reading the problem -- the rewrite's Durations / Edges lines -- or solving it), or never does."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    parts: list[str] = []
+    if samples_path.is_file() and traces:
+        for line in samples_path.read_text().splitlines():
+            s = json.loads(line)
+            ref = traces.get(s["unit"], {}).get(s.get("input"))
+            if not ref or s.get("format") != "cot":
+                continue
+            got = [ln.strip() for ln in s["output"].splitlines() if ln.strip()]
+            wrong = next((_part(r) for i, r in enumerate(ref) if i >= len(got) or got[i] != r.strip()), "none")
+            for p in (*(_part(r) for r in ref), wrong):
+                if p not in parts and p != "none":
+                    parts.append(p)
+            k = counts.setdefault((s["recipe"], s["cell"]), {"n": 0, "correct": 0})
+            k["n"] += 1
+            k["correct"] += bool(s["correct"])
+            k[wrong] = k.get(wrong, 0) + 1
+    if not counts:
+        return [], {}
+    cols = [*parts, "none"]
+    md = ["", "## Where the chain of thought first goes wrong", "",
+          ("Each chain-of-thought output against the reference trace, line by line: the share (%) whose first "
+           "differing line is in each part — reading the problem (the rewrite's header lines) or solving it (a "
+           "step's line, the end) — or none (every line as the reference's). A wrong reading can still end in the "
+           "right answer by luck, and the reverse."), "",
+          "| recipe | cell | n | " + " | ".join(f"first wrong: {c}" if c != "none" else "every line right"
+                                                for c in cols) + " | correct |",
+          "|" + "---|" * (len(cols) + 4)]
+    out: dict[str, Any] = {}
+    for (recipe, cell), k in counts.items():
+        md.append(f"| {recipe} | `{cell}` | {k['n']} | "
+                  + " | ".join(f"{100 * k.get(c, 0) / k['n']:.0f}" for c in cols) + f" | {100 * k['correct'] / k['n']:.0f} |")
+        out.setdefault(recipe, {})[cell] = k
+    return md, out
+
+
 def analogy_section(samples_path: Path, analogy: dict[str, dict[str, float]], cell: str) -> tuple[list[str], dict]:
     by_recipe: dict[str, list[tuple[float, float, float]]] = {}
+    probed: set[str] = set()  # the cell's own instances (test or validation)
     if samples_path.is_file():
         for line in samples_path.read_text().splitlines():
             s = json.loads(line)
             if s.get("cell") == cell and s["unit"] in analogy:
+                probed.add(s["unit"])
                 a = analogy[s["unit"]]
                 by_recipe.setdefault(s["recipe"], []).append((a["closest"], a["related"], float(s["correct"])))
     out: dict[str, Any] = {}
     md = ["", "## Analogy analysis", "",
-          (f"Per test instance ({cell}): similarity to its closest training instance (0.4 x duration-histogram "
+          (f"Per probed instance ({cell}): similarity to its closest training instance (0.4 x duration-histogram "
            "Jaccard + 0.6 x Weisfeiler-Lehman subtree kernel, 3 iterations) and the number of related training "
            "instances (similarity >= planning.related_threshold); each one's correlation (point-biserial r, "
            "[95% CI]) with correctness. `–`: no variation to correlate (e.g. every answer wrong)."), "",
@@ -52,10 +132,10 @@ def analogy_section(samples_path: Path, analogy: dict[str, dict[str, float]], ce
         acc = sum(p[2] for p in pts) / len(pts)
         out[recipe] = {"closest": sim, "related": rel, "accuracy": acc, "n": len(pts)}
         md.append(f"| {recipe} | {100 * acc:.1f}% | {show(sim)} | {show(rel)} |")
-    closest = [a["closest"] for a in analogy.values()]
-    related = [a["related"] for a in analogy.values()]
+    closest = [a["closest"] for u, a in analogy.items() if u in probed]
+    related = [a["related"] for u, a in analogy.items() if u in probed]
     if closest:
-        md += ["", (f"Test instances: closest similarity mean {statistics.mean(closest):.2f} "
+        md += ["", (f"Probed instances: closest similarity mean {statistics.mean(closest):.2f} "
                     f"(min {min(closest):.2f}, max {max(closest):.2f}); related training instances mean "
                     f"{statistics.mean(related):.1f} (max {max(related)}).")]
     return md, out
@@ -152,6 +232,10 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
                                         c(b)["ci95"]))
         if verdicts:
             md += ["## Verdict", "", *verdicts, ""]
+    ladder = curricula_ladder(rows, nl, next((c for c in cells if c.endswith("/graph") and "/cot/" in c), None))
+    if ladder:
+        md += ["## Ladder", "", *[f"- {r['rung']}: {r['what']} — **{'holds' if r['holds'] else 'fails'}**"
+                                  for r in ladder["rungs"]], "", ladder["verdict"], ""]
     md += ["## Accuracy on held-out test instances (%, exact minutes, [95% CI])", "",
            ("Columns are group / mode / format / representation; every test instance is probed once per "
             "representation listed in planning.eval_representations. `base`: the starting model."), ""]
@@ -163,6 +247,8 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
         md += ["", f"Measured ordering on `{nl}`: {ordering(rows, nl)}."]
     analogy_md, analogy = analogy_section(out / "samples.jsonl", results.get("analogy", {}), nl or "")
     md += analogy_md
+    trace_md, trace_parts = trace_section(out / "samples.jsonl", results.get("traces", {}))
+    md += trace_md
     grpo_md, grpo = grpo_section(out / "metrics.jsonl")
     md += grpo_md
     md += ["", "## Stages", "", "| recipe | stage | steps | tokens | minutes | tokens/s |", "|---|---|---|---|---|---|"]
@@ -176,7 +262,8 @@ def write_planning_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, 
     md += ["![loss](loss.png)", "", "![accuracy](accuracy.png)", ""]
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"], "counts": counts,
                "prepared": prep, "rows": {n: {"cells": r["cells"], "stages": r.get("stages", [])} for n, r in rows.items()},
-               "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy, "grpo": grpo, "verdicts": verdicts}
+               "ordering_cell": nl, "ordering": ordering(rows, nl) if nl else None, "analogy": analogy, "grpo": grpo, "verdicts": verdicts,
+               "first_wrong": trace_parts, "ladder": ladder}
     summary = write_summary(out / "summary.json", summary)
     atomic_write(out / "report.md", "\n".join(md))
     return summary

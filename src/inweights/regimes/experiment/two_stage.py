@@ -4,7 +4,9 @@ All spend the same total steps on training instances: ``two_stage`` (the symboli
 then NL), ``reverse`` (NL, then symbolic), ``nl_only``, ``mixed`` (symbolic and NL in one mixture), and ``ladder``
 (the representation ladder: the symbolic form, then templated English in graph order, then NL, so each stage is a
 small shift; stage 1's steps are split between the first two rungs).
-The objective is the config's ``two_stage.objective`` or the recipe's suffix (``two_stage@sft``).
+The objective is the config's ``two_stage.objective``, the symbolic form ``two_stage.symbolic``; a recipe's suffix
+overrides either or both, words joined by ``.``: ``two_stage@sft``, ``two_stage@code`` (code, then NL),
+``mixed@code.grpo``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,22 @@ from typing import Any
 from inweights.config import MixItem, StageConfig
 
 NAMES = ("two_stage", "reverse", "nl_only", "mixed", "ladder")
+OBJECTIVES = ("sft", "grpo")
+SYMBOLIC = ("graph", "code")
+
+
+def parse_suffix(arg: str) -> tuple[str | None, str | None]:
+    """``code.sft`` -> (objective, symbolic); a word neither an objective nor a symbolic form raises ValueError."""
+    objective = symbolic = None
+    for word in arg.split("."):
+        if word in OBJECTIVES and objective is None:
+            objective = word
+        elif word in SYMBOLIC and symbolic is None:
+            symbolic = word
+        else:
+            raise ValueError(f"the suffix names the objective ({', '.join(OBJECTIVES)}) and/or the symbolic form "
+                             f"({', '.join(SYMBOLIC)}), each at most once, joined by '.': not '{arg}'")
+    return objective, symbolic
 
 
 def _stage(name: str, steps: int, reps: list[str], objective: str, fmt: str) -> StageConfig:
@@ -21,10 +39,10 @@ def _stage(name: str, steps: int, reps: list[str], objective: str, fmt: str) -> 
     return StageConfig(name=f"{name}_{objective}", steps=steps, mixture=mix, objective=objective)
 
 
-def stages(name: str, cfg, objective: str | None = None) -> list[StageConfig]:
+def stages(name: str, cfg, suffix: str | None = None) -> list[StageConfig]:
     t = cfg.two_stage
-    obj = objective or t.objective
-    sym, total = t.symbolic, t.stage1_steps + t.stage2_steps
+    objective, symbolic = parse_suffix(suffix) if suffix else (None, None)
+    obj, sym, total = objective or t.objective, symbolic or t.symbolic, t.stage1_steps + t.stage2_steps
     if name == "two_stage":
         return [_stage(sym, t.stage1_steps, [sym], obj, t.format), _stage("nl", t.stage2_steps, ["nl"], obj, t.format)]
     if name == "reverse":
