@@ -79,11 +79,17 @@ def test_prepared_base_gate_accuracy_re_measured(prepared):
         pytest.skip(f"{cfg.name}: superseded, kept as a warm start (its record is checked)")
     domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
     assert rec.get("domain", "programs") == cfg.domain.name  # bases built before domains were recorded: programs
-    units, inputs = held_out_units(domain, cfg.prepare.eval_programs, cfg.seed)
-    acc, _ = in_context_accuracy(model, tok, domain, units, inputs, gate_format(domain), cfg.eval.batch_size,
+    n = cfg.prepare.eval_programs
+    units, inputs = held_out_units(domain, n, cfg.seed)
+    # SmolLM2 bases (a minute each): the first half of the same held-out programs, for time. The record says how
+    # many of all n were wrong, which bounds what any m of them can score; the full set must match it outright.
+    m = n // 2 if cfg.name.startswith("prepare_smollm2") else n
+    acc, _ = in_context_accuracy(model, tok, domain, units[:m], inputs[:m], gate_format(domain), cfg.eval.batch_size,
                                  cfg.eval.max_new_tokens, cfg.seed)
+    wrong = round((1 - gate_accuracy(rec)) * n)
+    lo, hi = 1 - min(wrong, m) / m, 1 - max(0, wrong - (n - m)) / m
     # same programs and greedy decoding: only float differences between CPUs can move it
-    assert abs(acc - gate_accuracy(rec)) <= 0.03
+    assert lo - 0.03 <= acc <= hi + 0.03, (acc, lo, hi)
 
 
 @pytest.mark.slow
