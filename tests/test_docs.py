@@ -58,7 +58,9 @@ def test_seeds_pool_into_one_table(tmp_path, capsys):
     from inweights.cli import main
 
     def summary(a, b):
-        cell = lambda k: {"n": 100, "correct": k, "acc": k / 100, "ci95": [0, 1]}  # noqa: E731
+        def cell(k):
+            return {"n": 100, "correct": k, "acc": k / 100, "ci95": [0, 1]}
+
         return {"rows": {"base": {"cells": {"test/in_weights/cot/nl": cell(a)}},
                          "two_stage": {"cells": {"test/in_weights/cot/nl": cell(b)}}}}
 
@@ -70,7 +72,14 @@ def test_seeds_pool_into_one_table(tmp_path, capsys):
     assert "| base | 21.0 [16–27] (20 / 22) |" in table and "| two_stage | 40.0 [33–47] (30 / 50) |" in table
     assert main(["report", *map(str, files), "--markdown-table"]) == 0
     assert capsys.readouterr().out.strip() == table
-    files[1].write_text(json.dumps({"rows": {"base": summary(1, 1)["rows"]["base"]}}))
-    assert main(["report", *map(str, files), "--markdown-table"]) == 2
-    assert "same recipes" in capsys.readouterr().err
+    for other, why in (({"rows": {"base": summary(1, 1)["rows"]["base"]}}, "same recipes"),
+                       ({**summary(1, 1), "name": "other"}, "different configs"),
+                       ({**summary(1, 1), "seed": 0}, "seed is given twice")):
+        files[0].write_text(json.dumps({**summary(20, 30), "seed": 0}))
+        files[1].write_text(json.dumps(other))
+        assert main(["report", *map(str, files), "--markdown-table"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0]
+    assert main(["report", *map(str, files), str(files[0].parent / "missing.json"), "--markdown-table"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["report", *map(str, files)]) == 2  # several runs: only as one table

@@ -260,6 +260,10 @@ eval: {groups: [test], modes: [in_weights], formats: [cot], max_new_tokens: 16}
     report = (out / "report.md").read_text()
     assert "## Analogy analysis" in report and "Measured ordering" in report and (out / "reward.png").is_file()
     assert "## GRPO stages" in report and "SFT steps" in report and summary["grpo"]
+    # the rungs and the first-wrong-line table, from the run's own samples (5 test instances x 2 representations)
+    assert "## Ladder" in report and summary["ladder"]["rungs"][0]["rung"] == "1. the base's asymmetry"
+    assert "## Where the chain of thought first goes wrong" in report
+    assert all(k["n"] == 5 for cells in summary["first_wrong"].values() for k in cells.values())
     grpo_logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                  if '"objective": "grpo"' in line]
     assert grpo_logs and all({"reward_mean", "reward_std", "kl", "completion_len", "zero_std_groups", "draws",

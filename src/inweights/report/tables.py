@@ -67,11 +67,18 @@ def markdown_table(summary: dict[str, Any], cells: list[str] | None = None) -> s
 def pooled_table(summaries: list[dict[str, Any]], cells: list[str] | None = None) -> str:
     """Several seeds' runs of one config as one table: per recipe x cell, the pooled accuracy (every seed's
     instances together, Wilson 95% CI) and each seed's own after it, ``76.0 [70–81] (76 / 76 / 79)``.
-    Docs mark it ``<!-- table: a.json,b.json -->``; the runs must share recipes and cells (else ValueError)."""
+    Docs mark it ``<!-- table: a.json,b.json -->``; the runs must be one config's, with distinct seeds, recipes
+    and cells (else ValueError)."""
     if len(summaries) == 1:
         return markdown_table(summaries[0], cells)
     from inweights.eval.stats import wilson
 
+    names = {s.get("name") for s in summaries}
+    if len(names) > 1:
+        raise ValueError(f"the runs are of different configs ({', '.join(sorted(map(str, names)))}): pool seeds of one")
+    seeds = [s.get("seed") for s in summaries if s.get("seed") is not None]
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"a seed is given twice ({', '.join(map(str, seeds))}): pooling it would count its instances twice")
     rows = [s["rows"] for s in summaries]
     if any(list(r) != list(rows[0]) for r in rows):
         raise ValueError("the runs do not have the same recipes")

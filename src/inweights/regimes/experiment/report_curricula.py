@@ -36,7 +36,9 @@ def curricula_ladder(rows: dict[str, Any], nl: str | None, graph: str | None) ->
     base_nl, base_graph = cell("base", nl), cell("base", graph)
     if not base_nl:
         return None
-    pct = lambda x: f"{100 * x['acc']:.1f}% [{100 * x['ci95'][0]:.0f}–{100 * x['ci95'][1]:.0f}]"  # noqa: E731
+    def pct(x):
+        return f"{100 * x['acc']:.1f}% [{100 * x['ci95'][0]:.0f}–{100 * x['ci95'][1]:.0f}]"
+
     rungs = []
     if base_graph:
         rungs.append({"rung": "1. the base's asymmetry", "holds": base_graph["ci95"][0] > base_nl["ci95"][1],
