@@ -220,6 +220,15 @@ def test_recipes_share_total_steps_and_take_an_objective_and_symbolic_suffix():
     assert {s.objective for s in plans["two_stage"]} == {"grpo"}
     assert [m.representation for s in plans["two_stage@code"] for m in s.mixture] == ["code", "nl"]
     assert [m.representation for s in plans["mixed@grpo.code"] for m in s.mixture] == ["code", "nl"]
+    # symbolic replay: later stages keep the earlier representations at the weight; steps unchanged
+    r = ExperimentConfig.model_validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["two_stage"],
+                                         "two_stage": {"stage1_steps": 30, "stage2_steps": 50, "replay": 0.25}})
+    mix = lambda plan: [[(m.representation, m.weight) for m in s.mixture] for s in plan]  # noqa: E731
+    assert mix(stages_for("two_stage", r)) == [[("graph", 1.0)], [("nl", 1.0), ("graph", 0.25)]]
+    assert mix(stages_for("reverse@code", r)) == [[("nl", 1.0)], [("code", 1.0), ("nl", 0.25)]]
+    assert mix(stages_for("ladder", r))[-1] == [("nl", 1.0), ("graph", 0.25), ("template", 0.25)]
+    assert mix(stages_for("mixed", r)) == mix(stages_for("mixed", c)) and mix(stages_for("nl_only", r)) == [[("nl", 1.0)]]
+    assert sum(s.steps for s in stages_for("two_stage", r)) == 80
     from inweights.regimes.registry import validate  # the schema, then the regime's recipe names
 
     for bad in ("two_stage@ppo", "two_stage@sft.sft", "mixed@graph.code"):

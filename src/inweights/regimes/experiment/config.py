@@ -67,6 +67,9 @@ class TwoStageConfig(Strict):
     stage2_steps: int = Field(40, gt=0)
     objective: Literal["sft", "grpo"] = "grpo"
     format: Literal["direct", "cot", "both"] = "cot"
+    # replay: a stage that follows another keeps training the earlier stages' representations at this weight
+    # (the stage's own at 1), so that e.g. graph -> NL does not erase graph reading; 0 = none (the paper's recipe)
+    replay: float = Field(0.0, ge=0)
 
 
 class SweepConfig(Strict):

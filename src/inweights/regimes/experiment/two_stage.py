@@ -6,7 +6,8 @@ then NL), ``reverse`` (NL, then symbolic), ``nl_only``, ``mixed`` (symbolic and 
 small shift; stage 1's steps are split between the first two rungs).
 The objective is the config's ``two_stage.objective``, the symbolic form ``two_stage.symbolic``; a recipe's suffix
 overrides either or both, words joined by ``.``: ``two_stage@sft``, ``two_stage@code`` (code, then NL),
-``mixed@code.grpo``.
+``mixed@code.grpo``. With ``two_stage.replay`` > 0 a later stage keeps the earlier stages' representations in its
+mixture at that weight (symbolic replay: graph -> NL without erasing graph reading).
 """
 
 from __future__ import annotations
@@ -39,7 +40,26 @@ def _stage(name: str, steps: int, reps: list[str], objective: str, fmt: str) -> 
     return StageConfig(name=f"{name}_{objective}", steps=steps, mixture=mix, objective=objective)
 
 
+def _replayed(plan: list[StageConfig], weight: float) -> list[StageConfig]:
+    """``two_stage.replay``: every stage after the first also trains the earlier stages' representations."""
+    if weight <= 0:
+        return plan
+    out: list[StageConfig] = []
+    earlier: dict[str, str] = {}  # representation -> its answer format, in first-seen order
+    for st in plan:
+        own = {m.representation for m in st.mixture}
+        extra = [MixItem(view="exec", group="train", representation=r, format=f, weight=weight)
+                 for r, f in earlier.items() if r not in own]
+        out.append(st.model_copy(update={"mixture": [*st.mixture, *extra]}) if extra else st)
+        earlier.update({m.representation: m.format for m in st.mixture if m.representation not in earlier})
+    return out
+
+
 def stages(name: str, cfg, suffix: str | None = None) -> list[StageConfig]:
+    return _replayed(_plan(name, cfg, suffix), cfg.two_stage.replay)
+
+
+def _plan(name: str, cfg, suffix: str | None) -> list[StageConfig]:
     t = cfg.two_stage
     objective, symbolic = parse_suffix(suffix) if suffix else (None, None)
     obj, sym, total = objective or t.objective, symbolic or t.symbolic, t.stage1_steps + t.stage2_steps
