@@ -383,6 +383,20 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     again = EarlyStop(run, None, ["t"], 2, 20, 3, tmp_path / "best.pt", "m")
     again.load_state_dict(hook.state_dict())  # resumable: the state rides in the training checkpoint
     assert again.summary() == hook.summary()
+    assert not hook.summary()["kept_start"]
+    # no trained checkpoint beats the start (0.6): the start is kept, and patience stops the stage
+    start = EarlyStop(FakeRun([0.6, 0.5, 0.6, 0.55]), None, ["t"], 2, 20, 3, tmp_path / "start.pt", "m")
+    with torch.no_grad():
+        model.weight.fill_(-1.0)
+    start.start(model)
+    for step in range(1, 21):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        if start(step, model):
+            break
+    assert step == 6 and start.best_step == 0 and start.summary()["kept_start"]
+    start.restore_best(model)
+    assert model.weight.flatten().tolist() == [-1.0, -1.0]
 
 
 @pytest.mark.slow
