@@ -223,7 +223,7 @@ def test_recipes_share_total_steps_and_take_an_objective_and_symbolic_suffix():
     # symbolic replay: later stages keep the earlier representations at the weight; steps unchanged
     r = ExperimentConfig.model_validate({"name": "x", "domain": {"name": "planning"}, "recipes": ["two_stage"],
                                          "two_stage": {"stage1_steps": 30, "stage2_steps": 50, "replay": 0.25}})
-    mix = lambda plan: [[(m.representation, m.weight) for m in s.mixture] for s in plan]  # noqa: E731
+    mix = lambda plan: [[(m.representation, m.weight) for m in s.mixture] for s in plan]
     assert mix(stages_for("two_stage", r)) == [[("graph", 1.0)], [("nl", 1.0), ("graph", 0.25)]]
     assert mix(stages_for("reverse@code", r)) == [[("nl", 1.0)], [("code", 1.0), ("nl", 0.25)]]
     assert mix(stages_for("ladder", r))[-1] == [("nl", 1.0), ("graph", 0.25), ("template", 0.25)]
