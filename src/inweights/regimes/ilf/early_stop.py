@@ -35,6 +35,7 @@ class EarlyStop:
 
     def _keep(self, step: int, score: float, model) -> None:
         self.best, self.best_step, self.bad = score, step, 0
+        self.best_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
                    self.best_path)
 
