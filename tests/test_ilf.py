@@ -210,6 +210,12 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
     assert step["programs"] == len(items) and len(step["conditions"]["real"]) == len(items)
     assert all(g in set().union(*(own[t] for t in held if t != tid)) for (tid, _), g in zip(items, step["shuffled_feedback"]))
     assert "Does the feedback carry information?" in report and "## Fine-tuning" in report
+    # what each refinement did, per condition, and the prompts' lengths (the feedback makes them longer)
+    assert set(check["outcomes"]) == {"real", "shuffled", "none"}
+    assert all(abs(sum(sh.values()) - 1) < 1e-9 for sh in check["outcomes"].values())
+    assert all(abs(check["outcomes"][c]["passes"] - check[c]["rate"]) < 1e-9 for c in ("real", "shuffled", "none"))
+    assert check["prompt_tokens"]["real"]["mean"] > check["prompt_tokens"]["none"]["mean"] > 0
+    assert "| real | " in report and "broke passing" in report
     # every policy fine-tune measured the validation tasks from its start; none trained on them or on check tasks
     tunes = a["finetunes"]
     policies = [n for n in tunes if n not in ("policy_base", "refiner_feedback", "refiner_no_feedback")]
@@ -249,6 +255,82 @@ def test_coding_prepared_base_is_built_once_and_every_run_starts_from_it(tmp_pat
     (tmp_path / "configs" / "ilf.yaml").write_text(yaml.safe_dump(exp))
     proc = _cli("validate", str(tmp_path / "configs" / "ilf.yaml"))
     assert proc.returncode == 2 and "set one of them" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_bugs_change_one_part_and_the_edge_ones_only_feedback_can_fix():
+    import random
+
+    from inweights.domains.coding import generated_code, generated_tasks
+    from inweights.domains.coding_bugs import KINDS, bug_kinds, buggy, buggy_spec
+
+    rng = random.Random(0)
+    tasks = generated_tasks(60, 0, "prepare", 3, family="edge")
+    seen: dict[str, int] = {}
+    for t in tasks:
+        spec = t.meta["spec"]
+        assert generated_code(spec, t.entry_point) == t.gold  # the spec renders its own gold program
+        for kind in bug_kinds(spec):
+            wrong = buggy_spec(spec, kind, rng)
+            assert wrong != spec and sum(wrong.get(k) != spec.get(k) for k in {*wrong, *spec}) <= 2, kind
+        kind, code = buggy(t, rng)
+        assert code != t.gold and kind in KINDS
+        seen[kind] = seen.get(kind, 0) + 1
+        if kind == "edge_missed":  # the lists form: the aggregate's own empty value, no edge branch
+            assert "if not ys" not in code
+    assert set(seen) == set(KINDS)
+    assert buggy(tasks[0], rng, kinds=("nonexistent",)) is None
+    # verdicts in the sandbox: an edge bug fails only the hidden test, whose feedback says the wanted value
+    t = next(t for t in tasks if t.meta["spec"]["edge"] == -1)
+    code = generated_code(buggy_spec(t.meta["spec"], "edge_answer", random.Random(1)), t.entry_point)
+    from inweights.sandbox import run_many
+
+    v = run_many([t.sandboxed(code)])[0].to_dict()
+    assert v["status"] == "failed" and v["tests_passed"] == 3
+    assert describe_verdict(v).endswith("but it should return -1. 3 of 4 tests passed.")
+
+
+def test_refiner_base_is_prepared_once_and_both_refiners_start_from_it(tmp_path):
+    import copy
+
+    (tmp_path / "configs").mkdir()
+    prep = copy.deepcopy(SMOKE)
+    prep.update(name="prep_coding", kind="prepare", prepare={"max_steps": 2, "eval_programs": 4, "gate": 0.5})
+    (tmp_path / "configs" / "prep.yaml").write_text(yaml.safe_dump(prep))
+    assert _cli_here("prepare", str(tmp_path / "configs" / "prep.yaml")).returncode == 1
+    ref = copy.deepcopy(prep)
+    ref.update(name="prep_refiner", prepare={"max_steps": 3, "eval_programs": 6, "gate": 0.5, "pool_units": 12,
+                                             "init_from": "configs/prep.yaml"})
+    ref["domain"]["coding"]["family"] = "edge"
+    ref["ilf"] = {**ref["ilf"], "prepare_target": "refiner", "replay": 0.3}
+    (tmp_path / "configs" / "ref.yaml").write_text(yaml.safe_dump(ref))
+    proc = _cli_here("prepare", str(tmp_path / "configs" / "ref.yaml"))
+    assert proc.returncode == 1 and "refine_real refinement pass@1 (greedy), real feedback" in proc.stdout, proc.stderr
+    rec = json.loads((tmp_path / "prepared" / "prep_refiner" / "prepare.json").read_text())
+    assert rec["init_from"] == "prep_coding" and rec["steps"] == 3 and rec["pool_triples"] == 12
+    assert rec["eval_programs"] == 6 and {"with_feedback", "shuffled_feedback", "without_feedback"} <= set(rec)
+    assert sum(k["programs"] for k in rec["by_kind"].values()) == 6 and rec["family"] == "edge"
+    exp = copy.deepcopy(SMOKE)
+    exp.update(recipes=["zero_shot", "ilf"])
+    exp["model"]["prepared_base"] = "configs/prep.yaml"
+    exp["ilf"] = {**exp["ilf"], "pretrain_steps": 0, "refiner_base": "configs/ref.yaml"}
+    (tmp_path / "configs" / "ilf.yaml").write_text(yaml.safe_dump(exp))
+    proc = _cli_here("run", str(tmp_path / "configs" / "ilf.yaml"), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["refiner_base"]["weights_sha256"] == rec["weights_sha256"]
+    assert {"real", "none", "outcomes"} <= set(summary["feedback_check"])
+    assert "Refiners' start: the refiner base `prep_refiner` (3 steps on edge-family" in (tmp_path / "run" / "report.md").read_text()
+    # each base where the other belongs is refused in one line, before any work
+    for key, val, want in ((("ilf", "refiner_base"), "configs/prep.yaml", "ilf.refiner_base: "),
+                           (("model", "prepared_base"), "configs/ref.yaml", "name it in ilf.refiner_base")):
+        bad = copy.deepcopy(exp)
+        bad[key[0]][key[1]] = val
+        (tmp_path / "configs" / "bad.yaml").write_text(yaml.safe_dump(bad))
+        proc = _cli_here("run", str(tmp_path / "configs" / "bad.yaml"), "--out", str(tmp_path / "bad"))
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and want in err[0], proc.stderr
+        assert not (tmp_path / "bad").exists()
 
 
 def test_human_feedback_round_trip(tmp_path):
@@ -346,6 +428,22 @@ def test_fresh_generated_tasks_draw_new_names_from_the_pool():
     assert len({t.entry_point for t in drawn}) > 150  # a name rarely comes back with the same function
     assert all(t.meta["spec"] in specs for t in drawn)
     assert all(run_program(t.gold, list(t.tests)).status == "passed" for t in drawn[:5])
+
+
+# ------------------------------------------------------------------------------------------ refinement outcomes
+@pytest.mark.slow
+def test_refinement_outcomes_from_real_verdicts():
+    from inweights.regimes.ilf.diagnose import OUTCOMES, outcome, shares
+
+    tests = ["assert f(0) == 0", "assert f(1) == 2", "assert f(2) == 4"]
+    old = "def f(x):\n    return x + x * 0\n"  # passes the first test only; the named test is f(1) == 2
+    v = {c: run_program(c, tests).to_dict() for c in (
+        old, "def f(x):\n    return 2 * x\n", "def f(x):\n    return x + 1\n",
+        "def f(x):\n    return {0: 0, 1: 2}.get(x, 0)\n", "def f(x):\n    return x\n", "def f(x) return x\n")}
+    got = [outcome(old, v[old], new, v[new]) for new in v]
+    assert got == ["unchanged", "passes", "broke_passing", "fixed_named", "no_progress", "broke_passing"]
+    assert outcome(old, v[old], "\n" + old.replace("\n", "  \n") + "\n\n", v[old]) == "unchanged"
+    assert shares([got[:2], got[2:]]) == {o: got.count(o) / 6 for o in OUTCOMES} and shares([]) == dict.fromkeys(OUTCOMES, 0.0)
 
 
 # ------------------------------------------------------------------------------------------ early stopping

@@ -284,7 +284,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
     """Train the prepared base into ``out_dir`` (resumable); returns its record (prepare.json). The build holds
     the run lock of its work folder (``<out>.work``, where its checkpoints are): a second `inweights prepare` of
     the same base — or an experiment building it on first use — is refused in one line while one builds it.
-    ``build(cfg, out_dir, work, command) -> record`` is a regime's own preparation (``Regime.prepare_builder``:
+    ``build(cfg, out_dir, work, command, config_path=...) -> record`` is a regime's own preparation (``Regime.prepare_builder``:
     ILF's starting policy); None: the stage engine's, in-context use of the domain's units until the gate."""
     from inweights.core.rundir import acquire, release
 
@@ -294,7 +294,7 @@ def build_prepared_base(cfg: ExperimentConfig, out_dir: Path, command: str,
         acquire(work)
     try:
         if build is not None:  # it checks its config before it writes anything into out_dir
-            return build(cfg, out_dir, work, command)
+            return build(cfg, out_dir, work, command, config_path=config_path)
         return _build(cfg, out_dir, work, command, config_path)
     finally:
         if main:

@@ -312,22 +312,26 @@ def generated_spec(rng: random.Random) -> dict[str, Any]:
 EDGE_ANSWERS = (-1, None, 0)  # the ``edge`` family: what a task returns when no element qualifies
 
 
+def generated_code(spec: dict[str, Any], name: str) -> str:
+    """A spec's program: the ``edge`` family's form when the spec carries its ``edge`` answer, else one line."""
+    tr_code = TRANSFORMS[spec["tr"]][1].format(k=spec["k1"])
+    gen = f"{tr_code} for x in xs{FILTERS[spec['flt']][1].format(k=spec['k2'])}"
+    if "edge" in spec:
+        agg = {"sum": "sum(ys)", "max": "max(ys)", "min": "min(ys)", "count": "len(ys)"}[spec["agg"]]
+        return (f"def {name}(xs):\n    ys = [{gen}]\n    if not ys:\n        return {spec['edge']!r}\n"
+                f"    return {agg}\n")
+    return f"def {name}(xs):\n    return {AGGREGATES[spec['agg']][1].format(gen=gen)}\n"
+
+
 def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests: int = 3,
                    family: str = "lists") -> CodingTask:
-    agg_text, agg_code = AGGREGATES[spec["agg"]]
-    tr_text, tr_code = (s.format(k=spec["k1"]) for s in TRANSFORMS[spec["tr"]])
-    flt_text, flt_code = (s.format(k=spec["k2"]) for s in FILTERS[spec["flt"]])
-    gen = f"{tr_code} for x in xs{flt_code}"
-    text = f"Write a function {name}(xs) that returns {agg_text} {tr_text} for every x in xs{flt_text}."
+    tr_text = TRANSFORMS[spec["tr"]][0].format(k=spec["k1"])
+    text = (f"Write a function {name}(xs) that returns {AGGREGATES[spec['agg']][0]} {tr_text} for every x in "
+            f"xs{FILTERS[spec['flt']][0].format(k=spec['k2'])}.")
     edge = family == "edge"
     if edge:  # the answer for an empty selection is the task's own, and the statement does not say it
-        answer = rng.choice(EDGE_ANSWERS)
-        agg = {"sum": "sum(ys)", "max": "max(ys)", "min": "min(ys)", "count": "len(ys)"}[spec["agg"]]
-        code = (f"def {name}(xs):\n    ys = [{gen}]\n    if not ys:\n        return {answer!r}\n"
-                f"    return {agg}\n")
-        spec = {**spec, "edge": answer}
-    else:
-        code = f"def {name}(xs):\n    return {agg_code.format(gen=gen)}\n"
+        spec = {**spec, "edge": rng.choice(EDGE_ANSWERS)}
+    code = generated_code(spec, name)
     namespace: dict[str, Any] = {}
     exec(compile(code, f"<{name}>", "exec"), namespace)  # noqa: S102 - our own generated code, see above
     fn = namespace[name]
@@ -362,14 +366,15 @@ def _empty_selection(spec: dict[str, Any], rng: random.Random) -> list[int]:
     return [rng.choice(pool) for _ in range(rng.randint(2, 4))]
 
 
-def fresh_generated_task(rng: random.Random, specs: list[dict[str, Any]], pool: str, n_tests: int = 3) -> CodingTask:
+def fresh_generated_task(rng: random.Random, specs: list[dict[str, Any]], pool: str, n_tests: int = 3,
+                         family: str = "lists") -> CodingTask:
     """One of ``specs`` under a random name from ``pool``'s name space, with fresh test inputs: a stream of these
     teaches a function's shape and copying its name from the prompt, never a name's association with a
     function (tasks from a fixed pool let a small model recall names instead of copying them)."""
     while True:
         name = "".join(rng.choice(SYLLABLES) for _ in range(3))
         if name_pool(name) == pool:
-            return generated_task(rng.choice(specs), name, rng, n_tests)
+            return generated_task(rng.choice(specs), name, rng, n_tests, family)
 
 
 def spec_key(spec: dict[str, Any]) -> tuple:

@@ -245,18 +245,33 @@ class _ILF(Regime):
                             "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
 
     def prepare_builder(self):
-        from inweights.regimes.ilf.policy import build_starting_policy
+        def build(cfg, out_dir, work, command, config_path=None):
+            if cfg.ilf.prepare_target == "refiner":
+                from inweights.regimes.ilf.refiner_base import build_refiner_base
 
-        return build_starting_policy
+                return build_refiner_base(cfg, out_dir, work, command, config_path)
+            from inweights.regimes.ilf.policy import build_starting_policy
+
+            return build_starting_policy(cfg, out_dir, work, command)
+
+        return build
 
     def check(self, cfg, config_path, quiet):
         from inweights.preflight import check_memory, check_model
         from inweights.regimes.ilf.tasks import check_pools, load_tasks
 
         if cfg.model.prepared_base:
+            from inweights.config import load_config
             from inweights.runs import resolve_prepared
 
-            resolve_prepared(cfg, config_path)
+            pconf, _ = resolve_prepared(cfg, config_path)
+            if cfg.kind == "experiment" and load_config(pconf).ilf.prepare_target == "refiner":
+                raise UserError(f"model.prepared_base: {pconf} prepares a refiner base, not a starting policy: name it "
+                                "in ilf.refiner_base")
+        if cfg.ilf.refiner_base:
+            from inweights.regimes.ilf.refiner_base import resolve_refiner_base
+
+            resolve_refiner_base(cfg, config_path)
         check_pools(cfg, load_tasks(cfg, quiet=quiet))
         check_model(cfg)
         check_memory(cfg)

@@ -69,6 +69,13 @@ class ILFConfig(Strict):
     # training; their failing programs are refined with real feedback, with another task's (shuffled) and
     # without; 0: no check
     check_tasks: int = Field(40, ge=0)
+    # the refiners' prepared base (issue 43): a prepare config with ``prepare_target: refiner``; both refiners (with
+    # and without feedback) start from it instead of the starting policy. None: they start from the policy
+    refiner_base: str | None = None
+    # what ``inweights prepare`` of an ILF config builds: the starting ``policy``, or a ``refiner`` base
+    # (``regimes/ilf/refiner_base.py``), whose examples leave the feedback out at this share
+    prepare_target: Literal["policy", "refiner"] = "policy"
+    refiner_no_feedback_share: float = Field(0.5, ge=0, le=1)
     eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
     ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
     timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)

@@ -42,6 +42,7 @@ class PolicyRun:
         self.limits = Limits(wall_seconds=self.ilf.timeout, cpu_seconds=self.ilf.timeout)
         self.t0 = time.time()
         self.prepared: dict[str, Any] | None = None  # the prepared starting policy's record, when there is one
+        self.refiner_prepared: dict[str, Any] | None = None  # the refiners' prepared base's (``ilf.refiner_base``)
         self.run = Run(out, cfg)
         self.steps = Steps(out / "steps")
 
@@ -160,6 +161,9 @@ class PolicyRun:
             from inweights.runs import ensure_prepared
 
             folder, rec = ensure_prepared(cfg, self.config_path, build_starting_policy)
+            if rec.get("gate_metric") == "refine_real":
+                raise UserError(f"model.prepared_base: {folder} is a refiner base, not a starting policy: name it in "
+                                "ilf.refiner_base")
             self.prepared = {k: rec.get(k) for k in ("name", "seed", "steps", "gate_value", "name_errors",
                                                      "prepare_functions", "weights_sha256")}
             return folder
@@ -218,7 +222,8 @@ class PolicyRun:
         return rec
 
 
-def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str) -> dict[str, Any]:
+def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, command: str,
+                          config_path: str | Path | None = None) -> dict[str, Any]:
     """The coding domain's prepared base (``inweights prepare configs/prepare_coding.yaml``): the tiny starting
     policy, trained once for ``prepare.max_steps`` steps on a stream of the preparation's functions
     (``spec_is_prepare``) under fresh names, exactly as an ILF run trains its own (``ILFRun.base_policy``), so an

@@ -66,6 +66,20 @@ def feedback_check_section(check: dict[str, Any] | None) -> list[str]:
     md.append("Real feedback is clearly better than both (both intervals above 0)." if check["informative"] else
               "**Real feedback is not clearly better** than shuffled or no feedback (an interval reaches 0): "
               "whatever ILF gains here is not from what the feedback says.")
+    if check.get("outcomes"):
+        from inweights.regimes.ilf.diagnose import OUTCOMES
+
+        md += ["", ("What the refinements did (% of all refinements; each gets the first that applies — passes; "
+                    "unchanged: the old program again; broke: a test the old program passed now fails, or nothing "
+                    "runs; fixed named: the old program's first failing test, the one test feedback names, now "
+                    "passes but another fails; no progress: the rest) and the prompts' length in tokens (mean / max; "
+                    "share longer than the context less the tokens generated):"), "",
+               "| condition | " + " | ".join(o.replace("_", " ") for o in OUTCOMES) + " | prompt tokens | too long |",
+               "|---|" + "---|" * (len(OUTCOMES) + 2)]
+        for cond, sh in check["outcomes"].items():
+            pt = check["prompt_tokens"][cond]
+            md.append(f"| {cond} | " + " | ".join(_pct(sh[o]) for o in OUTCOMES) +
+                      f" | {pt['mean']:.0f} / {pt['max']} | {_pct(pt['over_room'])}% over {pt['room']} |")
     return md + [""]
 
 
@@ -129,6 +143,11 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
           *([(f"Starting policy: the prepared base `{pb['name']}` ({pb['steps']} steps, greedy pass@1 "
               f"{_pct(pb['gate_value'])} on fresh-name tasks of its own functions; weights sha256 "
               f"{(pb.get('weights_sha256') or '')[:12]})."), ""] if (pb := results.get("prepared_base")) else []),
+          *([(f"Refiners' start: the refiner base `{rb['name']}` ({rb['steps']} steps on {rb['family']}-family "
+              f"refinements of its own functions; on its held-out ones, greedy refinements pass "
+              f"{_pct(rb['with_feedback'])}% with their feedback, {_pct(rb['shuffled_feedback'])}% with another's, "
+              f"{_pct(rb['without_feedback'])}% without; weights sha256 {(rb.get('weights_sha256') or '')[:12]})."), ""]
+            if (rb := results.get("refiner_base")) else []),
           *(["## Verdict", "", *verdicts, ""] if verdicts else []),
           "## pass@k on the test tasks", "",
           "| method | what | " + " | ".join(f"pass@{k} [95% CI]" for k in ks) + " | test verdicts |",

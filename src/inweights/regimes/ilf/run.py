@@ -46,6 +46,7 @@ from inweights.domains.coding import (
 )
 from inweights.eval.stats import pass_at_k
 from inweights.feedback import make_provider
+from inweights.regimes.ilf.diagnose import outcome, shares
 from inweights.regimes.ilf.policy import PolicyRun
 from inweights.regimes.ilf.tasks import (
     _request,
@@ -116,12 +117,22 @@ class ILFRun(PolicyRun):
         self.log({"event": "refiner_data", "pairs": len(with_fb), "tasks": len(pool) - len(held),
                   "tasks_with_a_failure": len({r["task_id"] for r, _, _ in use}), "check_tasks": len(held)})
         out = {}
+        start = self.refiner_start() if self.ilf.refiner_base else base
         if "ilf" in methods:
-            out["ilf"] = self.train("refiner_feedback", base, with_fb, self.ilf.refiner_steps, None)
+            out["ilf"] = self.train("refiner_feedback", start, with_fb, self.ilf.refiner_steps, None)
         if "sft_refinements_no_feedback" in methods:
-            out["sft_refinements_no_feedback"] = self.train("refiner_no_feedback", base, without,
+            out["sft_refinements_no_feedback"] = self.train("refiner_no_feedback", start, without,
                                                             self.ilf.refiner_steps, None)
         return out
+
+    def refiner_start(self) -> Path:
+        """The refiners' prepared base (``ilf.refiner_base``), built once when missing."""
+        from inweights.regimes.ilf.refiner_base import build_refiner_base, resolve_refiner_base
+
+        folder, rec = resolve_refiner_base(self.cfg, self.config_path, build_refiner_base)
+        self.refiner_prepared = {k: rec.get(k) for k in ("name", "seed", "steps", "with_feedback", "shuffled_feedback",
+                                                         "without_feedback", "family", "weights_sha256")}
+        return folder
 
     def check_pool(self, tasks) -> list[CodingTask]:
         """The refine-pool tasks the feedback check holds out (the last ``ilf.check_tasks``)."""
@@ -154,13 +165,19 @@ class ILFRun(PolicyRun):
             conds = {"real": ("ilf", [refine_prompt(t, p, f) for t, p, f in items]),
                      "shuffled": ("ilf", [refine_prompt(t, p, g) for (t, p, _), g in zip(items, shuffled)]),
                      "none": ("sft_refinements_no_feedback", [refine_prompt(t, p, None) for t, p, _ in items])}
-            hit = {"programs": len(items), "tasks": len({t.id for t, _, _ in items}), "conditions": {}}
+            hit = {"programs": len(items), "tasks": len({t.id for t, _, _ in items}), "conditions": {},
+                   "outcomes": {}, "prompt_tokens": {}}
+            old = {(rec["task_id"], p): v for rec in self.cached("refine_pool_samples")["tasks"]
+                   for p, v in zip(rec["programs"], rec["verdicts"])}
             t0 = time.time()
             for cond, (which, prompts) in conds.items():
                 texts = self.sample(refiners[which], prompts, self.ilf.refine_samples, f"check_{cond}")
                 cand = [[program_of(t, x) for x in xs] for (t, _, _), xs in zip(items, texts)]
                 verdicts = self.judge([t for t, _, _ in items], cand)
                 hit["conditions"][cond] = [sum(v["status"] == "passed" for v in vs) / len(vs) for vs in verdicts]
+                hit["outcomes"][cond] = [[outcome(p, old[(t.id, p)], c, v) for c, v in zip(cs, vs)]
+                                         for (t, p, _), cs, vs in zip(items, cand, verdicts)]
+                hit["prompt_tokens"][cond] = self.prompt_tokens(refiners[which], prompts)
             hit["shuffled_feedback"] = shuffled
             hit["seconds"] = round(time.time() - t0, 1)
             self.save_step("feedback_check", hit)
@@ -173,6 +190,9 @@ class ILFRun(PolicyRun):
             diff = [a - b for a, b in zip(per["real"], per[other])]
             out[f"real_minus_{other}"] = {"diff": sum(diff) / len(diff), "ci": bootstrap_ci(diff, seed)}
         out["informative"] = all(out[f"real_minus_{o}"]["ci"][0] > 0 for o in ("shuffled", "none"))
+        if hit.get("outcomes"):  # what the refinements did (diagnose.py); absent from checks cached before it
+            out["outcomes"] = {c: shares(v) for c, v in hit["outcomes"].items()}
+            out["prompt_tokens"] = hit["prompt_tokens"]
         self.log({"event": "feedback_check", **{k: v for k, v in out.items()}})
         if not out["informative"]:
             r, sh, no = (100 * out[c]["rate"] for c in ("real", "shuffled", "none"))
@@ -180,6 +200,17 @@ class ILFRun(PolicyRun):
                   f"shuffled feedback and {no:.1f}% without — real feedback is not clearly better (a 95% CI of the "
                   f"paired differences reaches 0 or below; steps/feedback_check.json)")
         return out
+
+    def prompt_tokens(self, model_dir, prompts: list[str]) -> dict[str, float]:
+        """The refiner prompts' lengths in the model's tokens (without the chat template), and the share longer than
+        the context less the tokens generated (``train.max_len`` - ``ilf.max_new_tokens``)."""
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        n = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        room = self.cfg.train.max_len - self.ilf.max_new_tokens
+        return {"mean": sum(n) / len(n), "max": max(n), "over_room": sum(x > room for x in n) / len(n),
+                "room": room}
 
     def round(self, method: str, r: int, policy, refiner, tasks) -> tuple[Path, dict[str, Any]]:
         """One ILF round with this refiner: sample, keep failed tasks, feedback, refine, filter, fine-tune."""
@@ -315,6 +346,8 @@ class ILFRun(PolicyRun):
         results["pools"] = {p: len(ts) for p, ts in tasks.items()}
         if self.prepared:
             results["prepared_base"] = self.prepared
+        if self.refiner_prepared:
+            results["refiner_base"] = self.refiner_prepared
         results["wall_seconds"] = round(time.time() - self.t0, 1)
         results["resumed"] = self.resume  # then wall_seconds is this session's only
         results["feedback_provider"] = cfg.ilf.feedback.provider
