@@ -290,6 +290,7 @@ def test_bugs_change_one_part_and_the_edge_ones_only_feedback_can_fix():
     assert describe_verdict(v).endswith("but it should return -1. 3 of 4 tests passed.")
 
 
+@pytest.mark.slow
 def test_refiner_base_is_prepared_once_and_both_refiners_start_from_it(tmp_path):
     import copy
 
