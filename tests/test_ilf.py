@@ -290,6 +290,26 @@ def test_bugs_change_one_part_and_the_edge_ones_only_feedback_can_fix():
     assert describe_verdict(v).endswith("but it should return -1. 3 of 4 tests passed.")
 
 
+def test_bad_refiner_base_configs_are_one_line_and_write_nothing(tmp_path):
+    import copy
+
+    base = copy.deepcopy(SMOKE)
+    base.update(name="r", kind="prepare", prepare={"max_steps": 2, "eval_programs": 4, "init_from": "configs/x.yaml"})
+    base["ilf"] = {**base["ilf"], "prepare_target": "refiner"}
+    cases = [({}, "prepare.init_from: prepare config not found"),
+             ({"prepare": {"max_steps": 2, "eval_programs": 4}}, "set prepare.init_from"),
+             ({"prepare": {**base["prepare"], "eval_programs": 1}}, "prepare.eval_programs >= 2"),
+             ({"ilf": {**base["ilf"], "feedback": {"provider": "file"}}}, "ilf.feedback.provider tests or openai")]
+    for i, (change, want) in enumerate(cases):
+        cfg = tmp_path / f"c{i}.yaml"
+        cfg.write_text(yaml.safe_dump({**base, **change}))
+        out = tmp_path / f"out{i}"
+        proc = _cli_here("prepare", str(cfg), "--out", str(out))
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and want in err[0], (i, proc.stderr)
+        assert not out.exists() or not any(out.iterdir())
+
+
 @pytest.mark.slow
 def test_refiner_base_is_prepared_once_and_both_refiners_start_from_it(tmp_path):
     import copy

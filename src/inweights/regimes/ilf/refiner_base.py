@@ -64,8 +64,12 @@ def refinement_triples(run, cfg: ExperimentConfig, n: int, stream: str) -> list[
             if (b := buggy(t, rng)) is not None:
                 cand.append((t, *b))
         verdicts = run.judge([t for t, _, _ in cand], [[code] for _, _, code in cand])
-        out += [{"task": t, "kind": kind, "wrong": code, "verdict": v[0]}
-                for (t, kind, code), v in zip(cand, verdicts) if v[0]["status"] != "passed"][:n - len(out)]
+        failing = [{"task": t, "kind": kind, "wrong": code, "verdict": v[0]}
+                   for (t, kind, code), v in zip(cand, verdicts) if v[0]["status"] != "passed"]
+        if not failing:  # bounded: every bug passing every test means the tests cannot tell anything apart
+            raise UserError(f"refiner base: none of {len(cand)} one-bug programs failed its tests; raise "
+                            "domain.coding.n_tests")
+        out += failing[:n - len(out)]
     texts = make_provider(cfg.ilf.feedback)([_request(x["task"], x["wrong"], x["verdict"]) for x in out])
     for x, f in zip(out, texts):
         x["feedback"] = f
@@ -109,6 +113,8 @@ def build_refiner_base(cfg: ExperimentConfig, out_dir: Path, work: Path, command
     if not cfg.prepare.init_from:
         raise UserError("a refiner base starts from the starting policy: set prepare.init_from (e.g. "
                         "configs/prepare_coding.yaml)")
+    if cfg.prepare.eval_programs < 2:
+        raise UserError("a refiner base's gate compares real with shuffled feedback: prepare.eval_programs >= 2")
     if cfg.ilf.feedback.provider == "file":
         raise UserError("a refiner base needs feedback on thousands of generated programs: ilf.feedback.provider "
                         "tests or openai (people's feedback reaches the experiment's refiners instead)")
