@@ -19,6 +19,15 @@ def test_advantages_are_zero_when_a_group_agrees():
     assert torch.allclose(group_advantages(r, scale=False)[2], torch.tensor([-0.5, 0.5, -0.5, 0.5]))
 
 
+def test_no_groups_left_give_no_advantages_and_no_warning():
+    # a step where dynamic sampling kept no group (every one agreed): an empty batch, not a std() warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert group_advantages(torch.zeros(0, 6)).shape == (0, 6)
+
+
 def test_k3_is_zero_at_the_reference_and_positive_elsewhere():
     lp = torch.log(torch.tensor([0.2, 0.5, 0.9]))
     assert torch.allclose(k3_kl(lp, lp), torch.zeros(3))

@@ -44,7 +44,7 @@ def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-
     """Advantages for rewards of shape [prompts, group]: centred on the group mean, divided by the group's
     (unbiased) std when ``scale``. A group whose rewards are all equal gets exactly zero."""
     centred = rewards - rewards.mean(dim=1, keepdim=True)
-    if not scale:
+    if not scale or rewards.numel() == 0:  # no groups (dynamic sampling found none that disagree): nothing to scale
         return centred
     return centred / (rewards.std(dim=1, keepdim=True) + eps)
 
