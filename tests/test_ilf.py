@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -435,6 +436,28 @@ def test_edge_family_hides_its_edge_case_and_the_feedback_reveals_it():
     lists = generated_tasks(30, 0, "train", 3)
     assert all(t.hidden_tests == () and "edge" not in t.meta["spec"] for t in lists)
     assert lists == generated_tasks(30, 0, "train", 3)
+
+
+def test_prepare_family_puts_the_starting_policys_pool_in_the_edge_form_and_keys_stay_put(tmp_path):
+    from inweights.config import load_config
+    from inweights.regimes.ilf.tasks import load_tasks
+
+    root = Path(__file__).resolve().parents[1]
+    lists = load_config(root / "configs" / "ilf_tiny_edge.yaml")
+    edge = load_config(root / "configs" / "ilf_tiny_edge_prepared.yaml")
+    a, b = load_tasks(lists, quiet=True), load_tasks(edge, quiet=True)
+    assert all("ys = [" not in t.gold and not t.hidden_tests for t in a["prepare"][:20])
+    assert all("    if not ys:\n" in t.gold and len(t.hidden_tests) == 1 for t in b["prepare"][:20])
+    # still the preparation's share of the functions, and the same experiment tasks: only that pool's form moves
+    from inweights.domains.coding import spec_is_prepare
+
+    assert all(spec_is_prepare(t.meta["spec"]) for t in b["prepare"])
+    assert a["test"] == b["test"] and a["train"] == b["train"]
+    # a setting added after results were recorded leaves every run's content keys alone at its default...
+    assert "prepare_family" not in lists.domain.identity()["coding"]
+    assert lists.domain.identity() == load_config(root / "configs" / "ilf_tiny_edge.yaml").domain.identity()
+    # ...and enters them when set
+    assert edge.domain.identity()["coding"]["prepare_family"] == "edge"
 
 
 def test_fresh_generated_tasks_draw_new_names_from_the_pool():

@@ -79,6 +79,8 @@ PositiveInt = Field(gt=0)
 # ---------------------------------------------------------------------------- domain
 # the domains whose sections entered every run's content keys before domains were a registry (see ``identity``)
 KEYED_SECTIONS = ("programs", "grammars", "rules", "planning", "coding")
+# settings of those sections added after results were recorded: left out of the content keys at their defaults
+LATE_FIELDS: dict[str, dict[str, Any]] = {"coding": {"prepare_family": "lists"}}
 
 
 class DomainConfig(Strict):
@@ -132,7 +134,12 @@ class DomainConfig(Strict):
         before domains were a registry (the README's tables), the sections of the five domains that existed then.
         Another registered domain's section never enters: registering one changes no other run."""
         keep = {"name", "data_file", self.name, *KEYED_SECTIONS}
-        return self.model_dump(include=keep)
+        out = self.model_dump(include=keep)
+        for section, fields in LATE_FIELDS.items():  # at their defaults, later settings change no earlier run's keys
+            for f, default in fields.items():
+                if isinstance(out.get(section), dict) and out[section].get(f, default) == default:
+                    out[section].pop(f, None)
+        return out
 
 
 # ---------------------------------------------------------------------------- model

@@ -54,8 +54,12 @@ class CodingConfig(Strict):
     # generated tasks of the refine, train and test pools: ``lists`` (every test in the prompt), or ``edge``: the
     # statement leaves implicit what to return when no element qualifies — each task has its own answer (-1,
     # None or 0), checked by a hidden test the prompt never shows, so only the test feedback reveals it (the
-    # prepare pool, the starting policy's, stays ``lists``)
+    # prepare pool, the starting policy's, follows ``prepare_family``)
     family: Literal["lists", "edge"] = "lists"
+    # the prepare pool's form (the starting policy's tasks and the experiments' replay): ``lists`` one-liners, or
+    # the ``edge`` family's ``ys = [...]`` / ``if not ys: return <its own answer>`` (a policy that writes the style
+    # the edge family's gold programs and refinements are in)
+    prepare_family: Literal["lists", "edge"] = "lists"
 
     @model_validator(mode="after")
     def _check(self) -> CodingConfig:

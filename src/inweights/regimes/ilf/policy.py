@@ -183,10 +183,10 @@ class PolicyRun:
         draw = None
         if self.ilf.pretrain_fresh_names and cfg.domain.section().source == "generated":
             specs = [t.meta["spec"] for t in tasks["prepare"]]
-            n_tests = cfg.domain.section().n_tests
+            n_tests, family = cfg.domain.section().n_tests, cfg.domain.section().prepare_family
 
             def draw(rng):
-                t = fresh_generated_task(rng, specs, "prepare", n_tests)
+                t = fresh_generated_task(rng, specs, "prepare", n_tests, family)
                 return policy_record(t, t.gold)
         return self.train("policy_base", init, recs, self.ilf.pretrain_steps, self.ilf.pretrain_lr, draw=draw)
 
@@ -243,11 +243,13 @@ def build_starting_policy(cfg: ExperimentConfig, out_dir: Path, work: Path, comm
     cfg = cfg.model_copy(deep=True)
     cfg.ilf.pretrain_steps, cfg.ilf.pretrain_fresh_names = cfg.prepare.max_steps, True
     run = PolicyRun(cfg, work, None, resume=True)
-    tasks = {"prepare": generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests), "refine": [], "train": []}
+    tasks = {"prepare": generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests, c.prepare_family), "refine": [],
+             "train": []}
     model_dir = Path(run.base_policy(tasks))
     specs = [t.meta["spec"] for t in tasks["prepare"]]
     rng = random.Random(derive_seed(cfg.seed, "prepare", "eval"))
-    held = [fresh_generated_task(rng, specs, "prepare", c.n_tests) for _ in range(cfg.prepare.eval_programs)]
+    held = [fresh_generated_task(rng, specs, "prepare", c.n_tests, c.prepare_family)
+            for _ in range(cfg.prepare.eval_programs)]
     model, tok = run.load(model_dir)
     from inweights.eval.generate import generate
 

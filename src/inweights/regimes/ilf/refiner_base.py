@@ -131,7 +131,7 @@ def build_refiner_base(cfg: ExperimentConfig, out_dir: Path, work: Path, command
 
     def draw(rng: random.Random) -> dict[str, Any]:
         if rng.random() < cfg.ilf.replay:  # the starting policy's own task, fresh names as it learnt them
-            t = fresh_generated_task(rng, specs, "prepare", c.n_tests)
+            t = fresh_generated_task(rng, specs, "prepare", c.n_tests, c.prepare_family)
             return policy_record(t, t.gold)
         x = rng.choice(pool)
         return refine_record(x["task"], x["wrong"], None if rng.random() < share else x["feedback"], x["task"].gold)

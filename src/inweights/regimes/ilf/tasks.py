@@ -22,7 +22,8 @@ def load_tasks(cfg: ExperimentConfig, quiet: bool = False) -> dict[str, list[Cod
         # prepare pool draws from the preparation's share of the functions, the others from the rest
         out = {p: generated_tasks(n, cfg.seed, p, c.n_tests, family=c.family)
                for p, n in (("refine", c.n_refine), ("train", c.n_train), ("test", c.n_test))}
-        out["prepare"] = generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests) if c.n_prepare else []
+        out["prepare"] = (generated_tasks(c.n_prepare, cfg.seed, "prepare", c.n_tests, family=c.prepare_family)
+                          if c.n_prepare else [])
         return out
     if c.source == "mbpp":
         from inweights.core import rejects
