@@ -52,6 +52,7 @@ bench: $(VENV)/.dev  # each script alone on the machine, one after another
 	$(VENV)/bin/python benchmarks/generation.py
 	$(VENV)/bin/python benchmarks/throughput.py
 	$(VENV)/bin/python benchmarks/threads_135m.py
+	$(VENV)/bin/python benchmarks/train_135m.py
 	$(VENV)/bin/python benchmarks/distill.py
 
 clean:
