@@ -217,6 +217,11 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
     assert all(abs(check["outcomes"][c]["passes"] - check[c]["rate"]) < 1e-9 for c in ("real", "shuffled", "none"))
     assert check["prompt_tokens"]["real"]["mean"] > check["prompt_tokens"]["none"]["mean"] > 0
     assert "| real | " in report and "broke passing" in report
+    # the rates by how the old program failed add up to the overall ones
+    parts = check["by_failure"]
+    assert sum(p["programs"] for p in parts.values()) == check["programs"] and "how the old program failed" in report
+    for c in ("real", "shuffled", "none"):
+        assert abs(sum(p[c] * p["programs"] for p in parts.values()) / check["programs"] - check[c]["rate"]) < 1e-9
     # every policy fine-tune measured the validation tasks from its start; none trained on them or on check tasks
     tunes = a["finetunes"]
     policies = [n for n in tunes if n not in ("policy_base", "refiner_feedback", "refiner_no_feedback")]
@@ -250,6 +255,9 @@ def test_coding_prepared_base_is_built_once_and_every_run_starts_from_it(tmp_pat
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["prepared_base"]["weights_sha256"] == rec["weights_sha256"]
     assert not (tmp_path / "run" / "models" / "policy_base").exists()  # nothing trained again
+    # zero-shot with the feedback check on: both refiners and the check (the refiner rung alone), no rounds
+    assert "feedback_check" in summary and not summary["rounds"]
+    assert {d.name for d in (tmp_path / "run" / "models").iterdir()} == {"refiner_feedback", "refiner_no_feedback"}
     assert "Starting policy: the prepared base `prep_coding` (3 steps" in (tmp_path / "run" / "report.md").read_text()
     # a config that asks for both a prepared starting policy and one trained in the run is refused in one line
     exp["ilf"]["pretrain_steps"] = 5
@@ -488,6 +496,14 @@ def test_refinement_outcomes_from_real_verdicts():
     assert got == ["unchanged", "passes", "broke_passing", "fixed_named", "no_progress", "broke_passing"]
     assert outcome(old, v[old], "\n" + old.replace("\n", "  \n") + "\n\n", v[old]) == "unchanged"
     assert shares([got[:2], got[2:]]) == {o: got.count(o) / 6 for o in OUTCOMES} and shares([]) == dict.fromkeys(OUTCOMES, 0.0)
+    # how the old program failed: only the hidden (unshown) test, an exception, or a shown test's value
+    from inweights.regimes.ilf.diagnose import failure_kind
+
+    judged = tests + ["assert f(-1) == -2"]  # the last one hidden: the prompt shows 3
+    kinds = {c: failure_kind(run_program(c, judged).to_dict(), 3) for c in (
+        "def f(x):\n    return 2 * x if x >= 0 else 0\n", "def f(x):\n    return 2 * y\n", old,
+        "def f(x) return x\n")}
+    assert list(kinds.values()) == ["hidden_only", "error", "wrong_shown", "error"]
 
 
 # ------------------------------------------------------------------------------------------ early stopping

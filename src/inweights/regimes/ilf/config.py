@@ -67,7 +67,8 @@ class ILFConfig(Strict):
     patience: int = Field(3, gt=0)
     # the feedback-information check: ``check_tasks`` refine-pool tasks are held out from the refiners'
     # training; their failing programs are refined with real feedback, with another task's (shuffled) and
-    # without; 0: no check
+    # without; 0: no check. The check trains both refiners whatever the recipes (rounds run only for the recipes
+    # named), so `recipes: [zero_shot]` with check tasks measures the refiner rung alone
     check_tasks: int = Field(40, ge=0)
     # the refiners' prepared base (issue 43): a prepare config with ``prepare_target: refiner``; both refiners (with
     # and without feedback) start from it instead of the starting policy. None: they start from the policy

@@ -15,6 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 OUTCOMES = ("passes", "unchanged", "broke_passing", "fixed_named", "no_progress")
+# how the refined (old) program failed: every shown test passes and only a hidden one (the ``edge`` family's edge
+# case, said by nothing but the feedback) fails; it raised or did not run; a test shown in the prompt fails
+FAILURES = ("hidden_only", "error", "wrong_shown")
 
 
 def _lines(code: str) -> list[str]:
@@ -39,6 +42,15 @@ def outcome(old: str, old_verdict: dict[str, Any], new: str, new_verdict: dict[s
     if named is not None and named in after:
         return "fixed_named"
     return "no_progress"
+
+
+def failure_kind(old_verdict: dict[str, Any], shown: int) -> str:
+    """How the old program failed (``FAILURES``); ``shown``: how many of the judged tests the prompt shows (they
+    come first in a verdict's ``tests``)."""
+    tests = old_verdict.get("tests") or []
+    if len(tests) > shown and all(t.get("passed") for t in tests[:shown]):
+        return "hidden_only"
+    return "error" if old_verdict.get("status") != "failed" else "wrong_shown"
 
 
 def shares(outcomes: list[list[str]]) -> dict[str, float]:

@@ -80,6 +80,13 @@ def feedback_check_section(check: dict[str, Any] | None) -> list[str]:
             pt = check["prompt_tokens"][cond]
             md.append(f"| {cond} | " + " | ".join(_pct(sh[o]) for o in OUTCOMES) +
                       f" | {pt['mean']:.0f} / {pt['max']} | {_pct(pt['over_room'])}% over {pt['room']} |")
+    if check.get("by_failure"):
+        names = {"hidden_only": "only a hidden test fails", "error": "raises or does not run",
+                 "wrong_shown": "a shown test fails"}
+        md += ["", "Where the feedback helps — % of refinements that pass, by how the old program failed:", "",
+               "| how the old program failed | programs | real | shuffled | none |", "|---|---|---|---|---|"]
+        md += [f"| {names.get(k, k)} | {v['programs']} | {_pct(v['real'])} | {_pct(v['shuffled'])} | {_pct(v['none'])} |"
+               for k, v in check["by_failure"].items()]
     return md + [""]
 
 

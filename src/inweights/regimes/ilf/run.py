@@ -46,7 +46,7 @@ from inweights.domains.coding import (
 )
 from inweights.eval.stats import pass_at_k
 from inweights.feedback import make_provider
-from inweights.regimes.ilf.diagnose import outcome, shares
+from inweights.regimes.ilf.diagnose import FAILURES, failure_kind, outcome, shares
 from inweights.regimes.ilf.policy import PolicyRun
 from inweights.regimes.ilf.tasks import (
     _request,
@@ -148,15 +148,16 @@ class ILFRun(PolicyRun):
         check = self.check_pool(tasks)
         if not check or not {"ilf", "sft_refinements_no_feedback"} <= set(refiners):
             return None
+        by_id = {t.id: t for t in check}
+        step = self.cached("refine_pool_feedback")
+        items = [(by_id[r["task_id"]], r["program"], f) for r, f in zip(step["requests"], step["feedback"])
+                 if r["task_id"] in by_id and f is not None]
+        if len({t.id for t, _, _ in items}) < 2:
+            return None
+        old = {(rec["task_id"], p): v for rec in self.cached("refine_pool_samples")["tasks"]
+               for p, v in zip(rec["programs"], rec["verdicts"])}
         hit = self.cached("feedback_check")
         if hit is None:
-            ids = {t.id for t in check}
-            by_id = {t.id: t for t in check}
-            step = self.cached("refine_pool_feedback")
-            items = [(by_id[r["task_id"]], r["program"], f) for r, f in zip(step["requests"], step["feedback"])
-                     if r["task_id"] in ids and f is not None]
-            if len({t.id for t, _, _ in items}) < 2:
-                return None
             rng = random.Random(derive_seed(self.cfg.seed, "ilf", "feedback_check", "shuffle"))
             shuffled = []
             for t, _, _ in items:
@@ -167,8 +168,6 @@ class ILFRun(PolicyRun):
                      "none": ("sft_refinements_no_feedback", [refine_prompt(t, p, None) for t, p, _ in items])}
             hit = {"programs": len(items), "tasks": len({t.id for t, _, _ in items}), "conditions": {},
                    "outcomes": {}, "prompt_tokens": {}}
-            old = {(rec["task_id"], p): v for rec in self.cached("refine_pool_samples")["tasks"]
-                   for p, v in zip(rec["programs"], rec["verdicts"])}
             t0 = time.time()
             for cond, (which, prompts) in conds.items():
                 texts = self.sample(refiners[which], prompts, self.ilf.refine_samples, f"check_{cond}")
@@ -190,6 +189,11 @@ class ILFRun(PolicyRun):
             diff = [a - b for a, b in zip(per["real"], per[other])]
             out[f"real_minus_{other}"] = {"diff": sum(diff) / len(diff), "ci": bootstrap_ci(diff, seed)}
         out["informative"] = all(out[f"real_minus_{o}"]["ci"][0] > 0 for o in ("shuffled", "none"))
+        # where the feedback helps: the rates by how the old program failed (diagnose.FAILURES)
+        kinds = [failure_kind(old[(t.id, p)], len(t.tests)) for t, p, _ in items]
+        out["by_failure"] = {k: {"programs": kinds.count(k), **{c: sum(v for v, x in zip(vals, kinds) if x == k)
+                                                                 / kinds.count(k) for c, vals in per.items()}}
+                             for k in FAILURES if k in kinds}
         if hit.get("outcomes"):  # what the refinements did (diagnose.py); absent from checks cached before it
             out["outcomes"] = {c: shares(v) for c, v in hit["outcomes"].items()}
             out["prompt_tokens"] = hit["prompt_tokens"]
@@ -311,10 +315,11 @@ class ILFRun(PolicyRun):
         results: dict[str, Any] = {"recipes": {}, "rounds": {}}
         finals: dict[str, Path | str] = {"zero_shot": base}
         want = set(cfg.recipes)
+        # the methods whose rounds run (sft_gold trains on what ILF kept), and the refiners: both whenever the
+        # feedback check is on, so `recipes: [zero_shot]` with `ilf.check_tasks` measures the refiner rung alone
         methods = want & {"ilf", "sft_refinements_no_feedback"} | ({"ilf"} if "sft_gold" in want else set())
-        if methods and self.ilf.check_tasks:  # the check compares both refiners
-            methods |= {"ilf", "sft_refinements_no_feedback"}
-        refiners = self.refiners(base, tasks, methods) if methods else {}
+        refiner_methods = methods | ({"ilf", "sft_refinements_no_feedback"} if self.ilf.check_tasks else set())
+        refiners = self.refiners(base, tasks, refiner_methods) if refiner_methods else {}
         check = self.feedback_check(refiners, tasks) if refiners else None
         if check is not None:
             results["feedback_check"] = check
