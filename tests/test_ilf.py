@@ -289,6 +289,26 @@ def test_bugs_change_one_part_and_the_edge_ones_only_feedback_can_fix():
             assert "if not ys" not in code
     assert set(seen) == set(KINDS)
     assert buggy(tasks[0], rng, kinds=("nonexistent",)) is None
+    # the mis-copied name, only when asked for: the gold body under a near name of the same syllables
+    from inweights.domains.coding_bugs import ALL_KINDS
+
+    named = [b for t in tasks if (b := buggy(t, rng, ALL_KINDS))[0] == "name"]
+    assert named and all("name" != buggy(t, random.Random(1))[0] for t in tasks)
+    for t in tasks[:20]:
+        kind, code = buggy(t, rng, ("name",))
+        first, rest = code.split("\n", 1)
+        wrong = first[4:first.index("(")]
+        assert kind == "name" and wrong != t.entry_point and len(wrong) == len(t.entry_point)
+        syl = [(wrong[i:i + 2], t.entry_point[i:i + 2]) for i in range(0, len(wrong), 2)]
+        assert rest == t.gold.split("\n", 1)[1] and 1 <= sum(a != b for a, b in syl) <= 2
+    fb = TestsFeedback()([_request(code, list(t.judged_tests))])[0]
+    assert "NameError" in fb and f"name '{t.entry_point}' is not defined" in fb
+    from pydantic import ValidationError
+
+    from inweights.regimes.ilf.config import ILFConfig
+
+    with pytest.raises(ValidationError, match="refiner_bug_kinds: unknown typo"):
+        ILFConfig(refiner_bug_kinds=["name", "typo"])
     # verdicts in the sandbox: an edge bug fails only the hidden test, whose feedback says the wanted value
     t = next(t for t in tasks if t.meta["spec"]["edge"] == -1)
     code = generated_code(buggy_spec(t.meta["spec"], "edge_answer", random.Random(1)), t.entry_point)
@@ -361,6 +381,19 @@ def test_refiner_base_is_prepared_once_and_both_refiners_start_from_it(tmp_path)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(err) == 1 and want in err[0], proc.stderr
         assert not (tmp_path / "bad").exists()
+    # refiner_steps 0: both refiners are the base as it is (nothing trained), the check still runs; without a
+    # base it is refused
+    exp.update(recipes=["zero_shot"])
+    exp["ilf"]["refiner_steps"] = 0
+    (tmp_path / "configs" / "ilf0.yaml").write_text(yaml.safe_dump(exp))
+    proc = _cli_here("run", str(tmp_path / "configs" / "ilf0.yaml"), "--out", str(tmp_path / "run0"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run0" / "summary.json").read_text())
+    assert "feedback_check" in summary and not list((tmp_path / "run0").glob("models/refiner_*"))
+    del exp["ilf"]["refiner_base"]
+    (tmp_path / "configs" / "ilf0.yaml").write_text(yaml.safe_dump(exp))
+    proc = _cli("validate", str(tmp_path / "configs" / "ilf0.yaml"))
+    assert proc.returncode == 2 and "refiner_steps 0" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_human_feedback_round_trip(tmp_path):

@@ -7,7 +7,10 @@ is one change to the task's spec, rendered as the family renders it:
   (0) where the task wants its hidden answer — the starting policy's own mistake on that family;
 - ``edge_answer`` (``edge`` family): the edge form with another of its answers;
 - ``constant``: a constant one higher or lower; ``filter``: the opposite filter (greater / less, even / odd);
-  ``transform``: another arithmetic transform; ``aggregate``: another aggregate.
+  ``transform``: another arithmetic transform; ``aggregate``: another aggregate;
+- ``name`` (only when asked for: ``ALL_KINDS``): the gold program under a near name, one or two of its syllables
+  changed — the starting policy's commonest failure (it mis-copies the fresh name it is asked for: ``zebace`` for
+  ``zeguce``), whose test feedback (``NameError: name 'zeguce' is not defined``) names the fix.
 
 Whether a bug is wrong on the task's tests is for the sandbox to say (``verdict``): a change can be invisible to
 three tests. The edge bugs are the ones only feedback can fix — the statement never says the hidden answer.
@@ -18,9 +21,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from inweights.domains.coding import AGGREGATES, EDGE_ANSWERS, CodingTask, generated_code
+from inweights.domains.coding import AGGREGATES, EDGE_ANSWERS, SYLLABLES, CodingTask, generated_code
 
-KINDS = ("edge_missed", "edge_answer", "constant", "filter", "transform", "aggregate")
+KINDS = ("edge_missed", "edge_answer", "constant", "filter", "transform", "aggregate")  # the default draw
+ALL_KINDS = (*KINDS, "name")
 _OPPOSITE = {"gt": "lt", "lt": "gt", "even": "odd", "odd": "even"}
 
 
@@ -56,12 +60,22 @@ def buggy_spec(spec: dict[str, Any], kind: str, rng: random.Random) -> dict[str,
     return s
 
 
+def near_name(name: str, rng: random.Random) -> str:
+    """``name`` (fresh names are three two-letter syllables) with one or two syllables replaced by others."""
+    syl = [name[i:i + 2] for i in range(0, len(name), 2)]
+    for i in rng.sample(range(len(syl)), min(len(syl), rng.choice((1, 2)))):
+        syl[i] = rng.choice([s for s in SYLLABLES if s != syl[i]])
+    return "".join(syl)
+
+
 def buggy(task: CodingTask, rng: random.Random, kinds: tuple[str, ...] = KINDS) -> tuple[str, str] | None:
     """(kind, wrong program) for a generated task, the kind drawn among those it admits and ``kinds`` allows;
     None when it admits none of them."""
     spec = task.meta["spec"]
-    allowed = [k for k in bug_kinds(spec) if k in kinds]
+    allowed = [k for k in bug_kinds(spec) if k in kinds] + (["name"] if "name" in kinds else [])
     if not allowed:
         return None
     kind = rng.choice(allowed)
+    if kind == "name":
+        return kind, generated_code(spec, near_name(task.entry_point, rng))
     return kind, generated_code(buggy_spec(spec, kind, rng), task.entry_point)

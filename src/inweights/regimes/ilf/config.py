@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from inweights.core.schema import Strict
+from inweights.domains.coding_bugs import ALL_KINDS, KINDS
 
 RECIPES = ("zero_shot", "sft_gold", "sft_refinements_no_feedback", "ilf")
 DEFAULT_RECIPES = RECIPES  # what a config of this regime runs when it names none
@@ -50,7 +51,9 @@ class ILFConfig(Strict):
     # name space) with fresh test inputs, so the name can only be copied from the prompt, never recalled with
     # the function it was seen with (the fixed pool's names are memorised: the base then mis-copies new ones)
     pretrain_fresh_names: bool = True
-    refiner_steps: int = Field(200, gt=0)
+    # steps fine-tuning each refiner on the refine pool; 0 (with ``refiner_base``): both refiners are the prepared
+    # base as it is (it learnt refinement with and without feedback), nothing trained in the run
+    refiner_steps: int = Field(200, ge=0)
     # fine-tuning the policy (ILF and the SFT baselines): a budget of epochs over the records (the paper: 2),
     # or a fixed number of steps when ``policy_steps`` is set
     policy_epochs: float = Field(2.0, gt=0)
@@ -77,6 +80,8 @@ class ILFConfig(Strict):
     # (``regimes/ilf/refiner_base.py``), whose examples leave the feedback out at this share
     prepare_target: Literal["policy", "refiner"] = "policy"
     refiner_no_feedback_share: float = Field(0.5, ge=0, le=1)
+    # the bugs a refiner base's wrong programs carry (``domains.coding_bugs``; ``name``: a mis-copied function name)
+    refiner_bug_kinds: list[str] = Field(default_factory=lambda: list(KINDS), min_length=1)
     eval_samples: int = Field(10, gt=0)  # per test task, for pass@k
     ks: list[int] = Field(default_factory=lambda: [1, 10], min_length=1)
     timeout: float = Field(3.0, gt=0)  # seconds per program in the sandbox (the paper's harness: 3)
@@ -85,6 +90,10 @@ class ILFConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ILFConfig:
+        if self.refiner_steps == 0 and not self.refiner_base:
+            raise ValueError("refiner_steps 0 uses the refiners' prepared base as it is: set refiner_base")
+        if bad := [k for k in self.refiner_bug_kinds if k not in ALL_KINDS]:
+            raise ValueError(f"refiner_bug_kinds: unknown {', '.join(bad)} (known: {', '.join(ALL_KINDS)})")
         if any(k > self.eval_samples for k in self.ks):
             raise ValueError("every k in ks must be <= eval_samples")
         return self

@@ -61,7 +61,7 @@ def refinement_triples(run, cfg: ExperimentConfig, n: int, stream: str) -> list[
         cand = []
         while len(cand) < 2 * (n - len(out)):
             t = fresh_generated_task(rng, specs, "prepare", c.n_tests, c.family)
-            if (b := buggy(t, rng)) is not None:
+            if (b := buggy(t, rng, tuple(cfg.ilf.refiner_bug_kinds))) is not None:
                 cand.append((t, *b))
         verdicts = run.judge([t for t, _, _ in cand], [[code] for _, _, code in cand])
         failing = [{"task": t, "kind": kind, "wrong": code, "verdict": v[0]}

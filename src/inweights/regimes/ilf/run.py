@@ -118,6 +118,8 @@ class ILFRun(PolicyRun):
                   "tasks_with_a_failure": len({r["task_id"] for r, _, _ in use}), "check_tasks": len(held)})
         out = {}
         start = self.refiner_start() if self.ilf.refiner_base else base
+        if not self.ilf.refiner_steps:  # the prepared refiners' base as it is, for both
+            return {m: start for m in methods}
         if "ilf" in methods:
             out["ilf"] = self.train("refiner_feedback", start, with_fb, self.ilf.refiner_steps, None)
         if "sft_refinements_no_feedback" in methods:
