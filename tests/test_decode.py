@@ -98,3 +98,35 @@ def test_models_the_loop_cannot_drive_fall_back_to_generate(root, tiny):
     kw = {"max_new_tokens": 10, "batch_size": 4}
     assert generate_ids(wrapped, tok, prompts, backend="lean", **kw) == generate_ids(wrapped, tok, prompts,
                                                                                  backend="transformers", **kw)
+
+
+def test_prefix_groups_save_the_most_prefill():
+    from inweights.eval.decode import prefix_groups
+
+    a = list(range(20))
+    seqs = [a + [1], a + [2], a[:10] + [7, 7], [5] * 30, a + [3, 4], [9, 9]]
+    groups = prefix_groups(seqs, min_len=8)
+    # the three that share 20 tokens, not the four that share 10 (2 x 20 saved > 3 x 10)
+    assert groups == [(20, [0, 1, 4])]
+    assert prefix_groups(seqs, min_len=21) == [] and prefix_groups([a, a], min_len=8) == [(19, [0, 1])]
+    assert prefix_groups([], min_len=8) == [] and prefix_groups([a], min_len=8) == []
+
+
+def test_shared_prefixes_give_the_same_tokens(tiny, monkeypatch):
+    """Probes about the same program share a long prefix: prefilled once, the outputs are still generate's."""
+    from inweights.eval import decode
+    from inweights.train.data import prompt_ids
+
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 3)
+    model, tok = tiny
+    base = _prompts(6)
+    prompts = [[{"role": "user", "content": p[-1]["content"] + suffix}] for p in base for suffix in ("", " ", "?")]
+    groups = decode.prefix_groups([prompt_ids(tok, p) for p in prompts])
+    assert len(groups) >= 6 and all(len(g) >= 2 for _, g in groups)
+    seen = []
+    real = decode._prefill
+    monkeypatch.setattr(decode, "_prefill", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
+    kw = {"max_new_tokens": 40, "batch_size": 18}
+    got = decode.lean_generate_ids(model, tok, prompts, **kw)
+    assert len(seen) >= 2 and got == generate_ids(model, tok, prompts, backend="transformers", **kw)
+    assert got == decode.lean_generate_ids(model, tok, prompts, share_prefix=False, **kw)

@@ -10,6 +10,10 @@ CPU and a small model is most of the time:
 - **early exit**: rows that emitted an end-of-turn token leave the batch (the cache is compacted when a quarter
   of the rows are done, so its copies stay a small multiple of one), instead of decoding padding until the
   longest row ends;
+- **shared prefixes prefilled once**: prompts that begin alike (the chat template and instructions every probe
+  carries, the same program or document asked about in several probes) are grouped (``prefix_groups``), each
+  group's common prefix runs through the model once (recursively: prefixes share their own prefixes), its keys and
+  values are copied into every member's rows of the cache, and only the rest of each prompt is prefilled;
 - no logits processors, stopping criteria or per-step input preparation.
 
 The decoder layers themselves are transformers' own modules, called with this cache and the same masks and
@@ -23,6 +27,7 @@ process: vLLM needs a GPU, transformers' static cache keeps finished rows and bu
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +36,8 @@ from inweights.train.data import end_of_turn_ids
 
 SUPPORTED = ("llama",)
 PREFILL_ROWS = 32  # rows per prefill chunk
+SHARE_MIN = 8  # a shared prefix shorter than this many tokens is prefilled with its rows
+SHARE_DEPTH = 4  # prefixes of prefixes, at most this deep
 
 
 def supports(model) -> bool:
@@ -66,18 +73,97 @@ class _StaticCache:
 
 
 class _Window:
-    """Some rows of a ``_StaticCache`` from column ``start`` on: a prefill of those rows writes there, and its
-    attention sees only those columns (every row's real tokens are in them; the columns before are padding)."""
+    """Some rows of a ``_StaticCache``: a prefill of those rows writes its keys and values from column ``start`` on,
+    and its attention sees the columns from ``read`` (default ``start``) on — every row's real tokens are in them,
+    the ones before ``start`` already in the cache (a shared prefix); the columns before ``read`` are padding."""
 
-    def __init__(self, cache: _StaticCache, rows: slice, start: int):
+    def __init__(self, cache: _StaticCache, rows, start: int, read: int | None = None):
         self.cache, self.rows, self.start, self.filled = cache, rows, start, start
+        self.read = start if read is None else read
 
     def update(self, key, value, layer_idx: int, *args, **kwargs):
         end = self.start + key.shape[2]
         k, v = self.cache.k[layer_idx], self.cache.v[layer_idx]
-        k[self.rows, :, self.start:end] = key
-        v[self.rows, :, self.start:end] = value
-        return k[self.rows, :, self.start:end], v[self.rows, :, self.start:end]
+        k[self.rows, :, self.start:end] = key.to(k.dtype)  # under autocast, bf16 keys into the model-dtype cache
+        v[self.rows, :, self.start:end] = value.to(v.dtype)
+        return k[self.rows, :, self.read:end], v[self.rows, :, self.read:end]
+
+
+def prefix_groups(seqs: Sequence[Sequence[int]], min_len: int = SHARE_MIN) -> list[tuple[int, list[int]]]:
+    """Groups of prompts to prefill a common prefix once: (prefix length, member indices), each group two or more
+    prompts whose first ``prefix length`` tokens agree, every member keeping at least one token of its own (its last
+    position's logits come from its own prefill). Chosen to save the most prefill tokens, sum (members - 1) x length,
+    over groups of neighbours in lexicographic order (a dynamic programme over where groups start); a prefix shorter
+    than ``min_len`` is not worth a forward of its own."""
+    n = len(seqs)
+    lex = sorted(range(n), key=lambda i: list(seqs[i]))
+    nb = []  # the common prefix of lexicographic neighbours, each keeping one token
+    for a, b in itertools.pairwise(lex):
+        x, y = seqs[a], seqs[b]
+        m, cap = 0, min(len(x), len(y)) - 1
+        while m < cap and x[m] == y[m]:
+            m += 1
+        nb.append(m)
+    best, cut = [0] * (n + 1), [(0, 0)] * (n + 1)  # best saving of the first j, and (start, prefix) of the last group
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], (j - 1, 0)
+        m = None
+        for i in range(j - 2, -1, -1):  # group lex[i .. j-1]
+            m = nb[i] if m is None else min(m, nb[i])
+            if m < min_len:
+                break
+            if best[i] + (j - 1 - i) * m > best[j]:
+                best[j], cut[j] = best[i] + (j - 1 - i) * m, (i, m)
+    out, j = [], n
+    while j > 0:
+        i, m = cut[j]
+        if m:
+            out.append((m, [lex[k] for k in range(i, j)]))
+        j = i
+    return out[::-1]
+
+
+def _prefill(model, seqs: Sequence[Sequence[int]], cache: _StaticCache, rows: list[int], end: int, eager: bool,
+             pad: int, device, depth: int = 0) -> torch.Tensor:
+    """Prefill ``seqs`` into ``cache``: sequence j right-aligned to column ``end`` of row ``rows[j]``; the logits of
+    each one's last position, in order. Shared prefixes (``prefix_groups``) run once, into a cache of their own
+    (recursively), and are copied into their members' rows; the rest runs in chunks of ``PREFILL_ROWS`` rows of
+    similar remaining length, each over its own width only."""
+    n = len(seqs)
+    own = [0] * n  # tokens of each sequence already in the cache (its shared prefix)
+    groups = prefix_groups(seqs) if depth < SHARE_DEPTH and n > 1 else []
+    if groups:
+        width = max(m for m, _ in groups)
+        sub = _StaticCache(len(cache.k), len(groups), cache.k[0].shape[1], width, cache.k[0].shape[3],
+                           cache.k[0].dtype, device)
+        _prefill(model, [seqs[g[0]][:m] for m, g in groups], sub, list(range(len(groups))), width, eager, pad, device,
+                 depth + 1)
+        for gi, (m, members) in enumerate(groups):
+            for j in members:
+                col = end - len(seqs[j])
+                for layer in range(len(cache.k)):
+                    cache.k[layer][rows[j], :, col:col + m] = sub.k[layer][gi, :, width - m:]
+                    cache.v[layer][rows[j], :, col:col + m] = sub.v[layer][gi, :, width - m:]
+                own[j] = m
+    order = sorted(range(n), key=lambda j: (len(seqs[j]) - own[j], len(seqs[j])))
+    logits: list[torch.Tensor | None] = [None] * n
+    for c in range(0, n, PREFILL_ROWS):
+        part = order[c: c + PREFILL_ROWS]
+        q = max(len(seqs[j]) - own[j] for j in part)  # the columns computed: every row's last q (or all it has)
+        read = max(len(seqs[j]) for j in part)
+        ids = torch.full((len(part), q), pad, dtype=torch.long)
+        pos = torch.zeros((len(part), q), dtype=torch.long)
+        valid = torch.zeros((len(part), read), dtype=torch.bool)
+        for r, j in enumerate(part):
+            s, t = seqs[j], min(q, len(seqs[j]))
+            ids[r, q - t:] = torch.tensor(s[len(s) - t:])
+            pos[r, q - t:] = torch.arange(len(s) - t, len(s))
+            valid[r, read - len(s):] = True
+        win = _Window(cache, torch.tensor([rows[j] for j in part], device=device), end - q, end - read)
+        out = _forward(model, ids.to(device), pos.to(device), valid.to(device), win, eager)
+        for r, j in enumerate(part):
+            logits[j] = out[r]
+    return torch.stack(logits)
 
 
 def _mask(valid: torch.Tensor, q_len: int, eager: bool, dtype):
@@ -119,9 +205,11 @@ def lean_generate_ids(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
+    share_prefix: bool = True,
 ) -> list[tuple[list[int], list[int]]]:
     """Same contract as ``generate.generate_ids``: (prompt ids, completion ids) per chat prompt, in order; a
-    completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``."""
+    completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``.
+    ``share_prefix``: prefill shared prompt prefixes once (off: every prompt's prefill is its own)."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     from inweights.train.data import prompt_ids
@@ -155,16 +243,16 @@ def lean_generate_ids(
         ids, valid = ids.to(device), valid.to(device)
         pos = (valid[:, :width].long().cumsum(-1) - 1).masked_fill(~valid[:, :width], 0)
         cache = _StaticCache(conf.num_hidden_layers, n, heads, width + max_new_tokens, dim, dtype, device)
-        # prefill in chunks of rows of similar length (the batch is sorted by length), each over its own width
-        # only: the padding a long prompt forces on short ones is never computed
-        parts = []
-        for c in range(0, n, PREFILL_ROWS):
-            rows = slice(c, min(c + PREFILL_ROWS, n))
-            w = max(len(enc[i]) for i in idx[rows])
-            start = width - w
-            parts.append(_forward(model, ids[rows, start:], pos[rows, start:], valid[rows, start:width],
-                                  cache.window(rows, start), eager))
-        logits = torch.cat(parts)
+        if share_prefix:  # shared prefixes once, the rest in chunks of similar remaining length
+            logits = _prefill(model, [enc[i] for i in idx], cache, list(range(n)), width, eager, pad, device)
+        else:  # chunks of rows of similar length (the batch is sorted by length), each over its own width only
+            parts = []
+            for c in range(0, n, PREFILL_ROWS):
+                rows = slice(c, min(c + PREFILL_ROWS, n))
+                start = width - max(len(enc[i]) for i in idx[rows])
+                parts.append(_forward(model, ids[rows, start:], pos[rows, start:], valid[rows, start:width],
+                                      cache.window(rows, start), eager))
+            logits = torch.cat(parts)
         cache.filled = width
         last = pos[:, -1:]
         # physical rows of the cache: which batch row each holds, and whether it is still decoding
