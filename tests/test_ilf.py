@@ -452,6 +452,29 @@ def test_bad_coding_inputs_are_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the edge family
+def test_edge_wide_family_draws_nine_answers_and_its_bugs_stay_in_them():
+    import random
+
+    from inweights.domains.coding import EDGE_SETS, generated_tasks, spec_key
+    from inweights.domains.coding_bugs import buggy
+
+    wide = generated_tasks(60, 0, "train", 3, family="edge_wide")
+    narrow = generated_tasks(60, 0, "train", 3, family="edge")
+    assert {t.meta["spec"]["edge"] for t in wide} == set(EDGE_SETS["edge_wide"])
+    assert spec_key(wide[0].meta["spec"]) == spec_key(narrow[0].meta["spec"])  # the edge answer aside, one function
+    assert all("edge_set" not in t.meta["spec"] for t in narrow)  # the three-answer family's data is unchanged
+    rng = random.Random(0)
+    for t in wide[:20]:
+        assert t.hidden_tests[0].endswith(f"== {t.meta['spec']['edge']!r}")
+        assert run_program(t.gold, list(t.judged_tests)).status == "passed"
+        kind, code = buggy(t, rng, ("edge_answer",))
+        answer = code.split("return ", 1)[1].split("\n", 1)[0]
+        assert kind == "edge_answer" and answer != repr(t.meta["spec"]["edge"])
+        assert answer in {repr(a) for a in EDGE_SETS["edge_wide"]}
+        assert run_program(code, list(t.tests)).status == "passed"  # only the hidden test can tell
+        assert run_program(code, list(t.judged_tests)).status == "failed"
+
+
 def test_edge_family_hides_its_edge_case_and_the_feedback_reveals_it():
     from inweights.domains.coding import EDGE_ANSWERS, generated_tasks, prompt
 

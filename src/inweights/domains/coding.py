@@ -54,12 +54,13 @@ class CodingConfig(Strict):
     # generated tasks of the refine, train and test pools: ``lists`` (every test in the prompt), or ``edge``: the
     # statement leaves implicit what to return when no element qualifies — each task has its own answer (-1,
     # None or 0), checked by a hidden test the prompt never shows, so only the test feedback reveals it (the
-    # prepare pool, the starting policy's, follows ``prepare_family``)
-    family: Literal["lists", "edge"] = "lists"
+    # prepare pool, the starting policy's, follows ``prepare_family``); ``edge_wide``: the same with nine answers
+    # (EDGE_SETS), so a refiner without the feedback guesses the hidden one about one time in nine, not one in three
+    family: Literal["lists", "edge", "edge_wide"] = "lists"
     # the prepare pool's form (the starting policy's tasks and the experiments' replay): ``lists`` one-liners, or
     # the ``edge`` family's ``ys = [...]`` / ``if not ys: return <its own answer>`` (a policy that writes the style
     # the edge family's gold programs and refinements are in)
-    prepare_family: Literal["lists", "edge"] = "lists"
+    prepare_family: Literal["lists", "edge", "edge_wide"] = "lists"
 
     @model_validator(mode="after")
     def _check(self) -> CodingConfig:
@@ -314,6 +315,8 @@ def generated_spec(rng: random.Random) -> dict[str, Any]:
 
 
 EDGE_ANSWERS = (-1, None, 0)  # the ``edge`` family: what a task returns when no element qualifies
+# each edge family's answers; a spec of a family other than ``edge`` names its family (``edge_set``)
+EDGE_SETS = {"edge": EDGE_ANSWERS, "edge_wide": (-1, None, 0, 1, -2, 10, 99, -100, 1000)}
 
 
 def generated_code(spec: dict[str, Any], name: str) -> str:
@@ -332,9 +335,9 @@ def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests:
     tr_text = TRANSFORMS[spec["tr"]][0].format(k=spec["k1"])
     text = (f"Write a function {name}(xs) that returns {AGGREGATES[spec['agg']][0]} {tr_text} for every x in "
             f"xs{FILTERS[spec['flt']][0].format(k=spec['k2'])}.")
-    edge = family == "edge"
+    edge = family in EDGE_SETS
     if edge:  # the answer for an empty selection is the task's own, and the statement does not say it
-        spec = {**spec, "edge": rng.choice(EDGE_ANSWERS)}
+        spec = {**spec, "edge": rng.choice(EDGE_SETS[family])} | ({"edge_set": family} if family != "edge" else {})
     code = generated_code(spec, name)
     namespace: dict[str, Any] = {}
     exec(compile(code, f"<{name}>", "exec"), namespace)  # noqa: S102 - our own generated code, see above
@@ -383,7 +386,7 @@ def fresh_generated_task(rng: random.Random, specs: list[dict[str, Any]], pool: 
 
 def spec_key(spec: dict[str, Any]) -> tuple:
     """What a generated task computes (its name, test inputs and the ``edge`` family's answer aside)."""
-    return tuple(sorted((k, v) for k, v in spec.items() if k != "edge"))
+    return tuple(sorted((k, v) for k, v in spec.items() if k not in ("edge", "edge_set")))
 
 
 def spec_is_prepare(spec: dict[str, Any]) -> bool:

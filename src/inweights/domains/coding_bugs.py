@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from inweights.domains.coding import AGGREGATES, EDGE_ANSWERS, SYLLABLES, CodingTask, generated_code
+from inweights.domains.coding import AGGREGATES, EDGE_SETS, SYLLABLES, CodingTask, generated_code
 
 KINDS = ("edge_missed", "edge_answer", "constant", "filter", "transform", "aggregate")  # the default draw
 ALL_KINDS = (*KINDS, "name")
@@ -43,8 +43,9 @@ def buggy_spec(spec: dict[str, Any], kind: str, rng: random.Random) -> dict[str,
     s = dict(spec)
     if kind == "edge_missed":
         s.pop("edge")
+        s.pop("edge_set", None)
     elif kind == "edge_answer":
-        s["edge"] = rng.choice([a for a in EDGE_ANSWERS if a != spec["edge"]])
+        s["edge"] = rng.choice([a for a in EDGE_SETS[spec.get("edge_set", "edge")] if a != spec["edge"]])
     elif kind == "constant":
         key = rng.choice([k for k in ("k1", "k2") if s[k] is not None])
         s[key] += rng.choice((-1, 1))
