@@ -562,6 +562,23 @@ def test_refinement_outcomes_from_real_verdicts():
     assert list(kinds.values()) == ["hidden_only", "error", "wrong_shown", "error"]
 
 
+def test_rounds_refine_the_first_failing_sample_of_the_tasks_chosen():
+    from inweights.domains.coding import generated_tasks
+    from inweights.regimes.ilf.run import to_refine
+
+    pool = generated_tasks(3, 0, "train", 3)
+    recs = []
+    for t, statuses in zip(pool, (["failed", "failed"], ["failed", "passed"], ["passed", "passed"])):
+        progs = [f"def {t.entry_point}(xs):\n    return -7\n" if st == "failed" else t.gold for st in statuses]
+        recs.append({"programs": progs, "verdicts": [run_program(p, list(t.judged_tests)).to_dict() for p in progs]})
+    assert [r["verdicts"][i]["status"] for r in recs for i in (0, 1)] == ["failed", "failed", "failed", "passed",
+                                                                           "passed", "passed"]
+    assert [t.id for t, _, _ in to_refine(pool, recs, "all_failed")] == [pool[0].id]
+    got = to_refine(pool, recs, "any_failed")
+    assert [t.id for t, _, _ in got] == [pool[0].id, pool[1].id]  # the sometimes-solved task too
+    assert all(p.endswith("return -7\n") and v["status"] == "failed" for _, p, v in got)
+
+
 # ------------------------------------------------------------------------------------------ early stopping
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     import torch

@@ -45,6 +45,10 @@ class ILFConfig(Strict):
     max_new_tokens: int = Field(128, gt=0)
     refine_samples: int = Field(5, gt=0)  # refinements sampled per failing program
     refine_per_task: int = Field(2, gt=0)  # failing programs per refine-pool task the refiner learns from
+    # which train-pool tasks a round refines: ``all_failed`` (no sample passed) or ``any_failed`` (any sample
+    # failed — the paper refines a policy's incorrect programs; its first failing one is refined, so tasks the
+    # policy solves only sometimes, where the failures the feedback names can be, are refined too)
+    refine_tasks: Literal["all_failed", "any_failed"] = "all_failed"
     pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
     pretrain_lr: float | None = Field(None, gt=0)
     # tiny: every pretraining example is a prepare-pool function under a fresh name (from the prepare pool's

@@ -225,7 +225,8 @@ class ILFRun(PolicyRun):
         # round 1 samples pi_0 for both methods: one sampling, shared
         s = self.sample_and_judge(f"policy_r{r}" if r == 1 else f"{name}_policy", policy, pool, self.ilf.n_samples)
         failed = [(t, rec) for t, rec in zip(pool, s["tasks"]) if not any(v["status"] == "passed" for v in rec["verdicts"])]
-        requests = [_request(t, rec["programs"][0], rec["verdicts"][0]) for t, rec in failed]
+        refined = to_refine(pool, s["tasks"], self.ilf.refine_tasks)
+        requests = [_request(t, prog, v) for t, prog, v in refined]
         use_fb = method == "ilf"  # the other method refines the same failing programs without feedback
         step = self.cached(f"{name}_refinements")
         if step is None:
@@ -237,7 +238,7 @@ class ILFRun(PolicyRun):
                 fbs = fb_step["feedback"]
             else:
                 fbs = [None] * len(requests)
-            asked = [(t, req, f) for (t, _), req, f in zip(failed, requests, fbs) if f is not None or not use_fb]
+            asked = [(t, req, f) for (t, _, _), req, f in zip(refined, requests, fbs) if f is not None or not use_fb]
             prompts = [refine_prompt(t, req["program"], f if use_fb else None) for t, req, f in asked]
             t0 = time.time()
             texts = self.sample(refiner, prompts, self.ilf.refine_samples, name) if prompts else []
@@ -248,7 +249,7 @@ class ILFRun(PolicyRun):
                 good = next((p for p, v in zip(progs, vs) if v["status"] == "passed"), None)
                 kept.append({"task_id": t.id, "old": req["program"], "feedback": f if use_fb else None,
                              "refinements": progs, "statuses": [v["status"] for v in vs], "kept": good})
-            step = {"tasks": len(pool), "failed_tasks": len(failed), "refined": len(asked),
+            step = {"tasks": len(pool), "failed_tasks": len(failed), "refined_tasks": len(refined), "refined": len(asked),
                     "refinements": sum(len(k["refinements"]) for k in kept),
                     "passing_refinements": sum(s == "passed" for k in kept for s in k["statuses"]),
                     "kept": sum(k["kept"] is not None for k in kept), "items": kept,
@@ -366,6 +367,19 @@ class ILFRun(PolicyRun):
         summary = write_report(out, cfg, results)
         self.status("finished", wall_seconds=results["wall_seconds"])
         return summary
+
+
+def to_refine(pool: list[CodingTask], recs: list[dict[str, Any]], which: str) -> list[tuple[CodingTask, str, dict]]:
+    """The (task, program, verdict) a round refines: each task's first failing sample, for the tasks no sample
+    solved (``all_failed``) or any sample failed (``any_failed``)."""
+    out = []
+    for t, rec in zip(pool, recs):
+        passed = [v["status"] == "passed" for v in rec["verdicts"]]
+        if all(passed) or (which == "all_failed" and any(passed)):
+            continue
+        i = passed.index(False)
+        out.append((t, rec["programs"][i], rec["verdicts"][i]))
+    return out
 
 
 def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
