@@ -13,7 +13,7 @@ batch mixes prompt lengths and answers that end at different steps), greedy, fp3
 Models: the tiny preset's prepared base (``prepared/prepare_tiny``) and, when installed, SmolLM2-135M on what the
 SmolLM2 PBB demo's evaluation sends (``configs/pbb_programs_smollm2.yaml``: its probes, its prepared base
 ``prepared/prepare_smollm2_programs`` merged, its ``eval.batch_size`` and ``eval.max_new_tokens``), where lean also
-runs without prefix sharing (``share_prefix=False``) to measure that lever alone. Tokens counted: new tokens up to
+runs without refill (``refill=False``) and without refill or prefix sharing, to measure each lever. Tokens counted: new tokens up to
 and including the end of turn, from the returned ids (the same for every path). Time: wall clock of the whole call
 (tokenisation included), after a warm-up call each; the paths run alternately ``--repeats`` times and are pooled,
 so a drift in machine load hits all. The outputs are compared token for token and the match count reported.
@@ -85,6 +85,13 @@ def timed(fn) -> tuple[list, dict[str, float]]:
     return out, {"seconds": t, "cpu_seconds": c, "tokens": tokens}
 
 
+# the lean loop's levers, each path one setting off (SmolLM2 only): what refill and prefix sharing are worth alone
+LEAN_PATHS = {"lean": {}, "lean_no_refill": {"refill": False},
+              "lean_no_share": {"share_prefix": False, "refill": False}}
+LEAN_WORDS = {"lean_no_refill": "without refill (`refill=False`: a batch decodes until its last row ends)",
+              "lean_no_share": "without refill or prefix sharing (`refill=False, share_prefix=False`)"}
+
+
 def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
     s = {k: sum(r[k] for r in runs) for k in ("seconds", "cpu_seconds", "tokens")}
     return {**s, "tok_s": s["tokens"] / s["seconds"], "tok_per_cpu_s": s["tokens"] / s["cpu_seconds"], "runs": runs}
@@ -99,9 +106,9 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
         if path == "transformers":
             return lambda: generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch, backend=path)
         return lambda: lean_generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch,
-                                         share_prefix=path == "lean")
+                                         **LEAN_PATHS[path])
 
-    paths = ["lean", "transformers", *(["lean_no_share"] if no_share else [])]
+    paths = ["lean", "transformers", *([p for p in LEAN_PATHS if p != "lean"] if no_share else [])]
     for path in paths:  # warm-up: allocator, first-call overheads
         run(path, prompts[:2])()
     runs: dict[str, list] = {p: [] for p in paths}
@@ -118,9 +125,9 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
                            "mean_new_tokens": sum(len(c) for _, c in hf_out) / len(prompts),
                            "mean_prompt_tokens": sum(len(p) for p, _ in hf_out) / len(prompts),
                            "hit_budget": sum(len(c) >= max_new for _, c in hf_out)}
-    if no_share:
-        res["lean_no_share"] = pooled(runs["lean_no_share"])
-        res["identical_no_share"] = sum(a == b for a, b in zip(outs["lean_no_share"], hf_out, strict=True))
+    for path in paths[2:]:
+        res[path] = pooled(runs[path])
+        res[f"identical{path.removeprefix('lean')}"] = sum(a == b for a, b in zip(outs[path], hf_out, strict=True))
     if n_per_prompt:
         few = prompts[:n_per_prompt]
         print(f"{label}: per-prompt generate, {len(few)} prompts ...", file=sys.stderr)
@@ -137,12 +144,14 @@ def rows_of(label: str, r: dict) -> list[dict[str, Any]]:
             "prompts": r["prompts"], "identical": r["identical"], "ours_tok_s": r["lean"]["tok_s"],
             "baseline_tok_s": r["hf_batched"]["tok_s"], "ratio": r["lean"]["tok_s"] / r["hf_batched"]["tok_s"],
             "ratio_cpu_time": r["lean"]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]}]
-    if "lean_no_share" in r:
-        out.append({"model": label, "baseline": "the same, lean without prefix sharing (`share_prefix=False`)",
-                    "prompts": r["prompts"], "identical": r["identical_no_share"],
-                    "ours_tok_s": r["lean_no_share"]["tok_s"], "baseline_tok_s": r["hf_batched"]["tok_s"],
-                    "ratio": r["lean_no_share"]["tok_s"] / r["hf_batched"]["tok_s"],
-                    "ratio_cpu_time": r["lean_no_share"]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]})
+    for path, words in LEAN_WORDS.items():
+        if path not in r:
+            continue
+        out.append({"model": label, "baseline": f"the same, lean {words}", "prompts": r["prompts"],
+                    "identical": r[f"identical{path.removeprefix('lean')}"],
+                    "ours_tok_s": r[path]["tok_s"], "baseline_tok_s": r["hf_batched"]["tok_s"],
+                    "ratio": r[path]["tok_s"] / r["hf_batched"]["tok_s"],
+                    "ratio_cpu_time": r[path]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]})
     if "per_prompt" in r:
         p = r["per_prompt"]
         out.append({"model": label, "baseline": "`model.generate`, one prompt at a time", "prompts": p["prompts"],

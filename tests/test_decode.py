@@ -49,6 +49,27 @@ def test_lean_matches_generate_token_for_token_on_the_tiny_preset(tiny, temperat
         assert generate_ids(model, tok, few, backend="lean", **kw) == lean_generate_ids(model, tok, few, **kw)
 
 
+def test_refill_keeps_the_batch_full_and_gives_the_same_tokens(tiny, monkeypatch):
+    """Continuous batching (greedy): finished rows are replaced by waiting prompts mid-decode — rebuilt caches with
+    dropped columns, new rows right-aligned to the current column — and every row's tokens stay generate's."""
+    from inweights.eval import decode
+
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 4)
+    model, tok = tiny
+    prompts = _prompts(30)
+    kw = {"max_new_tokens": 50, "batch_size": 8}
+    admitted = []
+    real = decode._prefill
+    monkeypatch.setattr(decode, "_prefill",  # the loop's calls (a shared prefix's own prefill passes its depth)
+                        lambda *a, **k: (len(a) == 8 and admitted.append((a[4], len(a[1])))) or real(*a, **k))
+    got = decode.lean_generate_ids(model, tok, prompts, **kw)
+    assert len(admitted) >= 5 and sum(n for _, n in admitted) == 30  # every prompt once, most of them mid-decode
+    assert len({end for end, _ in admitted}) > 2  # new rows joined at different columns
+    assert got == generate_ids(model, tok, prompts, backend="transformers", **kw)
+    assert got == decode.lean_generate_ids(model, tok, prompts, refill=False, **kw)
+    assert got == decode.lean_generate_ids(model, tok, prompts, share_prefix=False, **kw)
+
+
 @pytest.fixture(scope="module")
 def smollm2_model():
     import importlib.util

@@ -206,10 +206,12 @@ def lean_generate_ids(
     top_p: float = 1.0,
     seed: int = 0,
     share_prefix: bool = True,
+    refill: bool = True,
 ) -> list[tuple[list[int], list[int]]]:
     """Same contract as ``generate.generate_ids``: (prompt ids, completion ids) per chat prompt, in order; a
     completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``.
-    ``share_prefix``: prefill shared prompt prefixes once (off: every prompt's prefill is its own)."""
+    ``share_prefix``: prefill shared prompt prefixes once (off: every prompt's prefill is its own). ``refill``
+    (greedy only): rows that finish are replaced by waiting prompts (``_stream``), so the batch stays full."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     from inweights.train.data import prompt_ids
@@ -231,6 +233,10 @@ def lean_generate_ids(
     warp = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]) if sampling else None
     if sampling:
         torch.manual_seed(seed)
+    elif refill:
+        out = _stream(model, enc, max_new_tokens, batch_size, pad, stops, eager, share_prefix, device, dtype, progress)
+        model.train(was_training)
+        return out
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         width = max(len(enc[i]) for i in idx)
@@ -283,4 +289,84 @@ def lean_generate_ids(
         if progress is not None:
             progress.update(n)
     model.train(was_training)
+    return out
+
+
+def _stream(model, enc: list[list[int]], max_new_tokens: int, batch_size: int, pad: int, stops: torch.Tensor,
+            eager: bool, share_prefix: bool, device, dtype, progress) -> list[tuple[list[int], list[int]]]:
+    """Greedy decoding with refill (continuous batching): prompts run longest first; whenever a quarter of the rows
+    have finished and prompts are waiting, the cache is rebuilt with the live rows and as many new ones as fit,
+    each new prompt right-aligned to end at the current column (so it decodes in step with the others: every row
+    writes its next token to the same column), the columns no live row reads any more dropped. A row's attention
+    sees its own columns only and its positions count its own tokens, so each row's arithmetic is ``generate``'s.
+    Written by hand: transformers' continuous batching (``generate_batch``) runs its own paged cache and scheduler,
+    without this loop's shared-prefix prefill, and does not promise ``generate``'s tokens."""
+    conf = model.config
+    layers, heads = conf.num_hidden_layers, conf.num_key_value_heads
+    dim = getattr(conf, "head_dim", None) or conf.hidden_size // conf.num_attention_heads
+    order = sorted(range(len(enc)), key=lambda i: (-len(enc[i]), i))  # a later prompt fits before the column
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(enc)
+    waiting = 0  # order[waiting:] have not started
+    rows: list[int] = []  # the prompt each physical row decodes
+    gen: dict[int, list[int]] = {}
+    cache = _StaticCache(layers, 0, heads, 0, dim, dtype, device)
+    valid = torch.zeros((0, 0), dtype=torch.bool, device=device)
+    last = torch.zeros((0, 1), dtype=torch.long, device=device)  # each row's position of its last token
+    live = torch.zeros(0, dtype=torch.bool, device=device)
+    logits = torch.zeros((0, conf.vocab_size), device=device)
+    col = 0  # the column every row writes its next token to
+    while True:
+        if rows:
+            nxt = torch.where(live, logits.argmax(dim=-1), pad)  # finished rows are fed padding until dropped
+            stop = torch.isin(nxt, stops)
+            for r in live.nonzero().flatten().tolist():
+                i = rows[r]
+                gen[i].append(int(nxt[r]))
+                if bool(stop[r]) or len(gen[i]) >= max_new_tokens:
+                    live[r] = False
+                    out[i] = (enc[i], gen.pop(i))
+                    if progress is not None:
+                        progress.update(1)
+            if bool(live.any()):
+                valid[:, col] = True
+                last = last + 1
+                cache.filled = col
+                logits = _forward(model, nxt[:, None], last, valid[:, : col + 1], cache, eager)
+                col += 1
+        n_live = int(live.sum())
+        if waiting < len(order) and n_live <= 0.75 * batch_size:
+            sel = live.nonzero().flatten()
+            new = order[waiting: waiting + batch_size - n_live]
+            waiting += len(new)
+            need = max(len(enc[i]) for i in new)
+            if n_live:
+                drop = min(col - need, int(valid[sel].float().argmax(1).min()))  # columns no live row reads
+                col -= drop
+            else:
+                drop, col = 0, need
+            length = col + max_new_tokens
+            fresh = _StaticCache(layers, n_live + len(new), heads, length, dim, dtype, device)
+            vfresh = torch.zeros((n_live + len(new), length), dtype=torch.bool, device=device)
+            if n_live:
+                for layer in range(layers):
+                    fresh.k[layer][:n_live, :, :col] = cache.k[layer][sel, :, drop: drop + col]
+                    fresh.v[layer][:n_live, :, :col] = cache.v[layer][sel, :, drop: drop + col]
+                vfresh[:n_live, :col] = valid[sel, drop: drop + col]
+            for r, i in enumerate(new):
+                vfresh[n_live + r, col - len(enc[i]): col] = True
+            cache, valid = fresh, vfresh
+            head = _prefill(model, [enc[i] for i in new], cache, list(range(n_live, n_live + len(new))), col, eager,
+                            pad, device, depth=0 if share_prefix else SHARE_DEPTH)
+            logits = torch.cat([logits[sel], head])
+            last = torch.cat([last[sel], torch.tensor([[len(enc[i]) - 1] for i in new], device=device)])
+            rows = [rows[r] for r in sel.tolist()] + new
+            live = torch.ones(len(rows), dtype=torch.bool, device=device)
+            gen.update({i: [] for i in new})
+        elif not n_live:
+            break
+        elif n_live <= 0.75 * len(rows):  # nothing waiting: finished rows leave the cache
+            sel = live.nonzero().flatten()
+            cache.keep(sel)
+            valid, last, logits, live = valid[sel], last[sel], logits[sel], live[sel]
+            rows = [rows[r] for r in sel.tolist()]
     return out
