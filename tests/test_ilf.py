@@ -473,6 +473,12 @@ def test_edge_wide_family_draws_nine_answers_and_its_bugs_stay_in_them():
         assert answer in {repr(a) for a in EDGE_SETS["edge_wide"]}
         assert run_program(code, list(t.tests)).status == "passed"  # only the hidden test can tell
         assert run_program(code, list(t.judged_tests)).status == "failed"
+    from inweights.domains.coding import EDGE_RULE
+
+    rule = generated_tasks(40, 0, "train", 3, family="edge_rule")  # one convention: the answer by aggregate
+    assert all(t.meta["spec"]["edge"] == EDGE_RULE[t.meta["spec"]["agg"]] for t in rule)
+    assert {t.meta["spec"]["agg"] for t in rule} == set(EDGE_RULE) and set(EDGE_RULE.values()) <= set(EDGE_SETS["edge_wide"])
+    assert all(run_program(t.gold, list(t.judged_tests)).status == "passed" for t in rule[:10])
 
 
 def test_edge_family_hides_its_edge_case_and_the_feedback_reveals_it():

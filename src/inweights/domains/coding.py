@@ -55,12 +55,14 @@ class CodingConfig(Strict):
     # statement leaves implicit what to return when no element qualifies — each task has its own answer (-1,
     # None or 0), checked by a hidden test the prompt never shows, so only the test feedback reveals it (the
     # prepare pool, the starting policy's, follows ``prepare_family``); ``edge_wide``: the same with nine answers
-    # (EDGE_SETS), so a refiner without the feedback guesses the hidden one about one time in nine, not one in three
-    family: Literal["lists", "edge", "edge_wide"] = "lists"
+    # (EDGE_SETS), so a refiner without the feedback guesses the hidden one about one time in nine, not one in three;
+    # ``edge_rule``: the answer is one of the nine by a convention the statement never states (EDGE_RULE: by the
+    # aggregate), the same for every task, so a policy can learn it from corrected programs and use it on test tasks
+    family: Literal["lists", "edge", "edge_wide", "edge_rule"] = "lists"
     # the prepare pool's form (the starting policy's tasks and the experiments' replay): ``lists`` one-liners, or
     # the ``edge`` family's ``ys = [...]`` / ``if not ys: return <its own answer>`` (a policy that writes the style
     # the edge family's gold programs and refinements are in)
-    prepare_family: Literal["lists", "edge", "edge_wide"] = "lists"
+    prepare_family: Literal["lists", "edge", "edge_wide", "edge_rule"] = "lists"
 
     @model_validator(mode="after")
     def _check(self) -> CodingConfig:
@@ -317,6 +319,7 @@ def generated_spec(rng: random.Random) -> dict[str, Any]:
 EDGE_ANSWERS = (-1, None, 0)  # the ``edge`` family: what a task returns when no element qualifies
 # each edge family's answers; a spec of a family other than ``edge`` names its family (``edge_set``)
 EDGE_SETS = {"edge": EDGE_ANSWERS, "edge_wide": (-1, None, 0, 1, -2, 10, 99, -100, 1000)}
+EDGE_RULE = {"sum": 99, "count": -2, "max": 1000, "min": -100}  # ``edge_rule``: the answer by aggregate (of the nine)
 
 
 def generated_code(spec: dict[str, Any], name: str) -> str:
@@ -335,8 +338,10 @@ def generated_task(spec: dict[str, Any], name: str, rng: random.Random, n_tests:
     tr_text = TRANSFORMS[spec["tr"]][0].format(k=spec["k1"])
     text = (f"Write a function {name}(xs) that returns {AGGREGATES[spec['agg']][0]} {tr_text} for every x in "
             f"xs{FILTERS[spec['flt']][0].format(k=spec['k2'])}.")
-    edge = family in EDGE_SETS
-    if edge:  # the answer for an empty selection is the task's own, and the statement does not say it
+    edge = family in EDGE_SETS or family == "edge_rule"
+    if family == "edge_rule":  # the convention's answer; a bug's wrong answer is another of the nine
+        spec = {**spec, "edge": EDGE_RULE[spec["agg"]], "edge_set": "edge_wide"}
+    elif edge:  # the answer for an empty selection is the task's own, and the statement does not say it
         spec = {**spec, "edge": rng.choice(EDGE_SETS[family])} | ({"edge_set": family} if family != "edge" else {})
     code = generated_code(spec, name)
     namespace: dict[str, Any] = {}
