@@ -51,7 +51,7 @@ def test_prepared_base_is_the_one_recorded(prepared):
 
 @pytest.mark.parametrize("name", ["prepare_coding", "prepare_coding_edge", "prepare_coding_refiner",
                                   "prepare_coding_refiner_edge", "prepare_coding_refiner_edgeonly",
-                                  "prepare_coding_refiner_edgeonly_wide"])
+                                  "prepare_coding_refiner_edgeonly_wide", "prepare_coding_edge_wide"])
 def test_coding_prepared_base_is_the_one_recorded(root, name):
     """The ILF starting policies and refiners' bases (their gates are ILF measurements: tests/test_ilf.py builds
     and gates small ones)."""
