@@ -13,7 +13,7 @@ batch mixes prompt lengths and answers that end at different steps), greedy, fp3
 Models: the tiny preset's prepared base (``prepared/prepare_tiny``) and, when installed, SmolLM2-135M on what the
 SmolLM2 PBB demo's evaluation sends (``configs/pbb_programs_smollm2.yaml``: its probes, its prepared base
 ``prepared/prepare_smollm2_programs`` merged, its ``eval.batch_size`` and ``eval.max_new_tokens``), where lean also
-runs without refill (``refill=False``) and without refill or prefix sharing, to measure each lever. Tokens counted: new tokens up to
+runs with refill (``refill=True``) and without prefix sharing (``share_prefix=False``), to measure each lever. Tokens counted: new tokens up to
 and including the end of turn, from the returned ids (the same for every path). Time: wall clock of the whole call
 (tokenisation included), after a warm-up call each; the paths run alternately ``--repeats`` times and are pooled,
 so a drift in machine load hits all. The outputs are compared token for token and the match count reported.
@@ -86,10 +86,9 @@ def timed(fn) -> tuple[list, dict[str, float]]:
 
 
 # the lean loop's levers, each path one setting off (SmolLM2 only): what refill and prefix sharing are worth alone
-LEAN_PATHS = {"lean": {}, "lean_no_refill": {"refill": False},
-              "lean_no_share": {"share_prefix": False, "refill": False}}
-LEAN_WORDS = {"lean_no_refill": "without refill (`refill=False`: a batch decodes until its last row ends)",
-              "lean_no_share": "without refill or prefix sharing (`refill=False, share_prefix=False`)"}
+LEAN_PATHS = {"lean": {}, "lean_refill": {"refill": True}, "lean_no_share": {"share_prefix": False}}
+LEAN_WORDS = {"lean_refill": "with refill (`refill=True`: finished rows replaced by waiting prompts mid-decode)",
+              "lean_no_share": "without prefix sharing (`share_prefix=False`)"}
 
 
 def pooled(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -62,12 +62,12 @@ def test_refill_keeps_the_batch_full_and_gives_the_same_tokens(tiny, monkeypatch
     real = decode._prefill
     monkeypatch.setattr(decode, "_prefill",  # the loop's calls (a shared prefix's own prefill passes its depth)
                         lambda *a, **k: (len(a) == 8 and admitted.append((a[4], len(a[1])))) or real(*a, **k))
-    got = decode.lean_generate_ids(model, tok, prompts, **kw)
+    got = decode.lean_generate_ids(model, tok, prompts, refill=True, **kw)
     assert len(admitted) >= 5 and sum(n for _, n in admitted) == 30  # every prompt once, most of them mid-decode
     assert len({end for end, _ in admitted}) > 2  # new rows joined at different columns
     assert got == generate_ids(model, tok, prompts, backend="transformers", **kw)
-    assert got == decode.lean_generate_ids(model, tok, prompts, refill=False, **kw)
-    assert got == decode.lean_generate_ids(model, tok, prompts, share_prefix=False, **kw)
+    assert got == decode.lean_generate_ids(model, tok, prompts, **kw)  # the default: batches by length
+    assert got == decode.lean_generate_ids(model, tok, prompts, refill=True, share_prefix=False, **kw)
 
 
 @pytest.fixture(scope="module")
