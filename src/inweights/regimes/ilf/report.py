@@ -15,7 +15,7 @@ from inweights.report.tables import described
 
 DESCRIPTIONS = {
     "zero_shot": "the starting policy, no further training",
-    "sft_gold": "fine-tuned on the gold solutions of the tasks ILF's first round kept (all it attempted, if none)",
+    "sft_gold": "fine-tuned on the gold solutions of every task ILF kept, over all its rounds, at once (all its first round attempted, if it kept none)",
     "sft_refinements_no_feedback": "fine-tuned on refinements written without feedback (OLD CODE -> REFINEMENT)",
     "ilf": "fine-tuned on refinements written from feedback (OLD CODE + FEEDBACK -> REFINEMENT)",
 }
