@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -198,6 +199,9 @@ def test_ilf_run_end_to_end_is_deterministic(tmp_path, monkeypatch):
         assert sa == sb, step
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| ilf | 1 | 6 |" in report and "pass@2" in report
+    # the starting policy's loss on gold SFT's programs (a random-init micro model: near ln(vocab))
+    assert a["policy_loss"] == b["policy_loss"] and a["policy_loss"]["tasks"] == a["sft_gold_tasks"]
+    assert 1 < a["policy_loss"]["gold"] < 2 * math.log(320)
     # the feedback check: held-out refine tasks, three conditions, the shuffled feedback always another task's
     check = a["feedback_check"]
     assert set(check) >= {"real", "shuffled", "none", "real_minus_shuffled", "real_minus_none", "informative"}
@@ -583,6 +587,58 @@ def test_rounds_refine_the_first_failing_sample_of_the_tasks_chosen():
     got = to_refine(pool, recs, "any_failed")
     assert [t.id for t, _, _ in got] == [pool[0].id, pool[1].id]  # the sometimes-solved task too
     assert all(p.endswith("return -7\n") and v["status"] == "failed" for _, p, v in got)
+
+
+def test_restarted_rounds_train_on_every_rounds_kept_refinements_once_per_task():
+    from pydantic import ValidationError
+
+    from inweights.regimes.ilf.config import ILFConfig
+    from inweights.regimes.ilf.run import kept_union
+
+    r1 = [{"task_id": "a", "kept": "A1"}, {"task_id": "b", "kept": None}, {"task_id": "c", "kept": "C1"}]
+    r2 = [{"task_id": "a", "kept": "A2"}, {"task_id": "b", "kept": "B2"}, {"task_id": "d", "kept": None}]
+    got = kept_union([r1, r2])
+    assert [(k["task_id"], k["kept"]) for k in got] == [("a", "A1"), ("c", "C1"), ("b", "B2")]
+    assert kept_union([r1]) == [r1[0], r1[2]] and kept_union([]) == []
+    assert ILFConfig().round_start == "policy"  # the default keeps every earlier run's rounds
+    with pytest.raises(ValidationError):
+        ILFConfig(round_start="pi0")
+
+
+def test_loop_style_gold_computes_the_same_function_in_another_style():
+    import random
+
+    from inweights.core.errors import UserError
+    from inweights.domains.coding import (
+        EDGE_RULE,
+        CodingTask,
+        _empty_selection,
+        generated_code,
+        generated_spec,
+        generated_tasks,
+        loop_code,
+    )
+    from inweights.regimes.ilf.run import gold_program
+
+    rng = random.Random(0)
+    specs = {}
+    while len(specs) < 300:
+        sp = generated_spec(rng)
+        specs[tuple(sorted(sp.items()))] = sp
+    for sp in specs.values():
+        for spec in (sp, {**sp, "edge": EDGE_RULE[sp["agg"]]}, {**sp, "edge": None}):
+            ns_a, ns_b = {}, {}
+            a, b = generated_code(spec, "f"), loop_code(spec, "f")
+            exec(a, ns_a), exec(b, ns_b)  # noqa: S102 - our own generated code
+            assert "for x in xs:" in b and "[" not in b and a != b
+            inputs = [[rng.randint(0, 9) for _ in range(rng.randint(0, 6))] for _ in range(20)]
+            for xs in [*inputs, _empty_selection(spec, rng), []]:
+                assert ns_a["f"](xs) == ns_b["f"](xs), (spec, xs)
+    task = generated_tasks(1, 0, "train", 3, "edge_rule")[0]
+    assert gold_program(task, "family") == task.gold and gold_program(task, "loop") != task.gold
+    mbpp = CodingTask(id="mbpp/1", text="t", tests=("assert f() == 1",), entry_point="f", gold="def f(): return 1\n")
+    with pytest.raises(UserError, match="gold_style loop: only generated tasks"):
+        gold_program(mbpp, "loop")
 
 
 # ------------------------------------------------------------------------------------------ early stopping

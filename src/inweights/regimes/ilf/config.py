@@ -49,6 +49,14 @@ class ILFConfig(Strict):
     # failed — the paper refines a policy's incorrect programs; its first failing one is refined, so tasks the
     # policy solves only sometimes, where the failures the feedback names can be, are refined too)
     refine_tasks: Literal["all_failed", "any_failed"] = "all_failed"
+    # what round r's fine-tune starts from: ``policy`` (pi_{r-1}, on round r's kept refinements) or ``base``
+    # (pi_0, on the kept refinements of rounds 1..r, one per task, the first kept — STaR's restart; round r still
+    # samples pi_{r-1}); with ``base`` the last ILF policy is pi_0 fine-tuned once on the tasks sft_gold trains on
+    round_start: Literal["policy", "base"] = "policy"
+    # the programs sft_gold trains on: the tasks' own gold (``family``: for generated tasks, the style the starting
+    # policy was prepared on) or the same functions as explicit loops (``loop``, generated tasks only): gold in a
+    # style other than the policy's, as human-written MBPP gold is to the paper's pretrained policy
+    gold_style: Literal["family", "loop"] = "family"
     pretrain_steps: int = Field(0, ge=0)  # tiny: SFT on the generated prepare pool (the starting policy)
     pretrain_lr: float | None = Field(None, gt=0)
     # tiny: every pretraining example is a prepare-pool function under a fresh name (from the prepare pool's

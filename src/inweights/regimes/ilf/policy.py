@@ -142,6 +142,26 @@ class PolicyRun:
         (d / "best.pt").unlink(missing_ok=True)
         return d / "model"
 
+    def loss_on(self, model_dir, records: list[dict[str, Any]]) -> float:
+        """Mean loss (nats per token) of a model on records' assistant turns: how near a fine-tune's data is to what
+        the model writes (the paper compares the policy's perplexity on refinements and on gold)."""
+        import torch
+
+        from inweights.train.data import IGNORE, tokenize_record
+
+        model, tok = self.load(model_dir)
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for r in records:
+                ids, labels = tokenize_record(tok, r, "completion")
+                x = torch.tensor([ids], device=model.device)
+                y = torch.tensor([labels[1:]], device=model.device)
+                logits = model(input_ids=x).logits[0, :-1].float()
+                total += torch.nn.functional.cross_entropy(logits, y[0], ignore_index=IGNORE, reduction="sum").item()
+                n += int((y != IGNORE).sum())
+        return total / max(n, 1)
+
     def val_pass(self, model, tok, tasks: list[CodingTask]) -> float:
         """Greedy pass rate of ``model`` on ``tasks`` (early stopping's measure)."""
         from inweights.eval.generate import generate

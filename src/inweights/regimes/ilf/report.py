@@ -51,6 +51,12 @@ def _ci(v: dict[str, Any], key: str = "rate") -> str:
     return f"{_pct(v[key])} [{_pct(v['ci'][0])}–{_pct(v['ci'][1])}]"
 
 
+def _trained(x: dict[str, Any]) -> str:
+    if not x["trained"]:
+        return "no (nothing kept)" if not x.get("trained_on") else "no (nothing new kept)"
+    return f"yes (from the start, on {x['trained_on']} tasks)" if "trained_on" in x else "yes"
+
+
 def feedback_check_section(check: dict[str, Any] | None) -> list[str]:
     """Does the feedback carry information the refiner uses (``ILFRun.feedback_check``)?"""
     if not check:
@@ -141,7 +147,12 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     c = cfg.domain.section()
     md = [f"# {cfg.name}", "", *described(cfg),
           (f"ILF on {c.source} coding tasks (pools: " + ", ".join(f"{p} {n}" for p, n in results["pools"].items() if n)
-           + f"); feedback from `{results['feedback_provider']}`; {ilf.rounds} round(s); {ilf.n_samples} samples per "
+           + f"); feedback from `{results['feedback_provider']}`; {ilf.rounds} round(s)"
+           + (" (each round's fine-tune from the starting policy, on every round's kept refinements so far)"
+              if ilf.round_start == "base" and ilf.rounds > 1 else "")
+           + ("; sft_gold's programs are the same functions written as explicit loops (`ilf.gold_style: loop`, a style"
+              " the starting policy never saw)" if ilf.gold_style == "loop" else "")
+           + f"; {ilf.n_samples} samples per "
            f"task at temperature {ilf.temperature}, {ilf.refine_samples} refinements per failing program; "
            f"pass@k from {ilf.eval_samples} samples per test task (unbiased estimator, bootstrap 95% interval "
            f"over tasks); wall time {results['wall_seconds'] / 60:.1f} min"
@@ -173,9 +184,14 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
             for i, x in enumerate(rounds, 1):
                 md.append(f"| {method} | {i} | {x['tasks']} | {x['policy_pass_any']} | {x['failed_tasks']} | "
                           f"{x['refined']} | {x['refinements']} | {x['passing_refinements']} | {x['kept']} | "
-                          f"{'yes' if x['trained'] else 'no (nothing kept)'} |")
+                          f"{_trained(x)} |")
         if "sft_gold_tasks" in results:
             md += ["", f"`sft_gold` trained on the gold solutions of {results['sft_gold_tasks']} tasks."]
+        if (pl := results.get("policy_loss")) and "ilf_refinements" in pl:
+            md += ["", (f"The starting policy's loss on what each fine-tune trains on (the paper's reason ILF can beat gold:"
+                        f" refinements nearer the policy's own distribution): {pl['gold']:.3f} nats/token on the gold "
+                        f"programs ({pl['gold_style']} style, {pl['tasks']} tasks), {pl['ilf_refinements']:.3f} on ILF's "
+                        f"kept refinements ({pl['ilf_tasks']} tasks).")]
         md.append("")
     md += feedback_check_section(results.get("feedback_check"))
     md += finetune_section(results.get("finetunes", {}))

@@ -42,6 +42,7 @@ from inweights.core.errors import UserError
 from inweights.core.seeds import derive_seed
 from inweights.domains.coding import (
     CodingTask,
+    loop_code,
     program_of,
 )
 from inweights.eval.stats import pass_at_k
@@ -218,8 +219,9 @@ class ILFRun(PolicyRun):
         return {"mean": sum(n) / len(n), "max": max(n), "over_room": sum(x > room for x in n) / len(n),
                 "room": room}
 
-    def round(self, method: str, r: int, policy, refiner, tasks) -> tuple[Path, dict[str, Any]]:
-        """One ILF round with this refiner: sample, keep failed tasks, feedback, refine, filter, fine-tune."""
+    def round(self, method: str, r: int, policy, refiner, tasks, base=None) -> tuple[Path, dict[str, Any]]:
+        """One ILF round with this refiner: sample, keep failed tasks, feedback, refine, filter, fine-tune (from
+        ``policy``, or from ``base`` on every round's kept refinements so far: ``ilf.round_start``)."""
         pool = self.train_pool(tasks)
         name = f"{method}_r{r}"
         # round 1 samples pi_0 for both methods: one sampling, shared
@@ -256,15 +258,23 @@ class ILFRun(PolicyRun):
                     "seconds": round(time.time() - t0, 1)}
             self.save_step(f"{name}_refinements", step)
         by_id = {t.id: t for t in pool}
-        records = [policy_record(by_id[k["task_id"]], completion_of(by_id[k["task_id"]], k["kept"]))
-                   for k in step["items"] if k["kept"] is not None]
         summary = {k: step[k] for k in ("tasks", "failed_tasks", "refined", "refinements",
                                         "passing_refinements", "kept")}
         summary["policy_pass_any"] = summary["tasks"] - summary["failed_tasks"]
+        start, items = policy, step["items"]
+        if self.ilf.round_start == "base" and base is not None:
+            start = base
+            items = kept_union([self.cached(f"{method}_r{i}_refinements")["items"] for i in range(1, r + 1)])
+            summary["trained_on"] = len(items)
+            if r > 1 and not step["kept"]:  # nothing new: the same union as the round before, the same policy
+                self.log({"event": "round", "method": method, "round": r, **summary})
+                return Path(policy), {**summary, "trained": False}
+        records = [policy_record(by_id[k["task_id"]], completion_of(by_id[k["task_id"]], k["kept"]))
+                   for k in items if k["kept"] is not None]
         self.log({"event": "round", "method": method, "round": r, **summary})
         if not records:
             return Path(policy), {**summary, "trained": False}
-        return self.finetune(name, policy, records, tasks), {**summary, "trained": True}
+        return self.finetune(name, start, records, tasks), {**summary, "trained": True}
 
     def train_pool(self, tasks) -> list[CodingTask]:
         """The train pool less the validation tasks (the last ``ilf.val_tasks``)."""
@@ -278,6 +288,22 @@ class ILFRun(PolicyRun):
         replay = [policy_record(t, t.gold) for t in tasks["prepare"]]
         return self.train(name, start, records, self.ilf.policy_steps, self.ilf.policy_lr, replay=replay,
                           val=tasks["train"][-n:] if n else [])
+
+    def policy_loss(self, base, gold: list[dict[str, Any]], by_id: dict[str, CodingTask]) -> dict[str, Any]:
+        """The starting policy's loss (nats/token) on what gold SFT trains on and on ILF's kept refinements of the same
+        tasks (the first kept per task over all rounds): the paper's reason ILF can beat gold is that refinements lie
+        nearer the policy's own distribution than human-written gold. Cached."""
+        hit = self.cached("policy_loss")
+        if hit is None:
+            ilf = kept_union([(self.cached(f"ilf_r{r}_refinements") or {"items": []})["items"]
+                              for r in range(1, self.ilf.rounds + 1)])
+            refined = [policy_record(by_id[k["task_id"]], completion_of(by_id[k["task_id"]], k["kept"])) for k in ilf]
+            hit = {"gold_style": self.ilf.gold_style, "tasks": len(gold), "gold": self.loss_on(base, gold)}
+            if refined:
+                hit |= {"ilf_refinements": self.loss_on(base, refined), "ilf_tasks": len(refined)}
+            self.save_step("policy_loss", hit)
+        self.log({"event": "policy_loss", **hit})
+        return hit
 
     def evaluate(self, label: str, model_dir, tasks) -> dict[str, Any]:
         s = self.sample_and_judge(f"eval_{label}", model_dir, tasks["test"], self.ilf.eval_samples)
@@ -310,6 +336,9 @@ class ILFRun(PolicyRun):
             if not tasks[p]:
                 raise UserError(f"domain.coding: the {p} pool is empty")
         check_pools(cfg, tasks)
+        if "sft_gold" in cfg.recipes:
+            for t in self.train_pool(tasks):  # ilf.gold_style: fails here, before any training, not at the end
+                gold_program(t, self.ilf.gold_style)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
         (out / "tasks.json").write_text(json.dumps({p: [t.id for t in ts] for p, ts in tasks.items()}) + "\n")
@@ -332,7 +361,7 @@ class ILFRun(PolicyRun):
                 continue
             policy = base
             for r in range(1, self.ilf.rounds + 1):
-                policy, info = self.round(method, r, policy, refiners[method], tasks)
+                policy, info = self.round(method, r, policy, refiners[method], tasks, base)
                 results["rounds"].setdefault(method, []).append(info)
                 if r == 1:
                     first_round[method] = self.cached(f"{method}_r1_refinements")
@@ -344,9 +373,11 @@ class ILFRun(PolicyRun):
             by_id = {t.id: t for t in self.train_pool(tasks)}
             failed_ids = [k["task_id"] for k in first_round["ilf"]["items"]] or list(by_id)
             ids = list(dict.fromkeys(kept_ids)) or failed_ids
-            recs = [policy_record(by_id[i], completion_of(by_id[i], by_id[i].gold)) for i in ids]
+            recs = [policy_record(by_id[i], completion_of(by_id[i], gold_program(by_id[i], self.ilf.gold_style)))
+                    for i in ids]
             finals["sft_gold"] = self.finetune("sft_gold", base, recs, tasks)
             results["sft_gold_tasks"] = len(recs)
+            results["policy_loss"] = self.policy_loss(base, recs, by_id)
         results["finetunes"] = {d.name: rec for d in sorted((out / "models").glob("*"))
                                 if (rec := self.steps.read(f"model_{d.name}")) is not None}
         for recipe in cfg.recipes:
@@ -380,6 +411,25 @@ def to_refine(pool: list[CodingTask], recs: list[dict[str, Any]], which: str) ->
         i = passed.index(False)
         out.append((t, rec["programs"][i], rec["verdicts"][i]))
     return out
+
+
+def gold_program(task: CodingTask, style: str) -> str:
+    """The program sft_gold trains on for ``task``: its own gold, or (``loop``) the same function as an explicit loop."""
+    if style == "family":
+        return task.gold
+    if "spec" not in task.meta:
+        raise UserError(f"ilf.gold_style {style}: only generated tasks can be rewritten ({task.id} is from {task.source})")
+    return loop_code(task.meta["spec"], task.entry_point)
+
+
+def kept_union(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The kept refinements of several rounds' items, one per task: the first round's that kept one."""
+    seen: dict[str, dict[str, Any]] = {}
+    for items in rounds:
+        for k in items:
+            if k["kept"] is not None:
+                seen.setdefault(k["task_id"], k)
+    return list(seen.values())
 
 
 def run_ilf(cfg: ExperimentConfig, out: Path, config_path: Path | None = None, resume: bool = False):
