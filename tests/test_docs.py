@@ -83,3 +83,35 @@ def test_seeds_pool_into_one_table(tmp_path, capsys):
     assert main(["report", *map(str, files), str(files[0].parent / "missing.json"), "--markdown-table"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["report", *map(str, files)]) == 2  # several runs: only as one table
+
+
+def test_ilf_seeds_pool_pass_at_k_over_every_task_with_paired_differences(tmp_path, capsys):
+    """ILF summaries: pass@k pooled over both seeds' test tasks (unbiased estimator per task), each seed's own after
+    it, and ILF's paired differences on the same tasks; a summary without per-task counts is one clear line."""
+    from inweights.cli import main
+
+    def summary(seed, ilf, gold):  # per test task: (samples, passed)
+        def rec(counts):
+            k1 = sum(c / n for n, c in counts) / len(counts)
+            return {"pass@1": k1, "pass@1_ci": [0, 1], "per_task": [list(x) for x in counts]}
+
+        return {"name": "ilf_x", "seed": seed, "recipes": {"sft_gold": rec(gold), "ilf": rec(ilf)}}
+
+    a = summary(0, [(10, 10), (10, 0)], [(10, 5), (10, 5)])
+    b = summary(1, [(10, 10), (10, 10)], [(10, 0), (10, 0)])
+    table = pooled_table([a, b])
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in table.splitlines()[2:]}
+    assert rows["ilf"].startswith("| ilf | 75.0 [") and rows["ilf"].endswith("(50.0 / 100.0) |")
+    assert rows["sft_gold"].startswith("| sft_gold | 25.0 [") and "(50.0 / 0.0)" in rows["sft_gold"]
+    assert rows["ilf − sft_gold (paired)"].startswith("| ilf − sft_gold (paired) | 50.0 [")
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    for f, s in zip(files, (a, b)):
+        f.write_text(json.dumps(s))
+    assert main(["report", *map(str, files), "--markdown-table"]) == 0
+    assert capsys.readouterr().out.strip() == table
+    del b["recipes"]["ilf"]["per_task"]
+    files[1].write_text(json.dumps(b))
+    assert main(["report", *map(str, files), "--markdown-table"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no per-task counts" in err[0]
+

@@ -1,8 +1,9 @@
-"""Confidence intervals for accuracies."""
+"""Confidence intervals for accuracies and pass rates."""
 
 from __future__ import annotations
 
 import math
+import random
 
 
 def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -50,3 +51,12 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
         return m, m, m
     half = t95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
     return m, m - half, m + half
+
+
+def bootstrap_ci(values: list[float], seed: int, n: int = 1000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean over tasks."""
+    if not values:
+        return (0.0, 0.0)
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n))
+    return (means[int(0.025 * n)], means[int(0.975 * n) - 1])

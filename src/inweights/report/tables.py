@@ -79,6 +79,8 @@ def pooled_table(summaries: list[dict[str, Any]], cells: list[str] | None = None
     seeds = [s.get("seed") for s in summaries if s.get("seed") is not None]
     if len(set(seeds)) < len(seeds):
         raise ValueError(f"a seed is given twice ({', '.join(map(str, seeds))}): pooling it would count its instances twice")
+    if "rows" not in summaries[0] and "recipes" in summaries[0]:
+        return _pooled_pass_table(summaries)
     rows = [s["rows"] for s in summaries]
     if any(list(r) != list(rows[0]) for r in rows):
         raise ValueError("the runs do not have the same recipes")
@@ -94,6 +96,37 @@ def pooled_table(summaries: list[dict[str, Any]], cells: list[str] | None = None
             shown.append(f"{100 * k / n:.1f} [{100 * lo:.0f}–{100 * hi:.0f}] ("
                          + " / ".join(f"{100 * e['acc']:.0f}" for e in each) + ")")
         out.append("| " + " | ".join(shown) + " |")
+    return "\n".join(out)
+
+
+def _pooled_pass_table(summaries: list[dict[str, Any]]) -> str:
+    """ILF's runs of several seeds: per method, pass@k over every seed's test tasks together (the unbiased estimator
+    per task, a bootstrap 95% interval over tasks) and each seed's own after it; then, for ILF, the paired
+    differences against each other method on the same tasks."""
+    from inweights.core.seeds import derive_seed
+    from inweights.eval.stats import bootstrap_ci, pass_at_k
+
+    recipes = [s["recipes"] for s in summaries]
+    if any(list(r) != list(recipes[0]) for r in recipes):
+        raise ValueError("the runs do not have the same methods")
+    if any("per_task" not in v for r in recipes for v in r.values()):
+        raise ValueError("a run's summary has no per-task counts (written before they were kept): resume it to rewrite it")
+    ks = sorted({int(k.split("@")[1]) for v in recipes[0].values() for k in v if k.startswith("pass@") and "_" not in k})
+    per = {(m, k): [pass_at_k(n, c, k) for r in recipes for n, c in r[m]["per_task"]] for m in recipes[0] for k in ks}
+
+    def cell(vals: list[float], tag: str) -> str:
+        lo, hi = bootstrap_ci(vals, derive_seed("pooled", tag))
+        return f"{100 * sum(vals) / len(vals):.1f} [{100 * lo:.1f}–{100 * hi:.1f}]"
+
+    head = ["method", *[f"pass@{k} pooled [95% CI] (seed by seed)" for k in ks]]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in recipes[0]:
+        out.append("| " + " | ".join([m, *[cell(per[m, k], f"{m}@{k}") + " (" + " / ".join(
+            f"{100 * r[m][f'pass@{k}']:.1f}" for r in recipes) + ")" for k in ks]]) + " |")
+    if "ilf" in recipes[0]:
+        for m in [x for x in recipes[0] if x != "ilf"]:
+            out.append("| " + " | ".join([f"ilf − {m} (paired)", *[cell([a - b for a, b in zip(per["ilf", k], per[m, k])],
+                                                                         f"ilf-{m}@{k}") for k in ks]]) + " |")
     return "\n".join(out)
 
 

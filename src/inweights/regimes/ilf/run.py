@@ -308,7 +308,8 @@ class ILFRun(PolicyRun):
     def evaluate(self, label: str, model_dir, tasks) -> dict[str, Any]:
         s = self.sample_and_judge(f"eval_{label}", model_dir, tasks["test"], self.ilf.eval_samples)
         counts = [(len(rec["verdicts"]), sum(v["status"] == "passed" for v in rec["verdicts"])) for rec in s["tasks"]]
-        out = {"tasks": len(counts), "samples": sum(n for n, _ in counts), "seconds": s["seconds"]}
+        out = {"tasks": len(counts), "samples": sum(n for n, _ in counts), "seconds": s["seconds"],
+               "per_task": [[n, c] for n, c in counts]}  # (samples, passed) per test task: pooling seeds needs them
         statuses: dict[str, int] = {}
         for rec in s["tasks"]:
             for v in rec["verdicts"]:

@@ -4,12 +4,12 @@ and the bootstrap interval over tasks."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from inweights.config import ExperimentConfig
 from inweights.core.errors import UserError
 from inweights.domains.coding import CodingTask, generated_tasks, prompt, read_humaneval, read_mbpp
+from inweights.eval.stats import bootstrap_ci  # noqa: F401 - the regime's modules import it from here
 from inweights.feedback import program_key
 
 POOLS = ("prepare", "refine", "train", "test")
@@ -90,10 +90,3 @@ def _slim_request(r: dict[str, Any]) -> dict[str, Any]:
     return {"task_id": r["task_id"], "program": r["program"], "reason": r["verdict"]["reason"]}
 
 
-def bootstrap_ci(values: list[float], seed: int, n: int = 1000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean over tasks."""
-    if not values:
-        return (0.0, 0.0)
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n))
-    return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
