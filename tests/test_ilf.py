@@ -616,8 +616,8 @@ def test_loop_style_gold_computes_the_same_function_in_another_style():
         generated_code,
         generated_spec,
         generated_tasks,
-        loop_code,
     )
+    from inweights.domains.coding_styles import loop_code
     from inweights.regimes.ilf.run import gold_program
 
     rng = random.Random(0)

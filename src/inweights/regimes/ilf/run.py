@@ -42,9 +42,9 @@ from inweights.core.errors import UserError
 from inweights.core.seeds import derive_seed
 from inweights.domains.coding import (
     CodingTask,
-    loop_code,
     program_of,
 )
+from inweights.domains.coding_styles import loop_code
 from inweights.eval.stats import pass_at_k
 from inweights.feedback import make_provider
 from inweights.regimes.ilf.diagnose import FAILURES, failure_kind, outcome, shares
