@@ -36,12 +36,14 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/inweights run $(DEMO_CONFIG) --out $(DEMO_OUT) --resume
 	@echo "report: $(DEMO_OUT)/report.md"
 
+# pytest-xdist: one worker per core (at most 4), one torch thread each (tests/conftest.py); 2 cores: 7.3 min against
+# 10.5 serially, the same day
 test: $(VENV)/.dev
-	$(VENV)/bin/python -m pytest -q --durations=15
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --durations=15
 
 # the fast tier (~1 min): everything but the end-to-end runs marked slow
 test-fast: $(VENV)/.dev
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 -m "not slow"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks

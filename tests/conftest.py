@@ -16,7 +16,8 @@ def root() -> Path:
 def _threads():
     import torch
 
-    torch.set_num_threads(2)
+    # one thread per pytest-xdist worker (two workers share the two cores), two when the suite runs alone
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture
