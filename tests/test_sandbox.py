@@ -17,6 +17,9 @@ import pytest
 from inweights.sandbox import Limits, Program, run_many, run_program
 
 FAST = Limits(wall_seconds=4, cpu_seconds=2)
+# these tests check that no sandbox process is left anywhere on the host, so nothing else may run sandboxes beside
+# them: `make test` runs the ``serial`` tests after the parallel ones, alone
+pytestmark = pytest.mark.serial
 
 
 def _no_processes_left(uid_floor: int = 2_000_000) -> list[str]:
