@@ -450,6 +450,14 @@ def test_bad_coding_inputs_are_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "inweights: error: ilf.val_tasks (8) must be fewer than the train pool's 8 tasks")
     assert not (tmp_path / "r2").exists()
+    loop = tmp_path / "loop.yaml"  # loop-style gold exists only for generated tasks: refused before any work
+    loop.write_text(yaml.safe_dump({**SMOKE, "domain": {"name": "coding", "coding": {"source": "humaneval"}},
+                                    "ilf": {**SMOKE["ilf"], "gold_style": "loop"}}))
+    proc = _cli("run", str(loop), "--out", str(tmp_path / "r3"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "inweights: error: ilf.gold_style loop rewrites generated tasks' gold; domain.coding.source is humaneval "
+        "(use gold_style: family)")
+    assert not (tmp_path / "r3").exists()
     (tmp_path / "norun").mkdir()
     proc = _cli("feedback", "export", str(tmp_path / "norun"), "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "not an ILF run directory" in proc.stderr

@@ -243,6 +243,9 @@ class _ILF(Regime):
         if cfg.kind == "experiment" and cfg.model.preset == "tiny" and cfg.model.prepared_base and cfg.ilf.pretrain_steps:
             raise UserError("ilf.pretrain_steps trains a starting policy, model.prepared_base names a built one: "
                             "set one of them (ilf.pretrain_steps: 0, or model.prepared_base: null)")
+        if cfg.ilf.gold_style != "family" and cfg.domain.coding.source != "generated":
+            raise UserError(f"ilf.gold_style {cfg.ilf.gold_style} rewrites generated tasks' gold; domain.coding.source is "
+                            f"{cfg.domain.coding.source} (use gold_style: family)")
 
     def prepare_builder(self):
         def build(cfg, out_dir, work, command, config_path=None):

@@ -337,9 +337,6 @@ class ILFRun(PolicyRun):
             if not tasks[p]:
                 raise UserError(f"domain.coding: the {p} pool is empty")
         check_pools(cfg, tasks)
-        if "sft_gold" in cfg.recipes:
-            for t in self.train_pool(tasks):  # ilf.gold_style: fails here, before any training, not at the end
-                gold_program(t, self.ilf.gold_style)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
         (out / "tasks.json").write_text(json.dumps({p: [t.id for t in ts] for p, ts in tasks.items()}) + "\n")
