@@ -77,12 +77,45 @@ def per_prompt_ids(model, tok, prompts, max_new_tokens: int) -> list[tuple[list[
     return out
 
 
-def timed(fn) -> tuple[list, dict[str, float]]:
+class RowCounter:
+    """The work a path asks of the model, counted where it happens: token rows through the decoder (the first
+    layer's input: prompt, padding and decode rows alike) and through the output layer. Two forward pre-hooks, a
+    few microseconds per step; the same count for any loop that calls the model's own modules."""
+
+    def __init__(self, model):
+        self.model, self.decoder, self.output = model, 0, 0
+
+    def _count(self, attr: str):
+        def hook(module, args, kwargs):
+            x = args[0] if args else next(iter(kwargs.values()))
+            setattr(self, attr, getattr(self, attr) + x.numel() // x.shape[-1])
+        return hook
+
+    def __enter__(self):
+        self.decoder = self.output = 0
+        self._handles = [self.model.model.layers[0].register_forward_pre_hook(self._count("decoder"), with_kwargs=True),
+                         self.model.lm_head.register_forward_pre_hook(self._count("output"), with_kwargs=True)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+
+
+def timed(fn, model=None) -> tuple[list, dict[str, float]]:
+    counter = RowCounter(model) if model is not None else None
     t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
+    if counter is None:
+        out = fn()
+    else:
+        with counter:
+            out = fn()
     t, c = time.perf_counter() - t0, time.process_time() - c0
     tokens = sum(len(comp) for _, comp in out)
-    return out, {"seconds": t, "cpu_seconds": c, "tokens": tokens}
+    res = {"seconds": t, "cpu_seconds": c, "tokens": tokens}
+    if counter is not None:
+        res |= {"decoder_rows": counter.decoder, "output_rows": counter.output}
+    return out, res
 
 
 # the lean loop's levers, each path one setting off (SmolLM2 only): what refill and prefix sharing are worth alone
@@ -93,7 +126,8 @@ LEAN_WORDS = {"lean_refill": "with refill (`refill=True`: finished rows replaced
 
 def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
     s = {k: sum(r[k] for r in runs) for k in ("seconds", "cpu_seconds", "tokens")}
-    return {**s, "tok_s": s["tokens"] / s["seconds"], "tok_per_cpu_s": s["tokens"] / s["cpu_seconds"], "runs": runs}
+    work = {k: runs[-1][k] for k in ("decoder_rows", "output_rows") if k in runs[-1]}  # the same every repeat
+    return {**s, **work, "tok_s": s["tokens"] / s["seconds"], "tok_per_cpu_s": s["tokens"] / s["cpu_seconds"], "runs": runs}
 
 
 def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int,
@@ -115,7 +149,7 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
     for r in range(repeats):  # alternate the order so that a drift in load hits every path alike
         for path in (paths if r % 2 == 0 else paths[::-1]):
             print(f"{label}: {path} [{r + 1}/{repeats}], {len(prompts)} prompts ...", file=sys.stderr)
-            outs[path], t = timed(run(path, prompts))
+            outs[path], t = timed(run(path, prompts), model)
             runs[path].append(t)
     hf_out = outs["transformers"]
     res: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": max_new, "batch_size": batch,
@@ -124,6 +158,7 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
                            "mean_new_tokens": sum(len(c) for _, c in hf_out) / len(prompts),
                            "mean_prompt_tokens": sum(len(p) for p, _ in hf_out) / len(prompts),
                            "hit_budget": sum(len(c) >= max_new for _, c in hf_out)}
+    res["work"] = work_bound(model, hf_out, res["lean"], res["hf_batched"])
     for path in paths[2:]:
         res[path] = pooled(runs[path])
         res[f"identical{path.removeprefix('lean')}"] = sum(a == b for a, b in zip(outs[path], hf_out, strict=True))
@@ -135,6 +170,30 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
         res["per_prompt"] = {"prompts": len(few), "hf_per_prompt": pooled([base]), "lean": pooled([lean_few]),
                              "identical": sum(a == b for a, b in zip(lean_few_out, base_out, strict=True))}
     return res
+
+
+def work_bound(model, outs: list[tuple[list[int], list[int]]], lean: dict, hf: dict) -> dict[str, Any]:
+    """How much faster any loop that returns these tokens could be than transformers, by work alone: the fewest
+    token rows the model must run for these outputs -- every distinct prompt prefix once (the nodes of a trie of the
+    prompts: perfect prefix sharing, no padding) plus one decode row per new token after the first, one output-layer
+    row per new token -- against the rows each path ran (``RowCounter``), weighted by the matmul FLOPs of a row
+    (2 x the decoder's parameters; 2 x the output layer's). Attention and everything around the matmuls are left
+    out, so this is the ratio at equal cost per row, not a prediction."""
+    prefixes = {tuple(p[:k]) for p, _ in outs for k in range(1, len(p) + 1)}
+    least_dec = len(prefixes) + sum(max(len(c) - 1, 0) for _, c in outs)
+    least_out = sum(len(c) for _, c in outs)
+    n_dec = sum(p.numel() for p in model.model.layers.parameters())
+    n_out = model.lm_head.weight.numel()
+
+    def flops(dec, out):
+        return 2 * (dec * n_dec + out * n_out)
+
+    f_least = flops(least_dec, least_out)
+    return {"least_decoder_rows": least_dec, "least_output_rows": least_out, "decoder_params": n_dec,
+            "output_params": n_out, "gflop_hf": flops(hf["decoder_rows"], hf["output_rows"]) / 1e9,
+            "gflop_lean": flops(lean["decoder_rows"], lean["output_rows"]) / 1e9, "gflop_least": f_least / 1e9,
+            "hf_over_lean": flops(hf["decoder_rows"], hf["output_rows"]) / flops(lean["decoder_rows"], lean["output_rows"]),
+            "hf_over_least": flops(hf["decoder_rows"], hf["output_rows"]) / f_least}
 
 
 def rows_of(label: str, r: dict) -> list[dict[str, Any]]:
@@ -227,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     for k, r in results.items():
         print(f"- {k}: {r['mean_new_tokens']:.1f} new tokens per prompt, {r['hit_budget']} of {r['prompts']} hit "
               f"max_new_tokens {r['max_new_tokens']}")
+    for k, r in results.items():
+        w = r["work"]
+        print(f"- {k} work (matmul GFLOP): transformers {w['gflop_hf']:.0f}, lean {w['gflop_lean']:.0f}, least any loop "
+              f"could do {w['gflop_least']:.0f} -> by work alone lean could be {w['hf_over_lean']:.2f}x, any loop "
+              f"{w['hf_over_least']:.2f}x")
     print(f"- load average (1 min) {load0:.2f} at start, {meta['loadavg_1m_end']:.2f} at end")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows, "details": results, "table": table}, indent=2) + "\n")

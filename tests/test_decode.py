@@ -133,6 +133,37 @@ def test_prefix_groups_save_the_most_prefill():
     assert prefix_groups([], min_len=8) == [] and prefix_groups([a], min_len=8) == []
 
 
+def test_prefill_chunks_pad_the_least():
+    """The cut of length-sorted rows into prefill chunks is the cheapest one (every cut of a few rows tried), keeps
+    the rows in order and at most max_rows a chunk; a long row among short ones gets a chunk of its own."""
+    import itertools
+    import random
+
+    from inweights.eval.decode import prefill_chunks
+
+    def cost(chunks, lengths, per):
+        return sum(len(c) * lengths[c.stop - 1] + per for c in chunks)
+
+    rng = random.Random(0)
+    for _ in range(40):
+        lengths = sorted(rng.randint(1, 60) for _ in range(rng.randint(1, 8)))
+        max_rows, per = rng.randint(1, 5), rng.choice([0, 5, 50])
+        got = prefill_chunks(lengths, max_rows=max_rows, cost=per)
+        assert [r for c in got for r in c] == list(range(len(lengths))) and all(len(c) <= max_rows for c in got)
+        n, least = len(lengths), None
+        for k in range(n):  # every set of cut points
+            for cuts in itertools.combinations(range(1, n), k):
+                bounds = [0, *cuts, n]
+                chunks = [range(a, b) for a, b in itertools.pairwise(bounds)]
+                if all(len(c) <= max_rows for c in chunks):
+                    c = cost(chunks, lengths, per)
+                    least = c if least is None else min(least, c)
+        assert cost(got, lengths, per) == least
+    got = prefill_chunks([25] * 30 + [104], max_rows=64, cost=128)
+    assert [len(c) for c in got] == [30, 1]
+    assert prefill_chunks([], max_rows=4, cost=1) == []
+
+
 def test_shared_prefixes_give_the_same_tokens(tiny, monkeypatch):
     """Probes about the same program share a long prefix: prefilled once, the outputs are still generate's."""
     from inweights.eval import decode

@@ -6,7 +6,8 @@ CPU and a small model is most of the time:
 
 - a **preallocated KV cache** written in place (``generate``'s dynamic cache concatenates every layer's keys and
   values at every step: a copy of the whole cache per token);
-- **batched prefill** of left-padded prompts, logits for the last position only;
+- **batched prefill** of left-padded prompts, logits for the last position only, in chunks of rows of similar
+  length cut to pad the least (``prefill_chunks``: a long prompt among short ones gets a chunk of its own);
 - **early exit**: rows that emitted an end-of-turn token leave the batch (the cache is compacted when a quarter
   of the rows are done, so its copies stay a small multiple of one), instead of decoding padding until the
   longest row ends;
@@ -35,7 +36,8 @@ import torch
 from inweights.train.data import end_of_turn_ids
 
 SUPPORTED = ("llama",)
-PREFILL_ROWS = 32  # rows per prefill chunk
+PREFILL_ROWS = 64  # rows per prefill chunk, at most
+CHUNK_COST = 128  # what one more prefill chunk costs, in token rows (a forward's fixed work; small matmuls)
 SHARE_MIN = 8  # a shared prefix shorter than this many tokens is prefilled with its rows
 SHARE_DEPTH = 4  # prefixes of prefixes, at most this deep
 
@@ -123,6 +125,23 @@ def prefix_groups(seqs: Sequence[Sequence[int]], min_len: int = SHARE_MIN) -> li
     return out[::-1]
 
 
+def prefill_chunks(lengths: Sequence[int], max_rows: int | None = None, cost: int | None = None) -> list[range]:
+    """Rows of ascending ``lengths`` cut into consecutive chunks, each prefilled over its longest row's width: the
+    cut with the fewest padded token rows plus ``cost`` per chunk (a dynamic programme; at most ``max_rows`` rows a
+    chunk). Fixed-size chunks pad a chunk's short rows to its long one (a 104-token row among 25-token ones)."""
+    max_rows = PREFILL_ROWS if max_rows is None else max_rows
+    cost = CHUNK_COST if cost is None else cost
+    n = len(lengths)
+    best, cut = [0] * (n + 1), [0] * (n + 1)  # the least cost of the first j rows, and where its last chunk starts
+    for j in range(1, n + 1):
+        best[j], cut[j] = min((best[i] + (j - i) * lengths[j - 1] + cost, i) for i in range(max(0, j - max_rows), j))
+    out, j = [], n
+    while j > 0:
+        out.append(range(cut[j], j))
+        j = cut[j]
+    return out[::-1]
+
+
 def _prefill(model, seqs: Sequence[Sequence[int]], cache: _StaticCache, rows: list[int], end: int, eager: bool,
              pad: int, device, depth: int = 0) -> torch.Tensor:
     """Prefill ``seqs`` into ``cache``: sequence j right-aligned to column ``end`` of row ``rows[j]``; the logits of
@@ -147,8 +166,8 @@ def _prefill(model, seqs: Sequence[Sequence[int]], cache: _StaticCache, rows: li
                 own[j] = m
     order = sorted(range(n), key=lambda j: (len(seqs[j]) - own[j], len(seqs[j])))
     logits: list[torch.Tensor | None] = [None] * n
-    for c in range(0, n, PREFILL_ROWS):
-        part = order[c: c + PREFILL_ROWS]
+    for chunk in prefill_chunks([len(seqs[j]) - own[j] for j in order]):
+        part = [order[c] for c in chunk]
         q = max(len(seqs[j]) - own[j] for j in part)  # the columns computed: every row's last q (or all it has)
         read = max(len(seqs[j]) for j in part)
         ids = torch.full((len(part), q), pad, dtype=torch.long)
@@ -255,8 +274,8 @@ def lean_generate_ids(
             logits = _prefill(model, [enc[i] for i in idx], cache, list(range(n)), width, eager, pad, device)
         else:  # chunks of rows of similar length (the batch is sorted by length), each over its own width only
             parts = []
-            for c in range(0, n, PREFILL_ROWS):
-                rows = slice(c, min(c + PREFILL_ROWS, n))
+            for chunk in prefill_chunks([len(enc[i]) for i in idx]):
+                rows = slice(chunk.start, chunk.stop)
                 start = width - max(len(enc[i]) for i in idx[rows])
                 parts.append(_forward(model, ids[rows, start:], pos[rows, start:], valid[rows, start:width],
                                       cache.window(rows, start), eager))
