@@ -182,3 +182,56 @@ def test_shared_prefixes_give_the_same_tokens(tiny, monkeypatch):
     got = decode.lean_generate_ids(model, tok, prompts, **kw)
     assert len(seen) >= 2 and got == generate_ids(model, tok, prompts, backend="transformers", **kw)
     assert got == decode.lean_generate_ids(model, tok, prompts, share_prefix=False, **kw)
+
+
+def test_drafts_are_verified_and_the_tokens_stay_generates(tiny, monkeypatch):
+    """Draft-and-verify (eval/draft.py): whatever the drafts — the model's own output (all accepted), a prefix of
+    it, one wrong token midway, longer than the budget, empty, None, or the probe's gold — the tokens are
+    generate's; rows whose drafts stop agreeing decode in pooled batches across verification batches."""
+    from inweights.eval import decode, draft
+
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 4)
+    monkeypatch.setattr(draft, "MIN_ACCEPT", 0.0)
+    model, tok = tiny
+    d = ProgramsDomain(ProgramsConfig(n_programs=30, cond_prob=0.0), 0)
+    probes = build_probes(d, d.build(), EvalConfig(max_units_per_group=5), 0)
+    random.Random(1).shuffle(probes)
+    probes = probes[:30]
+    prompts = [p["prompt"] for p in probes]
+    kw = {"max_new_tokens": 40, "batch_size": 7}
+    ref = generate_ids(model, tok, prompts, backend="transformers", **kw)
+    own = [c for _, c in ref]
+    drafts = []
+    for i, c in enumerate(own):
+        kind = i % 6
+        drafts.append(c if kind == 0 else c[: len(c) // 2] if kind == 1 else
+                      c[:3] + [(c[3] + 1) % tok.vocab_size] + c[4:] if kind == 2 and len(c) > 4 else
+                      c + c + c if kind == 3 else [] if kind == 4 else None)
+    stats: dict[str, int] = {}
+    assert decode.lean_generate_ids(model, tok, prompts, drafts=drafts, draft_stats=stats, **kw) == ref
+    assert 0 < stats["accepted"] < stats["offered"]
+    gold = [draft.draft_ids(tok, p) for p in probes]
+    from inweights.train.data import end_of_turn_ids
+
+    assert sum(g is not None for g in gold) >= 25 and all(g is None or g[-1] in end_of_turn_ids(tok) for g in gold)
+    assert generate_ids(model, tok, prompts, backend="lean", drafts=gold, **kw) == ref
+    # all accepted: one pass per batch, no decoding at all, the same tokens
+    calls = []
+    real = decode._forward
+    monkeypatch.setattr(decode, "_forward", lambda *a, **k: calls.append(a[1].shape[1]) or real(*a, **k))
+    assert decode.lean_generate_ids(model, tok, prompts, drafts=own, **kw) == ref
+    assert all(q > 1 for q in calls)  # no one-token decode step ran
+
+
+def test_drafts_the_model_rejects_are_dropped(tiny, monkeypatch):
+    """Below MIN_ACCEPT of the draft tokens accepted so far, later batches are verified without drafts."""
+    from inweights.eval import decode
+
+    model, tok = tiny
+    prompts = _prompts(12)
+    kw = {"max_new_tokens": 30, "batch_size": 4}
+    ref = generate_ids(model, tok, prompts, backend="transformers", **kw)
+    junk = [[5] * 25 for _ in prompts]  # the model never writes this
+    stats: dict[str, int] = {}
+    assert decode.lean_generate_ids(model, tok, prompts, drafts=junk, draft_stats=stats, **kw) == ref
+    assert stats["offered"] == 4 * 25  # only the first batch's drafts were tried

@@ -80,7 +80,7 @@ def test_diagnostics_of_a_model_that_recites_one_program():
     assert p.group == "with_io"
     cfg = EvalConfig(max_new_tokens=400, train_inputs=2)
 
-    def always_p(prompts):
+    def always_p(prompts, records):
         x = p.test_inputs[0]
         return [views.target(d, p, x, "cot") for _ in prompts]
 
@@ -222,7 +222,7 @@ def test_doc_recall_with_the_header_forced_measures_the_body_alone():
     def body(u):
         return "\n" + "\n".join(d.instruction_text(u).split("\n")[2:])  # the lines after the def line
 
-    def model(prompts):
+    def model(prompts, records):
         outs = []
         for p in prompts:
             if p[-1]["role"] == "assistant":  # forced header: continue it

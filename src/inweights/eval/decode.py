@@ -40,6 +40,7 @@ PREFILL_ROWS = 64  # rows per prefill chunk, at most
 CHUNK_COST = 128  # what one more prefill chunk costs, in token rows (a forward's fixed work; small matmuls)
 SHARE_MIN = 8  # a shared prefix shorter than this many tokens is prefilled with its rows
 SHARE_DEPTH = 4  # prefixes of prefixes, at most this deep
+TAIL_ROWS = 2048  # a draft's verification: output-layer rows per slice
 COMPACT_AT = 0.9  # greedy: the cache drops finished rows once this share of its rows or fewer still decode
 
 
@@ -144,14 +145,16 @@ def prefill_chunks(lengths: Sequence[int], max_rows: int | None = None, cost: in
 
 
 def _prefill(model, seqs: Sequence[Sequence[int]], cache: _StaticCache, rows: list[int], end: int, eager: bool,
-             pad: int, device, depth: int = 0) -> torch.Tensor:
+             pad: int, device, depth: int = 0, tails: Sequence[int] | None = None):
     """Prefill ``seqs`` into ``cache``: sequence j right-aligned to column ``end`` of row ``rows[j]``; the logits of
-    each one's last position, in order. Shared prefixes (``prefix_groups``) run once, into a cache of their own
-    (recursively), and are copied into their members' rows; the rest runs in chunks of ``PREFILL_ROWS`` rows of
-    similar remaining length, each over its own width only."""
+    each one's last position, in order — or, with ``tails``, the greedy token after each of sequence j's last
+    ``tails[j]`` positions (a draft's verification). Shared prefixes (``prefix_groups``; with tails, of the
+    positions before them) run once, into a cache of their own (recursively), and are copied into their members'
+    rows; the rest runs in chunks of rows of similar remaining length (``prefill_chunks``), each over its own width."""
     n = len(seqs)
     own = [0] * n  # tokens of each sequence already in the cache (its shared prefix)
-    groups = prefix_groups(seqs) if depth < SHARE_DEPTH and n > 1 else []
+    heads = seqs if tails is None else [s[:len(s) - t + 1] for s, t in zip(seqs, tails, strict=True)]
+    groups = prefix_groups(heads) if depth < SHARE_DEPTH and n > 1 else []
     if groups:
         width = max(m for m, _ in groups)
         sub = _StaticCache(len(cache.k), len(groups), cache.k[0].shape[1], width, cache.k[0].shape[3],
@@ -180,10 +183,11 @@ def _prefill(model, seqs: Sequence[Sequence[int]], cache: _StaticCache, rows: li
             pos[r, q - t:] = torch.arange(len(s) - t, len(s))
             valid[r, read - len(s):] = True
         win = _Window(cache, torch.tensor([rows[j] for j in part], device=device), end - q, end - read)
-        out = _forward(model, ids.to(device), pos.to(device), valid.to(device), win, eager)
+        out = _forward(model, ids.to(device), pos.to(device), valid.to(device), win, eager,
+                       None if tails is None else [tails[j] for j in part])
         for r, j in enumerate(part):
             logits[j] = out[r]
-    return torch.stack(logits)
+    return logits if tails is not None else torch.stack(logits)
 
 
 def _mask(valid: torch.Tensor, q_len: int, eager: bool, dtype):
@@ -201,8 +205,10 @@ def _mask(valid: torch.Tensor, q_len: int, eager: bool, dtype):
     return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, torch.finfo(dtype).min)
 
 
-def _forward(model, ids, pos, valid, cache: _StaticCache, eager: bool):
-    """Logits of the last position after running ``ids`` (B x q) through the decoder into the cache."""
+def _forward(model, ids, pos, valid, cache: _StaticCache, eager: bool, tails: Sequence[int] | None = None):
+    """Logits of the last position after running ``ids`` (B x q) through the decoder into the cache; with ``tails``,
+    row r's greedy tokens after each of its last ``tails[r]`` positions (output layer on those rows only, in slices
+    of ``TAIL_ROWS``, so a long draft's logits never sit in memory whole)."""
     inner = model.model
     h = inner.embed_tokens(ids)
     pe = inner.rotary_emb(h, position_ids=pos)
@@ -210,7 +216,17 @@ def _forward(model, ids, pos, valid, cache: _StaticCache, eager: bool):
     for layer in inner.layers[: model.config.num_hidden_layers]:
         h = layer(h, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, position_embeddings=pe)
     cache.filled += ids.shape[1]
-    return model.lm_head(inner.norm(h[:, -1:, :]))[:, -1, :].float()
+    if tails is None:
+        return model.lm_head(inner.norm(h[:, -1:, :]))[:, -1, :].float()
+    q = ids.shape[1]
+    rows = torch.cat([h[r, q - t:] for r, t in enumerate(tails)])
+    best = torch.cat([model.lm_head(inner.norm(rows[i: i + TAIL_ROWS])).argmax(-1)
+                      for i in range(0, rows.shape[0], TAIL_ROWS)]).tolist()
+    out, at = [], 0
+    for t in tails:
+        out.append(best[at: at + t])
+        at += t
+    return out
 
 
 @torch.no_grad()
@@ -227,13 +243,19 @@ def lean_generate_ids(
     seed: int = 0,
     share_prefix: bool = True,
     refill: bool = False,
+    drafts: Sequence[Sequence[int] | None] | None = None,
+    draft_stats: dict[str, int] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """Same contract as ``generate.generate_ids``: (prompt ids, completion ids) per chat prompt, in order; a
     completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``.
     ``share_prefix``: prefill shared prompt prefixes once (off: every prompt's prefill is its own). ``refill``
     (greedy only): rows that finish are replaced by waiting prompts (``_stream``), so the batch stays full — off by
     default: on SmolLM2's evaluation workload it measured 0.86× the batches-by-length loop (benchmarks/generation.py;
-    admitted a quarter batch at a time, new rows share fewer prefixes, and attention spans the oldest row's columns)."""
+    admitted a quarter batch at a time, new rows share fewer prefixes, and attention spans the oldest row's columns).
+    ``drafts`` (greedy only; one token list or None per prompt, e.g. ``draft.draft_ids`` of a probe): each prompt's
+    draft is verified in one prefill-shaped pass and decoding goes on after the part the model agrees with
+    (``eval/draft.py``) — the same tokens, the agreeing part at prefill cost; ``draft_stats`` counts draft tokens
+    offered and accepted."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     from inweights.train.data import prompt_ids
@@ -259,6 +281,13 @@ def lean_generate_ids(
         out = _stream(model, enc, max_new_tokens, batch_size, pad, stops, eager, share_prefix, device, dtype, progress)
         model.train(was_training)
         return out
+    if drafts is not None and not sampling and not refill:  # each prompt's draft verified first (eval/draft.py)
+        from inweights.eval.draft import drafted_generate
+
+        gens = drafted_generate(model, enc, drafts, batch_size, max_new_tokens, stops, pad, eager, share_prefix,
+                                draft_stats, progress)
+        model.train(was_training)
+        return [(e, g) for e, g in zip(enc, gens, strict=True)]
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         width = max(len(enc[i]) for i in idx)
@@ -282,36 +311,50 @@ def lean_generate_ids(
                                       cache.window(rows, start), eager))
             logits = torch.cat(parts)
         cache.filled = width
-        last = pos[:, -1:]
-        # physical rows of the cache: which batch row each holds, and whether it is still decoding
-        row_of = torch.arange(n, device=device)
-        live = torch.ones(n, dtype=torch.bool, device=device)
         gen: list[list[int]] = [[] for _ in range(n)]
-        for step in range(max_new_tokens):
-            if sampling:
-                nxt = torch.multinomial(torch.softmax(warp(None, logits), dim=-1), num_samples=1).squeeze(1)
-            else:
-                nxt = logits.argmax(dim=-1)
-            nxt = torch.where(live, nxt, pad)  # as generate does: finished rows are fed padding
-            for r, t in zip(row_of[live].tolist(), nxt[live].tolist()):
-                gen[r].append(t)
-            live = live & ~torch.isin(nxt, stops)
-            if step == max_new_tokens - 1 or not bool(live.any()):
-                break
-            if not sampling and int(live.sum()) <= COMPACT_AT * live.numel():  # compact: finished rows leave the cache
-                sel = live.nonzero().flatten()
-                cache.keep(sel)
-                row_of, live, valid, last, nxt = row_of[sel], live[sel], valid[sel], last[sel], nxt[sel]
-            col = width + step
-            valid[:, col] = True
-            last = last + 1
-            logits = _forward(model, nxt[:, None], last, valid[:, : col + 1], cache, eager)
+        _decode(model, cache, valid, width, pos[:, -1:], logits, gen, max_new_tokens, stops, pad, eager, warp)
         for r, i in enumerate(idx):
             out[i] = (enc[i], gen[r])
         if progress is not None:
             progress.update(n)
     model.train(was_training)
     return out
+
+
+def _decode(model, cache: _StaticCache, valid: torch.Tensor, width: int, last: torch.Tensor, logits, gen: list[list[int]],
+            max_new_tokens: int, stops: torch.Tensor, pad: int, eager: bool, warp=None,
+            first: torch.Tensor | None = None) -> None:
+    """Decode every row of ``cache`` (its tokens right-aligned to column ``width``; ``last``: each row's position of
+    its last token) until it emits an end-of-turn token or ``gen[r]`` holds ``max_new_tokens``, appending to ``gen``.
+    The first tokens come from ``logits`` (greedy, or sampled through ``warp``), or are ``first`` when given."""
+    n = len(gen)
+    device = valid.device
+    sampling = warp is not None
+    # physical rows of the cache: which batch row each holds, and whether it is still decoding
+    row_of = torch.arange(n, device=device)
+    live = torch.ones(n, dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
+        if first is not None and step == 0:
+            nxt = first
+        elif sampling:
+            nxt = torch.multinomial(torch.softmax(warp(None, logits), dim=-1), num_samples=1).squeeze(1)
+        else:
+            nxt = logits.argmax(dim=-1)
+        nxt = torch.where(live, nxt, pad)  # as generate does: finished rows are fed padding
+        for r, t in zip(row_of[live].tolist(), nxt[live].tolist()):
+            gen[r].append(t)
+        full = torch.tensor([len(gen[r]) >= max_new_tokens for r in row_of.tolist()], device=device)
+        live = live & ~torch.isin(nxt, stops) & ~full
+        if not bool(live.any()):
+            break
+        if not sampling and int(live.sum()) <= COMPACT_AT * live.numel():  # compact: finished rows leave the cache
+            sel = live.nonzero().flatten()
+            cache.keep(sel)
+            row_of, live, valid, last, nxt = row_of[sel], live[sel], valid[sel], last[sel], nxt[sel]
+        col = width + step
+        valid[:, col] = True
+        last = last + 1
+        logits = _forward(model, nxt[:, None], last, valid[:, : col + 1], cache, eager)
 
 
 def _stream(model, enc: list[list[int]], max_new_tokens: int, batch_size: int, pad: int, stops: torch.Tensor,

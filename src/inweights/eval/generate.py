@@ -22,18 +22,20 @@ def generate_ids(
     top_p: float = 1.0,
     seed: int = 0,
     backend: str = "lean",
+    drafts: Sequence[Sequence[int] | None] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) per chat prompt, in the order given: greedy, or sampled at
     ``temperature`` (seeded, so the same prompts, model and seed give the same samples on a CPU). A
     completion ends with its end-of-turn token when the model emitted one (training on it teaches stopping),
     and is cut at ``max_new_tokens`` otherwise. ``backend``: ``lean`` (``eval/decode.py``, the default: the same
     tokens as ``generate``, less work around the model; models it cannot drive fall back to ``generate``) or
-    ``transformers`` (its ``generate``, the reference)."""
+    ``transformers`` (its ``generate``, the reference). ``drafts`` (lean, greedy): a completion per prompt the model
+    may write (a probe's gold), verified first (``eval/draft.py``): the same tokens, the agreeing part cheaper."""
     from inweights.eval.decode import lean_generate_ids, supports
 
     if backend == "lean" and supports(model):
         return lean_generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                 progress=progress, temperature=temperature, top_p=top_p, seed=seed)
+                                 progress=progress, temperature=temperature, top_p=top_p, seed=seed, drafts=drafts)
     enc = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding
     out: list[tuple[list[int], list[int]]] = [([], [])] * len(enc)

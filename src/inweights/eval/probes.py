@@ -68,16 +68,20 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
              generate_fn=None):
     """(cells, samples): accuracy with 95% CI per cell, and every sample.
 
-    ``generate_fn(prompts) -> outputs`` replaces the default batched transformers generation (another
-    backend, or generation sharded across processes)."""
+    ``generate_fn(prompts, records) -> outputs`` replaces the default generation (another backend, or generation
+    sharded across processes); ``records``: the probes, whose gold completions the lean loop may verify as drafts
+    before decoding (``eval/draft.py``: the outputs are greedy decoding's either way)."""
+    from inweights.eval.draft import draft_ids
+
     by_id = {u.id: u for u in units}
     probes = build_probes(domain, units, cfg, seed)
     if generate_fn is None:
-        def generate_fn(prompts):
+        def generate_fn(prompts, records):
+            drafts = [draft_ids(tokenizer, r) for r in records] if cfg.temperature == 0 else None
             return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, progress=progress, temperature=cfg.temperature,
-                            top_p=cfg.top_p, seed=seed)
-    outs = generate_fn([p["prompt"] for p in probes])
+                            top_p=cfg.top_p, seed=seed, drafts=drafts)
+    outs = generate_fn([p["prompt"] for p in probes], probes)
     samples = []
     accepted: dict[tuple[str, str], list[str]] = defaultdict(list)
     cell_units: dict[str, set[str]] = defaultdict(set)

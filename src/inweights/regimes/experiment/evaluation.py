@@ -34,6 +34,7 @@ class Evaluation:
             self._link_samples(label, cache_dir)
             return ev
         from inweights.core.progress import progress
+        from inweights.eval.draft import draft_ids
         from inweights.eval.generate import choose_backend, generate, generate_vllm
 
         acc = get_accelerator()
@@ -51,23 +52,25 @@ class Evaluation:
                 save_model(model, tok, cache_dir / "merged")
             acc.wait_for_everyone()
 
-        def local(prompts, bar):
+        def local(prompts, records, bar):
             if backend == "vllm":
                 outs = generate_vllm(vllm_dir, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
                                      dtype=self.cfg.model.dtype, seed=self.cfg.seed,
                                      temperature=ecfg.temperature, top_p=ecfg.top_p)
                 bar.update(len(prompts))
                 return outs
+            drafts = ([draft_ids(tok, r) for r in records] if backend == "lean" and ecfg.temperature == 0 else None)
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
                             progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
-                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend)
+                            seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend,
+                            drafts=drafts)
 
-        def sharded(prompts):
+        def sharded(prompts, records):
             """Each process generates every N-th probe; the outputs are gathered back in order."""
             mine = list(range(acc.process_index, len(prompts), acc.num_processes))
             with progress(total=len(mine), desc=f"eval {label}", unit="probe",
                           disable=not acc.is_main_process) as bar:
-                outs = local([prompts[i] for i in mine], bar)
+                outs = local([prompts[i] for i in mine], [records[i] for i in mine], bar)
             if acc.num_processes == 1:
                 return outs
             from accelerate.utils import gather_object
