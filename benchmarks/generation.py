@@ -50,6 +50,10 @@ SMOLLM2_PREPARED = ROOT / "prepared" / "prepare_smollm2_programs"
 
 
 def prompts_for(n: int, config: Path = CONFIG) -> list:
+    return [p["prompt"] for p in probes_for(n, config)]
+
+
+def probes_for(n: int, config: Path = CONFIG) -> list:
     from inweights.config import load_config
     from inweights.domains.programs import ProgramsDomain
     from inweights.eval.probes import build_probes
@@ -58,7 +62,7 @@ def prompts_for(n: int, config: Path = CONFIG) -> list:
     d = ProgramsDomain(cfg.domain.programs, cfg.seed)
     probes = build_probes(d, d.build(), cfg.eval, cfg.seed)
     random.Random(0).shuffle(probes)
-    return [p["prompt"] for p in probes[:n]]
+    return probes[:n]
 
 
 @torch.no_grad()
@@ -125,10 +129,13 @@ def timed(fn, model=None) -> tuple[list, dict[str, float]]:
 # measure each lever alone (refill, prefix sharing) and the batch size: both paths at twice the demo's batch
 PATHS = {"lean": ("lean", {}, 1), "transformers": ("transformers", {}, 1),
          "lean_refill": ("lean", {"refill": True}, 1), "lean_no_share": ("lean", {"share_prefix": False}, 1),
-         "lean_batch2x": ("lean", {}, 2), "transformers_batch2x": ("transformers", {}, 2)}
+         "lean_batch2x": ("lean", {}, 2), "transformers_batch2x": ("transformers", {}, 2),
+         "lean_drafts": ("lean", {"drafts": True}, 1), "lean_drafts_batch2x": ("lean", {"drafts": True}, 2)}
 LEAN_WORDS = {"lean_refill": "with refill (`refill=True`: finished rows replaced by waiting prompts mid-decode)",
               "lean_no_share": "without prefix sharing (`share_prefix=False`)",
-              "lean_batch2x": "at twice the batch"}
+              "lean_batch2x": "at twice the batch",
+              "lean_drafts": "with each probe's gold completion as a draft (`drafts`, eval/draft.py)",
+              "lean_drafts_batch2x": "with gold drafts, at twice the batch"}
 
 
 def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -138,18 +145,23 @@ def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int,
-          levers: bool = False) -> dict:
+          levers: bool = False, drafts: list | None = None) -> dict:
     from inweights.eval.decode import lean_generate_ids
     from inweights.eval.generate import generate_ids
+
+    draft_stats: dict[str, dict[str, int]] = {}
 
     def run(path, ps):
         backend, kw, times = PATHS[path]
         if backend == "transformers":
             return lambda: generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch * times,
                                         backend=backend)
+        if kw.get("drafts"):  # the drafts of these prompts (the warm-up runs the first two); tokens accepted
+            draft_stats[path] = {}
+            kw = {**kw, "drafts": drafts[: len(ps)], "draft_stats": draft_stats[path]}
         return lambda: lean_generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch * times, **kw)
 
-    paths = list(PATHS) if levers else ["lean", "transformers"]
+    paths = [p for p in PATHS if drafts is not None or "drafts" not in p] if levers else ["lean", "transformers"]
     for path in paths:  # warm-up: allocator, first-call overheads
         run(path, prompts[:2])()
     runs: dict[str, list] = {p: [] for p in paths}
@@ -169,6 +181,8 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
     res["work"] = work_bound(model, hf_out, res["lean"], res["hf_batched"])
     for path in paths[2:]:
         res[path] = pooled(runs[path])
+        if path in draft_stats:
+            res[path]["draft_tokens"] = draft_stats[path]
         res[f"identical_{path}"] = sum(a == b for a, b in zip(outs[path], hf_out, strict=True))
     if n_per_prompt:
         few = prompts[:n_per_prompt]
@@ -293,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = load_model(SMOLLM2_PREPARED if prepared else smollm2_dir())  # an adapter folder is merged
         label = "SmolLM2-135M (the PBB demo's prepared base)" if prepared else "SmolLM2-135M-Instruct"
         new = 8 if args.quick else ev.max_new_tokens
-        results["smollm2"] = bench(label, model, tok, prompts_for(args.smollm2_prompts, SMOLLM2_CONFIG), new,
-                                   min(ev.batch_size, args.smollm2_prompts), args.repeats, 0, levers=True)
+        from inweights.eval.draft import draft_ids
+
+        probes = probes_for(args.smollm2_prompts, SMOLLM2_CONFIG)
+        results["smollm2"] = bench(label, model, tok, [p["prompt"] for p in probes], new,
+                                   min(ev.batch_size, args.smollm2_prompts), args.repeats, 0, levers=True,
+                                   drafts=[draft_ids(tok, p) for p in probes])
         rows += rows_of(label, results["smollm2"])
     table = markdown(rows)
     meta = {"config": str(CONFIG.relative_to(ROOT)), "smollm2_config": str(SMOLLM2_CONFIG.relative_to(ROOT)),
