@@ -15,6 +15,8 @@ CPU and a small model is most of the time:
   carries, the same program or document asked about in several probes) are grouped (``prefix_groups``), each
   group's common prefix runs through the model once (recursively: prefixes share their own prefixes), its keys and
   values are copied into every member's rows of the cache, and only the rest of each prompt is prefilled;
+- **drafts verified first** (greedy, ``drafts``; ``eval/draft.py``): evaluation passes each probe's gold completion,
+  which runs through the model in one prefill-shaped pass; decoding goes on after the part the model agrees with;
 - no logits processors, stopping criteria or per-step input preparation.
 
 The decoder layers themselves are transformers' own modules, called with this cache and the same masks and
