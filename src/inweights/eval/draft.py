@@ -15,12 +15,13 @@ lean loop's prefix sharing and cache.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-MIN_ACCEPT = 0.4  # drafts are verified while at least this share of the tokens offered so far was accepted
+MIN_ACCEPT = 0.5  # drafts are verified while at least this share of the tokens offered so far was accepted
 
 def draft_ids(tokenizer, record: dict[str, Any]) -> list[int] | None:
     """A probe's gold completion as the model would write it: tokenized as training tokenizes a completion, up to and
@@ -104,13 +105,17 @@ def drafted_generate(model, enc: list[list[int]], drafts: Sequence[Sequence[int]
                      max_new_tokens: int, stops: torch.Tensor, pad: int, eager: bool, share_prefix: bool,
                      stats: dict[str, int] | None = None, progress=None) -> list[list[int]]:
     """Greedy completions of ``enc``, each decoded after its draft's verification: the same tokens as
-    ``lean_generate_ids`` without drafts. Prompts are verified ``batch_size`` at a time (shortest prompt and draft
-    first); the rows whose drafts stopped agreeing wait in a pool and decode ``batch_size`` at a time, so decode steps
-    run on full batches (a step costs nearly as much at 20 rows as at 64). Once fewer than ``MIN_ACCEPT`` of the draft
-    tokens offered have been accepted, later batches are verified without drafts (plain prefill). ``stats`` counts
-    draft tokens offered and accepted."""
+    ``lean_generate_ids`` without drafts. Prompts are verified ``batch_size`` at a time (a random sample first, then
+    shortest prompt and draft first); the rows whose drafts stopped agreeing wait in a pool and decode ``batch_size``
+    at a time, so decode steps run on full batches (a step costs nearly as much at 20 rows as at 64). Once fewer than
+    ``MIN_ACCEPT`` of the draft tokens offered have been accepted, later batches are verified without drafts (plain
+    prefill). ``stats`` counts draft tokens offered and accepted."""
     stop_set = set(stops.tolist())
-    order = sorted(range(len(enc)), key=lambda i: (len(enc[i]) + len(drafts[i] or []), i))
+    # the first batch a fixed random sample (what the guard below judges on: sorted by length, the first batch would
+    # be the shortest probes, whose acceptance says little of the rest), then the others by length
+    first = sorted(random.Random(0).sample(range(len(enc)), min(batch_size, len(enc))))
+    rest = sorted(set(range(len(enc))) - set(first), key=lambda i: (len(enc[i]) + len(drafts[i] or []), i))
+    order = first + rest
     out: list[list[int] | None] = [None] * len(enc)
     pool: list[tuple[int, list[int], torch.Tensor]] = []
 
