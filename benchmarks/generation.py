@@ -147,6 +147,7 @@ def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
 def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int,
           levers: bool = False, drafts: list | None = None, only: list[str] | None = None) -> dict:
     from inweights.eval.decode import lean_generate_ids
+    from inweights.eval.draft import draft_generate_ids
     from inweights.eval.generate import generate_ids
 
     draft_stats: dict[str, dict[str, int]] = {}
@@ -158,7 +159,8 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
                                         backend=backend)
         if kw.get("drafts"):  # the drafts of these prompts (the warm-up runs the first two); tokens accepted
             draft_stats[path] = {}
-            kw = {**kw, "drafts": drafts[: len(ps)], "draft_stats": draft_stats[path]}
+            return lambda: draft_generate_ids(model, tok, ps, drafts[: len(ps)], max_new_tokens=max_new,
+                                              batch_size=batch * times, draft_stats=draft_stats[path])
         return lambda: lean_generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch * times, **kw)
 
     paths = [p for p in PATHS if drafts is not None or "drafts" not in p] if levers else ["lean", "transformers"]

@@ -208,7 +208,7 @@ def test_drafts_are_verified_and_the_tokens_stay_generates(tiny, monkeypatch):
                       c[:3] + [(c[3] + 1) % tok.vocab_size] + c[4:] if kind == 2 and len(c) > 4 else
                       c + c + c if kind == 3 else [] if kind == 4 else None)
     stats: dict[str, int] = {}
-    assert decode.lean_generate_ids(model, tok, prompts, drafts=drafts, draft_stats=stats, **kw) == ref
+    assert draft.draft_generate_ids(model, tok, prompts, drafts, draft_stats=stats, **kw) == ref
     assert 0 < stats["accepted"] < stats["offered"]
     gold = [draft.draft_ids(tok, p) for p in probes]
     from inweights.train.data import end_of_turn_ids
@@ -219,13 +219,13 @@ def test_drafts_are_verified_and_the_tokens_stay_generates(tiny, monkeypatch):
     calls = []
     real = decode._forward
     monkeypatch.setattr(decode, "_forward", lambda *a, **k: calls.append(a[1].shape[1]) or real(*a, **k))
-    assert decode.lean_generate_ids(model, tok, prompts, drafts=own, **kw) == ref
+    assert draft.draft_generate_ids(model, tok, prompts, own, **kw) == ref
     assert all(q > 1 for q in calls)  # no one-token decode step ran
 
 
 def test_drafts_the_model_rejects_are_dropped(tiny, monkeypatch):
     """Below MIN_ACCEPT of the draft tokens accepted so far, later batches are verified without drafts."""
-    from inweights.eval import decode
+    from inweights.eval import draft
 
     model, tok = tiny
     prompts = _prompts(12)
@@ -233,5 +233,5 @@ def test_drafts_the_model_rejects_are_dropped(tiny, monkeypatch):
     ref = generate_ids(model, tok, prompts, backend="transformers", **kw)
     junk = [[5] * 25 for _ in prompts]  # the model never writes this
     stats: dict[str, int] = {}
-    assert decode.lean_generate_ids(model, tok, prompts, drafts=junk, draft_stats=stats, **kw) == ref
+    assert draft.draft_generate_ids(model, tok, prompts, junk, draft_stats=stats, **kw) == ref
     assert stats["offered"] == 4 * 25  # only the first batch's drafts were tried

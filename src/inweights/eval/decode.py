@@ -15,8 +15,8 @@ CPU and a small model is most of the time:
   carries, the same program or document asked about in several probes) are grouped (``prefix_groups``), each
   group's common prefix runs through the model once (recursively: prefixes share their own prefixes), its keys and
   values are copied into every member's rows of the cache, and only the rest of each prompt is prefilled;
-- **drafts verified first** (greedy, ``drafts``; ``eval/draft.py``): evaluation passes each probe's gold completion,
-  which runs through the model in one prefill-shaped pass; decoding goes on after the part the model agrees with;
+- **drafts verified first** (greedy; ``eval/draft.py``, built on this loop): evaluation passes each probe's gold
+  completion, which runs through the model in one prefill-shaped pass; decoding goes on after the part it agrees with;
 - no logits processors, stopping criteria or per-step input preparation.
 
 The decoder layers themselves are transformers' own modules, called with this cache and the same masks and
@@ -245,8 +245,6 @@ def lean_generate_ids(
     seed: int = 0,
     share_prefix: bool = True,
     refill: bool = False,
-    drafts: Sequence[Sequence[int] | None] | None = None,
-    draft_stats: dict[str, int] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """Same contract as ``generate.generate_ids``: (prompt ids, completion ids) per chat prompt, in order; a
     completion ends with its end-of-turn token when the model emitted one, else at ``max_new_tokens``.
@@ -254,10 +252,7 @@ def lean_generate_ids(
     (greedy only): rows that finish are replaced by waiting prompts (``_stream``), so the batch stays full — off by
     default: on SmolLM2's evaluation workload it measured 0.86× the batches-by-length loop (benchmarks/generation.py;
     admitted a quarter batch at a time, new rows share fewer prefixes, and attention spans the oldest row's columns).
-    ``drafts`` (greedy only; one token list or None per prompt, e.g. ``draft.draft_ids`` of a probe): each prompt's
-    draft is verified in one prefill-shaped pass and decoding goes on after the part the model agrees with
-    (``eval/draft.py``) — the same tokens, the agreeing part at prefill cost; ``draft_stats`` counts draft tokens
-    offered and accepted."""
+    With a draft per prompt (greedy), ``draft.draft_generate_ids`` verifies each before decoding."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     from inweights.train.data import prompt_ids
@@ -283,13 +278,6 @@ def lean_generate_ids(
         out = _stream(model, enc, max_new_tokens, batch_size, pad, stops, eager, share_prefix, device, dtype, progress)
         model.train(was_training)
         return out
-    if drafts is not None and not sampling and not refill:  # each prompt's draft verified first (eval/draft.py)
-        from inweights.eval.draft import drafted_generate
-
-        gens = drafted_generate(model, enc, drafts, batch_size, max_new_tokens, stops, pad, eager, share_prefix,
-                                draft_stats, progress)
-        model.train(was_training)
-        return [(e, g) for e, g in zip(enc, gens, strict=True)]
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         width = max(len(enc[i]) for i in idx)

@@ -38,6 +38,27 @@ def draft_ids(tokenizer, record: dict[str, Any]) -> list[int] | None:
     return [t for t in labels if t != IGNORE]
 
 
+@torch.no_grad()
+def draft_generate_ids(model, tokenizer, prompts: Sequence[list[dict[str, str]]], drafts: Sequence[Sequence[int] | None],
+                       *, max_new_tokens: int, batch_size: int, progress=None, share_prefix: bool = True,
+                       draft_stats: dict[str, int] | None = None) -> list[tuple[list[int], list[int]]]:
+    """``decode.lean_generate_ids``' contract, greedy, with one draft per prompt (token ids or None, e.g.
+    ``draft_ids`` of a probe) verified before decoding: the same tokens. ``draft_stats`` counts draft tokens offered
+    and accepted."""
+    from inweights.train.data import end_of_turn_ids, prompt_ids
+
+    enc = [prompt_ids(tokenizer, p) for p in prompts]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    stops = torch.tensor(sorted(end_of_turn_ids(tokenizer)), device=device)
+    eager = model.config._attn_implementation == "eager"
+    gens = drafted_generate(model, enc, drafts, batch_size, max_new_tokens, stops, tokenizer.pad_token_id, eager,
+                            share_prefix, draft_stats, progress)
+    model.train(was_training)
+    return [(e, g) for e, g in zip(enc, gens, strict=True)]
+
+
 def _verify(model, enc: list[list[int]], drafts: list[list[int] | None], max_new_tokens: int, stop_set: set[int],
             pad: int, eager: bool, share_prefix: bool, stats: dict[str, int] | None):
     """One batch's drafts verified in one pass: per row, (tokens so far, None) when it is finished, else (tokens so
@@ -105,7 +126,7 @@ def _go_on(model, rows: list[tuple[list[int], torch.Tensor]], max_new_tokens: in
 def drafted_generate(model, enc: list[list[int]], drafts: Sequence[Sequence[int] | None], batch_size: int,
                      max_new_tokens: int, stops: torch.Tensor, pad: int, eager: bool, share_prefix: bool,
                      stats: dict[str, int] | None = None, progress=None) -> list[list[int]]:
-    """Greedy completions of ``enc``, each decoded after its draft's verification: the same tokens as
+    """Greedy completions of the token lists ``enc``, each decoded after its draft's verification: the same tokens as
     ``lean_generate_ids`` without drafts. Prompts are verified ``batch_size`` at a time (a random sample first, then
     shortest prompt and draft first); the rows whose drafts stopped agreeing wait in a pool and decode ``batch_size``
     at a time, so decode steps run on full batches (a step costs nearly as much at 20 rows as at 64). Once fewer than
@@ -153,4 +174,4 @@ def drafted_generate(model, enc: list[list[int]], drafts: Sequence[Sequence[int]
     return [g if g is not None else [] for g in out]
 
 
-__all__ = ["draft_ids", "drafted_generate"]
+__all__ = ["draft_generate_ids", "draft_ids", "drafted_generate"]

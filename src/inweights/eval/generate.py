@@ -34,8 +34,13 @@ def generate_ids(
     from inweights.eval.decode import lean_generate_ids, supports
 
     if backend == "lean" and supports(model):
+        if drafts is not None and temperature == 0:
+            from inweights.eval.draft import draft_generate_ids
+
+            return draft_generate_ids(model, tokenizer, prompts, drafts, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, progress=progress)
         return lean_generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                 progress=progress, temperature=temperature, top_p=top_p, seed=seed, drafts=drafts)
+                                 progress=progress, temperature=temperature, top_p=top_p, seed=seed)
     enc = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))  # similar lengths share a batch: less padding
     out: list[tuple[list[int], list[int]]] = [([], [])] * len(enc)
