@@ -49,6 +49,10 @@ def test_two_process_gloo_matches_one_process(root, tmp_path):
     s2 = json.loads((two / "summary.json").read_text())
     ev2 = json.loads(next((two / "stages").glob("2_*/eval.json")).read_text())["record"]
     assert ev2["processes"] == 2
+    ev1 = json.loads(next((one / "stages").glob("2_*/eval.json")).read_text())["record"]
+    # evaluation verified the probes' gold completions as drafts (eval/draft.py) and says how much of them it kept
+    d1 = ev1["draft_tokens"]
+    assert ev1["backend"] == "lean" and d1["offered"] > 0 and 0 <= d1["accepted"] <= d1["offered"]
     samples1 = [json.loads(x) for x in (one / "samples.jsonl").read_text().splitlines()]
     samples2 = [json.loads(x) for x in (two / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples1] == [s["prompt"] for s in samples2]  # gathered in probe order

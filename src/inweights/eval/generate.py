@@ -23,6 +23,7 @@ def generate_ids(
     seed: int = 0,
     backend: str = "lean",
     drafts: Sequence[Sequence[int] | None] | None = None,
+    draft_stats: dict[str, int] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) per chat prompt, in the order given: greedy, or sampled at
     ``temperature`` (seeded, so the same prompts, model and seed give the same samples on a CPU). A
@@ -30,7 +31,8 @@ def generate_ids(
     and is cut at ``max_new_tokens`` otherwise. ``backend``: ``lean`` (``eval/decode.py``, the default: the same
     tokens as ``generate``, less work around the model; models it cannot drive fall back to ``generate``) or
     ``transformers`` (its ``generate``, the reference). ``drafts`` (lean, greedy): a completion per prompt the model
-    may write (a probe's gold), verified first (``eval/draft.py``): the same tokens, the agreeing part cheaper."""
+    may write (a probe's gold), verified first (``eval/draft.py``): the same tokens, the agreeing part cheaper;
+    ``draft_stats`` counts their tokens offered and accepted."""
     from inweights.eval.decode import lean_generate_ids, supports
 
     if backend == "lean" and supports(model):
@@ -38,7 +40,7 @@ def generate_ids(
             from inweights.eval.draft import draft_generate_ids
 
             return draft_generate_ids(model, tokenizer, prompts, drafts, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size, progress=progress)
+                                      batch_size=batch_size, progress=progress, draft_stats=draft_stats)
         return lean_generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                  progress=progress, temperature=temperature, top_p=top_p, seed=seed)
     enc = [prompt_ids(tokenizer, p) for p in prompts]

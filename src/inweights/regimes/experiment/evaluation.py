@@ -52,6 +52,8 @@ class Evaluation:
                 save_model(model, tok, cache_dir / "merged")
             acc.wait_for_everyone()
 
+        draft_stats: dict[str, int] = {}  # this process's gold drafts: tokens offered and accepted (eval/draft.py)
+
         def local(prompts, records, bar):
             if backend == "vllm":
                 outs = generate_vllm(vllm_dir, tok, prompts, max_new_tokens=ecfg.max_new_tokens,
@@ -63,7 +65,7 @@ class Evaluation:
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
                             progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
                             seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend,
-                            drafts=drafts)
+                            drafts=drafts, draft_stats=draft_stats)
 
         def sharded(prompts, records):
             """Each process generates every N-th probe; the outputs are gathered back in order."""
@@ -86,6 +88,7 @@ class Evaluation:
         ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
               "eval_seconds": round(time.time() - t0, 1),
               "backend": backend, "processes": acc.num_processes, "bf16_autocast": eval_bf16(self.cfg),
+              "draft_tokens": draft_stats,
               "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
         if acc.is_main_process:
             with (cache_dir / "samples.jsonl.tmp").open("w") as f:
