@@ -21,7 +21,8 @@ and including the end of turn, from the returned ids (the same for every path). 
 (tokenisation included), after a warm-up call each; the paths run alternately ``--repeats`` times and are pooled,
 so a drift in machine load hits all. The outputs are compared token for token and the match count reported.
 
-Usage: python benchmarks/generation.py [--prompts N] [--batch N] [--quick]
+Usage: python benchmarks/generation.py [--prompts N] [--batch N] [--quick] [--smollm2-only PATH...]
+       [--smollm2-model DIR: a trained recipe's model, e.g. from a demo run, instead of the prepared base]
 Writes benchmarks/results/generation.json and prints a Markdown table. No timing is asserted anywhere.
 """
 
@@ -145,12 +146,13 @@ def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: int, n_per_prompt: int,
-          levers: bool = False, drafts: list | None = None, only: list[str] | None = None) -> dict:
+          levers: bool = False, drafts: list | None = None, only: list[str] | None = None,
+          kinds: list | None = None) -> dict:
     from inweights.eval.decode import lean_generate_ids
     from inweights.eval.draft import draft_generate_ids
     from inweights.eval.generate import generate_ids
 
-    draft_stats: dict[str, dict[str, int]] = {}
+    draft_stats: dict[str, dict] = {}
 
     def run(path, ps):
         backend, kw, times = PATHS[path]
@@ -160,7 +162,8 @@ def bench(label: str, model, tok, prompts, max_new: int, batch: int, repeats: in
         if kw.get("drafts"):  # the drafts of these prompts (the warm-up runs the first two); tokens accepted
             draft_stats[path] = {}
             return lambda: draft_generate_ids(model, tok, ps, drafts[: len(ps)], max_new_tokens=max_new,
-                                              batch_size=batch * times, draft_stats=draft_stats[path])
+                                              batch_size=batch * times, draft_stats=draft_stats[path],
+                                              kinds=kinds[: len(ps)] if kinds else None)
         return lambda: lean_generate_ids(model, tok, ps, max_new_tokens=max_new, batch_size=batch * times, **kw)
 
     paths = [p for p in PATHS if drafts is not None or "drafts" not in p] if levers else ["lean", "transformers"]
@@ -283,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke check: few prompts, short budgets")
     ap.add_argument("--smollm2-only", nargs="+", choices=list(PATHS), metavar="PATH",
                     help="SmolLM2 only, these paths (lean and transformers always): to re-measure one lever")
+    ap.add_argument("--smollm2-model", type=Path, metavar="DIR",
+                    help="SmolLM2: this saved model instead of the prepared base (e.g. a demo run's trained recipe, "
+                         "runs/pbb_programs_smollm2/stages/<key>/model: the evaluation of a trained recipe)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -313,18 +319,24 @@ def main(argv: list[str] | None = None) -> int:
 
         ev = load_config(SMOLLM2_CONFIG).eval
         prepared = (SMOLLM2_PREPARED / "prepare.json").is_file()
-        model, tok = load_model(SMOLLM2_PREPARED if prepared else smollm2_dir())  # an adapter folder is merged
-        label = "SmolLM2-135M (the PBB demo's prepared base)" if prepared else "SmolLM2-135M-Instruct"
+        if args.smollm2_model:
+            model, tok = load_model(args.smollm2_model)
+            label = f"SmolLM2-135M ({args.smollm2_model})"
+        else:
+            model, tok = load_model(SMOLLM2_PREPARED if prepared else smollm2_dir())  # an adapter folder is merged
+            label = "SmolLM2-135M (the PBB demo's prepared base)" if prepared else "SmolLM2-135M-Instruct"
         new = 8 if args.quick else ev.max_new_tokens
         from inweights.eval.draft import draft_ids
 
         probes = probes_for(args.smollm2_prompts, SMOLLM2_CONFIG)
         results["smollm2"] = bench(label, model, tok, [p["prompt"] for p in probes], new,
                                    min(ev.batch_size, args.smollm2_prompts), args.repeats, 0, levers=True,
-                                   drafts=[draft_ids(tok, p) for p in probes], only=args.smollm2_only)
+                                   drafts=[draft_ids(tok, p) for p in probes], only=args.smollm2_only,
+                                   kinds=[p["cell"] for p in probes])  # by cell, as evaluation judges them
         rows += rows_of(label, results["smollm2"])
     table = markdown(rows)
     meta = {"config": str(CONFIG.relative_to(ROOT)), "smollm2_config": str(SMOLLM2_CONFIG.relative_to(ROOT)),
+            "smollm2_model": str(args.smollm2_model) if args.smollm2_model else None,
             "threads": torch.get_num_threads(), "dtype": "float32",
             "greedy": True, "repeats": args.repeats, "quick": args.quick,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

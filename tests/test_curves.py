@@ -22,6 +22,13 @@ def test_curves_are_measured_on_validation_inputs_and_reported(root, tmp_path):
     for key in ("without_io/in_weights/cot@val", "with_io/in_context/cot@val", "without_io/doc_recall",
                 "with_io/query_recall"):
         assert 0.0 <= point[key] <= 1.0, key
+    # both chains start from the base: its step-0 point is measured once, the other chain reuses it at no cost
+    firsts = [s1["curve"][0], summary["rows"]["stage2_only"]["stages"][0]["curve"][0]]
+    assert sorted(bool(p.get("reused")) for p in firsts) == [False, True]
+    measured, reused = sorted(firsts, key=lambda p: bool(p.get("reused")))
+    assert reused["seconds"] == 0.0 and measured["seconds"] > 0.0
+    assert {k: v for k, v in reused.items() if k not in ("seconds", "reused")} == \
+        {k: v for k, v in measured.items() if k != "seconds"}
     logged = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("event") == "curve" for r in logged) == 3 + 2 + 3  # proactive s1, s2; stage2_only from step 0
     report = (out / "report.md").read_text()

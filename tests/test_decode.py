@@ -235,3 +235,16 @@ def test_drafts_the_model_rejects_are_dropped(tiny, monkeypatch):
     stats: dict[str, int] = {}
     assert draft.draft_generate_ids(model, tok, prompts, junk, draft_stats=stats, **kw) == ref
     assert stats["offered"] == 4 * 25  # only the first batch's drafts were tried
+    # by kind (a probe's cell): the kind the model rejects stops, the kind it writes keeps its drafts to the end
+    own = [c for _, c in ref]
+    kinds = ["bad" if i % 2 else "good" for i in range(len(prompts))]
+    mixed = [junk[i] if kinds[i] == "bad" else own[i] for i in range(len(prompts))]
+    stats = {}
+    assert generate_ids(model, tok, prompts, backend="lean", drafts=mixed, draft_kinds=kinds, draft_stats=stats,
+                        **kw) == ref
+    first = random.Random(0).sample(range(len(prompts)), 4)  # drafted_generate's first batch
+    bad = stats["by_kind"]["bad"]
+    assert bad == {"offered": 25 * sum(kinds[i] == "bad" for i in first), "accepted": 0} and bad["offered"] > 0
+    good = stats["by_kind"]["good"]
+    assert good["offered"] == good["accepted"] == sum(len(own[i]) for i in range(0, len(prompts), 2))
+    assert stats["offered"] == bad["offered"] + good["offered"]

@@ -89,9 +89,12 @@ class Curve(Gate):
         t0 = time.perf_counter()
         m = self.measure(model)
         model.train(was_training)
-        rec = {"event": "curve", "step": step, **m, "seconds": round(time.perf_counter() - t0, 1)}
-        self.history = [h for h in self.history if h["step"] != step]  # a step measured again replaces its point
+        self.add({"event": "curve", "step": step, **m, "seconds": round(time.perf_counter() - t0, 1)})
+        return False
+
+    def add(self, rec: dict[str, Any]) -> None:
+        """A point into the curve and its log (a step measured again replaces its point)."""
+        self.history = [h for h in self.history if h["step"] != rec["step"]]
         self.history.append(rec)
         if self.curve_log is not None:
             self.curve_log(rec)
-        return False

@@ -18,13 +18,13 @@ lean loop's prefix sharing and cache.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
 
-MIN_ACCEPT = 0.75  # drafts are verified while at least this share of the tokens offered so far was accepted
-# (measured on SmolLM2: 52% accepted cost ~10%, every token accepted saved 1.74-1.91x; docs/performance.md)
+MIN_ACCEPT = 0.75  # drafts are verified while at least this share of the tokens offered so far was accepted, per
+# kind of probe (measured on SmolLM2: 52% accepted cost ~10%, every token accepted saved 1.74-1.91x; docs/performance.md)
 
 def draft_ids(tokenizer, record: dict[str, Any]) -> list[int] | None:
     """A probe's gold completion as the model would write it: tokenized as training tokenizes a completion, up to and
@@ -43,10 +43,12 @@ def draft_ids(tokenizer, record: dict[str, Any]) -> list[int] | None:
 @torch.no_grad()
 def draft_generate_ids(model, tokenizer, prompts: Sequence[list[dict[str, str]]], drafts: Sequence[Sequence[int] | None],
                        *, max_new_tokens: int, batch_size: int, progress=None, share_prefix: bool = True,
-                       draft_stats: dict[str, int] | None = None) -> list[tuple[list[int], list[int]]]:
+                       draft_stats: dict[str, Any] | None = None, kinds: Sequence[Hashable] | None = None,
+                       ) -> list[tuple[list[int], list[int]]]:
     """``decode.lean_generate_ids``' contract, greedy, with one draft per prompt (token ids or None, e.g.
-    ``draft_ids`` of a probe) verified before decoding: the same tokens. ``draft_stats`` counts draft tokens offered
-    and accepted."""
+    ``draft_ids`` of a probe) verified before decoding: the same tokens. ``kinds``: a kind per prompt (e.g. a
+    probe's cell), each judged on its own acceptance (``drafted_generate``). ``draft_stats`` counts draft tokens
+    offered and accepted, in all and by kind."""
     from inweights.train.data import end_of_turn_ids, prompt_ids
 
     enc = [prompt_ids(tokenizer, p) for p in prompts]
@@ -56,15 +58,16 @@ def draft_generate_ids(model, tokenizer, prompts: Sequence[list[dict[str, str]]]
     stops = torch.tensor(sorted(end_of_turn_ids(tokenizer)), device=device)
     eager = model.config._attn_implementation == "eager"
     gens = drafted_generate(model, enc, drafts, batch_size, max_new_tokens, stops, tokenizer.pad_token_id, eager,
-                            share_prefix, draft_stats, progress)
+                            share_prefix, draft_stats, progress, kinds)
     model.train(was_training)
     return [(e, g) for e, g in zip(enc, gens, strict=True)]
 
 
 def _verify(model, enc: list[list[int]], drafts: list[list[int] | None], max_new_tokens: int, stop_set: set[int],
-            pad: int, eager: bool, share_prefix: bool, stats: dict[str, int] | None):
-    """One batch's drafts verified in one pass: per row, (tokens so far, None) when it is finished, else (tokens so
-    far — the last one not yet run — and its context's keys and values, [layers, 2, heads, context, dim])."""
+            pad: int, eager: bool, share_prefix: bool):
+    """One batch's drafts verified in one pass: per row, (tokens so far, None, draft tokens offered, accepted) when
+    it is finished, else (tokens so far — the last one not yet run —, its context's keys and values [layers, 2,
+    heads, context, dim], offered, accepted)."""
     from inweights.eval.decode import SHARE_DEPTH, _prefill, _StaticCache
 
     conf = model.config
@@ -87,16 +90,13 @@ def _verify(model, enc: list[list[int]], drafts: list[list[int] | None], max_new
         while a < len(d) and d[a] == p[a]:
             a += 1
         g = (d[:a] if a == len(d) and d and d[-1] in stop_set else d[:a] + [p[a]])[:max_new_tokens]
-        if stats is not None:
-            stats["offered"] = stats.get("offered", 0) + len(d)
-            stats["accepted"] = stats.get("accepted", 0) + a
         if g[-1] in stop_set or len(g) >= max_new_tokens:
-            out.append((g, None))
+            out.append((g, None, len(d), a))
             continue
         s0, c = width - len(seqs[j]), len(enc[j]) + len(g) - 1  # the context: the prompt and the agreeing draft
         kv = torch.stack([torch.stack([cache.k[layer][j, :, s0: s0 + c], cache.v[layer][j, :, s0: s0 + c]])
                           for layer in range(conf.num_hidden_layers)])
-        out.append((g, kv))
+        out.append((g, kv, len(d), a))
     return out
 
 
@@ -127,13 +127,16 @@ def _go_on(model, rows: list[tuple[list[int], torch.Tensor]], max_new_tokens: in
 
 def drafted_generate(model, enc: list[list[int]], drafts: Sequence[Sequence[int] | None], batch_size: int,
                      max_new_tokens: int, stops: torch.Tensor, pad: int, eager: bool, share_prefix: bool,
-                     stats: dict[str, int] | None = None, progress=None) -> list[list[int]]:
+                     stats: dict[str, Any] | None = None, progress=None,
+                     kinds: Sequence[Hashable] | None = None) -> list[list[int]]:
     """Greedy completions of the token lists ``enc``, each decoded after its draft's verification: the same tokens as
     ``lean_generate_ids`` without drafts. Prompts are verified ``batch_size`` at a time (a random sample first, then
     shortest prompt and draft first); the rows whose drafts stopped agreeing wait in a pool and decode ``batch_size``
     at a time, so decode steps run on full batches (a step costs nearly as much at 20 rows as at 64). Once fewer than
-    ``MIN_ACCEPT`` of the draft tokens offered have been accepted, later batches are verified without drafts (plain
-    prefill). ``stats`` counts draft tokens offered and accepted."""
+    ``MIN_ACCEPT`` of the draft tokens offered to a kind of prompt (``kinds``; one kind without) have been accepted,
+    its later prompts are verified without drafts (plain prefill): a base model that cannot answer from its weights
+    but can from its prompt keeps its drafts where they pay. ``stats`` counts draft tokens offered and accepted, in
+    all and (``by_kind``) per kind."""
     stop_set = set(stops.tolist())
     # the first batch a fixed random sample (what the guard below judges on: sorted by length, the first batch would
     # be the shortest probes, whose acceptance says little of the rest), then the others by length
@@ -150,15 +153,21 @@ def drafted_generate(model, enc: list[list[int]], drafts: Sequence[Sequence[int]
         if progress is not None:
             progress.update(len(rows))
 
-    seen = {"offered": 0, "accepted": 0}
+    kind = list(kinds) if kinds is not None else [None] * len(enc)
+    seen: dict[Hashable, list[int]] = {k: [0, 0] for k in kind}  # per kind: tokens offered, accepted
+
+    def use(i: int) -> bool:  # drafts the model keeps rejecting cost their verification for nothing
+        offered, accepted = seen[kind[i]]
+        return offered == 0 or accepted >= MIN_ACCEPT * offered
+
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         done = 0
-        # drafts the model keeps rejecting cost their verification for nothing: below MIN_ACCEPT, the rest go without
-        use = seen["offered"] == 0 or seen["accepted"] >= MIN_ACCEPT * seen["offered"]
-        for i, (g, kv) in zip(idx, _verify(model, [enc[i] for i in idx],
-                                           [list(drafts[i] or []) if use else [] for i in idx],
-                                           max_new_tokens, stop_set, pad, eager, share_prefix, seen), strict=True):
+        verified = _verify(model, [enc[i] for i in idx], [list(drafts[i] or []) if use(i) else [] for i in idx],
+                           max_new_tokens, stop_set, pad, eager, share_prefix)
+        for i, (g, kv, offered, accepted) in zip(idx, verified, strict=True):
+            seen[kind[i]][0] += offered
+            seen[kind[i]][1] += accepted
             if kv is None:
                 out[i], done = g, done + 1
             else:
@@ -171,8 +180,14 @@ def drafted_generate(model, enc: list[list[int]], drafts: Sequence[Sequence[int]
     if pool:
         drain(pool)
     if stats is not None:
-        for k, v in seen.items():
-            stats[k] = stats.get(k, 0) + v
+        stats["offered"] = stats.get("offered", 0) + sum(o for o, _ in seen.values())
+        stats["accepted"] = stats.get("accepted", 0) + sum(a for _, a in seen.values())
+        if kinds is not None:
+            by = stats.setdefault("by_kind", {})
+            for k, (o, a) in seen.items():
+                mine = by.setdefault(str(k), {"offered": 0, "accepted": 0})
+                mine["offered"] += o
+                mine["accepted"] += a
     return [g if g is not None else [] for g in out]
 
 

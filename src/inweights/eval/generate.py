@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import torch
 
@@ -23,7 +24,8 @@ def generate_ids(
     seed: int = 0,
     backend: str = "lean",
     drafts: Sequence[Sequence[int] | None] | None = None,
-    draft_stats: dict[str, int] | None = None,
+    draft_stats: dict[str, Any] | None = None,
+    draft_kinds: Sequence[Hashable] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids) per chat prompt, in the order given: greedy, or sampled at
     ``temperature`` (seeded, so the same prompts, model and seed give the same samples on a CPU). A
@@ -32,6 +34,7 @@ def generate_ids(
     tokens as ``generate``, less work around the model; models it cannot drive fall back to ``generate``) or
     ``transformers`` (its ``generate``, the reference). ``drafts`` (lean, greedy): a completion per prompt the model
     may write (a probe's gold), verified first (``eval/draft.py``): the same tokens, the agreeing part cheaper;
+    ``draft_kinds``: a kind per prompt (a probe's cell), whose drafts stop once that kind's are mostly rejected;
     ``draft_stats`` counts their tokens offered and accepted."""
     from inweights.eval.decode import lean_generate_ids, supports
 
@@ -40,7 +43,8 @@ def generate_ids(
             from inweights.eval.draft import draft_generate_ids
 
             return draft_generate_ids(model, tokenizer, prompts, drafts, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size, progress=progress, draft_stats=draft_stats)
+                                      batch_size=batch_size, progress=progress, draft_stats=draft_stats,
+                                      kinds=draft_kinds)
         return lean_generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                  progress=progress, temperature=temperature, top_p=top_p, seed=seed)
     enc = [prompt_ids(tokenizer, p) for p in prompts]

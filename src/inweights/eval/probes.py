@@ -80,7 +80,7 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
             drafts = [draft_ids(tokenizer, r) for r in records] if cfg.temperature == 0 else None
             return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, progress=progress, temperature=cfg.temperature,
-                            top_p=cfg.top_p, seed=seed, drafts=drafts)
+                            top_p=cfg.top_p, seed=seed, drafts=drafts, draft_kinds=[r["cell"] for r in records])
     outs = generate_fn([p["prompt"] for p in probes], probes)
     samples = []
     accepted: dict[tuple[str, str], list[str]] = defaultdict(list)

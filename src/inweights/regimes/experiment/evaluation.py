@@ -52,7 +52,8 @@ class Evaluation:
                 save_model(model, tok, cache_dir / "merged")
             acc.wait_for_everyone()
 
-        draft_stats: dict[str, int] = {}  # this process's gold drafts: tokens offered and accepted (eval/draft.py)
+        draft_stats: dict[str, Any] = {}  # this process's gold drafts: tokens offered and accepted, in all and by
+        # cell (eval/draft.py)
 
         def local(prompts, records, bar):
             if backend == "vllm":
@@ -65,7 +66,7 @@ class Evaluation:
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
                             progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
                             seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend,
-                            drafts=drafts, draft_stats=draft_stats)
+                            drafts=drafts, draft_stats=draft_stats, draft_kinds=[r["cell"] for r in records])
 
         def sharded(prompts, records):
             """Each process generates every N-th probe; the outputs are gathered back in order."""

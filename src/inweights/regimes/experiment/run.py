@@ -15,6 +15,7 @@ the one way every regime resumes).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -345,7 +346,7 @@ class Experiment(GRPOStages, Evaluation):
             gate = self.stage_gate(stage, tok, domain, units, log) if stage.gate else None
             curve = self.curve(stage, tok, domain, units, log) if cfg.eval.curve_every else None
             if curve is not None and prev_dir.parent.parent != self.out / "stages" and not (sdir / "ckpt").exists():
-                curve(0, model)  # a chain's first stage: its starting point too (later stages start where one ended)
+                self.start_point(curve, model, prev_dir)  # later stages start where one ended: no step-0 point
             hooks = [h for h in (gate, curve) if h is not None]
             rows = None
             if stage.trainable == "names":
@@ -394,6 +395,24 @@ class Experiment(GRPOStages, Evaluation):
             return {key: sum(domain.score(u, x, views.extract(domain, o)) for (u, x), o in zip(pairs, outs)) / len(pairs)}
 
         return Gate(measure, key, g.value, g.every, stage.steps, log)
+
+    def start_point(self, curve: Curve, model, start: Path) -> None:
+        """A chain's first stage starts from a base: its curve's step-0 point, that base's on the curve's probes,
+        is measured once per run and reused (``seconds`` 0, ``reused``) by every other chain that starts there —
+        the same model, probes and batches give the same point. Chains that start at once on two workers may
+        each measure it (nothing waits for the other)."""
+        acc = get_accelerator()
+        path = self.out / "curves" / f"start-{hashlib.sha1(str(start).encode()).hexdigest()[:16]}.json"
+        acc.wait_for_everyone()
+        if path.exists():  # the same answer on every process: a multi-process run runs one job at a time
+            curve.add(json.loads(path.read_text()) | {"seconds": 0.0, "reused": True})
+            return
+        curve(0, model)
+        if acc.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two workers may write it at once
+            tmp.write_text(json.dumps(curve.history[-1]))
+            os.replace(tmp, path)
 
     def curve(self, stage, tok, domain, units, log) -> Curve:
         """``eval.curve_every``: the stage's curve on validation inputs (``curve_measure``)."""
