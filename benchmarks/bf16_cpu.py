@@ -97,6 +97,11 @@ def main(argv: list[str]) -> int:
         print("usage: python benchmarks/bf16_cpu.py MODEL_DIR", file=sys.stderr)
         return 2
     sys.path.insert(0, str(HERE))
+    from generation import model_dir_error
+
+    if err := model_dir_error(Path(argv[0])):
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     import transformers
 

