@@ -33,6 +33,18 @@ def test_curves_are_measured_on_validation_inputs_and_reported(root, tmp_path):
     assert sum(r.get("event") == "curve" for r in logged) == 3 + 2 + 3  # proactive s1, s2; stage2_only from step 0
     report = (out / "report.md").read_text()
     assert "## Curves" in report and (out / "curves.png").is_file()
+    # the work: every measured point and evaluation counts the tokens its probes read and wrote; the time shares
+    # add them up (each stage and curve once, the reused point at no cost) against the stages' trained tokens
+    assert measured["tokens"] > 0 and all(p["tokens"] > 0 for p in s1["curve"] + s2["curve"])
+    t = summary["time"]
+    stages = {st["dir"]: st for r in summary["rows"].values() for st in r.get("stages", [])}
+    evals = [summary["rows"][n]["tokens"] for n in ("base", "proactive", "stage2_only")]
+    assert all(e["prompt"] > 0 and e["generated"] > 0 for e in evals)
+    curve = sum(p["tokens"] for st in stages.values() for p in st["curve"] if not p.get("reused"))
+    assert t["eval_tokens"] == sum(e["prompt"] + e["generated"] for e in evals) + curve
+    assert t["train_tokens"] == sum(st["tokens"] for st in stages.values()) and t["train_passes"] == 3.0
+    assert t["eval_work_share"] == round(t["eval_tokens"] / (t["eval_tokens"] + 3 * t["train_tokens"]), 3)
+    assert f"By work, evaluation is {t['eval_work_share']:.0%}" in report
     # validation inputs only: no curve probe asks a test input
     from inweights.config import load_config
     from inweights.runs import load_units

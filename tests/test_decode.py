@@ -106,6 +106,21 @@ def test_lean_stops_at_the_budget_and_at_the_end_of_turn(tiny):
         assert len(c) == 60 or (c[-1] in stops and not set(c[:-1]) & stops)
 
 
+def test_generate_counts_the_tokens_it_read_and_wrote(tiny):
+    """``generate(counts=)``: each prompt as the model read it (chat template included) and every token written
+    (an end of turn included), added up over calls — the work ``timing.time_shares`` weighs."""
+    from inweights.eval.generate import generate
+
+    model, tok = tiny
+    prompts = _prompts(7)
+    pairs = generate_ids(model, tok, prompts, max_new_tokens=40, batch_size=4)
+    counts: dict[str, int] = {}
+    for part in (prompts[:3], prompts[3:]):
+        generate(model, tok, part, max_new_tokens=40, batch_size=4, counts=counts)
+    assert counts == {"prompt": sum(len(e) for e, _ in pairs), "generated": sum(len(c) for _, c in pairs)}
+    assert counts["generated"] > 0
+
+
 def test_models_the_loop_cannot_drive_fall_back_to_generate(root, tiny):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

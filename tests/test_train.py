@@ -532,7 +532,7 @@ def test_loss_on_target_positions_only_equals_the_full_logits_loss(tok):
 
 def test_time_shares_count_a_shared_stage_once():
     """A stage two recipes share is trained once and counted once; shares are of wall time x workers."""
-    from inweights.regimes.experiment.run import time_shares
+    from inweights.regimes.experiment.timing import time_shares
 
     s1 = {"dir": "s1_abc", "seconds": 100.0}
     results = {"wall_seconds": 200.0, "base": {"eval_seconds": 10.0},
@@ -544,6 +544,34 @@ def test_time_shares_count_a_shared_stage_once():
     # resumed: the work was done and timed by an earlier invocation; no share of this one's wall time
     t = time_shares({**results, "wall_seconds": 9.0}, workers=2)
     assert t["reused"] and "train_share" not in t and t["train_seconds"] == 150.0
+    assert "eval_work_share" not in t  # no tokens counted: no work line
+
+
+def test_time_shares_weigh_evaluation_tokens_against_trained_ones():
+    """The work: evaluation's tokens (every model's prompts and outputs, each stage's curve points once, a reused
+    point at no cost) against training's (each stage once) x forward-pass equivalents; and evaluation's speed per
+    token against a training forward pass. The report's line says which lever the share needs."""
+    from inweights.regimes.experiment.timing import time_lines, time_shares
+
+    s1 = {"dir": "s1", "seconds": 100.0, "tokens": 1000,
+          "curve": [{"step": 0, "seconds": 0.0, "reused": True, "tokens": 40}, {"step": 2, "seconds": 5.0, "tokens": 50}]}
+    s2 = {"dir": "s2", "seconds": 50.0, "tokens": 500, "curve": [{"step": 0, "seconds": 5.0, "tokens": 50}]}
+    ev = {"eval_seconds": 20.0, "tokens": {"prompt": 300, "generated": 200}}
+    results = {"wall_seconds": 200.0, "base": ev, "recipes": {"a": {"stages": [s1], **ev}, "b": {"stages": [s2], **ev}}}
+    t = time_shares(results, workers=2)
+    assert t["eval_tokens"] == 3 * 500 + 50 + 50 and t["train_tokens"] == 1500 and t["train_passes"] == 3.0
+    assert t["eval_work_share"] == round(1600 / (1600 + 4500), 3)
+    # evaluation 1,600 tokens in 70 s against training 4,500 forward-equivalent tokens in 145 s (curve time excluded)
+    assert t["eval_speed"] == round((1600 / 70) / (4500 / 145), 2) == 0.74
+    assert "faster generation would shrink" in "".join(time_lines(t))
+    lora = time_shares(results, workers=2, passes=2.0)
+    assert lora["eval_work_share"] == round(1600 / (1600 + 3000), 3) and lora["eval_speed"] > 0.8
+    text = "".join(time_lines(lora))
+    assert text.startswith("Time (2 workers") and "By work, evaluation is 35%" in text and "its size" in text
+    # a count missing anywhere (vllm evaluations, an earlier version's run) or a GRPO stage: no work line
+    assert "eval_work_share" not in time_shares({**results, "base": {"eval_seconds": 20.0}}, workers=2)
+    grpo = {**results, "recipes": {"a": {"stages": [{**s1, "loss_kind": "grpo"}], **ev}}}
+    assert "eval_work_share" not in time_shares(grpo, workers=2)
 
 
 @pytest.mark.slow

@@ -86,9 +86,15 @@ def generate_ids(
     return out
 
 
-def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], **kw) -> list[str]:
-    """Completion texts for chat prompts (see ``generate_ids`` for the arguments)."""
-    return [tokenizer.decode(c, skip_special_tokens=True) for _, c in generate_ids(model, tokenizer, prompts, **kw)]
+def generate(model, tokenizer, prompts: Sequence[list[dict[str, str]]], *, counts: dict[str, int] | None = None,
+             **kw) -> list[str]:
+    """Completion texts for chat prompts (see ``generate_ids`` for the arguments). ``counts`` adds up the tokens
+    read (``prompt``: each chat prompt as the model reads it) and written (``generated``)."""
+    pairs = generate_ids(model, tokenizer, prompts, **kw)
+    if counts is not None:
+        counts["prompt"] = counts.get("prompt", 0) + sum(len(e) for e, _ in pairs)
+        counts["generated"] = counts.get("generated", 0) + sum(len(c) for _, c in pairs)
+    return [tokenizer.decode(c, skip_special_tokens=True) for _, c in pairs]
 
 
 def vllm_available() -> bool:

@@ -65,8 +65,9 @@ def build_probes(domain, units: list[Unit], cfg: EvalConfig, seed: int) -> list[
 
 
 def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed: int, progress=None,
-             generate_fn=None):
-    """(cells, samples): accuracy with 95% CI per cell, and every sample.
+             generate_fn=None, counts: dict[str, int] | None = None):
+    """(cells, samples): accuracy with 95% CI per cell, and every sample. ``counts``: the default generation's
+    tokens read and written (``generate``'s ``counts``; a ``generate_fn`` counts its own).
 
     ``generate_fn(prompts, records) -> outputs`` replaces the default generation (another backend, or generation
     sharded across processes); ``records``: the probes, whose gold completions the lean loop may verify as drafts
@@ -80,7 +81,8 @@ def evaluate(model, tokenizer, domain, units: list[Unit], cfg: EvalConfig, seed:
             drafts = [draft_ids(tokenizer, r) for r in records] if cfg.temperature == 0 else None
             return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, progress=progress, temperature=cfg.temperature,
-                            top_p=cfg.top_p, seed=seed, drafts=drafts, draft_kinds=[r["cell"] for r in records])
+                            top_p=cfg.top_p, seed=seed, drafts=drafts, draft_kinds=[r["cell"] for r in records],
+                            counts=counts)
     outs = generate_fn([p["prompt"] for p in probes], probes)
     samples = []
     accepted: dict[tuple[str, str], list[str]] = defaultdict(list)

@@ -54,6 +54,7 @@ class Evaluation:
 
         draft_stats: dict[str, Any] = {}  # this process's gold drafts: tokens offered and accepted, in all and by
         # cell (eval/draft.py)
+        counts: dict[str, int] = {}  # this process's tokens read and written (vllm: not counted)
 
         def local(prompts, records, bar):
             if backend == "vllm":
@@ -66,7 +67,8 @@ class Evaluation:
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
                             progress=bar, temperature=ecfg.temperature, top_p=ecfg.top_p,
                             seed=derive_seed(self.cfg.seed, "sample", acc.process_index), backend=backend,
-                            drafts=drafts, draft_stats=draft_stats, draft_kinds=[r["cell"] for r in records])
+                            drafts=drafts, draft_stats=draft_stats, draft_kinds=[r["cell"] for r in records],
+                            counts=counts)
 
         def sharded(prompts, records):
             """Each process generates every N-th probe; the outputs are gathered back in order."""
@@ -86,10 +88,15 @@ class Evaluation:
         t0 = time.time()
         with eval_autocast(self.cfg):
             cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
+        if acc.num_processes > 1 and counts:  # every process's share of the probes
+            from accelerate.utils import gather_object
+
+            parts = gather_object([counts])
+            counts = {k: sum(c[k] for c in parts) for k in ("prompt", "generated")}
         ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
               "eval_seconds": round(time.time() - t0, 1),
               "backend": backend, "processes": acc.num_processes, "bf16_autocast": eval_bf16(self.cfg),
-              "draft_tokens": draft_stats,
+              "draft_tokens": draft_stats, **({"tokens": counts} if counts else {}),
               "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
         if acc.is_main_process:
             with (cache_dir / "samples.jsonl.tmp").open("w") as f:

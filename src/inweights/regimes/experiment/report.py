@@ -9,6 +9,7 @@ from typing import Any
 from inweights.core.provenance import bf16_supported
 from inweights.domains import DOMAINS
 from inweights.domains.capabilities import Acceptance, Representations, supports
+from inweights.regimes.experiment.timing import time_lines
 from inweights.report.plots import accuracy_plot, loss_plot, reward_plot, sweep_plot
 from inweights.report.tables import _cells_order, _pct, described
 
@@ -384,17 +385,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     md += positive_control_lines(results.get("positive_control"))
     if verdicts:
         md += ["## Verdict", ""] + verdicts + [""]
-    if results.get("time", {}).get("reused"):  # resumed: this invocation's wall time is not the run's
-        t = results["time"]
-        md += [(f"Time: resumed — this invocation took {t['wall_seconds'] / 60:.1f} min and reused work timed by an "
-                f"earlier one: training {t['train_seconds'] / 60:.1f} and evaluation {t['eval_seconds'] / 60:.1f} "
-                f"worker-minutes in all ({t['workers']} worker{'s' * (t['workers'] > 1)})."), ""]
-    elif results.get("time"):
-        t = results["time"]
-        md += [(f"Time ({t['workers']} worker{'s' * (t['workers'] > 1)}, wall time x workers = 100%): training "
-                f"{t['train_share']:.0%} ({t['train_seconds'] / 60:.1f} min), evaluation {t['eval_share']:.0%} "
-                f"({t['eval_seconds'] / 60:.1f} min), the rest (set-up, data, loading, idle workers) "
-                f"{t['other_share']:.0%}."), ""]
+    if results.get("time"):
+        md += time_lines(results["time"])
     prep = results.get("prepared")
     if prep:
         pdom = DOMAINS.get(prep.get("domain"), dom)
@@ -482,7 +474,8 @@ def write_report(out: Path, cfg, results: dict[str, Any]) -> dict[str, Any]:
     summary = {"name": cfg.name, "seed": cfg.seed, "wall_seconds": results["wall_seconds"],
                "time": results.get("time"), "counts": results["counts"], "prepared": prep,
                "rows": {n: {"cells": r["cells"], "stages": r.get("stages", []), "diagnostics": r.get("diagnostics"),
-                            **({"ladder": r["ladder"]} if r.get("ladder") else {})}
+                            **({"ladder": r["ladder"]} if r.get("ladder") else {}),
+                            **({"tokens": r["tokens"]} if r.get("tokens") else {})}
                         for n, r in rows.items()},
                "bars": bars, "notes": notes, "sweep": sweep, "skew": skew, "verdicts": verdicts}
     if results.get("positive_control"):

@@ -47,6 +47,7 @@ from inweights.regimes.experiment.evaluation import Evaluation
 from inweights.regimes.experiment.grpo_stages import GRPOStages
 from inweights.regimes.experiment.jobs import run_jobs
 from inweights.regimes.experiment.pbb import check_recipe_names, stages_for
+from inweights.regimes.experiment.timing import time_shares
 from inweights.runs import (
     Run,
     Steps,
@@ -78,7 +79,8 @@ def loss_kind(stage) -> str:
 def curve_measure(model, tok, domain, units, cfg: ExperimentConfig) -> dict[str, float]:
     """One point of a stage's curve: the evaluator's cells and extraction diagnostics on validation inputs (never
     test inputs) of the first ``eval.curve_units`` units per group, ``eval.curve_inputs`` inputs each, CoT only.
-    Keys: ``<cell>@val`` accuracies, ``<group>/doc_recall``, ``<group>/doc_forced_recall``, ``<group>/query_recall``."""
+    Keys: ``<cell>@val`` accuracies, ``<group>/doc_recall``, ``<group>/doc_forced_recall``, ``<group>/query_recall``,
+    ``tokens`` (the probes' prompt and generated tokens)."""
     import dataclasses
 
     e = cfg.eval
@@ -86,39 +88,16 @@ def curve_measure(model, tok, domain, units, cfg: ExperimentConfig) -> dict[str,
     val = [u for u in val if u.test_inputs]
     ecfg = e.model_copy(update={"formats": ["cot"], "max_units_per_group": e.curve_units, "train_inputs": 0,
                                 "groups": [g for g in e.groups if g in ("with_io", "without_io", "composed")]})
+    counts: dict[str, int] = {}
     with eval_autocast(cfg):
-        cells, samples = evaluate(model, tok, domain, val, ecfg, derive_seed(cfg.seed, "curve"))
+        cells, samples = evaluate(model, tok, domain, val, ecfg, derive_seed(cfg.seed, "curve"), counts=counts)
     out = {f"{name}@val": c["acc"] for name, c in cells.items()}
+    out["tokens"] = sum(counts.values())  # read and written (timing.time_shares: evaluation's work)
     diag = diagnose(domain, val, samples, cells)
     for group, g in (diag or {}).get("groups", {}).items():
         for k in ("doc_recall", "doc_forced_recall", "query_recall"):
             if g.get(k) is not None:
                 out[f"{group}/{k}"] = g[k]
-    return out
-
-
-def time_shares(results: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Where a run's time went: training (every stage once, shared stages counted once), evaluation (every
-    evaluated model) and the rest (set-up, data, loading, idle workers), as worker-seconds and as shares of
-    wall time x workers. Stages or evaluations reused from an earlier run count the seconds they took then."""
-    stages: dict[str, float] = {}
-    curves: dict[str, float] = {}  # measured inside a stage (eval.curve_every): evaluation, not training
-    for rec in results["recipes"].values():
-        for st in rec.get("stages", []):
-            pts = st.get("curve", [])
-            curves[st["dir"]] = sum(p.get("seconds", 0.0) for p in pts)
-            # the step-0 point is measured before the stage's clock starts
-            stages[st["dir"]] = st["seconds"] - sum(p.get("seconds", 0.0) for p in pts if p["step"] > 0)
-    evals = [r.get("eval_seconds", 0.0) for r in
-             [results.get("base") or {}, *results.get("other_bases", {}).values(), *results["recipes"].values()]]
-    evals += list(curves.values())
-    capacity = max(results["wall_seconds"] * max(workers, 1), 1e-9)
-    train, ev = sum(stages.values()), sum(evals)
-    out = {"workers": workers, "wall_seconds": results["wall_seconds"], "train_seconds": round(train, 1),
-           "eval_seconds": round(ev, 1), "other_seconds": round(max(capacity - train - ev, 0.0), 1)}
-    if train + ev > capacity * 1.02:  # a resumed run: most of the work was done (and timed) by an earlier invocation
-        return out | {"reused": True}
-    out |= {f"{k}_share": round(out[f"{k}_seconds"] / capacity, 3) for k in ("train", "eval", "other")}
     return out
 
 
@@ -228,7 +207,7 @@ class Experiment(GRPOStages, Evaluation):
             results["recipes"][recipe] = {"stages": stages_out, **ev}
         results["prepared"] = prepared
         results["wall_seconds"] = round(time.time() - t_start, 1)
-        results["time"] = time_shares(results, workers)
+        results["time"] = time_shares(results, workers, passes=2.0 if cfg.model.lora is not None else 3.0)
         results["counts"] = {g: sum(u.group == g for u in units) for g in dict.fromkeys(u.group for u in units)}
         for g in domain.groups:
             results["counts"].setdefault(g, 0)
