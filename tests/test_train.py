@@ -568,7 +568,7 @@ def test_time_shares_weigh_evaluation_tokens_against_trained_ones():
     assert lora["eval_work_share"] == round(1600 / (1600 + 3000), 3) and lora["eval_speed"] > 0.8
     text = "".join(time_lines(lora))
     assert text.startswith("Time (2 workers") and "By work, evaluation is 35%" in text and "its size" in text
-    # a count missing anywhere (vllm evaluations, an earlier version's run) or a GRPO stage: no work line
+    # a count missing anywhere (an earlier version's run) or a GRPO stage: no work line
     assert "eval_work_share" not in time_shares({**results, "base": {"eval_seconds": 20.0}}, workers=2)
     grpo = {**results, "recipes": {"a": {"stages": [{**s1, "loss_kind": "grpo"}], **ev}}}
     assert "eval_work_share" not in time_shares(grpo, workers=2)

@@ -40,3 +40,30 @@ def test_vllm_matches_transformers_greedy(tmp_path):
     ref = generate(model.cuda(), tok, prompts, max_new_tokens=16, batch_size=4)
     got = generate_vllm(str(tmp_path / "m"), tok, prompts, max_new_tokens=16, dtype="float32")
     assert got == ref
+
+
+@pytest.mark.slow
+def test_an_evaluation_on_vllm_counts_its_tokens_from_the_texts(root, tmp_path, monkeypatch):
+    """Where vllm generates (here a stand-in that answers every probe alike), the evaluation still counts its work:
+    each prompt as the model reads it, each output's tokens counted again from its text."""
+    import json
+
+    import inweights.eval.generate as gen
+    from inweights.train.data import prompt_ids
+
+    seen = []
+
+    def fake_vllm(model_dir, tok, prompts, **kw):
+        seen.append((tok, list(prompts)))
+        return ["a = 1\nAnswer: 1"] * len(prompts)
+
+    monkeypatch.setattr(gen, "choose_backend", lambda name: "vllm")
+    monkeypatch.setattr(gen, "generate_vllm", fake_vllm)
+    out = tmp_path / "run"
+    assert main(["run", str(root / "configs/smoke.yaml"), "--out", str(out), "--set", "recipes=[stage2_only]",
+                 "--set", "eval.positive_control=null"]) == 0
+    ev = json.loads(next((out / "stages").glob("*/eval.json")).read_text())["record"]
+    tok, prompts = seen[-1]
+    per_output = len(tok("a = 1\nAnswer: 1", add_special_tokens=False)["input_ids"])
+    assert ev["backend"] == "vllm"
+    assert ev["tokens"] == {"prompt": sum(len(prompt_ids(tok, p)) for p in prompts), "generated": per_output * len(prompts)}

@@ -35,7 +35,7 @@ class Evaluation:
             return ev
         from inweights.core.progress import progress
         from inweights.eval.draft import draft_ids
-        from inweights.eval.generate import choose_backend, generate, generate_vllm
+        from inweights.eval.generate import choose_backend, generate, generate_vllm, prompt_ids
 
         acc = get_accelerator()
         backend = choose_backend(ecfg.backend)
@@ -54,7 +54,7 @@ class Evaluation:
 
         draft_stats: dict[str, Any] = {}  # this process's gold drafts: tokens offered and accepted, in all and by
         # cell (eval/draft.py)
-        counts: dict[str, int] = {}  # this process's tokens read and written (vllm: not counted)
+        counts: dict[str, int] = {}  # this process's tokens read and written
 
         def local(prompts, records, bar):
             if backend == "vllm":
@@ -62,6 +62,10 @@ class Evaluation:
                                      dtype=self.cfg.model.dtype, seed=self.cfg.seed,
                                      temperature=ecfg.temperature, top_p=ecfg.top_p)
                 bar.update(len(prompts))
+                # vllm gives texts: its tokens counted again from them (the same count but for an end of turn)
+                counts["prompt"] = counts.get("prompt", 0) + sum(len(prompt_ids(tok, p)) for p in prompts)
+                counts["generated"] = counts.get("generated", 0) + sum(
+                    len(tok(o, add_special_tokens=False)["input_ids"]) for o in outs)
                 return outs
             drafts = ([draft_ids(tok, r) for r in records] if backend == "lean" and ecfg.temperature == 0 else None)
             return generate(model, tok, prompts, max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size,
