@@ -53,6 +53,9 @@ def test_two_process_gloo_matches_one_process(root, tmp_path):
     # evaluation verified the probes' gold completions as drafts (eval/draft.py) and says how much of them it kept
     d1 = ev1["draft_tokens"]
     assert ev1["backend"] == "lean" and d1["offered"] > 0 and 0 <= d1["accepted"] <= d1["offered"]
+    # the work counted on each process adds up to one process's (the same prompts; outputs differ by a few)
+    assert ev2["tokens"]["prompt"] == ev1["tokens"]["prompt"] > 0
+    assert ev2["tokens"]["generated"] == pytest.approx(ev1["tokens"]["generated"], rel=0.1)
     samples1 = [json.loads(x) for x in (one / "samples.jsonl").read_text().splitlines()]
     samples2 = [json.loads(x) for x in (two / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples1] == [s["prompt"] for s in samples2]  # gathered in probe order

@@ -92,16 +92,15 @@ class Evaluation:
         t0 = time.time()
         with eval_autocast(self.cfg):
             cells, samples = evaluate(model, tok, domain, units, ecfg, self.cfg.seed, generate_fn=sharded)
-        if acc.num_processes > 1 and counts:  # every process's share of the probes
+        if acc.num_processes > 1:  # every process's share of the probes (every process joins the gather)
             from accelerate.utils import gather_object
 
             parts = gather_object([counts])
-            counts = {k: sum(c[k] for c in parts) for k in ("prompt", "generated")}
+            counts = {k: sum(c.get(k, 0) for c in parts) for k in ("prompt", "generated")} if any(parts) else {}
         ev = {"probe_key": probe_key, "cells": cells, "diagnostics": diagnose(domain, units, samples, cells),
               "eval_seconds": round(time.time() - t0, 1),
               "backend": backend, "processes": acc.num_processes, "bf16_autocast": eval_bf16(self.cfg),
-              "draft_tokens": draft_stats, **({"tokens": counts} if counts else {}),
-              "generated_tokens": sum(len(tok(s["output"], add_special_tokens=False)["input_ids"]) for s in samples)}
+              "draft_tokens": draft_stats, **({"tokens": counts} if counts else {})}
         if acc.is_main_process:
             with (cache_dir / "samples.jsonl.tmp").open("w") as f:
                 for s in samples:
